@@ -1,0 +1,10 @@
+//! whitebox-core: small image classifiers (the seed's SimpleCNN family), their data, training and inspection, on
+//! candle. Builds for native targets and `wasm32-unknown-unknown`.
+
+pub mod data;
+mod error;
+pub mod ops;
+
+pub use error::{Error, Result};
+pub mod models;
+pub mod nn;

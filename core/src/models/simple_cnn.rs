@@ -1,0 +1,92 @@
+//! The seed's SimpleCNN family: three blocks of [3×3 conv → BatchNorm → ReLU → 2×2 max-pool] (32, 64, 128
+//! channels), then either the fully connected classifier (flatten → 1024 → ReLU → 10) or, for the CAM variant, the
+//! class-activation-mapping head of Zhou et al. (2016) (global average pooling → linear 128 → 10). The CBAM variant
+//! inserts a CBAM module (Woo et al. 2018) before each BatchNorm.
+//!
+//! As in the seed, the CAM variant also holds the (unused) classifier and the CBAM variant the (unused) CAM head, so
+//! parameter counts and `state_dict` keys match. Unlike the seed, the models return logits: the seed's softmax
+//! inside the model, before a cross-entropy loss, was a bug.
+
+use super::{Arch, Classifier, ModelSpec, Tapped};
+use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
+use crate::ops;
+use candle_core::{Result, Tensor, Var};
+use candle_nn::VarBuilder;
+
+const CHANNELS: [usize; 3] = [32, 64, 128];
+
+#[derive(Clone, Debug)]
+pub struct SimpleCnn {
+    spec: ModelSpec,
+    convs: Vec<Conv2d>,
+    bns: Vec<BatchNorm2d>,
+    cbams: Vec<super::cbam::Cbam>,
+    fc1: Linear,
+    fc2: Linear,
+    cam_head: Option<Linear>,
+}
+
+/// Builds the model of `spec` (SimpleCNN, CAM or CBAM) with parameters from `vb`.
+pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
+    let features = vb.pp("features");
+    let mut in_c = spec.dataset.channels();
+    let (mut convs, mut bns, mut cbams) = (vec![], vec![], vec![]);
+    for (i, &c) in CHANNELS.iter().enumerate() {
+        // `features` is a Sequential of [Conv2d, BatchNorm2d, ReLU, MaxPool2d] × 3: indices 4i and 4i + 1.
+        convs.push(nn::conv2d(in_c, c, 3, 1, features.pp(4 * i))?);
+        bns.push(nn::batch_norm2d(c, features.pp(4 * i + 1))?);
+        if spec.arch == Arch::Cbam {
+            cbams.push(super::cbam::cbam(c, vb.pp(format!("cbam{i}")))?);
+        }
+        in_c = c;
+    }
+    let side = spec.dataset.side() / 8;
+    let classifier = vb.pp("classifier");
+    let fc1 = nn::linear(CHANNELS[2] * side * side, 1024, classifier.pp(0))?;
+    let fc2 = nn::linear(1024, spec.dataset.num_classes(), classifier.pp(2))?;
+    let cam_head = match spec.arch {
+        Arch::Cam | Arch::Cbam => Some(nn::linear(CHANNELS[2], spec.dataset.num_classes(), vb.pp("cam_mlp").pp("mlp").pp(0))?),
+        _ => None,
+    };
+    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head })
+}
+
+impl SimpleCnn {
+    /// The CAM head (`10×128` weight and bias) of the CAM variant.
+    pub fn cam_head(&self) -> Option<&Linear> {
+        self.cam_head.as_ref().filter(|_| self.spec.arch == Arch::Cam)
+    }
+}
+
+impl Classifier for SimpleCnn {
+    fn spec(&self) -> ModelSpec {
+        self.spec
+    }
+
+    fn blocks(&self) -> usize {
+        CHANNELS.len()
+    }
+
+    fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Option<Tapped>)> {
+        super::check_input(self.spec, x)?;
+        let mut x = x.clone();
+        let mut tapped = None;
+        for i in 0..CHANNELS.len() {
+            x = self.convs[i].forward(&x)?;
+            if let Some(cbam) = self.cbams.get(i) {
+                x = cbam.forward(&x, pass)?;
+            }
+            x = ops::max_pool2x2(&pass.relu(&self.bns[i].forward(&x, pass)?)?)?;
+            if tap == Some(i) {
+                let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
+                x = x.broadcast_add(&probe)?;
+                tapped = Some(Tapped { activation: x.detach(), probe });
+            }
+        }
+        let logits = match self.cam_head() {
+            Some(head) => head.forward(&nn::global_avg_pool(&x)?)?,
+            None => self.fc2.forward(&pass.relu(&self.fc1.forward(&x.flatten_from(1)?)?)?)?,
+        };
+        Ok((logits, tapped))
+    }
+}

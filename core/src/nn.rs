@@ -1,0 +1,165 @@
+//! Layers with PyTorch's parameter names and default initialisation, running on the kernels of [`crate::ops`].
+//!
+//! Constructors follow candle-nn's style (`conv2d(in, out, k, pad, vb)`), naming parameters through `vb.pp(..)` so
+//! the keys equal the seed's PyTorch `state_dict` keys.
+
+use crate::ops::{self, BatchStats, ReluRule};
+use candle_core::{Result, Tensor, Var, D};
+use candle_nn::{Init, VarBuilder};
+use std::sync::{Arc, Mutex};
+
+/// How a forward pass runs: training-mode batch statistics or running statistics, and the ReLU backward rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub train: bool,
+    pub relu: ReluRule,
+}
+
+impl Pass {
+    pub const EVAL: Pass = Pass { train: false, relu: ReluRule::Standard };
+    pub const TRAIN: Pass = Pass { train: true, relu: ReluRule::Standard };
+
+    pub fn relu(&self, x: &Tensor) -> Result<Tensor> {
+        ops::relu(x, self.relu)
+    }
+}
+
+/// PyTorch's default for conv and linear layers (`kaiming_uniform_(a = √5)` and the matching bias): U(±1/√fan_in).
+fn fan_in_uniform(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -bound, up: bound }
+}
+
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+/// A square-kernel convolution with bias, parameters `weight` (`out×in×k×k`) and `bias`.
+pub fn conv2d(in_c: usize, out_c: usize, k: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
+    conv2d_with(in_c, out_c, k, 1, padding, true, vb)
+}
+
+pub fn conv2d_with(
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let init = fan_in_uniform(in_c * k * k);
+    let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
+    let bias = if bias { Some(vb.get_with_hints(out_c, "bias", init)?) } else { None };
+    Ok(Conv2d { weight, bias, stride, padding })
+}
+
+impl Conv2d {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+/// A fully connected layer, parameters `weight` (`out×in`) and `bias`.
+pub fn linear(in_f: usize, out_f: usize, vb: VarBuilder) -> Result<Linear> {
+    let init = fan_in_uniform(in_f);
+    Ok(Linear { weight: vb.get_with_hints((out_f, in_f), "weight", init)?, bias: vb.get_with_hints(out_f, "bias", init)? })
+}
+
+impl Linear {
+    /// `x·Wᵀ + b` for `x` of shape `N×in`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    eps: f64,
+    momentum: f64,
+}
+
+/// Batch normalisation with PyTorch's defaults (eps 1e-5, momentum 0.1) and keys `weight`, `bias`,
+/// `running_mean`, `running_var`.
+pub fn batch_norm2d(c: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+    Ok(BatchNorm2d {
+        weight: vb.get_with_hints(c, "weight", Init::Const(1.0))?,
+        bias: vb.get_with_hints(c, "bias", Init::Const(0.0))?,
+        running_mean: vb.get_with_hints(c, "running_mean", Init::Const(0.0))?,
+        running_var: vb.get_with_hints(c, "running_var", Init::Const(1.0))?,
+        eps: 1e-5,
+        momentum: 0.1,
+    })
+}
+
+/// Names of the tensors that are state, not trainable parameters.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var") || name.ends_with("num_batches_tracked")
+}
+
+impl BatchNorm2d {
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        if !pass.train {
+            return ops::batch_norm_eval(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.eps);
+        }
+        let stats = Arc::new(Mutex::new(BatchStats::default()));
+        let y = ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, &stats)?;
+        let stats = stats.lock().expect("batch-norm stats lock").clone();
+        self.update_running(&stats)?;
+        Ok(y)
+    }
+
+    /// `running = (1 − momentum)·running + momentum·batch`, with the unbiased batch variance, as PyTorch does.
+    /// Only has an effect when the running statistics are variables (a model being trained).
+    fn update_running(&self, stats: &BatchStats) -> Result<()> {
+        if !self.running_mean.is_variable() {
+            return Ok(());
+        }
+        let m = self.momentum;
+        let unbias = stats.count as f64 / (stats.count.max(2) - 1) as f64;
+        let dev = self.running_mean.device();
+        let batch_mean = Tensor::from_slice(&stats.mean, stats.mean.len(), dev)?;
+        let batch_var = Tensor::from_slice(&stats.var, stats.var.len(), dev)?;
+        let mean = ((self.running_mean.detach() * (1.0 - m))? + (batch_mean * m)?)?;
+        let var = ((self.running_var.detach() * (1.0 - m))? + (batch_var * (m * unbias))?)?;
+        Var::from_tensor(&self.running_mean)?.set(&mean)?;
+        Var::from_tensor(&self.running_var)?.set(&var)?;
+        Ok(())
+    }
+}
+
+/// Mean over the spatial dimensions: `N×C×H×W → N×C`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(2)?.mean(D::Minus1)
+}
+
+/// Maximum over the spatial dimensions: `N×C×H×W → N×C`.
+pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(2)?.max(D::Minus1)
+}

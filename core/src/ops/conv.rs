@@ -1,0 +1,214 @@
+//! 2-D convolution as im2col + one large matrix product (Chellapilla, Puri & Simard 2006), the formulation
+//! PyTorch's CPU path uses. The backward of im2col is col2im, so candle's matmul autograd gives both the weight and
+//! the input gradient with two more large matrix products; the input gradient is skipped when nobody asked for it.
+
+use super::{dims4, output, slice_f32};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    /// Columns of the unfolded matrix: one per output position of every image.
+    fn cols(&self) -> usize {
+        self.n * self.out_h() * self.out_w()
+    }
+    /// Rows of the unfolded matrix: one per (input channel, kernel row, kernel column).
+    fn rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Range of output columns `ox` whose input column `ox * stride + kx - pad` lies inside the image.
+    fn valid_ox(&self, kx: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.pad);
+        let lo = if kx >= p { 0 } else { (p - kx).div_ceil(s) };
+        let hi = if self.w + p > kx { ((self.w + p - kx - 1) / s + 1).min(self.out_w()) } else { 0 };
+        (lo, hi.max(lo))
+    }
+    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky).checked_sub(self.pad).filter(|&iy| iy < self.h)
+    }
+}
+
+/// Unfolds `N×C×H×W` into a `(C·kh·kw) × (N·Ho·Wo)` matrix.
+struct Im2Col(Geometry);
+/// Folds the matrix back, summing overlapping contributions: the adjoint of [`Im2Col`].
+struct Col2Im(Geometry);
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "whitebox-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let x = slice_f32(storage, layout)?;
+        let (ho, wo, per_image) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
+        let mut cols = vec![0f32; g.rows() * g.cols()];
+        cols.par_chunks_mut(g.cols()).enumerate().for_each(|(r, row)| {
+            let (ci, ky, kx) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+            let (lo, hi) = g.valid_ox(kx);
+            for ni in 0..g.n {
+                let plane = &x[(ni * g.c + ci) * g.h * g.w..][..g.h * g.w];
+                for oy in 0..ho {
+                    let Some(iy) = g.input_row(oy, ky) else { continue };
+                    let src = &plane[iy * g.w..][..g.w];
+                    let dst = &mut row[ni * per_image + oy * wo..][..wo];
+                    if g.stride == 1 {
+                        let start = lo + kx - g.pad;
+                        dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for ox in lo..hi {
+                            dst[ox] = src[ox * g.stride + kx - g.pad];
+                        }
+                    }
+                }
+            }
+        });
+        Ok(output(cols, (g.rows(), g.cols())))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?))
+    }
+}
+
+impl CustomOp1 for Col2Im {
+    fn name(&self) -> &'static str {
+        "whitebox-col2im"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let cols = slice_f32(storage, layout)?;
+        let (ho, wo, per_image, ncols) = (g.out_h(), g.out_w(), g.out_h() * g.out_w(), g.cols());
+        let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
+            let (ni, ci) = (plane_idx / g.c, plane_idx % g.c);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let r = (ci * g.kh + ky) * g.kw + kx;
+                    let row = &cols[r * ncols + ni * per_image..][..per_image];
+                    let (lo, hi) = g.valid_ox(kx);
+                    for oy in 0..ho {
+                        let Some(iy) = g.input_row(oy, ky) else { continue };
+                        let src = &row[oy * wo..][..wo];
+                        let dst = &mut plane[iy * g.w..][..g.w];
+                        for ox in lo..hi {
+                            dst[ox * g.stride + kx - g.pad] += src[ox];
+                        }
+                    }
+                }
+            }
+        });
+        Ok(output(dx, (g.n, g.c, g.h, g.w)))
+    }
+}
+
+/// Convolution of `x` (`N×C×H×W`) with `weight` (`O×C×kh×kw`), optional `bias` (`O`), square stride and zero
+/// padding. Uses the im2col kernel for f32 CPU tensors and candle's own convolution elsewhere.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
+    let (n, c, h, w) = dims4(x.layout(), "conv2d input")?;
+    let (o, wc, kh, kw) = dims4(weight.layout(), "conv2d weight")?;
+    if wc != c {
+        candle_core::bail!("conv2d: input has {c} channels, weight expects {wc} (weight shape {:?})", weight.dims());
+    }
+    if stride == 0 || h + 2 * pad < kh || w + 2 * pad < kw {
+        candle_core::bail!("conv2d: kernel {kh}x{kw} (stride {stride}, padding {pad}) does not fit a {h}x{w} input");
+    }
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return conv2d_reference(x, weight, bias, stride, pad);
+    }
+    let g = Geometry { n, c, h, w, kh, kw, stride, pad };
+    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
+    let y = weight.reshape((o, g.rows()))?.matmul(&cols)?;
+    let y = y.reshape((o, n, g.out_h(), g.out_w()))?.transpose(0, 1)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
+        None => y.contiguous(),
+    }
+}
+
+/// The same convolution with candle's own kernels: the reference the fast path is tested against.
+pub fn conv2d_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
+    let y = x.conv2d(weight, pad, stride, 1, 1)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::{random, rel_diff};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn hand_derived_3x3() -> Result<()> {
+        // x = 1..9 on a 3×3 grid, kernel of ones, padding 1: each output is the sum of its 3×3 neighbourhood.
+        let x = Tensor::from_vec((1..=9).map(|v| v as f32).collect::<Vec<_>>(), (1, 1, 3, 3), &Device::Cpu)?;
+        let w = Tensor::ones((1, 1, 3, 3), DType::F32, &Device::Cpu)?;
+        let y = conv2d(&x, &w, None, 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(y, vec![12., 21., 16., 27., 45., 33., 24., 39., 28.]);
+        // d(sum y)/dx counts how many output windows cover each input: 4 in corners, 6 on edges, 9 in the centre.
+        let xv = Var::from_tensor(&x)?;
+        let grads = conv2d(xv.as_tensor(), &w, None, 1, 1)?.sum_all()?.backward()?;
+        let gx = grads.get(xv.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(gx, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
+        Ok(())
+    }
+
+    /// Forward and both gradients equal candle's reference convolution, for odd and even sizes, strides, paddings
+    /// and batch sizes.
+    #[test]
+    fn matches_candle_reference() -> Result<()> {
+        let cases = [
+            (1, 1, 28, 28, 4, 3, 1, 1),
+            (3, 3, 7, 7, 5, 3, 1, 1),
+            (2, 4, 8, 6, 3, 5, 1, 2),
+            (2, 3, 9, 9, 4, 3, 2, 1),
+            (2, 2, 7, 7, 1, 7, 1, 3),
+            (5, 6, 4, 4, 2, 1, 2, 0),
+        ];
+        for (i, &(n, c, h, w, o, k, s, p)) in cases.iter().enumerate() {
+            let x = Var::from_tensor(&random(&[n, c, h, w], i as u64)?)?;
+            let wt = Var::from_tensor(&random(&[o, c, k, k], 100 + i as u64)?)?;
+            let b = Var::from_tensor(&random(&[o], 200 + i as u64)?)?;
+            let probe = random(&[n, o, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1], 300 + i as u64)?;
+            let fast = conv2d(&x, &wt, Some(&b), s, p)?;
+            let slow = conv2d_reference(&x, &wt, Some(&b), s, p)?;
+            assert!(rel_diff(&fast, &slow)? < 1e-5, "forward case {i}");
+            let gf = (fast * &probe)?.sum_all()?.backward()?;
+            let gs = (slow * &probe)?.sum_all()?.backward()?;
+            for v in [&x, &wt, &b] {
+                let (a, r) = (gf.get(v).unwrap(), gs.get(v).unwrap());
+                assert!(rel_diff(a, r)? < 1e-5, "gradient case {i}: {}", rel_diff(a, r)?);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        let x = Tensor::zeros((1, 2, 5, 5), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&x, &w, None, 1, 1).unwrap_err().to_string();
+        assert!(err.contains("2 channels"), "{err}");
+    }
+}

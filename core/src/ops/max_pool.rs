@@ -1,0 +1,128 @@
+//! 2×2 max-pooling with stride 2 (floor mode, as PyTorch's `MaxPool2d(2, 2)`), whose backward routes each gradient
+//! to the window's arg-max (the first maximum in row-major order, PyTorch's tie rule). candle 0.11's `max_pool2d`
+//! backward scales by 1/4 and misroutes odd sizes (7 → 3), so it is not used.
+
+use super::{dims4, output, slice_f32, tensor_like, with_f32};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+struct MaxPool2x2;
+
+/// Index (within the input plane) of the maximum of the 2×2 window at output `(oy, ox)`.
+#[inline]
+fn argmax(plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
+    let base = 2 * oy * w + 2 * ox;
+    let mut best = base;
+    for idx in [base + 1, base + w, base + w + 1] {
+        if plane[idx] > plane[best] || plane[idx].is_nan() {
+            best = idx;
+        }
+    }
+    best
+}
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "whitebox-max-pool-2x2"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(layout, "max_pool2x2")?;
+        let x = slice_f32(storage, layout)?;
+        let (ho, wo) = (h / 2, w / 2);
+        let mut y = vec![0f32; n * c * ho * wo];
+        y.par_chunks_mut((ho * wo).max(1)).enumerate().for_each(|(p, out)| {
+            let plane = &x[p * h * w..][..h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    out[oy * wo + ox] = plane[argmax(plane, w, oy, ox)];
+                }
+            }
+        });
+        Ok(output(y, (n, c, ho, wo)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (n, c, h, w) = arg.dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let dx = with_f32(arg, |x| {
+            with_f32(grad, |g| {
+                let mut dx = vec![0f32; x.len()];
+                dx.par_chunks_mut(h * w).enumerate().for_each(|(p, out)| {
+                    let plane = &x[p * h * w..][..h * w];
+                    let gp = &g[p * ho * wo..][..ho * wo];
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            out[argmax(plane, w, oy, ox)] += gp[oy * wo + ox];
+                        }
+                    }
+                });
+                dx
+            })
+        })??;
+        Ok(Some(tensor_like(dx, (n, c, h, w), arg)?))
+    }
+}
+
+/// 2×2 max-pooling, stride 2, floor mode, with arg-max routing of gradients.
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h < 2 || w < 2 {
+        candle_core::bail!("max_pool2x2 needs at least 2×2 inputs, got {h}×{w}");
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(MaxPool2x2);
+    }
+    max_pool2x2_reference(x)
+}
+
+/// The same pooling from plain candle ops (crop to even size, then a max over 2×2 blocks). Its backward routes a
+/// gradient to every tied maximum, so it agrees with the kernel whenever windows have a unique maximum.
+pub fn max_pool2x2_reference(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / 2, w / 2);
+    let cropped = x.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)?;
+    cropped.reshape((n, c, ho, 2, wo, 2))?.max(D::Minus1)?.max(3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::{random, rel_diff};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn odd_size_by_hand() -> Result<()> {
+        // A 3×3 plane pools to 1×1: the window is the top-left 2×2 block, whose maximum (5) sits at index 4.
+        // The last row and column are dropped and get no gradient.
+        let x = Var::new(&[[[[1f32, 2., 9.], [3., 5., 9.], [9., 9., 9.]]]], &Device::Cpu)?;
+        let y = max_pool2x2(&x)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![5.]);
+        let grads = (y * 7.0)?.sum_all()?.backward()?;
+        let g = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(g, vec![0., 0., 0., 0., 7., 0., 0., 0., 0.]);
+        Ok(())
+    }
+
+    #[test]
+    fn ties_go_to_the_first_maximum() -> Result<()> {
+        let x = Var::new(&[[[[4f32, 4.], [4., 4.]]]], &Device::Cpu)?;
+        let grads = max_pool2x2(&x)?.sum_all()?.backward()?;
+        assert_eq!(grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?, vec![1., 0., 0., 0.]);
+        Ok(())
+    }
+
+    #[test]
+    fn matches_reference_on_odd_and_even_sizes() -> Result<()> {
+        for (i, shape) in [[2, 3, 28, 28], [3, 2, 7, 7], [1, 1, 5, 8], [128, 4, 14, 14]].iter().enumerate() {
+            let x = Var::from_tensor(&random(shape, i as u64)?)?;
+            let probe = random(&[shape[0], shape[1], shape[2] / 2, shape[3] / 2], 50 + i as u64)?;
+            let (fast, slow) = (max_pool2x2(&x)?, max_pool2x2_reference(&x)?);
+            assert!(rel_diff(&fast, &slow)? == 0.0);
+            let gf = (fast * &probe)?.sum_all()?.backward()?;
+            let gs = (slow * &probe)?.sum_all()?.backward()?;
+            assert!(rel_diff(gf.get(&x).unwrap(), gs.get(&x).unwrap())? < 1e-6, "case {i}");
+        }
+        Ok(())
+    }
+}

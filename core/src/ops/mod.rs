@@ -1,0 +1,75 @@
+//! CPU kernels with their own backward passes, usable from candle's autograd.
+//!
+//! candle 0.11's own CPU paths are slow (naive transposed convolution for the input gradient, a BatchNorm made of
+//! many broadcast ops) or wrong (`max_pool2d`'s backward scales by 1/4 and misroutes odd sizes). Each op here has a
+//! fast custom CPU kernel and, for other devices and for tests, a reference formulation made of plain candle ops.
+
+mod batch_norm;
+mod conv;
+mod max_pool;
+mod relu;
+
+pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
+pub use conv::{conv2d, conv2d_reference};
+pub use max_pool::{max_pool2x2, max_pool2x2_reference};
+pub use relu::{relu, ReluRule};
+
+use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
+
+/// Runs `f` on the contiguous f32 data of `t` (copying only when `t` is not contiguous).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(slice_f32(cpu, layout)?)),
+        _ => candle_core::bail!("whitebox CPU kernel called on a non-CPU tensor"),
+    }
+}
+
+/// The f32 elements of a contiguous CPU storage viewed through `layout`.
+pub(crate) fn slice_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("whitebox CPU kernel needs a contiguous input, got strides {:?}", layout.stride()),
+    }
+}
+
+/// Wraps a freshly computed buffer as the result of a custom op.
+pub(crate) fn output(data: Vec<f32>, shape: impl Into<Shape>) -> (CpuStorage, Shape) {
+    (CpuStorage::F32(data), shape.into())
+}
+
+/// A tensor on `like`'s device from a buffer computed on the CPU.
+pub(crate) fn tensor_like(data: Vec<f32>, shape: impl Into<Shape>, like: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, like.device())
+}
+
+/// Dimensions of an `N×C×H×W` tensor, with a clear error otherwise.
+pub(crate) fn dims4(layout: &Layout, op: &str) -> Result<(usize, usize, usize, usize)> {
+    match layout.shape().dims() {
+        &[n, c, h, w] => Ok((n, c, h, w)),
+        d => candle_core::bail!("{op} expects an N×C×H×W tensor, got shape {d:?}"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{Device, Result, Tensor};
+    use rand::{Rng, SeedableRng};
+
+    pub fn random(shape: &[usize], seed: u64) -> Result<Tensor> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+
+    /// Largest absolute difference, relative to the largest magnitude of `b` (at least 1).
+    pub fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        assert_eq!(a.dims(), b.dims());
+        let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let m = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+        Ok(d / m)
+    }
+}
