@@ -8,3 +8,4 @@ pub mod ops;
 pub use error::{Error, Result};
 pub mod models;
 pub mod nn;
+pub mod params;

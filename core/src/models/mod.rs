@@ -102,3 +102,70 @@ fn check_input(spec: ModelSpec, x: &Tensor) -> candle_core::Result<()> {
         d => candle_core::bail!("{} for {} expects N×{c}×{s}×{s} input, got {d:?}", spec.arch, spec.dataset),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{init_model, parameter_count};
+    use candle_core::{DType, Device};
+
+    /// The seed's table: MNIST 1,284,042 / 1,285,332 / 1,288,561; CIFAR-10 2,202,122 / 2,203,412 / 2,206,641.
+    #[test]
+    fn parameter_counts_equal_the_seed() -> Result<()> {
+        let want = [
+            (Arch::SimpleCnn, DatasetKind::Mnist, 1_284_042),
+            (Arch::Cam, DatasetKind::Mnist, 1_285_332),
+            (Arch::Cbam, DatasetKind::Mnist, 1_288_561),
+            (Arch::SimpleCnn, DatasetKind::Cifar10, 2_202_122),
+            (Arch::Cam, DatasetKind::Cifar10, 2_203_412),
+            (Arch::Cbam, DatasetKind::Cifar10, 2_206_641),
+        ];
+        for (arch, dataset, n) in want {
+            assert_eq!(parameter_count(ModelSpec { arch, dataset })?, n, "{arch} {dataset}");
+        }
+        Ok(())
+    }
+
+    /// Keys follow the seed's `state_dict`.
+    #[test]
+    fn keys_follow_the_seed() -> Result<()> {
+        let names: Vec<String> = crate::params::tensor_shapes(ModelSpec { arch: Arch::Cbam, dataset: DatasetKind::Mnist })?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for k in [
+            "features.0.weight",
+            "features.1.running_mean",
+            "features.8.bias",
+            "classifier.0.weight",
+            "classifier.2.bias",
+            "cam_mlp.mlp.0.weight",
+            "cbam0.CA.mlp.0.weight",
+            "cbam2.CA.mlp.2.bias",
+            "cbam1.SA.conv_block.0.weight",
+            "cbam1.SA.conv_block.1.running_var",
+        ] {
+            assert!(names.iter().any(|n| n == k), "missing {k}");
+        }
+        Ok(())
+    }
+
+    /// Batched logits equal per-image logits in evaluation mode, and the input is validated.
+    #[test]
+    fn batched_equals_unbatched_and_bad_input_errors() -> Result<()> {
+        for arch in Arch::ALL {
+            let spec = ModelSpec { arch, dataset: DatasetKind::Cifar10 };
+            let (_, model) = init_model(spec, 5, &Device::Cpu)?;
+            let x = crate::ops::test_util::random(&[3, 3, 32, 32], 9)?;
+            let all = model.forward(&x, &Pass::EVAL)?;
+            for i in 0..3 {
+                let one = model.forward(&x.narrow(0, i, 1)?, &Pass::EVAL)?;
+                let d = (one - all.narrow(0, i, 1)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-4, "{arch}: {d}");
+            }
+            let bad = Tensor::zeros((1, 1, 28, 28), DType::F32, &Device::Cpu)?;
+            assert!(model.forward(&bad, &Pass::EVAL).unwrap_err().to_string().contains("expects N×3×32×32"));
+        }
+        Ok(())
+    }
+}
