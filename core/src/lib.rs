@@ -9,3 +9,4 @@ pub use error::{Error, Result};
 pub mod models;
 pub mod nn;
 pub mod params;
+pub mod train;
