@@ -113,8 +113,17 @@ impl Checkpoint {
         safetensors::serialize(converted, Some(info)).map_err(|e| Error::Checkpoint(e.to_string()))
     }
 
-    /// Parses a checkpoint written by [`Checkpoint::to_bytes`]; `name` is used in error messages.
+    /// Parses a checkpoint written by [`Checkpoint::to_bytes`] and checks that its tensors are exactly those of its
+    /// architecture; `name` is used in error messages.
     pub fn from_bytes(name: &str, bytes: &[u8], device: &Device) -> Result<Self> {
+        let ck = Self::from_bytes_unchecked(name, bytes, device)?;
+        ck.check_keys().map_err(|e| Error::Checkpoint(format!("{name}: {e}")))?;
+        Ok(ck)
+    }
+
+    /// Parses a file written by [`Checkpoint::to_bytes`] without checking its tensor names (for containers that hold
+    /// more than a model, such as a training state).
+    pub fn from_bytes_unchecked(name: &str, bytes: &[u8], device: &Device) -> Result<Self> {
         let bad = |what: String| Error::Checkpoint(format!("{name}: {what}"));
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
@@ -132,25 +141,23 @@ impl Checkpoint {
         for t in tensors.values_mut() {
             *t = t.to_dtype(DType::F32)?;
         }
-        let ck = Checkpoint { spec: ModelSpec { arch, dataset }, tensors, metadata };
-        ck.check_keys().map_err(|e| bad(e.to_string()))?;
-        Ok(ck)
+        Ok(Checkpoint { spec: ModelSpec { arch, dataset }, tensors, metadata })
     }
 
     /// Every tensor the architecture needs is present with the right shape, and nothing else is.
-    fn check_keys(&self) -> Result<()> {
-        let want = tensor_shapes(self.spec)?;
+    fn check_keys(&self) -> std::result::Result<(), String> {
+        let want = tensor_shapes(self.spec).map_err(|e| e.to_string())?;
         for (k, shape) in &want {
             match self.tensors.get(k) {
-                None => return Err(Error::Checkpoint(format!("missing tensor '{k}' for {}", self.spec.arch))),
+                None => return Err(format!("missing tensor '{k}' for {}", self.spec.arch)),
                 Some(t) if t.dims() != shape.as_slice() => {
-                    return Err(Error::Checkpoint(format!("tensor '{k}' has shape {:?}, {} needs {shape:?}", t.dims(), self.spec.arch)))
+                    return Err(format!("tensor '{k}' has shape {:?}, {} needs {shape:?}", t.dims(), self.spec.arch))
                 }
                 _ => {}
             }
         }
         if let Some(extra) = self.tensors.keys().find(|k| !want.iter().any(|(w, _)| w == *k)) {
-            return Err(Error::Checkpoint(format!("unexpected tensor '{extra}' for {}", self.spec.arch)));
+            return Err(format!("unexpected tensor '{extra}' for {}", self.spec.arch));
         }
         Ok(())
     }

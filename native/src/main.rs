@@ -1,1 +1,252 @@
-fn main(){}
+//! The `whitebox` command line: fetch data, train, evaluate and inspect image classifiers.
+
+mod datasets;
+mod fsutil;
+mod inspect;
+mod train;
+mod ui;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use whitebox_core::data::DatasetKind;
+use whitebox_core::models::{Arch, ModelSpec};
+use whitebox_core::train::{OptimizerKind, Schedule, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "whitebox", version, about = "Train, evaluate and explain small image classifiers (MNIST, CIFAR-10).")]
+struct Cli {
+    /// Print no progress or notes, only results.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Worker threads for the CPU kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DatasetArg {
+    Mnist,
+    Cifar10,
+}
+
+impl From<DatasetArg> for DatasetKind {
+    fn from(d: DatasetArg) -> Self {
+        match d {
+            DatasetArg::Mnist => DatasetKind::Mnist,
+            DatasetArg::Cifar10 => DatasetKind::Cifar10,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    SimpleCnn,
+    Cam,
+    Cbam,
+}
+
+impl From<ModelArg> for Arch {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::SimpleCnn => Arch::SimpleCnn,
+            ModelArg::Cam => Arch::Cam,
+            ModelArg::Cbam => Arch::Cbam,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// Data directory (default: $WHITEBOX_DATA, else ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download and verify a data set.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+    /// Train a model; rerunning the same command resumes an interrupted run.
+    Train {
+        #[arg(long, value_enum)]
+        dataset: DatasetArg,
+        #[arg(long, value_enum, default_value = "simple-cnn")]
+        model: ModelArg,
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0.01)]
+        lr: f64,
+        #[arg(long, value_parser = ["sgd", "adamw"], default_value = "sgd")]
+        optimizer: String,
+        /// Learning-rate schedule: the seed's constant rate, or cosine annealing.
+        #[arg(long, value_parser = ["constant", "cosine"], default_value = "constant")]
+        schedule: String,
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
+        #[arg(long, default_value_t = 223)]
+        seed: u64,
+        /// Random crops and flips (default: on for CIFAR-10, off for MNIST, as the seed).
+        #[arg(long)]
+        augment: Option<bool>,
+        /// Use only the first N training images.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output directory (default: runs/<dataset>-<model>-seed<S>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Test accuracy of a checkpoint, overall and per class.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data set (default: the checkpoint's).
+        #[arg(long, value_enum)]
+        dataset: Option<DatasetArg>,
+        /// Evaluate on the first N test images only.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Parameter count and layer list of an architecture.
+    Info {
+        #[arg(long, value_enum)]
+        model: ModelArg,
+        #[arg(long, value_enum)]
+        dataset: DatasetArg,
+    },
+    /// Rewrite a checkpoint with another float type (e.g. f16 to ship it).
+    Convert {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: DtypeArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// Download, verify (SHA-256) and store a data set in the data directory.
+    Fetch {
+        #[arg(value_enum)]
+        dataset: DatasetArg,
+        /// Base URL or directory to fetch from instead of the canonical sources.
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+fn device(d: DeviceArg) -> Result<Device> {
+    match d {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => Ok(Device::new_cuda(0)?),
+        #[cfg(not(feature = "cuda"))]
+        DeviceArg::Cuda => bail!("this whitebox was built without CUDA; rebuild with `--features cuda`"),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    ui::set_quiet(cli.quiet);
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        rayon_init(t);
+    }
+    match cli.command {
+        Command::Data { action: DataAction::Fetch { dataset, from, data } } => {
+            let dir = datasets::data_dir(data.data_dir.as_deref());
+            let path = datasets::fetch(dataset.into(), &dir, from.as_deref())?;
+            println!("{}", path.display());
+        }
+        Command::Train {
+            dataset, model, epochs, batch_size, lr, optimizer, schedule, momentum, weight_decay, seed, augment, limit,
+            out, device: dev, data,
+        } => {
+            let dataset: DatasetKind = dataset.into();
+            let spec = ModelSpec { arch: model.into(), dataset };
+            let defaults = TrainConfig::seed_defaults(dataset);
+            let config = TrainConfig {
+                epochs,
+                batch_size,
+                lr,
+                optimizer: OptimizerKind::parse(&optimizer)?,
+                momentum,
+                weight_decay,
+                schedule: Schedule::parse(&schedule)?,
+                seed,
+                augment: augment.unwrap_or(defaults.augment),
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{dataset}-{}-seed{seed}", spec.arch)));
+            train::run(train::TrainArgs {
+                spec,
+                config,
+                limit,
+                out,
+                data_dir: datasets::data_dir(data.data_dir.as_deref()),
+                device: device(dev)?,
+            })?;
+        }
+        Command::Eval { checkpoint, dataset, limit, device: dev, data } => {
+            let dir = datasets::data_dir(data.data_dir.as_deref());
+            inspect::eval(&checkpoint, dataset.map(Into::into), &dir, limit, &device(dev)?)?;
+        }
+        Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model.into(), dataset: dataset.into() })?,
+        Command::Convert { checkpoint, out, dtype } => {
+            let dtype = match dtype {
+                DtypeArg::F32 => DType::F32,
+                DtypeArg::F16 => DType::F16,
+            };
+            inspect::convert(&checkpoint, &out, dtype)?;
+        }
+    }
+    Ok(())
+}
+
+fn rayon_init(threads: usize) {
+    // Ignored when the pool already exists (it does not at start-up).
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,170 @@
+//! `whitebox train`: trains a model, writing after every epoch (atomically) the state needed to resume, the best
+//! checkpoint by validation accuracy and a JSON log. Rerunning the same command resumes after the last epoch.
+
+use crate::{fsutil, ui};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use whitebox_core::data::{train_validation_split, DatasetKind};
+use whitebox_core::models::ModelSpec;
+use whitebox_core::params::Checkpoint;
+use whitebox_core::train::{evaluate, EpochLog, TrainConfig, TrainState, Trainer};
+
+pub struct TrainArgs {
+    pub spec: ModelSpec,
+    pub config: TrainConfig,
+    pub limit: Option<usize>,
+    pub out: PathBuf,
+    pub data_dir: PathBuf,
+    pub device: Device,
+}
+
+/// The JSON log: configuration, per-epoch figures and the best epoch.
+#[derive(Serialize, Deserialize)]
+pub struct TrainLog {
+    pub arch: String,
+    pub dataset: DatasetKind,
+    pub config: TrainConfig,
+    pub limit: Option<usize>,
+    pub train_images: usize,
+    pub validation_images: usize,
+    pub epochs: Vec<EpochLog>,
+    pub best_epoch: Option<usize>,
+    pub best_val_acc: f64,
+}
+
+const STATE: &str = "state.safetensors";
+const BEST: &str = "best.safetensors";
+const LOG: &str = "log.json";
+/// The data set's validation split is fixed (seed 223 as the seed's), independent of the training seed.
+const SPLIT_SEED: u64 = 223;
+
+fn save_state(path: &Path, state: &TrainState, log: &TrainLog) -> Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (k, t) in &state.weights.tensors {
+        tensors.insert(format!("model/{k}"), t.clone());
+    }
+    for (k, t) in &state.optimizer {
+        tensors.insert(format!("optim/{k}"), t.clone());
+    }
+    let mut metadata = BTreeMap::new();
+    metadata.insert("log".to_string(), serde_json::to_string(log)?);
+    metadata.insert("epochs_done".to_string(), state.epochs_done.to_string());
+    let ck = Checkpoint { spec: state.weights.spec, tensors, metadata };
+    // The container is a checkpoint-shaped safetensors file; its keys are prefixed, so it is not loadable as a model.
+    let bytes = ck.to_bytes(DType::F32)?;
+    fsutil::write_atomic(path, &bytes)
+}
+
+fn load_state(path: &Path, spec: ModelSpec, device: &Device) -> Result<(TrainState, TrainLog)> {
+    let bytes = fsutil::read(path)?;
+    let ck = Checkpoint::from_bytes_unchecked(&path.display().to_string(), &bytes, device)?;
+    if ck.spec != spec {
+        bail!("{} holds a {} {} run, not {} {}", path.display(), ck.spec.arch, ck.spec.dataset, spec.arch, spec.dataset);
+    }
+    let log: TrainLog = serde_json::from_str(ck.metadata.get("log").context("state without log")?)?;
+    let epochs_done: usize = ck.metadata.get("epochs_done").context("state without epoch count")?.parse()?;
+    let mut weights = HashMap::new();
+    let mut optimizer = HashMap::new();
+    for (k, t) in ck.tensors {
+        if let Some(name) = k.strip_prefix("model/") {
+            weights.insert(name.to_string(), t);
+        } else if let Some(name) = k.strip_prefix("optim/") {
+            optimizer.insert(name.to_string(), t);
+        }
+    }
+    let weights = Checkpoint { spec, tensors: weights, metadata: BTreeMap::new() };
+    Ok((TrainState { weights, optimizer, epochs_done, history: log.epochs.clone() }, log))
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let TrainArgs { spec, config, limit, out, data_dir, device } = args;
+    let loaded = crate::datasets::load(spec.dataset, &data_dir)?;
+    let mut train = loaded.train;
+    if let Some(n) = limit {
+        train = train.take(n);
+    }
+    let split = train_validation_split(train.len(), 0.2, SPLIT_SEED)?;
+    if split.train.is_empty() || split.validation.is_empty() {
+        bail!("--limit {} leaves no training or validation images", limit.unwrap_or(0));
+    }
+    let mut trainer = Trainer::new(spec, config.clone(), &device)?;
+    let state_path = out.join(STATE);
+    let mut log = TrainLog {
+        arch: spec.arch.name().into(),
+        dataset: spec.dataset,
+        config: config.clone(),
+        limit,
+        train_images: split.train.len(),
+        validation_images: split.validation.len(),
+        epochs: vec![],
+        best_epoch: None,
+        best_val_acc: -1.0,
+    };
+    if state_path.exists() {
+        let (state, saved_log) = load_state(&state_path, spec, &device)?;
+        if saved_log.config != config || saved_log.limit != limit {
+            bail!(
+                "{} holds a run with other settings ({}); use another --out or remove it",
+                out.display(),
+                serde_json::to_string(&saved_log.config)?
+            );
+        }
+        trainer.restore(&state)?;
+        log = saved_log;
+        ui::note(format!("resuming {} after epoch {}", out.display(), trainer.epochs_done));
+    }
+    let started = std::time::Instant::now();
+    while trainer.epochs_done < config.epochs {
+        let epoch = trainer.epochs_done + 1;
+        let t0 = std::time::Instant::now();
+        let pb = ui::bar(split.train.len().div_ceil(config.batch_size) as u64, format!("epoch {epoch}/{}", config.epochs));
+        let (train_loss, train_acc, lr) = trainer.train_epoch(&train, &split.train, &mut |done, _, loss| {
+            pb.set_position(done as u64);
+            pb.set_prefix(format!("loss {loss:.4}"));
+        })?;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let val = evaluate(trainer.model(), &train, &split.validation, 500, &device, &mut |_| {})?;
+        let entry = EpochLog {
+            epoch,
+            lr,
+            train_loss,
+            train_acc,
+            val_loss: val.loss(),
+            val_acc: val.accuracy(),
+            seconds: t0.elapsed().as_secs_f64(),
+            train_images_per_second: split.train.len() as f64 / train_seconds,
+        };
+        ui::note(format!(
+            "epoch {epoch:>3}: loss {train_loss:.4} acc {train_acc:.4} | val loss {:.4} acc {:.4} | {:.0} img/s, {:.1} s",
+            entry.val_loss, entry.val_acc, entry.train_images_per_second, entry.seconds
+        ));
+        trainer.history.push(entry.clone());
+        log.epochs.push(entry.clone());
+        if entry.val_acc > log.best_val_acc {
+            log.best_val_acc = entry.val_acc;
+            log.best_epoch = Some(epoch);
+            let mut meta = BTreeMap::new();
+            meta.insert("epoch".into(), epoch.to_string());
+            meta.insert("val_acc".into(), format!("{:.4}", entry.val_acc));
+            meta.insert("seed".into(), config.seed.to_string());
+            meta.insert("config".into(), serde_json::to_string(&config)?);
+            let bytes = trainer.checkpoint(meta)?.to_bytes(DType::F32)?;
+            fsutil::write_atomic(&out.join(BEST), &bytes)?;
+        }
+        fsutil::write_atomic(&out.join(LOG), serde_json::to_string_pretty(&log)?.as_bytes())?;
+        save_state(&state_path, &trainer.state()?, &log)?;
+    }
+    ui::note(format!(
+        "done in {:.0} s: best validation accuracy {:.4} at epoch {}; checkpoint {}",
+        started.elapsed().as_secs_f64(),
+        log.best_val_acc,
+        log.best_epoch.unwrap_or(0),
+        out.join(BEST).display()
+    ));
+    println!("{}", out.join(BEST).display());
+    Ok(())
+}

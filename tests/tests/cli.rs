@@ -1,0 +1,138 @@
+//! The `whitebox` command line end to end: parameter counts, bad data, training with kill and resume, and the
+//! accuracy of the shipped checkpoints on the full MNIST test set.
+
+use std::path::Path;
+use std::process::Command;
+use whitebox_e2e::*;
+
+#[test]
+fn info_prints_the_seed_parameter_counts() {
+    let want = [
+        ("simple-cnn", "mnist", 1_284_042),
+        ("cam", "mnist", 1_285_332),
+        ("cbam", "mnist", 1_288_561),
+        ("simple-cnn", "cifar10", 2_202_122),
+        ("cam", "cifar10", 2_203_412),
+        ("cbam", "cifar10", 2_206_641),
+    ];
+    for (model, dataset, n) in want {
+        let out = whitebox(&["info", "--model", model, "--dataset", dataset]);
+        assert!(out.status.success());
+        assert!(stdout(&out).lines().any(|l| l == format!("parameters: {n}")), "{model} {dataset}: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    assert_eq!(whitebox(&["--help"]).status.code(), Some(0));
+    assert_eq!(whitebox(&["train", "--dataset", "svhn"]).status.code(), Some(2));
+    let out = whitebox(&["eval", "--checkpoint", "/nonexistent.safetensors"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("reading /nonexistent.safetensors"), "{}", stderr(&out));
+}
+
+fn copy_mnist(to: &Path) {
+    std::fs::create_dir_all(to.join("mnist")).unwrap();
+    for (name, bytes) in mnist_files() {
+        std::fs::write(to.join("mnist").join(name), bytes).unwrap();
+    }
+}
+
+/// Truncated files, a wrong magic number and mismatched counts give an error naming the file, never a panic.
+#[test]
+fn bad_data_files_give_clear_errors() {
+    let dir = TempDir::new("bad-data");
+    let ck = repo_root().join("weights/mnist/simple-cnn.safetensors");
+    let eval = |data: &Path| whitebox(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    type Corrupt = fn(&mut Vec<u8>);
+    let cases: [(&str, &str, Corrupt, &str); 4] = [
+        ("truncated", "t10k-images-idx3-ubyte", |b| b.truncate(b.len() - 1000), "(truncated)"),
+        ("magic", "t10k-images-idx3-ubyte", |b| b[3] = 0x01, "wrong magic number"),
+        ("count", "t10k-labels-idx1-ubyte", |b| b[7] = b[7].wrapping_add(1), "claims 10001 labels"),
+        ("label", "t10k-labels-idx1-ubyte", |b| b[20] = 42, "label 12 is 42"),
+    ];
+    for (tag, file, corrupt, expected) in cases {
+        let data = dir.path().join(tag);
+        copy_mnist(&data);
+        let gz = data.join("mnist").join(format!("{file}.gz"));
+        let mut raw = Vec::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(std::fs::read(&gz).unwrap().as_slice()).read_to_end(&mut raw).unwrap();
+        corrupt(&mut raw);
+        std::fs::remove_file(&gz).unwrap();
+        std::fs::write(data.join("mnist").join(file), raw).unwrap(); // raw IDX is accepted too
+        let out = eval(&data);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+        assert!(err.contains(file) && err.contains(expected), "{tag}: {err}");
+        assert!(!err.contains("panicked"), "{tag}: {err}");
+    }
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train", "--dataset", "mnist", "--model", "cbam", "--epochs", "3", "--limit", "640", "--batch-size", "64",
+        "--seed", "5", "--data-dir", data, "--out", out, "--quiet",
+    ]
+}
+
+fn epochs_of(log: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap();
+    v["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::json!([e["train_loss"], e["train_acc"], e["val_loss"], e["val_acc"]]))
+        .collect()
+}
+
+/// A run killed (SIGKILL) after its first epoch and started again ends exactly where an uninterrupted run ends.
+#[test]
+fn training_resumes_after_a_kill_with_identical_results() {
+    let data = shared_data();
+    let dir = TempDir::new("train-resume");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (d, a_s, b_s) = (data.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap());
+    let full = whitebox(&train_args(d, a_s));
+    assert!(full.status.success(), "{}", stderr(&full));
+    let reference = epochs_of(&a.join("log.json"));
+    assert_eq!(reference.len(), 3);
+
+    let mut child = Command::new(whitebox_bin()).args(train_args(d, b_s)).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !b.join("state.safetensors").exists() {
+        assert!(std::time::Instant::now() < deadline, "no epoch finished in time");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = epochs_of(&b.join("log.json"));
+    assert!(!partial.is_empty() && partial.len() < 3, "killed after {} epochs", partial.len());
+    let resumed = whitebox(&train_args(d, b_s));
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(epochs_of(&b.join("log.json")), reference);
+    assert_eq!(std::fs::read(a.join("best.safetensors")).unwrap(), std::fs::read(b.join("best.safetensors")).unwrap());
+    assert!(!list_dir(&b).iter().any(|p| p.contains(".tmp")), "{:?}", list_dir(&b));
+
+    // Other settings in the same directory are refused rather than mixed.
+    let mut other = train_args(d, b_s);
+    other[10] = "32";
+    let out = whitebox(&other);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("other settings"), "{}", stderr(&out));
+}
+
+/// The checkpoints in `weights/` reach the accuracy their model card states, on all 10,000 test images.
+#[test]
+fn shipped_mnist_checkpoints_reach_their_accuracy() {
+    for (model, min) in [("simple-cnn", 0.992), ("cam", 0.988), ("cbam", 0.993)] {
+        let ck = repo_root().join(format!("weights/mnist/{model}.safetensors"));
+        let out = whitebox(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data-dir", shared_data().to_str().unwrap(), "--quiet"]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let text = stdout(&out);
+        let line = text.lines().find(|l| l.starts_with("test accuracy:")).expect("accuracy line");
+        let acc: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(line.contains("/10000)"), "{line}");
+        assert!(acc >= min, "{model}: {acc} < {min}");
+    }
+}
