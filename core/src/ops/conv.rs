@@ -2,8 +2,8 @@
 //! PyTorch's CPU path uses. The backward of im2col is col2im, so candle's matmul autograd gives both the weight and
 //! the input gradient with two more large matrix products; the input gradient is skipped when nobody asked for it.
 
-use super::{dims4, output, slice_f32};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use super::{dims4, output, slice_f32, tensor_like, with_f32};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +120,52 @@ impl CustomOp1 for Col2Im {
     }
 }
 
+/// Turns the product `W·cols` (`O × (N·Ho·Wo)`) into the `N×O×Ho×Wo` output and adds the bias, in one pass. Its
+/// backward transposes the gradient back and sums it per channel for the bias.
+struct ToChannelsFirst {
+    n: usize,
+    o: usize,
+    plane: usize,
+}
+
+impl CustomOp2 for ToChannelsFirst {
+    fn name(&self) -> &'static str {
+        "whitebox-channels-first-bias"
+    }
+
+    fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, bias) = (slice_f32(ys, yl)?, slice_f32(bs, bl)?);
+        let (n, plane) = (self.n, self.plane);
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(plane).enumerate().for_each(|(p, dst)| {
+            let (ni, oi) = (p / self.o, p % self.o);
+            let b = bias[oi];
+            for (d, &v) in dst.iter_mut().zip(&y[(oi * n + ni) * plane..][..plane]) {
+                *d = v + b;
+            }
+        });
+        Ok(output(out, (n, self.o, plane)))
+    }
+
+    fn bwd(&self, y: &Tensor, _bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, o, plane) = (self.n, self.o, self.plane);
+        let (dy, dbias) = with_f32(grad, |g| {
+            let mut dy = vec![0f32; g.len()];
+            dy.par_chunks_mut(n * plane).enumerate().for_each(|(oi, dst)| {
+                for ni in 0..n {
+                    dst[ni * plane..][..plane].copy_from_slice(&g[(ni * o + oi) * plane..][..plane]);
+                }
+            });
+            let dbias: Vec<f32> = (0..o)
+                .into_par_iter()
+                .map(|oi| (0..n).map(|ni| g[(ni * o + oi) * plane..][..plane].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
+                .collect();
+            (dy, dbias)
+        })?;
+        Ok((Some(tensor_like(dy, y.shape(), y)?), Some(tensor_like(dbias, o, y)?)))
+    }
+}
+
 /// Convolution of `x` (`N×C×H×W`) with `weight` (`O×C×kh×kw`), optional `bias` (`O`), square stride and zero
 /// padding. Uses the im2col kernel for f32 CPU tensors and candle's own convolution elsewhere.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
@@ -137,11 +183,16 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     let g = Geometry { n, c, h, w, kh, kw, stride, pad };
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
     let y = weight.reshape((o, g.rows()))?.matmul(&cols)?;
-    let y = y.reshape((o, n, g.out_h(), g.out_w()))?.transpose(0, 1)?;
-    match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1))?),
-        None => y.contiguous(),
-    }
+    let zeros;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zeros = Tensor::zeros(o, DType::F32, x.device())?;
+            &zeros
+        }
+    };
+    let op = ToChannelsFirst { n, o, plane: g.out_h() * g.out_w() };
+    y.apply_op2(&bias.contiguous()?, op)?.reshape((n, o, g.out_h(), g.out_w()))
 }
 
 /// The same convolution with candle's own kernels: the reference the fast path is tested against.
