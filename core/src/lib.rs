@@ -10,3 +10,4 @@ pub mod models;
 pub mod nn;
 pub mod params;
 pub mod train;
+pub mod attribution;

@@ -77,10 +77,21 @@ pub struct Tapped {
 pub trait Classifier: Send + Sync {
     fn spec(&self) -> ModelSpec;
 
-    /// Number of blocks whose output can be tapped (`0..blocks()`).
-    fn blocks(&self) -> usize;
+    /// Number of intermediate outputs that can be tapped: `0..tap_points()`, numbered as the seed's `features[k]`.
+    fn tap_points(&self) -> usize;
 
-    /// The logits, and the output of block `tap` when asked for.
+    /// Index of the last feature map (the input of the classifier head): CAM and ConvOutput use it.
+    fn last_feature_index(&self) -> usize;
+
+    /// Where Grad-CAM looks by default (the seed's choice: the last convolution's output, `features[8]`).
+    fn default_gradcam_layer(&self) -> usize;
+
+    /// The class-activation-mapping head (`classes × channels` weight and bias), for models that classify with one.
+    fn cam_head(&self) -> Option<&crate::nn::Linear> {
+        None
+    }
+
+    /// The logits, and the output of `features[tap]` when asked for.
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)>;
 
     fn forward(&self, x: &Tensor, pass: &Pass) -> candle_core::Result<Tensor> {

@@ -51,37 +51,49 @@ pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
     Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head })
 }
 
-impl SimpleCnn {
-    /// The CAM head (`10×128` weight and bias) of the CAM variant.
-    pub fn cam_head(&self) -> Option<&Linear> {
-        self.cam_head.as_ref().filter(|_| self.spec.arch == Arch::Cam)
-    }
-}
-
 impl Classifier for SimpleCnn {
     fn spec(&self) -> ModelSpec {
         self.spec
     }
 
-    fn blocks(&self) -> usize {
-        CHANNELS.len()
+    fn cam_head(&self) -> Option<&Linear> {
+        self.cam_head.as_ref().filter(|_| self.spec.arch == Arch::Cam)
+    }
+
+    fn last_feature_index(&self) -> usize {
+        4 * CHANNELS.len() - 1
+    }
+
+    fn default_gradcam_layer(&self) -> usize {
+        4 * (CHANNELS.len() - 1)
+    }
+
+    fn tap_points(&self) -> usize {
+        4 * CHANNELS.len()
     }
 
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Option<Tapped>)> {
         super::check_input(self.spec, x)?;
         let mut x = x.clone();
         let mut tapped = None;
+        // `features[k]` in the seed's numbering: 4i conv, 4i+1 BatchNorm (after CBAM), 4i+2 ReLU, 4i+3 max-pool.
+        let mut visit = |k: usize, x: Tensor| -> Result<Tensor> {
+            if tap != Some(k) {
+                return Ok(x);
+            }
+            let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let x = x.broadcast_add(&probe)?;
+            tapped = Some(Tapped { activation: x.detach(), probe });
+            Ok(x)
+        };
         for i in 0..CHANNELS.len() {
-            x = self.convs[i].forward(&x)?;
+            x = visit(4 * i, self.convs[i].forward(&x)?)?;
             if let Some(cbam) = self.cbams.get(i) {
                 x = cbam.forward(&x, pass)?;
             }
-            x = ops::max_pool2x2(&pass.relu(&self.bns[i].forward(&x, pass)?)?)?;
-            if tap == Some(i) {
-                let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
-                x = x.broadcast_add(&probe)?;
-                tapped = Some(Tapped { activation: x.detach(), probe });
-            }
+            x = visit(4 * i + 1, self.bns[i].forward(&x, pass)?)?;
+            x = visit(4 * i + 2, pass.relu(&x)?)?;
+            x = visit(4 * i + 3, ops::max_pool2x2(&x)?)?;
         }
         let logits = match self.cam_head() {
             Some(head) => head.forward(&nn::global_avg_pool(&x)?)?,

@@ -1,0 +1,105 @@
+//! Maps computed on a feature layer and up-sampled to the input:
+//! - Grad-CAM (Selvaraju et al. 2017): ReLU(Σ_k α_k A^k) with α_k the spatial mean of ∂S_c/∂A^k;
+//! - Guided Grad-CAM (same paper): Guided Backpropagation ⊙ Grad-CAM (nearest up-sampling, as Captum);
+//! - CAM (Zhou et al. 2016): Σ_k w_{c,k} A^k for models whose head is global average pooling + linear;
+//! - ConvOutput, the seed's control: the channel mean of a layer's feature maps.
+//!
+//! Coarse maps are up-sampled bilinearly (Captum's `LayerAttribution.interpolate`) and repeated over the input's
+//! channels, so every map has the input's shape.
+
+use super::{backward, resize, Attribution, Interpolation, Score};
+use crate::models::Classifier;
+use crate::nn::Pass;
+use crate::ops::ReluRule;
+use crate::Result;
+use candle_core::{Tensor, D};
+
+/// `N×1×h×w` → `N×C×H×W` of the input `x`.
+fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let up = resize(map, h, w, mode)?;
+    Ok(up.repeat((1, c, 1, 1))?)
+}
+
+/// The Grad-CAM map at `layer`, before up-sampling (`N×1×h×w`).
+fn grad_cam_coarse(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, layer: usize) -> Result<Tensor> {
+    let g = backward(model, x, targets, score, ReluRule::Standard, Some(layer))?;
+    let (act, grad) = g.layer.expect("a tapped layer was asked for");
+    let alpha = grad.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+    Ok(act.broadcast_mul(&alpha)?.sum_keepdim(1)?.relu()?)
+}
+
+fn activation(model: &dyn Classifier, x: &Tensor, layer: usize) -> Result<Tensor> {
+    if layer >= model.tap_points() {
+        crate::invalid!("layer {layer} does not exist (the model has features 0..{})", model.tap_points());
+    }
+    let (_, tapped) = model.forward_tapped(x, &Pass::EVAL, Some(layer))?;
+    Ok(tapped.expect("a tapped layer was asked for").activation)
+}
+
+pub struct GradCam {
+    pub layer: usize,
+}
+
+impl Attribution for GradCam {
+    fn name(&self) -> String {
+        "GC".into()
+    }
+
+    fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
+        to_input(&grad_cam_coarse(model, x, targets, score, self.layer)?, x, Interpolation::Bilinear)
+    }
+}
+
+pub struct GuidedGradCam {
+    pub layer: usize,
+    pub interpolation: Interpolation,
+}
+
+impl Attribution for GuidedGradCam {
+    fn name(&self) -> String {
+        "GB-GC".into()
+    }
+
+    fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
+        let cam = to_input(&grad_cam_coarse(model, x, targets, score, self.layer)?, x, self.interpolation)?;
+        let guided = backward(model, x, targets, score, ReluRule::Guided, None)?.input;
+        Ok((guided * cam)?)
+    }
+}
+
+pub struct Cam;
+
+impl Attribution for Cam {
+    fn name(&self) -> String {
+        "CAM".into()
+    }
+
+    /// Needs a model with a CAM head; the score setting does not apply (CAM reads the head's weights).
+    fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], _score: Score) -> Result<Tensor> {
+        let Some(head) = model.cam_head() else {
+            crate::invalid!("CAM needs a model with a CAM head (global average pooling + linear), not {}", model.spec().arch);
+        };
+        let act = activation(model, x, model.last_feature_index())?;
+        let idx = Tensor::from_slice(targets, targets.len(), x.device())?;
+        let w = head.weight().index_select(&idx, 0)?; // N×K
+        let (n, k) = w.dims2()?;
+        let map = act.broadcast_mul(&w.reshape((n, k, 1, 1))?)?.sum_keepdim(1)?;
+        to_input(&map, x, Interpolation::Bilinear)
+    }
+}
+
+pub struct ConvOutput {
+    pub layer: usize,
+}
+
+impl Attribution for ConvOutput {
+    fn name(&self) -> String {
+        "CO".into()
+    }
+
+    fn attribute(&self, model: &dyn Classifier, x: &Tensor, _targets: &[u32], _score: Score) -> Result<Tensor> {
+        let map = activation(model, x, self.layer)?.mean_keepdim(1)?;
+        to_input(&map, x, Interpolation::Bilinear)
+    }
+}

@@ -1,0 +1,221 @@
+//! Attribution methods: each answers "which input pixels made the model output this class?" with a map of the
+//! input's shape. All of them fulfil one contract, [`Attribution`]; what they share — back-propagating a class score
+//! to the input or to an intermediate layer under a ReLU rule — exists once, in [`backward`].
+
+mod baselines;
+mod gradient;
+mod integrated_gradients;
+mod layer_maps;
+mod noise_tunnel;
+mod resize;
+
+pub use baselines::{RandomMap, Sobel};
+pub use gradient::{InputXGradient, ModifiedGradient};
+pub use integrated_gradients::{IntegratedGradients, Riemann};
+pub use layer_maps::{Cam, ConvOutput, GradCam, GuidedGradCam};
+pub use noise_tunnel::{Ensemble, NoiseTunnel};
+pub use resize::{resize, Interpolation};
+
+use crate::models::Classifier;
+use crate::nn::Pass;
+use crate::ops::ReluRule;
+use crate::{Error, Result};
+use candle_core::{Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+
+/// Which output is explained: the class logit (default), or its softmax probability (the seed's choice).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Score {
+    #[default]
+    Logit,
+    Prob,
+}
+
+/// An attribution method: for an input batch `N×C×H×W` and one target class per image, a map of the input's
+/// shape.
+pub trait Attribution {
+    fn name(&self) -> String;
+
+    fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor>;
+}
+
+/// Gradients of the targets' scores with respect to the input and, when `layer` is given, to `features[layer]`,
+/// whose activation is returned too.
+pub struct Gradients {
+    pub input: Tensor,
+    pub layer: Option<(Tensor, Tensor)>,
+    /// The scores that were differentiated, one per image.
+    pub scores: Tensor,
+}
+
+/// Back-propagates `score` of each image's target class with the ReLU backward `rule`.
+pub fn backward(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    score: Score,
+    rule: ReluRule,
+    layer: Option<usize>,
+) -> Result<Gradients> {
+    let n = x.dim(0)?;
+    if targets.len() != n {
+        crate::invalid!("{} targets for {n} images", targets.len());
+    }
+    let classes = model.spec().dataset.num_classes() as u32;
+    if let Some(t) = targets.iter().find(|&&t| t >= classes) {
+        crate::invalid!("target class {t} is outside 0..{classes}");
+    }
+    if let Some(l) = layer.filter(|&l| l >= model.tap_points()) {
+        crate::invalid!("layer {l} does not exist (the model has features 0..{})", model.tap_points());
+    }
+    let input = Var::from_tensor(x)?;
+    let (logits, tapped) = model.forward_tapped(input.as_tensor(), &Pass { train: false, relu: rule }, layer)?;
+    let out = match score {
+        Score::Logit => logits,
+        Score::Prob => candle_nn::ops::softmax(&logits, D::Minus1)?,
+    };
+    let idx = Tensor::from_slice(targets, (n, 1), x.device())?;
+    let scores = out.gather(&idx, 1)?.squeeze(1)?;
+    let grads = scores.sum_all()?.backward()?;
+    let grad_of = |v: &Var| grads.get(v).cloned().map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like());
+    let layer = match tapped {
+        Some(t) => Some((t.activation.clone(), grad_of(&t.probe)?)),
+        None => None,
+    };
+    Ok(Gradients { input: grad_of(&input)?, layer, scores: scores.detach() })
+}
+
+/// The predicted class of each image (evaluation mode).
+pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
+    Ok(model.forward(x, &Pass::EVAL)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
+}
+
+/// Runs `f` over `x` in chunks of at most `batch` images (with their targets) and concatenates the results.
+pub(crate) fn chunked(
+    x: &Tensor,
+    targets: &[u32],
+    batch: usize,
+    mut f: impl FnMut(&Tensor, &[u32]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let batch = batch.max(1);
+    if n <= batch {
+        return f(x, targets);
+    }
+    let mut parts = Vec::with_capacity(n.div_ceil(batch));
+    for start in (0..n).step_by(batch) {
+        let len = batch.min(n - start);
+        parts.push(f(&x.narrow(0, start, len)?, &targets[start..start + len])?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// The method names of the CLI and the papers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Vbp,
+    Ib,
+    DeconvNet,
+    Gb,
+    Ig,
+    Gc,
+    Gbgc,
+    Cam,
+    Co,
+    Random,
+    Sobel,
+}
+
+impl Method {
+    pub const ALL: [Method; 11] = [
+        Method::Vbp,
+        Method::Ib,
+        Method::DeconvNet,
+        Method::Gb,
+        Method::Ig,
+        Method::Gc,
+        Method::Gbgc,
+        Method::Cam,
+        Method::Co,
+        Method::Random,
+        Method::Sobel,
+    ];
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let m = match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "vbp" => Method::Vbp,
+            "ib" => Method::Ib,
+            "deconvnet" | "deconv" => Method::DeconvNet,
+            "gb" => Method::Gb,
+            "ig" => Method::Ig,
+            "gc" | "gradcam" => Method::Gc,
+            "gbgc" => Method::Gbgc,
+            "cam" => Method::Cam,
+            "co" => Method::Co,
+            "random" => Method::Random,
+            "sobel" => Method::Sobel,
+            other => return Err(Error::InvalidArgument(format!("unknown method '{other}'"))),
+        };
+        Ok(m)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Vbp => "VBP",
+            Method::Ib => "IB",
+            Method::DeconvNet => "DeconvNet",
+            Method::Gb => "GB",
+            Method::Ig => "IG",
+            Method::Gc => "GC",
+            Method::Gbgc => "GB-GC",
+            Method::Cam => "CAM",
+            Method::Co => "CO",
+            Method::Random => "Random",
+            Method::Sobel => "Sobel",
+        }
+    }
+}
+
+/// Settings shared by the methods that need them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// IG: number of steps and rule.
+    pub steps: usize,
+    pub riemann: Riemann,
+    /// GC, GB-GC, CO: `features[layer]` (default: the model's own choice).
+    pub layer: Option<usize>,
+    /// Images per internal batch (IG steps and ensemble samples are batched).
+    pub batch: usize,
+    /// Random: seed.
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { steps: 50, riemann: Riemann::Trapezoid, layer: None, batch: 128, seed: 0 }
+    }
+}
+
+/// The method `m` configured by `s`, for `model` (layer defaults depend on the model).
+pub fn method(m: Method, s: &Settings, model: &dyn Classifier) -> Box<dyn Attribution> {
+    let gc_layer = s.layer.unwrap_or(model.default_gradcam_layer());
+    let last = s.layer.unwrap_or(model.last_feature_index());
+    match m {
+        Method::Vbp => Box::new(ModifiedGradient::new(ReluRule::Standard)),
+        Method::Ib => Box::new(InputXGradient),
+        Method::DeconvNet => Box::new(ModifiedGradient::new(ReluRule::Deconv)),
+        Method::Gb => Box::new(ModifiedGradient::new(ReluRule::Guided)),
+        Method::Ig => Box::new(IntegratedGradients { steps: s.steps, riemann: s.riemann, batch: s.batch }),
+        Method::Gc => Box::new(GradCam { layer: gc_layer }),
+        Method::Gbgc => Box::new(GuidedGradCam { layer: gc_layer, interpolation: Interpolation::Nearest }),
+        Method::Cam => Box::new(Cam),
+        Method::Co => Box::new(ConvOutput { layer: last }),
+        Method::Random => Box::new(RandomMap { seed: s.seed }),
+        Method::Sobel => Box::new(Sobel),
+    }
+}
+
+#[cfg(test)]
+mod tests;

