@@ -11,3 +11,4 @@ pub mod nn;
 pub mod params;
 pub mod train;
 pub mod attribution;
+pub mod render;
