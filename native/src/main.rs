@@ -1,6 +1,7 @@
 //! The `whitebox` command line: fetch data, train, evaluate and inspect image classifiers.
 
 mod datasets;
+mod explain;
 mod fsutil;
 mod inspect;
 mod train;
@@ -144,6 +145,71 @@ enum Command {
         #[arg(long, value_enum)]
         dataset: DatasetArg,
     },
+    /// Attribution maps for test images: raw tensors and/or PNG pictures.
+    Attribute {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data set (default: the checkpoint's).
+        #[arg(long, value_enum)]
+        dataset: Option<DatasetArg>,
+        #[arg(long, value_parser = ["vbp", "ib", "deconvnet", "gb", "ig", "gc", "gbgc", "cam", "co", "random", "sobel"])]
+        method: String,
+        /// Wrap the method in an ensemble.
+        #[arg(long, value_parser = ["sg", "sg-sq", "sg-var"])]
+        ensemble: Option<String>,
+        /// Ensemble samples.
+        #[arg(long, default_value_t = 50)]
+        n: usize,
+        /// Ensemble noise level: σ = noise × (max − min) of each image.
+        #[arg(long, default_value_t = 0.15)]
+        noise: f64,
+        /// IG steps.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// IG rule.
+        #[arg(long, value_parser = ["left", "right", "middle", "trapezoid"], default_value = "trapezoid")]
+        riemann: String,
+        /// Layer (features index, 0-11) for GC, GB-GC and CO.
+        #[arg(long)]
+        layer: Option<usize>,
+        /// Explain the class logit or its softmax probability.
+        #[arg(long, value_parser = ["logit", "prob"], default_value = "logit")]
+        target: String,
+        /// Explain this class instead of the predicted one.
+        #[arg(long)]
+        class: Option<u32>,
+        /// Test images: `0..8`, `3,5,7`, `..100`.
+        #[arg(long, default_value = "0..8")]
+        indices: String,
+        /// Images per internal batch.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write attributions (N×C×H×W), inputs, targets and indices to this safetensors file.
+        #[arg(long)]
+        raw: Option<PathBuf>,
+        /// Write one PNG per image (input, map, overlay) to this directory.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        #[arg(long, value_parser = ["gray", "hot", "jet", "viridis"], default_value = "viridis")]
+        colormap: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// The seed's coherence figure (a test image per class × every method) and the per-layer Grad-CAM figure.
+    Coherence {
+        /// One or more checkpoints of the same data set, drawn side by side.
+        #[arg(long, required = true)]
+        checkpoint: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Per-layer figure (default: <out>-layers.png).
+        #[arg(long)]
+        layers_out: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Rewrite a checkpoint with another float type (e.g. f16 to ship it).
     Convert {
         #[arg(long)]
@@ -226,6 +292,38 @@ fn run(cli: Cli) -> Result<()> {
             let dir = datasets::data_dir(data.data_dir.as_deref());
             inspect::eval(&checkpoint, dataset.map(Into::into), &dir, limit, &device(dev)?)?;
         }
+        Command::Attribute {
+            checkpoint, dataset, method, ensemble, n, noise, steps, riemann, layer, target, class, indices, batch, seed,
+            raw, png, colormap, data,
+        } => {
+            use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
+            let explanation = explain::Explanation {
+                method: Method::parse(&method)?,
+                ensemble: ensemble.as_deref().map(Ensemble::parse).transpose()?,
+                samples: n,
+                noise_level: noise,
+                settings: Settings { steps, riemann: Riemann::parse(&riemann)?, layer, batch, seed },
+                score: if target == "prob" { Score::Prob } else { Score::Logit },
+            };
+            explain::attribute(
+                explain::AttributeArgs {
+                    checkpoint,
+                    dataset: dataset.map(Into::into),
+                    data_dir: datasets::data_dir(data.data_dir.as_deref()),
+                    indices,
+                    class,
+                    explanation,
+                    raw,
+                    png,
+                    colormap: whitebox_core::render::Colormap::parse(&colormap)?,
+                },
+                &Device::Cpu,
+            )?;
+        }
+        Command::Coherence { checkpoint, out, layers_out, data } => {
+            let dir = datasets::data_dir(data.data_dir.as_deref());
+            explain::coherence(&checkpoint, &out, layers_out.as_deref(), &dir, &Device::Cpu)?;
+        }
         Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model.into(), dataset: dataset.into() })?,
         Command::Convert { checkpoint, out, dtype } => {
             let dtype = match dtype {
@@ -244,6 +342,11 @@ fn rayon_init(threads: usize) {
 }
 
 fn main() {
+    // Behave like other command-line tools when the reader of our output goes away (`whitebox eval | head`).
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

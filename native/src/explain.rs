@@ -1,0 +1,261 @@
+//! `whitebox attribute` and `whitebox coherence`: attribution maps for test images, as raw tensors, PNG files and
+//! the seed's coherence figures.
+
+use crate::{fsutil, inspect::load_checkpoint, ui};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use whitebox_core::attribution::{self as attr, Attribution, Ensemble, Method, NoiseTunnel, Score, Settings};
+use whitebox_core::data::{DatasetKind, ImageSet};
+use whitebox_core::models::Classifier;
+use whitebox_core::render::{self, Aggregation, Canvas, Colormap};
+
+/// `0..8`, `3,5,7` or `5` → indices.
+pub fn parse_indices(s: &str, len: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once("..") {
+            let a: usize = if a.is_empty() { 0 } else { a.parse().with_context(|| format!("bad index range '{part}'"))? };
+            let b: usize = if b.is_empty() { len } else { b.parse().with_context(|| format!("bad index range '{part}'"))? };
+            out.extend(a..b);
+        } else {
+            out.push(part.parse().with_context(|| format!("bad index '{part}'"))?);
+        }
+    }
+    if let Some(i) = out.iter().find(|&&i| i >= len) {
+        bail!("index {i} is out of range: the test set has {len} images");
+    }
+    if out.is_empty() {
+        bail!("no image selected by --indices '{s}'");
+    }
+    Ok(out)
+}
+
+/// What to compute: a method, optionally inside an ensemble.
+pub struct Explanation {
+    pub method: Method,
+    pub ensemble: Option<Ensemble>,
+    pub samples: usize,
+    pub noise_level: f64,
+    pub settings: Settings,
+    pub score: Score,
+}
+
+impl Explanation {
+    pub fn label(&self) -> String {
+        match self.ensemble {
+            Some(e) => format!("{}-{}", e.label(), self.method.label()),
+            None => self.method.label().to_string(),
+        }
+    }
+
+    /// Attributions of `x` for `targets`, in chunks of `settings.batch` images, reporting progress.
+    pub fn run(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], on_chunk: &mut dyn FnMut(usize)) -> Result<Tensor> {
+        let base = attr::method(self.method, &self.settings, model);
+        let tunnel;
+        let method: &dyn Attribution = match self.ensemble {
+            Some(kind) => {
+                tunnel = NoiseTunnel {
+                    base: base.as_ref(),
+                    kind,
+                    samples: self.samples,
+                    noise_level: self.noise_level,
+                    batch: self.settings.batch,
+                    seed: self.settings.seed,
+                    noise: None,
+                };
+                &tunnel
+            }
+            None => base.as_ref(),
+        };
+        let n = x.dim(0)?;
+        let per_call = match (self.ensemble, self.method) {
+            (Some(_), _) => (self.settings.batch / self.samples.max(1)).max(1),
+            (None, Method::Ig) => (self.settings.batch / self.settings.steps.max(1)).max(1),
+            _ => self.settings.batch.max(1),
+        };
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(per_call) {
+            let len = per_call.min(n - start);
+            parts.push(method.attribute(model, &x.narrow(0, start, len)?, &targets[start..start + len], self.score)?);
+            on_chunk(len);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+}
+
+/// The rows of one image: input, heat map, overlay.
+fn image_png(input: &[f32], map: &[f32], kind: DatasetKind, title: &str, colormap: Colormap) -> Result<Vec<u8>> {
+    let side = kind.side();
+    let scale = 6;
+    let cell = side * scale;
+    let values = render::normalize(map, kind.channels(), Aggregation::MaxAbs, 99.0)?;
+    let image = render::denormalize_rgb(input, kind);
+    let mut canvas = Canvas::new(3 * cell + 4 * 8, cell + 28, [255, 255, 255]);
+    canvas.text(title, 8, 6, 2, [0, 0, 0]);
+    let y = 24;
+    canvas.blit(&image, side, side, 8, y, scale);
+    canvas.blit(&render::heat_rgb(&values, colormap), side, side, 16 + cell, y, scale);
+    canvas.blit(&render::overlay(&image, &values, colormap, 0.8), side, side, 24 + 2 * cell, y, scale);
+    Ok(canvas.encode_png()?)
+}
+
+pub struct AttributeArgs {
+    pub checkpoint: PathBuf,
+    pub dataset: Option<DatasetKind>,
+    pub data_dir: PathBuf,
+    pub indices: String,
+    pub class: Option<u32>,
+    pub explanation: Explanation,
+    pub raw: Option<PathBuf>,
+    pub png: Option<PathBuf>,
+    pub colormap: Colormap,
+}
+
+pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
+    let ck = load_checkpoint(&args.checkpoint, device)?;
+    if let Some(d) = args.dataset.filter(|d| *d != ck.spec.dataset) {
+        bail!("{} is a {} model, not a {d} one", args.checkpoint.display(), ck.spec.dataset);
+    }
+    if args.raw.is_none() && args.png.is_none() {
+        bail!("nothing to write: give --raw FILE.safetensors and/or --png DIR");
+    }
+    let kind = ck.spec.dataset;
+    let model = ck.model()?;
+    let test = crate::datasets::load(kind, &args.data_dir)?.test;
+    let indices = parse_indices(&args.indices, test.len())?;
+    let (x, _) = test.batch(&indices, kind, device)?;
+    let targets = match args.class {
+        Some(c) if c as usize >= kind.num_classes() => bail!("--class {c} is outside 0..{}", kind.num_classes()),
+        Some(c) => vec![c; indices.len()],
+        None => attr::predict(model.as_ref(), &x)?,
+    };
+    let label = args.explanation.label();
+    let pb = ui::bar(indices.len() as u64, label.clone());
+    let maps = args.explanation.run(model.as_ref(), &x, &targets, &mut |k| pb.inc(k as u64))?;
+    pb.finish_and_clear();
+    if let Some(path) = &args.raw {
+        let tensors: HashMap<String, Tensor> = HashMap::from([
+            ("attributions".to_string(), maps.clone()),
+            ("inputs".to_string(), x.clone()),
+            ("targets".to_string(), Tensor::new(targets.as_slice(), device)?),
+            ("indices".to_string(), Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), device)?),
+        ]);
+        let bytes = safetensors_bytes(&tensors, &label)?;
+        fsutil::write_atomic(path, &bytes)?;
+        ui::note(format!("wrote {} ({} maps)", path.display(), indices.len()));
+    }
+    if let Some(dir) = &args.png {
+        let xs = x.flatten_from(1)?.to_vec2::<f32>()?;
+        let ms = maps.flatten_from(1)?.to_vec2::<f32>()?;
+        for (k, &i) in indices.iter().enumerate() {
+            let title = format!("#{i} {label} class {}", targets[k]);
+            let png = image_png(&xs[k], &ms[k], kind, &title, args.colormap)?;
+            fsutil::write_atomic(&dir.join(format!("{i:05}-{}.png", label.to_lowercase())), &png)?;
+        }
+        ui::note(format!("wrote {} PNG files to {}", indices.len(), dir.display()));
+    }
+    Ok(())
+}
+
+fn safetensors_bytes(tensors: &HashMap<String, Tensor>, method: &str) -> Result<Vec<u8>> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by_key(|(k, _)| k.as_str());
+    let info = HashMap::from([("method".to_string(), method.to_string())]);
+    Ok(safetensors::serialize(sorted, Some(info))?)
+}
+
+/// The first test image of each class, in class order.
+fn one_per_class(test: &ImageSet, classes: usize) -> Result<Vec<usize>> {
+    (0..classes as u8)
+        .map(|c| test.labels.iter().position(|&l| l == c).with_context(|| format!("no test image of class {c}")))
+        .collect()
+}
+
+/// The seed's coherence figure (one test image per class × every method, for each model side by side) and the
+/// per-layer figure (Grad-CAM at each conv block).
+pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>, data_dir: &Path, device: &Device) -> Result<()> {
+    let scale = 3;
+    let mut figures: Vec<(String, Vec<(String, Vec<Vec<f32>>)>, Vec<(String, Vec<Vec<f32>>)>)> = Vec::new();
+    let mut kind = None;
+    let mut inputs = Vec::new();
+    for path in checkpoints {
+        let ck = load_checkpoint(path, device)?;
+        if *kind.get_or_insert(ck.spec.dataset) != ck.spec.dataset {
+            bail!("all checkpoints of one figure must be for the same data set");
+        }
+        let model = ck.model()?;
+        let test = crate::datasets::load(ck.spec.dataset, data_dir)?.test;
+        let idx = one_per_class(&test, ck.spec.dataset.num_classes())?;
+        let (x, y) = test.batch(&idx, ck.spec.dataset, device)?;
+        let targets = y.to_vec1::<u32>()?;
+        inputs = x.flatten_from(1)?.to_vec2::<f32>()?;
+        let mut methods = vec![Method::Vbp, Method::Ib, Method::DeconvNet, Method::Gb, Method::Ig, Method::Gc, Method::Gbgc];
+        if model.cam_head().is_some() {
+            methods.push(Method::Cam);
+        }
+        let settings = Settings::default();
+        let pb = ui::bar(methods.len() as u64 + 3, format!("{}", ck.spec.arch));
+        let mut columns = Vec::new();
+        for m in methods {
+            let maps = attr::method(m, &settings, model.as_ref()).attribute(model.as_ref(), &x, &targets, Score::Logit)?;
+            columns.push((m.label().to_string(), maps.flatten_from(1)?.to_vec2::<f32>()?));
+            pb.inc(1);
+        }
+        let mut layers = Vec::new();
+        for block in 0..3 {
+            let layer = 4 * block;
+            let gc = attr::GradCam { layer };
+            let maps = gc.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
+            layers.push((format!("GC f{layer}"), maps.flatten_from(1)?.to_vec2::<f32>()?));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        figures.push((ck.spec.arch.title().to_string(), columns, layers));
+    }
+    let kind = kind.context("no checkpoint given")?;
+    let draw = |pick: &dyn Fn(&(String, Vec<(String, Vec<Vec<f32>>)>, Vec<(String, Vec<Vec<f32>>)>)) -> &Vec<(String, Vec<Vec<f32>>)>| -> Result<Vec<u8>> {
+        let side = kind.side();
+        let cell = side * scale + 4;
+        let label_w = 9 * 8;
+        let block_w = |cols: usize| (cols + 1) * cell + 16;
+        let width = label_w + figures.iter().map(|f| block_w(pick(f).len())).sum::<usize>();
+        let height = 40 + kind.num_classes() * cell;
+        let mut canvas = Canvas::new(width, height, [255, 255, 255]);
+        let names = kind.class_names();
+        for (r, name) in names.iter().enumerate() {
+            let short: String = name.chars().take(9).collect();
+            canvas.text(&short, 0, 40 + r * cell + cell / 2 - 4, 1, [0, 0, 0]);
+        }
+        let mut x0 = label_w;
+        for f in &figures {
+            let cols = pick(f);
+            canvas.text(&f.0, x0, 4, 1, [0, 0, 0]);
+            canvas.text("Input", x0, 22, 1, [80, 80, 80]);
+            for (c, (label, _)) in cols.iter().enumerate() {
+                canvas.text(label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
+            }
+            for r in 0..kind.num_classes() {
+                let y = 40 + r * cell;
+                canvas.blit(&render::denormalize_rgb(&inputs[r], kind), side, side, x0, y, scale);
+                for (c, (_, maps)) in cols.iter().enumerate() {
+                    let v = render::normalize(&maps[r], kind.channels(), Aggregation::MaxAbs, 99.0)?;
+                    canvas.blit(&render::heat_rgb(&v, Colormap::Hot), side, side, x0 + (c + 1) * cell, y, scale);
+                }
+            }
+            x0 += block_w(cols.len());
+        }
+        Ok(canvas.encode_png()?)
+    };
+    fsutil::write_atomic(out, &draw(&|f| &f.1)?)?;
+    let layers_path = layers_out.map(Path::to_path_buf).unwrap_or_else(|| {
+        let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coherence".into());
+        out.with_file_name(format!("{stem}-layers.png"))
+    });
+    fsutil::write_atomic(&layers_path, &draw(&|f| &f.2)?)?;
+    ui::note(format!("wrote {} and {}", out.display(), layers_path.display()));
+    println!("{}", out.display());
+    println!("{}", layers_path.display());
+    Ok(())
+}
