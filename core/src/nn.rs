@@ -83,7 +83,7 @@ pub fn linear(in_f: usize, out_f: usize, vb: VarBuilder) -> Result<Linear> {
 impl Linear {
     /// `x·Wᵀ + b` for `x` of shape `N×in`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        ops::matmul_right(x, &self.weight.t()?)?.broadcast_add(&self.bias)
     }
 
     pub fn weight(&self) -> &Tensor {

@@ -182,7 +182,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     }
     let g = Geometry { n, c, h, w, kh, kw, stride, pad };
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let y = weight.reshape((o, g.rows()))?.matmul(&cols)?;
+    let y = super::matmul_left(&weight.reshape((o, g.rows()))?, &cols)?;
     let zeros;
     let bias = match bias {
         Some(b) => b,

@@ -6,11 +6,13 @@
 
 mod batch_norm;
 mod conv;
+mod matmul;
 mod max_pool;
 mod relu;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub use conv::{conv2d, conv2d_reference};
+pub use matmul::{matmul_left, matmul_right};
 pub use max_pool::{max_pool2x2, max_pool2x2_reference};
 pub use relu::{relu, ReluRule};
 
