@@ -1,0 +1,118 @@
+//! Attribution throughput: maps/second for VBP, GB, GC, IG-50 and SG-50 on the first N MNIST test images with the
+//! shipped SimpleCNN, whitebox next to Captum in the same run (both pinned to the same thread count), with ratios.
+//!
+//! cargo run --release -p whitebox --bin bench-attribution -- [--images 1000] [--threads 2] [--python PY]
+//! Captum is run through `tests/reference/bench_captum.py` with `--python` (default: $WHITEBOX_PYTHON, else
+//! python3); when it cannot be imported, the table says so and shows whitebox alone.
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use whitebox_core::attribution::{self as attr, Attribution, Ensemble, Method, NoiseTunnel, Riemann, Score, Settings};
+use whitebox_core::data::{mnist_set, DatasetKind};
+use whitebox_core::params::Checkpoint;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// Best rate over internal batch sizes, as for Captum.
+fn best_rate<'a>(
+    m: &dyn whitebox_core::models::Classifier,
+    x: &candle_core::Tensor,
+    targets: &[u32],
+    make: &dyn Fn(usize) -> Box<dyn Attribution + 'a>,
+    batches: &[usize],
+) -> Result<f64> {
+    let n = targets.len();
+    let mut best = 0f64;
+    for &batch in batches {
+        let method = make(batch);
+        let t0 = Instant::now();
+        for s in (0..n).step_by(batch) {
+            let len = batch.min(n - s);
+            method.attribute(m, &x.narrow(0, s, len)?, &targets[s..s + len], Score::Logit)?;
+        }
+        best = best.max(n as f64 / t0.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(1000);
+    let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
+    let checkpoint = root.join("weights/mnist/simple-cnn.safetensors");
+    let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());
+
+    let read = |f: &str| std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()));
+    let test = mnist_set(
+        ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
+        ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
+    )?;
+    let idx: Vec<usize> = (0..n.min(test.len())).collect();
+    let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
+    let ck = Checkpoint::from_bytes("simple-cnn", &std::fs::read(&checkpoint)?, &Device::Cpu)?;
+    let model = ck.model()?;
+    let m = model.as_ref();
+    let targets = attr::predict(m, &x)?;
+
+    let settings = |batch| Settings { steps: 50, riemann: Riemann::Trapezoid, layer: None, batch, seed: 0 };
+    let vbp = attr::ModifiedGradient::new(whitebox_core::ops::ReluRule::Standard);
+    let ours: Vec<(&str, f64)> = vec![
+        ("VBP", best_rate(m, &x, &targets, &|b| attr::method(Method::Vbp, &settings(b), m), &[100, 250, 1000])?),
+        ("GB", best_rate(m, &x, &targets, &|b| attr::method(Method::Gb, &settings(b), m), &[100, 250, 1000])?),
+        ("GC", best_rate(m, &x, &targets, &|b| attr::method(Method::Gc, &settings(b), m), &[100, 250, 1000])?),
+        ("IG-50", best_rate(m, &x, &targets, &|_| attr::method(Method::Ig, &settings(500), m), &[10, 50])?),
+        (
+            "SG-50",
+            best_rate(
+                m,
+                &x,
+                &targets,
+                &|_| {
+                    Box::new(NoiseTunnel {
+                        base: &vbp,
+                        kind: Ensemble::SmoothGrad,
+                        samples: 50,
+                        noise_level: 0.15,
+                        batch: 500,
+                        seed: 0,
+                        noise: None,
+                    })
+                },
+                &[10, 50],
+            )?,
+        ),
+    ];
+
+    let script = root.join("tests/reference/bench_captum.py");
+    let captum: Option<HashMap<String, f64>> = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&checkpoint)
+        .arg(idx.len().to_string())
+        .arg(threads.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+    println!("attribution throughput, {} MNIST test images, SimpleCNN, {threads} threads (maps/s, best batch size)", idx.len());
+    println!("| method | whitebox | Captum | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (name, ours) in ours {
+        match captum.as_ref().and_then(|c| c.get(name)) {
+            Some(theirs) => println!("| {name} | {ours:.1} | {theirs:.1} | {:.2}× |", ours / theirs),
+            None => println!("| {name} | {ours:.1} | n/a | n/a |"),
+        }
+    }
+    if captum.is_none() {
+        println!("(Captum not run: `{python}` could not import torch and captum; set --python or WHITEBOX_PYTHON)");
+    }
+    Ok(())
+}
