@@ -135,6 +135,20 @@ impl BatchNorm2d {
         Ok(y)
     }
 
+    /// The convolution `conv` followed by this normalisation in evaluation mode, as one convolution:
+    /// `W' = W·s`, `b' = (b − μ)·s + β` with `s = γ/√(σ² + ε)` per output channel.
+    pub fn fold_into(&self, conv: &Conv2d) -> Result<Conv2d> {
+        let scale = (&self.weight / (&self.running_var + self.eps)?.sqrt()?)?;
+        let o = scale.dim(0)?;
+        let weight = conv.weight.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
+        let bias = match &conv.bias {
+            Some(b) => (b - &self.running_mean)?,
+            None => self.running_mean.neg()?,
+        };
+        let bias = ((bias * &scale)? + &self.bias)?;
+        Ok(Conv2d { weight, bias: Some(bias), stride: conv.stride, padding: conv.padding })
+    }
+
     /// `running = (1 − momentum)·running + momentum·batch`, with the unbiased batch variance, as PyTorch does.
     /// Only has an effect when the running statistics are variables (a model being trained).
     fn update_running(&self, stats: &BatchStats) -> Result<()> {

@@ -4,7 +4,7 @@
 //!   guided or deconv ReLU rule;
 //! - Input × Gradient (Shrikumar et al. 2016): x ⊙ ∂S_c/∂x.
 
-use super::{backward, Attribution, Score};
+use super::{input_gradient, Attribution, Score};
 use crate::models::Classifier;
 use crate::ops::ReluRule;
 use crate::Result;
@@ -32,7 +32,7 @@ impl Attribution for ModifiedGradient {
     }
 
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
-        Ok(backward(model, x, targets, score, self.rule, None)?.input)
+        input_gradient(model, x, targets, score, self.rule)
     }
 }
 
@@ -44,6 +44,6 @@ impl Attribution for InputXGradient {
     }
 
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
-        Ok((x * backward(model, x, targets, score, ReluRule::Standard, None)?.input)?)
+        Ok((x * input_gradient(model, x, targets, score, ReluRule::Standard)?)?)
     }
 }

@@ -2,7 +2,7 @@
 //! with Captum's Riemann rules. The baseline x′ is zero (the normalised image's zero). All steps of all images run
 //! as batches of at most `batch` images.
 
-use super::{backward, chunked, Attribution, Score};
+use super::{chunked, input_gradient, Attribution, Score};
 use crate::models::Classifier;
 use crate::ops::ReluRule;
 use crate::Result;
@@ -74,7 +74,7 @@ impl Attribution for IntegratedGradients {
         let scaled = scaled.reshape([self.steps * n].into_iter().chain(shape[1..].iter().copied()).collect::<Vec<_>>())?;
         let all_targets: Vec<u32> = (0..self.steps).flat_map(|_| targets.iter().copied()).collect();
         let grads = chunked(&scaled, &all_targets, self.batch, |xb, tb| {
-            Ok(backward(model, xb, tb, score, ReluRule::Standard, None)?.input)
+            input_gradient(model, xb, tb, score, ReluRule::Standard)
         })?;
         let w = Tensor::from_iter(weights.iter().map(|&w| w as f32), x.device())?;
         let grads = grads.reshape(expanded_shape)?;

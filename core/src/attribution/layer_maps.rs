@@ -7,7 +7,7 @@
 //! Coarse maps are up-sampled bilinearly (Captum's `LayerAttribution.interpolate`) and repeated over the input's
 //! channels, so every map has the input's shape.
 
-use super::{backward, resize, Attribution, Interpolation, Score};
+use super::{input_gradient, layer_gradient, resize, Attribution, Interpolation, Score};
 use crate::models::Classifier;
 use crate::nn::Pass;
 use crate::ops::ReluRule;
@@ -23,8 +23,7 @@ fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> Result<Tensor> {
 
 /// The Grad-CAM map at `layer`, before up-sampling (`N×1×h×w`).
 fn grad_cam_coarse(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, layer: usize) -> Result<Tensor> {
-    let g = backward(model, x, targets, score, ReluRule::Standard, Some(layer))?;
-    let (act, grad) = g.layer.expect("a tapped layer was asked for");
+    let (act, grad) = layer_gradient(model, x, targets, score, ReluRule::Standard, layer)?;
     let alpha = grad.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
     Ok(act.broadcast_mul(&alpha)?.sum_keepdim(1)?.relu()?)
 }
@@ -63,7 +62,7 @@ impl Attribution for GuidedGradCam {
 
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
         let cam = to_input(&grad_cam_coarse(model, x, targets, score, self.layer)?, x, self.interpolation)?;
-        let guided = backward(model, x, targets, score, ReluRule::Guided, None)?.input;
+        let guided = input_gradient(model, x, targets, score, ReluRule::Guided)?;
         Ok((guided * cam)?)
     }
 }

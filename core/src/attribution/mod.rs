@@ -1,6 +1,7 @@
 //! Attribution methods: each answers "which input pixels made the model output this class?" with a map of the
 //! input's shape. All of them fulfil one contract, [`Attribution`]; what they share — back-propagating a class score
-//! to the input or to an intermediate layer under a ReLU rule — exists once, in [`backward`].
+//! to the input or to an intermediate layer under a ReLU rule — exists once, in [`input_gradient`] and
+//! [`layer_gradient`].
 
 mod baselines;
 mod gradient;
@@ -40,24 +41,33 @@ pub trait Attribution {
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor>;
 }
 
-/// Gradients of the targets' scores with respect to the input and, when `layer` is given, to `features[layer]`,
-/// whose activation is returned too.
-pub struct Gradients {
-    pub input: Tensor,
-    pub layer: Option<(Tensor, Tensor)>,
-    /// The scores that were differentiated, one per image.
-    pub scores: Tensor,
+/// ∂S/∂x: the gradient of each image's target score with respect to the input, with the ReLU backward `rule`.
+pub fn input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule) -> Result<Tensor> {
+    let input = Var::from_tensor(x)?;
+    let (scores, _) = target_scores(model, input.as_tensor(), targets, score, rule, None)?;
+    let grads = scores.sum_all()?.backward()?;
+    Ok(grads.get(&input).cloned().map(Ok).unwrap_or_else(|| x.zeros_like())?)
 }
 
-/// Back-propagates `score` of each image's target class with the ReLU backward `rule`.
-pub fn backward(
+/// `features[layer]` and ∂S/∂features[layer]. The backward pass stops at the layer: nothing is computed for the
+/// input.
+pub fn layer_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule, layer: usize) -> Result<(Tensor, Tensor)> {
+    let (scores, tapped) = target_scores(model, x, targets, score, rule, Some(layer))?;
+    let tapped = tapped.expect("a tapped layer was asked for");
+    let grads = scores.sum_all()?.backward()?;
+    let grad = grads.get(&tapped.probe).cloned().map(Ok).unwrap_or_else(|| tapped.activation.zeros_like())?;
+    Ok((tapped.activation, grad))
+}
+
+/// The score of each image's target class (validated), and the tapped layer when asked for.
+fn target_scores(
     model: &dyn Classifier,
     x: &Tensor,
     targets: &[u32],
     score: Score,
     rule: ReluRule,
     layer: Option<usize>,
-) -> Result<Gradients> {
+) -> Result<(Tensor, Option<crate::models::Tapped>)> {
     let n = x.dim(0)?;
     if targets.len() != n {
         crate::invalid!("{} targets for {n} images", targets.len());
@@ -69,21 +79,13 @@ pub fn backward(
     if let Some(l) = layer.filter(|&l| l >= model.tap_points()) {
         crate::invalid!("layer {l} does not exist (the model has features 0..{})", model.tap_points());
     }
-    let input = Var::from_tensor(x)?;
-    let (logits, tapped) = model.forward_tapped(input.as_tensor(), &Pass { train: false, relu: rule }, layer)?;
+    let (logits, tapped) = model.forward_tapped(x, &Pass { train: false, relu: rule }, layer)?;
     let out = match score {
         Score::Logit => logits,
         Score::Prob => candle_nn::ops::softmax(&logits, D::Minus1)?,
     };
     let idx = Tensor::from_slice(targets, (n, 1), x.device())?;
-    let scores = out.gather(&idx, 1)?.squeeze(1)?;
-    let grads = scores.sum_all()?.backward()?;
-    let grad_of = |v: &Var| grads.get(v).cloned().map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like());
-    let layer = match tapped {
-        Some(t) => Some((t.activation.clone(), grad_of(&t.probe)?)),
-        None => None,
-    };
-    Ok(Gradients { input: grad_of(&input)?, layer, scores: scores.detach() })
+    Ok((out.gather(&idx, 1)?.squeeze(1)?, tapped))
 }
 
 /// The predicted class of each image (evaluation mode).

@@ -89,14 +89,14 @@ fn guided_equals_vanilla_on_a_relu_free_path() -> Result<()> {
     let m = model(Arch::Cam);
     let x = input(2, 3);
     let t = [0u32, 9];
-    let layer = Some(m.last_feature_index());
-    let grad = |rule| backward(m.as_ref(), &x, &t, Score::Logit, rule, layer).unwrap().layer.unwrap().1;
+    let layer = m.last_feature_index();
+    let grad = |rule| layer_gradient(m.as_ref(), &x, &t, Score::Logit, rule, layer).unwrap().1;
     let vanilla = grad(ReluRule::Standard);
     assert!(vanilla.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
     assert!(rel_diff(&grad(ReluRule::Guided), &vanilla)? < 1e-6);
     assert!(rel_diff(&grad(ReluRule::Deconv), &vanilla)? < 1e-6);
     // …while at the input they differ (ReLUs lie on that path).
-    let at_input = |rule| backward(m.as_ref(), &x, &t, Score::Logit, rule, None).unwrap().input;
+    let at_input = |rule| input_gradient(m.as_ref(), &x, &t, Score::Logit, rule).unwrap();
     assert!(rel_diff(&at_input(ReluRule::Guided), &at_input(ReluRule::Standard))? > 1e-3);
     Ok(())
 }

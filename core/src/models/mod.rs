@@ -180,3 +180,40 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod folding_tests {
+    use super::*;
+    use crate::params::init_model;
+    use candle_core::{Device, Var};
+
+    /// Folding BatchNorm into the convolution (evaluation mode) changes neither logits nor input gradients: compare
+    /// with the unfolded path, which a tap at the convolution's output forces.
+    #[test]
+    fn folded_batch_norm_equals_the_unfolded_pair() -> candle_core::Result<()> {
+        let spec = ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist };
+        let (map, model) = init_model(spec, 2, &Device::Cpu).unwrap();
+        // Non-trivial running statistics and affine parameters.
+        for (k, v) in map.data().lock().unwrap().iter() {
+            if k.contains("features.1") || k.contains("features.5") || k.contains("features.9") {
+                let r = crate::ops::test_util::random(v.dims(), k.len() as u64)?;
+                v.set(&(r.abs()? + 0.5)?)?;
+            }
+        }
+        let x = crate::ops::test_util::random(&[3, 1, 28, 28], 4)?;
+        let run = |tap: Option<usize>| -> candle_core::Result<(Tensor, Tensor)> {
+            let xv = Var::from_tensor(&x)?;
+            let (logits, _) = model.forward_tapped(&xv, &Pass::EVAL, tap)?;
+            let g = logits.sum_all()?.backward()?;
+            Ok((logits.detach(), g.get(&xv).unwrap().clone()))
+        };
+        let (folded, unfolded) = (run(None)?, run(Some(0))?);
+        // Tapping features[0] unfolds only block 0; tapping 8 as well covers block 2.
+        let unfolded2 = run(Some(8))?;
+        for (a, b) in [(&folded, &unfolded), (&folded, &unfolded2)] {
+            assert!(crate::ops::test_util::rel_diff(&a.0, &b.0)? < 1e-5);
+            assert!(crate::ops::test_util::rel_diff(&a.1, &b.1)? < 1e-5);
+        }
+        Ok(())
+    }
+}

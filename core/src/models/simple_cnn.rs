@@ -87,11 +87,16 @@ impl Classifier for SimpleCnn {
             Ok(x)
         };
         for i in 0..CHANNELS.len() {
-            x = visit(4 * i, self.convs[i].forward(&x)?)?;
-            if let Some(cbam) = self.cbams.get(i) {
-                x = cbam.forward(&x, pass)?;
+            if !pass.train && self.cbams.is_empty() && tap != Some(4 * i) {
+                // Evaluation mode: the BatchNorm folds into the convolution (one op instead of two).
+                x = visit(4 * i + 1, self.bns[i].fold_into(&self.convs[i])?.forward(&x)?)?;
+            } else {
+                x = visit(4 * i, self.convs[i].forward(&x)?)?;
+                if let Some(cbam) = self.cbams.get(i) {
+                    x = cbam.forward(&x, pass)?;
+                }
+                x = visit(4 * i + 1, self.bns[i].forward(&x, pass)?)?;
             }
-            x = visit(4 * i + 1, self.bns[i].forward(&x, pass)?)?;
             x = visit(4 * i + 2, pass.relu(&x)?)?;
             x = visit(4 * i + 3, ops::max_pool2x2(&x)?)?;
         }

@@ -147,8 +147,9 @@ impl CustomOp2 for ToChannelsFirst {
         Ok(output(out, (n, self.o, plane)))
     }
 
-    fn bwd(&self, y: &Tensor, _bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, y: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, o, plane) = (self.n, self.o, self.plane);
+        let want_bias = bias.track_op();
         let (dy, dbias) = with_f32(grad, |g| {
             let mut dy = vec![0f32; g.len()];
             dy.par_chunks_mut(n * plane).enumerate().for_each(|(oi, dst)| {
@@ -156,13 +157,17 @@ impl CustomOp2 for ToChannelsFirst {
                     dst[ni * plane..][..plane].copy_from_slice(&g[(ni * o + oi) * plane..][..plane]);
                 }
             });
+            if !want_bias {
+                return (dy, None);
+            }
             let dbias: Vec<f32> = (0..o)
                 .into_par_iter()
                 .map(|oi| (0..n).map(|ni| g[(ni * o + oi) * plane..][..plane].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
                 .collect();
-            (dy, dbias)
+            (dy, Some(dbias))
         })?;
-        Ok((Some(tensor_like(dy, y.shape(), y)?), Some(tensor_like(dbias, o, y)?)))
+        let dbias = dbias.map(|d| tensor_like(d, o, y)).transpose()?;
+        Ok((Some(tensor_like(dy, y.shape(), y)?), dbias))
     }
 }
 
