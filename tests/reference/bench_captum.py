@@ -17,21 +17,21 @@ from models import load_whitebox  # noqa: E402
 
 
 def main():
-    checkpoint, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    checkpoint, n, n_ens, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
     model = load_whitebox(checkpoint, "mnist", "simple-cnn")
     x = mnist_test_images(n)
     with torch.no_grad():
         target = model(x).argmax(1)
 
-    def best_rate(fn, batches, repeat=2):
+    def best_rate(fn, batches, repeat=2, count=n):
         best = 0.0
         for batch in batches:
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                for s in range(0, n, batch):
-                    fn(x[s : s + batch], target[s : s + batch])
-                best = max(best, n / (time.perf_counter() - t0))
+                for s in range(0, count, batch):
+                    fn(x[s : min(s + batch, count)], target[s : min(s + batch, count)])
+                best = max(best, count / (time.perf_counter() - t0))
         return best
 
     gc_layer = model.features[8]
@@ -49,6 +49,7 @@ def main():
             lambda a, t: IntegratedGradients(model).attribute(a, target=t, n_steps=50, internal_batch_size=500),
             [10, 50],
             repeat=1,
+            count=n_ens,
         ),
         "SG-50": best_rate(
             lambda a, t: NoiseTunnel(Saliency(model)).attribute(
@@ -56,6 +57,7 @@ def main():
             ),
             [10, 50],
             repeat=1,
+            count=n_ens,
         ),
     }
     print(json.dumps(rates))

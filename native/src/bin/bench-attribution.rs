@@ -1,7 +1,9 @@
 //! Attribution throughput: maps/second for VBP, GB, GC, IG-50 and SG-50 on the first N MNIST test images with the
 //! shipped SimpleCNN, whitebox next to Captum in the same run (both pinned to the same thread count), with ratios.
 //!
-//! cargo run --release -p whitebox --bin bench-attribution -- [--images 1000] [--threads 2] [--python PY]
+//! cargo run --release -p whitebox --bin bench-attribution -- [--images 1000] [--ensemble-images 100] [--threads 2]
+//!     [--python PY]
+//! IG-50 and SG-50 cost 50 passes per map, so they run on the first `--ensemble-images` images.
 //! Captum is run through `tests/reference/bench_captum.py` with `--python` (default: $WHITEBOX_PYTHON, else
 //! python3); when it cannot be imported, the table says so and shows whitebox alone.
 
@@ -43,6 +45,7 @@ fn best_rate<'a>(
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(1000);
+    let n_ens: usize = arg(&args, "--ensemble-images").map(|v| v.parse()).transpose()?.unwrap_or(100);
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -61,6 +64,8 @@ fn main() -> Result<()> {
     let model = ck.model()?;
     let m = model.as_ref();
     let targets = attr::predict(m, &x)?;
+    let n_ens = n_ens.min(idx.len());
+    let (xe, te) = (x.narrow(0, 0, n_ens)?, &targets[..n_ens]);
 
     let settings = |batch| Settings { steps: 50, riemann: Riemann::Trapezoid, layer: None, batch, seed: 0 };
     let vbp = attr::ModifiedGradient::new(whitebox_core::ops::ReluRule::Standard);
@@ -68,13 +73,13 @@ fn main() -> Result<()> {
         ("VBP", best_rate(m, &x, &targets, &|b| attr::method(Method::Vbp, &settings(b), m), &[100, 250, 1000])?),
         ("GB", best_rate(m, &x, &targets, &|b| attr::method(Method::Gb, &settings(b), m), &[100, 250, 1000])?),
         ("GC", best_rate(m, &x, &targets, &|b| attr::method(Method::Gc, &settings(b), m), &[100, 250, 1000])?),
-        ("IG-50", best_rate(m, &x, &targets, &|_| attr::method(Method::Ig, &settings(500), m), &[10, 50])?),
+        ("IG-50", best_rate(m, &xe, te, &|_| attr::method(Method::Ig, &settings(500), m), &[10, 50])?),
         (
             "SG-50",
             best_rate(
                 m,
-                &x,
-                &targets,
+                &xe,
+                te,
                 &|_| {
                     Box::new(NoiseTunnel {
                         base: &vbp,
@@ -96,13 +101,17 @@ fn main() -> Result<()> {
         .arg(&script)
         .arg(&checkpoint)
         .arg(idx.len().to_string())
+        .arg(n_ens.to_string())
         .arg(threads.to_string())
         .env("OMP_NUM_THREADS", threads.to_string())
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| serde_json::from_slice(&o.stdout).ok());
-    println!("attribution throughput, {} MNIST test images, SimpleCNN, {threads} threads (maps/s, best batch size)", idx.len());
+    println!(
+        "attribution throughput, SimpleCNN, {} MNIST test images ({n_ens} for IG-50 and SG-50), {threads} threads (maps/s, best batch size)",
+        idx.len()
+    );
     println!("| method | whitebox | Captum | ratio |");
     println!("| --- | ---: | ---: | ---: |");
     for (name, ours) in ours {
