@@ -173,7 +173,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.mean(D::Minus1)
 }
 
-/// Maximum over the spatial dimensions: `N×C×H×W → N×C`.
+/// Maximum over the spatial dimensions: `N×C×H×W → N×C`, the gradient going to the first maximum.
 pub fn global_max_pool(x: &Tensor) -> Result<Tensor> {
-    x.flatten_from(2)?.max(D::Minus1)
+    ops::max_over(&x.flatten_from(2)?, 2)
 }

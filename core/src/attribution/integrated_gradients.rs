@@ -27,25 +27,41 @@ impl Riemann {
         }
     }
 
-    /// Step weights and α values, as Captum's `approximation_parameters`.
+    /// Step weights and α values. The α values are computed as `torch.linspace` computes them in f32 (from both
+    /// ends), so that the scaled inputs equal Captum's bit for bit: near-ties in max-pooling make gradients jump,
+    /// and a one-ulp difference in α can otherwise pick the other side of a jump.
     pub fn points(self, steps: usize) -> (Vec<f64>, Vec<f64>) {
         let n = steps as f64;
-        match self {
-            Riemann::Left => (vec![1.0 / n; steps], (0..steps).map(|i| i as f64 / n).collect()),
-            Riemann::Right => (vec![1.0 / n; steps], (1..=steps).map(|i| i as f64 / n).collect()),
-            Riemann::Middle => (vec![1.0 / n; steps], (0..steps).map(|i| (i as f64 + 0.5) / n).collect()),
-            Riemann::Trapezoid => {
-                if steps < 2 {
-                    return (vec![1.0], vec![0.5]);
-                }
+        let (start, end) = match self {
+            Riemann::Left => (0.0, 1.0 - 1.0 / n),
+            Riemann::Right => (1.0 / n, 1.0),
+            Riemann::Middle => (1.0 / (2.0 * n), 1.0 - 1.0 / (2.0 * n)),
+            Riemann::Trapezoid => (0.0, 1.0),
+        };
+        let alphas = linspace_f32(start as f32, end as f32, steps).into_iter().map(f64::from).collect();
+        let weights = match self {
+            Riemann::Trapezoid if steps >= 2 => {
                 let h = 1.0 / (n - 1.0);
                 let mut w = vec![h; steps];
                 w[0] = h / 2.0;
                 w[steps - 1] = h / 2.0;
-                (w, (0..steps).map(|i| i as f64 * h).collect())
+                w
             }
-        }
+            Riemann::Trapezoid => return (vec![1.0], vec![0.5]),
+            _ => vec![1.0 / n; steps],
+        };
+        (weights, alphas)
     }
+}
+
+/// PyTorch's CPU `linspace` for f32: the first half counts up from `start`, the second half down from `end`.
+fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
+    if steps == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (steps - 1) as f32;
+    let half = steps / 2;
+    (0..steps).map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 }).collect()
 }
 
 pub struct IntegratedGradients {

@@ -37,7 +37,7 @@ impl Cbam {
         let channel_logits = (mlp(&nn::global_avg_pool(x)?)? + mlp(&nn::global_max_pool(x)?)?)?;
         let channel_gate = candle_nn::ops::sigmoid(&channel_logits)?.reshape((n, c, 1, 1))?;
         let x = x.broadcast_mul(&channel_gate)?;
-        let pooled = Tensor::cat(&[x.max_keepdim(1)?, x.mean_keepdim(1)?], 1)?;
+        let pooled = Tensor::cat(&[crate::ops::max_over(&x, 1)?.unsqueeze(1)?, x.mean_keepdim(1)?], 1)?;
         let spatial = self.spatial_bn.forward(&self.spatial_conv.forward(&pooled)?, pass)?;
         let spatial_gate = candle_nn::ops::sigmoid(&pass.relu(&spatial)?)?;
         x.broadcast_mul(&spatial_gate)

@@ -126,3 +126,93 @@ mod tests {
         Ok(())
     }
 }
+
+/// Maximum over one axis of a tensor viewed as `outer × len × inner`, remembering nothing: the backward recomputes
+/// the arg-max (first maximum, PyTorch's rule) and routes the whole gradient there. candle's own `max` backward
+/// gives the full gradient to every tied maximum, which over-counts on images with flat regions.
+struct MaxAxis {
+    outer: usize,
+    len: usize,
+    inner: usize,
+}
+
+impl MaxAxis {
+    #[inline]
+    fn argmax(&self, x: &[f32], o: usize, i: usize) -> usize {
+        let base = o * self.len * self.inner + i;
+        let mut best = base;
+        for k in 1..self.len {
+            let idx = base + k * self.inner;
+            if x[idx] > x[best] || x[idx].is_nan() {
+                best = idx;
+            }
+        }
+        best
+    }
+}
+
+impl CustomOp1 for MaxAxis {
+    fn name(&self) -> &'static str {
+        "whitebox-max-axis"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice_f32(storage, layout)?;
+        let out: Vec<f32> = (0..self.outer * self.inner)
+            .into_par_iter()
+            .map(|p| x[self.argmax(x, p / self.inner, p % self.inner)])
+            .collect();
+        Ok(output(out, (self.outer, self.inner)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_f32(arg, |x| {
+            with_f32(grad, |g| {
+                let mut dx = vec![0f32; x.len()];
+                for p in 0..self.outer * self.inner {
+                    dx[self.argmax(x, p / self.inner, p % self.inner)] += g[p];
+                }
+                dx
+            })
+        })??;
+        Ok(Some(tensor_like(dx, arg.shape(), arg)?))
+    }
+}
+
+/// The maximum over dimension `dim` (removed from the shape), with arg-max gradient routing.
+pub fn max_over(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    if dim >= dims.len() {
+        candle_core::bail!("max_over: dimension {dim} of a {}-d tensor", dims.len());
+    }
+    let mut out_dims = dims.clone();
+    out_dims.remove(dim);
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        return x.max(dim);
+    }
+    let op = MaxAxis { outer: dims[..dim].iter().product(), len: dims[dim], inner: dims[dim + 1..].iter().product() };
+    x.contiguous()?.apply_op1(op)?.reshape(out_dims)
+}
+
+#[cfg(test)]
+mod max_over_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn ties_route_once_to_the_first_maximum() -> Result<()> {
+        // Rows [1, 3, 3] and [5, 2, 5] (max over the last axis): maxima 3 and 5, gradients to indices 1 and 3.
+        let x = Var::new(&[[1f32, 3., 3.], [5., 2., 5.]], &Device::Cpu)?;
+        let y = max_over(&x, 1)?;
+        assert_eq!(y.to_vec1::<f32>()?, vec![3., 5.]);
+        let g = (y * Tensor::new(&[2f32, 7.], &Device::Cpu)?)?.sum_all()?.backward()?;
+        assert_eq!(g.get(&x).unwrap().to_vec2::<f32>()?, vec![vec![0., 2., 0.], vec![7., 0., 0.]]);
+        // Over a middle axis: shape 2×2×2, max over dim 1.
+        let x = Var::new(&[[[1f32, 9.], [4., 9.]], [[0., 0.], [0., -1.]]], &Device::Cpu)?;
+        let y = max_over(&x, 1)?;
+        assert_eq!(y.to_vec2::<f32>()?, vec![vec![4., 9.], vec![0., 0.]]);
+        let g = y.sum_all()?.backward()?;
+        assert_eq!(g.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?, vec![0., 1., 1., 0., 1., 1., 0., 0.]);
+        Ok(())
+    }
+}
