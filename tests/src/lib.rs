@@ -18,12 +18,13 @@ pub fn shared_data() -> PathBuf {
     std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/data"))
 }
 
-/// The `whitebox` binary of the same build profile as this test (cargo builds it for `cargo test --workspace`).
+/// The `whitebox` binary of the same build profile as this test (`cargo build --release -p whitebox --bins`, which
+/// `.ci/run` does before the tests).
 pub fn whitebox_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join(format!("whitebox{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is missing: run the tests with `cargo test --workspace`", bin.display());
+    assert!(bin.is_file(), "{} is missing: build it first (`cargo build --release -p whitebox --bins`) or run `bash .ci/run`", bin.display());
     bin
 }
 
