@@ -239,8 +239,12 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
             for r in 0..kind.num_classes() {
                 let y = 40 + r * cell;
                 canvas.blit(&render::denormalize_rgb(&inputs[r], kind), side, side, x0, y, scale);
-                for (c, (_, maps)) in cols.iter().enumerate() {
-                    let v = render::normalize(&maps[r], kind.channels(), Aggregation::MaxAbs, 99.0)?;
+                for (c, (label, maps)) in cols.iter().enumerate() {
+                    let v = if label == "CAM" {
+                        render::normalize_min_max(&maps[r], kind.channels())?
+                    } else {
+                        render::normalize(&maps[r], kind.channels(), Aggregation::MaxAbs, 99.0)?
+                    };
                     canvas.blit(&render::heat_rgb(&v, Colormap::Hot), side, side, x0 + (c + 1) * cell, y, scale);
                 }
             }

@@ -49,6 +49,18 @@ pub fn normalize(map: &[f32], channels: usize, aggregation: Aggregation, percent
     Ok(merged.iter().map(|&v| if top > 0.0 && v.is_finite() { (v / top).min(1.0) } else { 0.0 }).collect())
 }
 
+/// One map of `C×H×W` values → `H×W` values in [0, 1] by min–max scaling of the channel mean: for maps whose sign
+/// is not evidence for or against (CAM, feature-map means), where |a| would saturate.
+pub fn normalize_min_max(map: &[f32], channels: usize) -> Result<Vec<f32>> {
+    if channels == 0 || map.len() % channels != 0 {
+        return Err(Error::InvalidArgument(format!("{} values do not split into {channels} channels", map.len())));
+    }
+    let plane = map.len() / channels;
+    let mean: Vec<f32> = (0..plane).map(|p| (0..channels).map(|c| map[c * plane + p]).sum::<f32>() / channels as f32).collect();
+    let (lo, hi) = mean.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    Ok(mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 }).collect())
+}
+
 /// The input image (normalised `C×H×W` values of `kind`) back to RGB bytes.
 pub fn denormalize_rgb(x: &[f32], kind: DatasetKind) -> Vec<[u8; 3]> {
     let c = kind.channels();
@@ -99,6 +111,15 @@ mod tests {
         assert_eq!(normalize(&map, 2, Aggregation::MaxAbs, 50.0)?, vec![1.0, 1.0, 0.0]);
         assert_eq!(normalize(&[0.0; 4], 1, Aggregation::MaxAbs, 99.0)?, vec![0.0; 4]);
         assert!(normalize(&map, 4, Aggregation::MaxAbs, 99.0).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn min_max_by_hand() -> Result<()> {
+        assert_eq!(normalize_min_max(&[2.0, 4.0, 6.0], 1)?, vec![0.0, 0.5, 1.0]);
+        // Two channels averaged first: [1, 3] and [3, 5] → [2, 4] → [0, 1].
+        assert_eq!(normalize_min_max(&[1.0, 3.0, 3.0, 5.0], 2)?, vec![0.0, 1.0]);
+        assert_eq!(normalize_min_max(&[7.0; 3], 1)?, vec![0.0; 3]);
         Ok(())
     }
 
