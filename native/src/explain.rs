@@ -173,11 +173,21 @@ fn one_per_class(test: &ImageSet, classes: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// A column of a figure: its label and one flattened map per row (class).
+type Column = (String, Vec<Vec<f32>>);
+
+/// One model's part of the coherence figures.
+struct ModelFigure {
+    title: String,
+    methods: Vec<Column>,
+    layers: Vec<Column>,
+}
+
 /// The seed's coherence figure (one test image per class × every method, for each model side by side) and the
 /// per-layer figure (Grad-CAM at each conv block).
 pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>, data_dir: &Path, device: &Device) -> Result<()> {
     let scale = 3;
-    let mut figures: Vec<(String, Vec<(String, Vec<Vec<f32>>)>, Vec<(String, Vec<Vec<f32>>)>)> = Vec::new();
+    let mut figures: Vec<ModelFigure> = Vec::new();
     let mut kind = None;
     let mut inputs = Vec::new();
     for path in checkpoints {
@@ -212,10 +222,10 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
             pb.inc(1);
         }
         pb.finish_and_clear();
-        figures.push((ck.spec.arch.title().to_string(), columns, layers));
+        figures.push(ModelFigure { title: ck.spec.arch.title().to_string(), methods: columns, layers });
     }
     let kind = kind.context("no checkpoint given")?;
-    let draw = |pick: &dyn Fn(&(String, Vec<(String, Vec<Vec<f32>>)>, Vec<(String, Vec<Vec<f32>>)>)) -> &Vec<(String, Vec<Vec<f32>>)>| -> Result<Vec<u8>> {
+    let draw = |pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| -> Result<Vec<u8>> {
         let side = kind.side();
         let cell = side * scale + 4;
         let label_w = 9 * 8;
@@ -231,7 +241,7 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
         let mut x0 = label_w;
         for f in &figures {
             let cols = pick(f);
-            canvas.text(&f.0, x0, 4, 1, [0, 0, 0]);
+            canvas.text(&f.title, x0, 4, 1, [0, 0, 0]);
             canvas.text("Input", x0, 22, 1, [80, 80, 80]);
             for (c, (label, _)) in cols.iter().enumerate() {
                 canvas.text(label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
@@ -252,12 +262,12 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
         }
         Ok(canvas.encode_png()?)
     };
-    fsutil::write_atomic(out, &draw(&|f| &f.1)?)?;
+    fsutil::write_atomic(out, &draw(&|f| &f.methods)?)?;
     let layers_path = layers_out.map(Path::to_path_buf).unwrap_or_else(|| {
         let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coherence".into());
         out.with_file_name(format!("{stem}-layers.png"))
     });
-    fsutil::write_atomic(&layers_path, &draw(&|f| &f.2)?)?;
+    fsutil::write_atomic(&layers_path, &draw(&|f| &f.layers)?)?;
     ui::note(format!("wrote {} and {}", out.display(), layers_path.display()));
     println!("{}", out.display());
     println!("{}", layers_path.display());

@@ -21,16 +21,21 @@ pub enum Aggregation {
     SumAbs,
 }
 
+/// Values per channel of a channel-major map, or an error when `map` does not split into `channels`.
+fn plane_len(map: &[f32], channels: usize) -> Result<usize> {
+    if channels == 0 || !map.len().is_multiple_of(channels) {
+        return Err(Error::InvalidArgument(format!("{} values do not split into {channels} channels", map.len())));
+    }
+    Ok(map.len() / channels)
+}
+
 /// One map of `C×H×W` values (channel-major) → `H×W` values in [0, 1]: aggregate channels, clip at the
 /// `percentile`-th percentile (e.g. 99.0) and divide by it. An all-zero map stays zero.
 pub fn normalize(map: &[f32], channels: usize, aggregation: Aggregation, percentile: f32) -> Result<Vec<f32>> {
-    if channels == 0 || map.len() % channels != 0 {
-        return Err(Error::InvalidArgument(format!("{} values do not split into {channels} channels", map.len())));
-    }
+    let plane = plane_len(map, channels)?;
     if !(0.0..=100.0).contains(&percentile) {
         return Err(Error::InvalidArgument(format!("percentile {percentile} is outside [0, 100]")));
     }
-    let plane = map.len() / channels;
     let merged: Vec<f32> = (0..plane)
         .map(|p| {
             let values = (0..channels).map(|c| map[c * plane + p].abs());
@@ -52,10 +57,7 @@ pub fn normalize(map: &[f32], channels: usize, aggregation: Aggregation, percent
 /// One map of `C×H×W` values → `H×W` values in [0, 1] by min–max scaling of the channel mean: for maps whose sign
 /// is not evidence for or against (CAM, feature-map means), where |a| would saturate.
 pub fn normalize_min_max(map: &[f32], channels: usize) -> Result<Vec<f32>> {
-    if channels == 0 || map.len() % channels != 0 {
-        return Err(Error::InvalidArgument(format!("{} values do not split into {channels} channels", map.len())));
-    }
-    let plane = map.len() / channels;
+    let plane = plane_len(map, channels)?;
     let mean: Vec<f32> = (0..plane).map(|p| (0..channels).map(|c| map[c * plane + p]).sum::<f32>() / channels as f32).collect();
     let (lo, hi) = mean.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     Ok(mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 }).collect())
