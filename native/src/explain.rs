@@ -6,9 +6,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use whitebox_core::attribution::{self as attr, Attribution, Ensemble, Method, NoiseTunnel, Score, Settings};
+use whitebox_core::attribution::{self as attr, Attribution, Explanation, Method, Score, Settings};
 use whitebox_core::data::{DatasetKind, ImageSet};
-use whitebox_core::models::Classifier;
 use whitebox_core::render::{self, Aggregation, Canvas, Colormap};
 
 /// `0..8`, `3,5,7` or `5` → indices.
@@ -30,59 +29,6 @@ pub fn parse_indices(s: &str, len: usize) -> Result<Vec<usize>> {
         bail!("no image selected by --indices '{s}'");
     }
     Ok(out)
-}
-
-/// What to compute: a method, optionally inside an ensemble.
-pub struct Explanation {
-    pub method: Method,
-    pub ensemble: Option<Ensemble>,
-    pub samples: usize,
-    pub noise_level: f64,
-    pub settings: Settings,
-    pub score: Score,
-}
-
-impl Explanation {
-    pub fn label(&self) -> String {
-        match self.ensemble {
-            Some(e) => format!("{}-{}", e.label(), self.method.label()),
-            None => self.method.label().to_string(),
-        }
-    }
-
-    /// Attributions of `x` for `targets`, in chunks of `settings.batch` images, reporting progress.
-    pub fn run(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], on_chunk: &mut dyn FnMut(usize)) -> Result<Tensor> {
-        let base = attr::method(self.method, &self.settings, model);
-        let tunnel;
-        let method: &dyn Attribution = match self.ensemble {
-            Some(kind) => {
-                tunnel = NoiseTunnel {
-                    base: base.as_ref(),
-                    kind,
-                    samples: self.samples,
-                    noise_level: self.noise_level,
-                    batch: self.settings.batch,
-                    seed: self.settings.seed,
-                    noise: None,
-                };
-                &tunnel
-            }
-            None => base.as_ref(),
-        };
-        let n = x.dim(0)?;
-        let per_call = match (self.ensemble, self.method) {
-            (Some(_), _) => (self.settings.batch / self.samples.max(1)).max(1),
-            (None, Method::Ig) => (self.settings.batch / self.settings.steps.max(1)).max(1),
-            _ => self.settings.batch.max(1),
-        };
-        let mut parts = Vec::new();
-        for start in (0..n).step_by(per_call) {
-            let len = per_call.min(n - start);
-            parts.push(method.attribute(model, &x.narrow(0, start, len)?, &targets[start..start + len], self.score)?);
-            on_chunk(len);
-        }
-        Ok(Tensor::cat(&parts, 0)?)
-    }
 }
 
 /// The rows of one image: input, heat map, overlay.
@@ -250,11 +196,8 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
                 let y = 40 + r * cell;
                 canvas.blit(&render::denormalize_rgb(&inputs[r], kind), side, side, x0, y, scale);
                 for (c, (label, maps)) in cols.iter().enumerate() {
-                    let v = if label == "CAM" {
-                        render::normalize_min_max(&maps[r], kind.channels())?
-                    } else {
-                        render::normalize(&maps[r], kind.channels(), Aggregation::MaxAbs, 99.0)?
-                    };
+                    let method = if label == "CAM" { Method::Cam } else { Method::Vbp };
+                    let v = render::display_values(&maps[r], kind.channels(), method)?;
                     canvas.blit(&render::heat_rgb(&v, Colormap::Hot), side, side, x0 + (c + 1) * cell, y, scale);
                 }
             }

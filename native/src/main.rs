@@ -297,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
             raw, png, colormap, data,
         } => {
             use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
-            let explanation = explain::Explanation {
+            let explanation = whitebox_core::attribution::Explanation {
                 method: Method::parse(&method)?,
                 ensemble: ensemble.as_deref().map(Ensemble::parse).transpose()?,
                 samples: n,

@@ -2,7 +2,7 @@
 //! with Captum's Riemann rules. The baseline x′ is zero (the normalised image's zero). All steps of all images run
 //! as batches of at most `batch` images.
 
-use super::{chunked, input_gradient, Attribution, Score};
+use super::{input_gradient, Attribution, Score};
 use crate::models::Classifier;
 use crate::ops::ReluRule;
 use crate::Result;
@@ -70,31 +70,78 @@ pub struct IntegratedGradients {
     pub batch: usize,
 }
 
+impl IntegratedGradients {
+    /// The scaled inputs, step-major (row `s·N + i` is α_s · x_i, zero baseline), and the step weights.
+    pub fn scaled_inputs(&self, x: &Tensor) -> Result<(Tensor, Vec<f64>)> {
+        if self.steps == 0 {
+            crate::invalid!("IG needs at least one step");
+        }
+        let (weights, alphas) = self.riemann.points(self.steps);
+        let n = x.dim(0)?;
+        let alpha = Tensor::from_iter(alphas.iter().map(|&a| a as f32), x.device())?;
+        let scaled = x.unsqueeze(0)?.broadcast_mul(&alpha.reshape((self.steps, 1, 1, 1, 1))?)?;
+        let mut shape = x.dims().to_vec();
+        shape[0] = self.steps * n;
+        Ok((scaled.reshape(shape)?, weights))
+    }
+}
+
+/// The weighted sum of IG's step gradients, fed a chunk of whole steps at a time (see [`super::EnsembleSums`]).
+#[derive(Debug)]
+pub struct IntegralSums {
+    weights: Vec<f64>,
+    images: usize,
+    next_step: usize,
+    sum: Option<Tensor>,
+}
+
+impl IntegralSums {
+    pub fn new(weights: Vec<f64>, images: usize) -> Self {
+        IntegralSums { weights, images, next_step: 0, sum: None }
+    }
+
+    /// Adds the gradients of the next `k` steps (`k·N` rows, step-major).
+    pub fn add(&mut self, grads: &Tensor) -> Result<()> {
+        let (rows, c, h, w) = grads.dims4()?;
+        let k = rows / self.images.max(1);
+        if rows % self.images != 0 || self.next_step + k > self.weights.len() {
+            crate::invalid!("{rows} gradients are not the next whole steps of {} images", self.images);
+        }
+        let wts = &self.weights[self.next_step..self.next_step + k];
+        let w_t = Tensor::from_iter(wts.iter().map(|&w| w as f32), grads.device())?.reshape((k, 1, 1, 1, 1))?;
+        let part = grads.reshape((k, self.images, c, h, w))?.broadcast_mul(&w_t)?.sum(0)?;
+        self.sum = Some(match self.sum.take() {
+            Some(s) => (s + part)?,
+            None => part,
+        });
+        self.next_step += k;
+        Ok(())
+    }
+
+    /// (x − 0) ⊙ the integral.
+    pub fn finish(self, x: &Tensor) -> Result<Tensor> {
+        if self.next_step != self.weights.len() {
+            crate::invalid!("IG finished after {} of {} steps", self.next_step, self.weights.len());
+        }
+        Ok((x * self.sum.expect("at least one step"))?)
+    }
+}
+
 impl Attribution for IntegratedGradients {
     fn name(&self) -> String {
         format!("IG-{}", self.steps)
     }
 
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
-        if self.steps == 0 {
-            crate::invalid!("IG needs at least one step");
-        }
-        let (weights, alphas) = self.riemann.points(self.steps);
+        let (scaled, weights) = self.scaled_inputs(x)?;
         let n = x.dim(0)?;
-        // Scaled inputs, step-major: row s·N + i is α_s · x_i (zero baseline).
-        let alpha = Tensor::from_iter(alphas.iter().map(|&a| a as f32), x.device())?;
-        let shape = x.dims().to_vec();
-        let mut expanded_shape = vec![self.steps];
-        expanded_shape.extend_from_slice(&shape);
-        let scaled = x.unsqueeze(0)?.broadcast_mul(&alpha.reshape((self.steps, 1, 1, 1, 1))?)?;
-        let scaled = scaled.reshape([self.steps * n].into_iter().chain(shape[1..].iter().copied()).collect::<Vec<_>>())?;
-        let all_targets: Vec<u32> = (0..self.steps).flat_map(|_| targets.iter().copied()).collect();
-        let grads = chunked(&scaled, &all_targets, self.batch, |xb, tb| {
-            input_gradient(model, xb, tb, score, ReluRule::Standard)
-        })?;
-        let w = Tensor::from_iter(weights.iter().map(|&w| w as f32), x.device())?;
-        let grads = grads.reshape(expanded_shape)?;
-        let integral = grads.broadcast_mul(&w.reshape((self.steps, 1, 1, 1, 1))?)?.sum(0)?;
-        Ok((x * integral)?)
+        let mut sums = IntegralSums::new(weights, n);
+        let per_chunk = super::noise_tunnel::samples_per_chunk(self.batch, n);
+        for first in (0..self.steps).step_by(per_chunk) {
+            let k = per_chunk.min(self.steps - first);
+            let chunk_targets: Vec<u32> = (0..k).flat_map(|_| targets.iter().copied()).collect();
+            sums.add(&input_gradient(model, &scaled.narrow(0, first * n, k * n)?, &chunk_targets, score, ReluRule::Standard)?)?;
+        }
+        sums.finish(x)
     }
 }

@@ -4,6 +4,7 @@
 //! [`layer_gradient`].
 
 mod baselines;
+mod explanation;
 mod gradient;
 mod integrated_gradients;
 mod layer_maps;
@@ -11,10 +12,11 @@ mod noise_tunnel;
 mod resize;
 
 pub use baselines::{RandomMap, Sobel};
+pub use explanation::{Explanation, Job};
 pub use gradient::{InputXGradient, ModifiedGradient};
-pub use integrated_gradients::{IntegratedGradients, Riemann};
+pub use integrated_gradients::{IntegralSums, IntegratedGradients, Riemann};
 pub use layer_maps::{Cam, ConvOutput, GradCam, GuidedGradCam};
-pub use noise_tunnel::{Ensemble, NoiseTunnel};
+pub use noise_tunnel::{Ensemble, EnsembleSums, NoiseTunnel};
 pub use resize::{resize, Interpolation};
 
 use crate::models::Classifier;
@@ -91,26 +93,6 @@ fn target_scores(
 /// The predicted class of each image (evaluation mode).
 pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
     Ok(model.forward(x, &Pass::EVAL)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
-}
-
-/// Runs `f` over `x` in chunks of at most `batch` images (with their targets) and concatenates the results.
-pub(crate) fn chunked(
-    x: &Tensor,
-    targets: &[u32],
-    batch: usize,
-    mut f: impl FnMut(&Tensor, &[u32]) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let n = x.dim(0)?;
-    let batch = batch.max(1);
-    if n <= batch {
-        return f(x, targets);
-    }
-    let mut parts = Vec::with_capacity(n.div_ceil(batch));
-    for start in (0..n).step_by(batch) {
-        let len = batch.min(n - start);
-        parts.push(f(&x.narrow(0, start, len)?, &targets[start..start + len])?);
-    }
-    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// The method names of the CLI and the papers.

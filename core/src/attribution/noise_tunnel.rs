@@ -6,7 +6,7 @@
 //! ε ~ N(0, σ²) with σ = noise_level × (max(x) − min(x)) per image, as Smilkov et al. define it. The seed divided
 //! by the range instead, squared the variance and used another VAR formula; whitebox implements the papers.
 
-use super::{chunked, Attribution, Score};
+use super::{Attribution, Score};
 use crate::models::Classifier;
 use crate::Result;
 use candle_core::{Tensor, D};
@@ -67,12 +67,9 @@ pub fn standard_normal(shape: &[usize], seed: u64, device: &candle_core::Device)
     Ok(Tensor::from_vec(v, shape, device)?)
 }
 
-impl Attribution for NoiseTunnel<'_> {
-    fn name(&self) -> String {
-        format!("{}-{}({})", self.kind.label(), self.samples, self.base.name())
-    }
-
-    fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
+impl NoiseTunnel<'_> {
+    /// The noisy copies of `x`, sample-major (row `k·N + i` is sample k of image i).
+    pub fn noisy_inputs(&self, x: &Tensor) -> Result<Tensor> {
         if self.samples == 0 {
             crate::invalid!("an ensemble needs at least one sample");
         }
@@ -86,15 +83,89 @@ impl Attribution for NoiseTunnel<'_> {
         let flat = x.flatten_from(1)?;
         let range = (flat.max_keepdim(D::Minus1)? - flat.min_keepdim(D::Minus1)?)?;
         let sigma = (range * self.noise_level)?.reshape((1, n, 1, 1, 1))?;
-        let noisy = x.unsqueeze(0)?.broadcast_add(&noise.broadcast_mul(&sigma)?)?.reshape((s * n, c, h, w))?;
-        let all_targets: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
-        let attrs = chunked(&noisy, &all_targets, self.batch, |xb, tb| self.base.attribute(model, xb, tb, score))?;
-        let attrs = attrs.reshape((s, n, c, h, w))?;
-        let mean = attrs.mean(0)?;
+        Ok(x.unsqueeze(0)?.broadcast_add(&noise.broadcast_mul(&sigma)?)?.reshape((s * n, c, h, w))?)
+    }
+}
+
+/// Running sums of an ensemble's sample attributions, fed a chunk of whole samples at a time, so that a caller can
+/// compute an ensemble in steps (the browser does, to stay responsive) and get the same result as in one go.
+#[derive(Debug)]
+pub struct EnsembleSums {
+    kind: Ensemble,
+    images: usize,
+    count: usize,
+    sum: Option<Tensor>,
+    sum_sq: Option<Tensor>,
+}
+
+impl EnsembleSums {
+    pub fn new(kind: Ensemble, images: usize) -> Self {
+        EnsembleSums { kind, images, count: 0, sum: None, sum_sq: None }
+    }
+
+    /// Adds `k·N` attributions (k samples of the N images, sample-major).
+    pub fn add(&mut self, attrs: &Tensor) -> Result<()> {
+        let (rows, c, h, w) = attrs.dims4()?;
+        if rows % self.images != 0 {
+            crate::invalid!("{rows} attributions are not whole samples of {} images", self.images);
+        }
+        let k = rows / self.images;
+        let attrs = attrs.reshape((k, self.images, c, h, w))?;
+        let add = |acc: &mut Option<Tensor>, t: Tensor| -> Result<()> {
+            *acc = Some(match acc.take() {
+                Some(a) => (a + t)?,
+                None => t,
+            });
+            Ok(())
+        };
+        if self.kind != Ensemble::SmoothGradSquared {
+            add(&mut self.sum, attrs.sum(0)?)?;
+        }
+        if self.kind != Ensemble::SmoothGrad {
+            add(&mut self.sum_sq, attrs.sqr()?.sum(0)?)?;
+        }
+        self.count += k;
+        Ok(())
+    }
+
+    /// The ensemble's attributions (`N×C×H×W`).
+    pub fn finish(self) -> Result<Tensor> {
+        if self.count == 0 {
+            crate::invalid!("an ensemble needs at least one sample");
+        }
+        let n = self.count as f64;
+        let mean = |t: Option<Tensor>| -> Result<Tensor> { Ok((t.expect("summed for this kind") / n)?) };
         Ok(match self.kind {
-            Ensemble::SmoothGrad => mean,
-            Ensemble::SmoothGradSquared => attrs.sqr()?.mean(0)?,
-            Ensemble::VarGrad => (attrs.sqr()?.mean(0)? - mean.sqr()?)?,
+            Ensemble::SmoothGrad => mean(self.sum)?,
+            Ensemble::SmoothGradSquared => mean(self.sum_sq)?,
+            Ensemble::VarGrad => {
+                let m = mean(self.sum)?;
+                (mean(self.sum_sq)? - m.sqr()?)?
+            }
         })
+    }
+}
+
+/// Samples per chunk such that a chunk holds at most `batch` images (at least one sample).
+pub(crate) fn samples_per_chunk(batch: usize, images: usize) -> usize {
+    (batch / images.max(1)).max(1)
+}
+
+impl Attribution for NoiseTunnel<'_> {
+    fn name(&self) -> String {
+        format!("{}-{}({})", self.kind.label(), self.samples, self.base.name())
+    }
+
+    fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
+        let noisy = self.noisy_inputs(x)?;
+        let n = x.dim(0)?;
+        let mut sums = EnsembleSums::new(self.kind, n);
+        let per_chunk = samples_per_chunk(self.batch, n);
+        for first in (0..self.samples).step_by(per_chunk) {
+            let k = per_chunk.min(self.samples - first);
+            let chunk_targets: Vec<u32> = (0..k).flat_map(|_| targets.iter().copied()).collect();
+            sums.add(&self.base.attribute(model, &noisy.narrow(0, first * n, k * n)?, &chunk_targets, score)?)?;
+        }
+        sums.finish()
     }
 }

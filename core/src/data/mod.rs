@@ -4,10 +4,12 @@
 //! checked; a bad file gives [`crate::Error::Data`] naming the file and what was wrong.
 
 mod cifar10;
+mod drawing;
 mod images;
 mod mnist;
 
 pub use cifar10::{parse_cifar10_batch, parse_cifar10_tar_gz, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES};
+pub use drawing::mnist_from_drawing;
 pub use images::{train_validation_split, ImageSet, Split};
 pub use mnist::{gunzip_if_needed, mnist_set, parse_idx_images, parse_idx_labels, MNIST_FILES};
 

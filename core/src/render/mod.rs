@@ -63,6 +63,15 @@ pub fn normalize_min_max(map: &[f32], channels: usize) -> Result<Vec<f32>> {
     Ok(mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 }).collect())
 }
 
+/// A map's values for display in [0, 1], as whitebox shows every method: CAM maps (whose sign is not evidence for
+/// or against) min–max scaled, all others |a| aggregated by channel max and scaled by the 99th percentile.
+pub fn display_values(map: &[f32], channels: usize, method: crate::attribution::Method) -> Result<Vec<f32>> {
+    match method {
+        crate::attribution::Method::Cam => normalize_min_max(map, channels),
+        _ => normalize(map, channels, Aggregation::MaxAbs, 99.0),
+    }
+}
+
 /// The input image (normalised `C×H×W` values of `kind`) back to RGB bytes.
 pub fn denormalize_rgb(x: &[f32], kind: DatasetKind) -> Vec<[u8; 3]> {
     let c = kind.channels();

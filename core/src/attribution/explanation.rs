@@ -1,0 +1,240 @@
+//! A request for attributions (a method, optionally inside an ensemble, with its settings), as the CLI and the web
+//! page make it, and [`Job`]: the same computation split into steps, so that an interactive caller can report
+//! progress and drop stale work between steps. A job's result equals the one-call result.
+
+use super::integrated_gradients::IntegralSums;
+use super::noise_tunnel::{samples_per_chunk, EnsembleSums};
+use super::{input_gradient, method, Attribution, Ensemble, IntegratedGradients, Method, NoiseTunnel, Score, Settings};
+use crate::models::Classifier;
+use crate::ops::ReluRule;
+use crate::Result;
+use candle_core::Tensor;
+use std::sync::Arc;
+
+/// What to compute: a method, optionally inside an ensemble.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explanation {
+    pub method: Method,
+    pub ensemble: Option<Ensemble>,
+    /// Ensemble samples.
+    pub samples: usize,
+    /// Ensemble noise level (σ = level × the image's value range).
+    pub noise_level: f64,
+    pub settings: Settings,
+    pub score: Score,
+}
+
+impl Explanation {
+    /// A plain method with default settings.
+    pub fn of(method: Method) -> Self {
+        Explanation { method, ensemble: None, samples: 50, noise_level: 0.15, settings: Settings::default(), score: Score::Logit }
+    }
+
+    pub fn label(&self) -> String {
+        match self.ensemble {
+            Some(e) => format!("{}-{}", e.label(), self.method.label()),
+            None => self.method.label().to_string(),
+        }
+    }
+
+    /// Images per call such that one call holds at most `settings.batch` model inputs.
+    fn images_per_call(&self) -> usize {
+        let per_image = match (self.ensemble, self.method) {
+            (Some(_), _) => self.samples.max(1),
+            (None, Method::Ig) => self.settings.steps.max(1),
+            _ => 1,
+        };
+        (self.settings.batch / per_image).max(1)
+    }
+
+    /// Attributions of `x` for `targets`, in chunks of images, calling `on_chunk` with each chunk's size.
+    pub fn run(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], on_chunk: &mut dyn FnMut(usize)) -> Result<Tensor> {
+        let base = method(self.method, &self.settings, model);
+        let tunnel;
+        let attribution: &dyn Attribution = match self.ensemble {
+            Some(kind) => {
+                tunnel = self.tunnel(base.as_ref(), kind);
+                &tunnel
+            }
+            None => base.as_ref(),
+        };
+        let n = x.dim(0)?;
+        if targets.len() != n {
+            crate::invalid!("{} targets for {n} images", targets.len());
+        }
+        let per_call = self.images_per_call();
+        let mut parts = Vec::with_capacity(n.div_ceil(per_call));
+        for start in (0..n).step_by(per_call) {
+            let len = per_call.min(n - start);
+            parts.push(attribution.attribute(model, &x.narrow(0, start, len)?, &targets[start..start + len], self.score)?);
+            on_chunk(len);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    fn tunnel<'a>(&self, base: &'a dyn Attribution, kind: Ensemble) -> NoiseTunnel<'a> {
+        NoiseTunnel {
+            base,
+            kind,
+            samples: self.samples,
+            noise_level: self.noise_level,
+            batch: self.settings.batch,
+            seed: self.settings.seed,
+            noise: None,
+        }
+    }
+
+    /// The computation for `x` (all images at once) as a [`Job`] of steps of at most `settings.batch` model inputs.
+    pub fn job(&self, model: Arc<dyn Classifier>, x: &Tensor, targets: &[u32]) -> Result<Job> {
+        let n = x.dim(0)?;
+        if targets.len() != n {
+            crate::invalid!("{} targets for {n} images", targets.len());
+        }
+        let base = method(self.method, &self.settings, model.as_ref());
+        let per_chunk = samples_per_chunk(self.settings.batch, n);
+        let plan = match (self.ensemble, self.method) {
+            (Some(kind), _) => {
+                let noisy = self.tunnel(base.as_ref(), kind).noisy_inputs(x)?;
+                Plan::Ensemble { base, noisy, sums: Some(EnsembleSums::new(kind, n)) }
+            }
+            (None, Method::Ig) => {
+                let ig = IntegratedGradients { steps: self.settings.steps, riemann: self.settings.riemann, batch: self.settings.batch };
+                let (scaled, weights) = ig.scaled_inputs(x)?;
+                Plan::Integrated { scaled, sums: Some(IntegralSums::new(weights, n)) }
+            }
+            _ => Plan::Once { base },
+        };
+        let units = match plan {
+            Plan::Ensemble { .. } => self.samples,
+            Plan::Integrated { .. } => self.settings.steps,
+            Plan::Once { .. } => 1,
+        };
+        Ok(Job {
+            model,
+            x: x.clone(),
+            targets: targets.to_vec(),
+            score: self.score,
+            plan,
+            per_chunk: if units == 1 { 1 } else { per_chunk },
+            done: 0,
+            units,
+            result: None,
+        })
+    }
+}
+
+enum Plan {
+    Once { base: Box<dyn Attribution> },
+    Integrated { scaled: Tensor, sums: Option<IntegralSums> },
+    Ensemble { base: Box<dyn Attribution>, noisy: Tensor, sums: Option<EnsembleSums> },
+}
+
+/// An attribution computed in steps: call [`Job::step`] until it returns `true`, then [`Job::finish`].
+pub struct Job {
+    model: Arc<dyn Classifier>,
+    x: Tensor,
+    targets: Vec<u32>,
+    score: Score,
+    plan: Plan,
+    per_chunk: usize,
+    done: usize,
+    units: usize,
+    result: Option<Tensor>,
+}
+
+impl Job {
+    /// Fraction of the work done, in [0, 1].
+    pub fn progress(&self) -> f64 {
+        self.done as f64 / self.units.max(1) as f64
+    }
+
+    /// Runs the next step; `true` once the result is ready.
+    pub fn step(&mut self) -> Result<bool> {
+        if self.done >= self.units {
+            return Ok(true);
+        }
+        let n = self.targets.len();
+        let k = self.per_chunk.min(self.units - self.done);
+        let chunk_targets: Vec<u32> = (0..k).flat_map(|_| self.targets.iter().copied()).collect();
+        match &mut self.plan {
+            Plan::Once { base } => self.result = Some(base.attribute(self.model.as_ref(), &self.x, &self.targets, self.score)?),
+            Plan::Integrated { scaled, sums } => {
+                let rows = scaled.narrow(0, self.done * n, k * n)?;
+                let grads = input_gradient(self.model.as_ref(), &rows, &chunk_targets, self.score, ReluRule::Standard)?;
+                sums.as_mut().expect("not finished").add(&grads)?;
+            }
+            Plan::Ensemble { base, noisy, sums } => {
+                let rows = noisy.narrow(0, self.done * n, k * n)?;
+                sums.as_mut().expect("not finished").add(&base.attribute(self.model.as_ref(), &rows, &chunk_targets, self.score)?)?;
+            }
+        }
+        self.done += k;
+        if self.done == self.units {
+            match &mut self.plan {
+                Plan::Once { .. } => {}
+                Plan::Integrated { sums, .. } => self.result = Some(sums.take().expect("finished once").finish(&self.x)?),
+                Plan::Ensemble { sums, .. } => self.result = Some(sums.take().expect("finished once").finish()?),
+            }
+        }
+        Ok(self.done == self.units)
+    }
+
+    /// Runs the remaining steps and returns the attributions.
+    pub fn finish(mut self) -> Result<Tensor> {
+        while !self.step()? {}
+        Ok(self.result.take().expect("a finished job has a result"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DatasetKind;
+    use crate::models::{Arch, ModelSpec};
+    use crate::ops::test_util::{random, rel_diff};
+    use crate::params::init_model;
+    use candle_core::Device;
+
+    /// Stepwise jobs (small steps) equal the one-call attributions of every method, plain and in every ensemble.
+    #[test]
+    fn jobs_in_small_steps_equal_one_call() -> Result<()> {
+        let (_, m) = init_model(ModelSpec { arch: Arch::Cam, dataset: DatasetKind::Mnist }, 4, &Device::Cpu)?;
+        let m: Arc<dyn Classifier> = Arc::from(m);
+        let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
+        let t = [3u32, 8];
+        let mut requests = Vec::new();
+        for m in Method::ALL {
+            requests.push(Explanation { settings: Settings { steps: 7, batch: 4, ..Settings::default() }, ..Explanation::of(m) });
+        }
+        for e in [Ensemble::SmoothGrad, Ensemble::SmoothGradSquared, Ensemble::VarGrad] {
+            requests.push(Explanation {
+                ensemble: Some(e),
+                samples: 5,
+                settings: Settings { batch: 4, ..Settings::default() },
+                ..Explanation::of(Method::Gb)
+            });
+        }
+        for r in requests {
+            // One call for both images (the noise of an ensemble is drawn for the images of one call).
+            let one_call = Explanation { settings: Settings { batch: 1000, ..r.settings.clone() }, ..r.clone() };
+            let whole = one_call.run(m.as_ref(), &x, &t, &mut |_| {})?;
+            let mut job = r.job(m.clone(), &x, &t)?;
+            let mut steps = 0;
+            while !job.step()? {
+                steps += 1;
+                assert!(job.progress() < 1.0);
+            }
+            assert_eq!(job.progress(), 1.0);
+            let stepped = job.finish()?;
+            assert!(rel_diff(&whole, &stepped)? < 1e-5, "{}", r.label());
+            // 7 IG steps of 2 images in chunks of 2 steps: 4 steps; 5 samples: 3 steps.
+            let want = match (r.ensemble, r.method) {
+                (Some(_), _) => 2,
+                (None, Method::Ig) => 3,
+                _ => 0,
+            };
+            assert_eq!(steps, want, "{}", r.label());
+        }
+        Ok(())
+    }
+}
