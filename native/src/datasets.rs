@@ -208,3 +208,21 @@ fn fetch_into(kind: DatasetKind, source: &str, staging: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The first `per_class` images of each class of `set`, in class order, each as one label byte followed by the
+/// image's bytes.
+pub fn gallery(set: &data::ImageSet, per_class: usize) -> Result<Vec<u8>> {
+    let classes = set.labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let mut out = Vec::with_capacity(classes * per_class * (1 + set.image_len()));
+    for class in 0..classes as u8 {
+        let picked: Vec<usize> = (0..set.len()).filter(|&i| set.labels[i] == class).take(per_class).collect();
+        if picked.len() < per_class {
+            anyhow::bail!("the test set has only {} images of class {class}", picked.len());
+        }
+        for i in picked {
+            out.push(class);
+            out.extend_from_slice(&set.pixels[i * set.image_len()..(i + 1) * set.image_len()]);
+        }
+    }
+    Ok(out)
+}

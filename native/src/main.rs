@@ -233,6 +233,19 @@ enum DataAction {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Write the demo page's gallery: the first N test images of each class, as records of one label byte and the
+    /// image's bytes (channel-major).
+    Gallery {
+        #[arg(value_enum)]
+        dataset: DatasetArg,
+        /// Images per class.
+        #[arg(long, default_value_t = 3)]
+        per_class: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 fn device(d: DeviceArg) -> Result<Device> {
@@ -259,6 +272,13 @@ fn run(cli: Cli) -> Result<()> {
             let dir = datasets::data_dir(data.data_dir.as_deref());
             let path = datasets::fetch(dataset.into(), &dir, from.as_deref())?;
             println!("{}", path.display());
+        }
+        Command::Data { action: DataAction::Gallery { dataset, per_class, out, data } } => {
+            let dir = datasets::data_dir(data.data_dir.as_deref());
+            let test = datasets::load(dataset.into(), &dir)?.test;
+            let bytes = datasets::gallery(&test, per_class)?;
+            fsutil::write_atomic(&out, &bytes)?;
+            println!("{}: {} images", out.display(), bytes.len() / (1 + test.image_len()));
         }
         Command::Train {
             dataset, model, epochs, batch_size, lr, optimizer, schedule, momentum, weight_decay, seed, augment, limit,

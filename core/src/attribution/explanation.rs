@@ -91,7 +91,9 @@ impl Explanation {
             crate::invalid!("{} targets for {n} images", targets.len());
         }
         let base = method(self.method, &self.settings, model.as_ref());
-        let per_chunk = samples_per_chunk(self.settings.batch, n);
+        // Model inputs per sample or step: an ensemble of IG runs all of IG's steps for each sample.
+        let inputs_per_unit = if self.ensemble.is_some() && self.method == Method::Ig { self.settings.steps.max(1) } else { 1 };
+        let per_chunk = samples_per_chunk(self.settings.batch, n * inputs_per_unit);
         let plan = match (self.ensemble, self.method) {
             (Some(kind), _) => {
                 let noisy = self.tunnel(base.as_ref(), kind).noisy_inputs(x)?;

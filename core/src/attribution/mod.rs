@@ -90,6 +90,11 @@ fn target_scores(
     Ok((out.gather(&idx, 1)?.squeeze(1)?, tapped))
 }
 
+/// The softmax class probabilities of each image (evaluation mode).
+pub fn probabilities(model: &dyn Classifier, x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(&model.forward(x, &Pass::EVAL)?, D::Minus1)?)
+}
+
 /// The predicted class of each image (evaluation mode).
 pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
     Ok(model.forward(x, &Pass::EVAL)?.argmax(D::Minus1)?.to_vec1::<u32>()?)

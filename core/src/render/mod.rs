@@ -49,7 +49,8 @@ pub fn normalize(map: &[f32], channels: usize, aggregation: Aggregation, percent
     sorted.sort_by(|a, b| a.total_cmp(b));
     let top = match sorted.len() {
         0 => 0.0,
-        n => sorted[((percentile / 100.0) * (n - 1) as f32).round() as usize],
+        // A sparse map's percentile can be zero: then its maximum scales it.
+        n => Some(sorted[((percentile / 100.0) * (n - 1) as f32).round() as usize]).filter(|&t| t > 0.0).unwrap_or(sorted[n - 1]),
     };
     Ok(merged.iter().map(|&v| if top > 0.0 && v.is_finite() { (v / top).min(1.0) } else { 0.0 }).collect())
 }
@@ -121,6 +122,8 @@ mod tests {
         // Clipping at the median: [3, 2, 0] → median 2 → [1, 1, 0].
         assert_eq!(normalize(&map, 2, Aggregation::MaxAbs, 50.0)?, vec![1.0, 1.0, 0.0]);
         assert_eq!(normalize(&[0.0; 4], 1, Aggregation::MaxAbs, 99.0)?, vec![0.0; 4]);
+        // A map that is zero at its 50th percentile is scaled by its maximum.
+        assert_eq!(normalize(&[0.0, 0.0, 0.0, -4.0, 2.0], 1, Aggregation::MaxAbs, 50.0)?, vec![0.0, 0.0, 0.0, 1.0, 0.5]);
         assert!(normalize(&map, 4, Aggregation::MaxAbs, 99.0).is_err());
         Ok(())
     }

@@ -1,0 +1,199 @@
+// End-to-end test of the demo page in headless Chromium: draws a "1" and a "7" with the mouse, checks the
+// predictions and that the saliency lies on the strokes, switches methods and ensembles and sees the map change,
+// uses the compare view, the gallery and the target selector, and checks the page's handling of bad input.
+// Screenshots go to $WHITEBOX_ARTIFACTS (default tests/browser/artifacts). Exit status 1 on any failure.
+//
+//   node tests/browser/e2e.mjs [dist-dir]
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, launch, openPage, settle, draw, DIGITS } from './lib.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const dist = path.resolve(process.argv[2] || path.join(here, '../../dist'));
+const artifacts = path.resolve(process.env.WHITEBOX_ARTIFACTS || path.join(here, 'artifacts'));
+fs.mkdirSync(artifacts, { recursive: true });
+
+let failures = 0;
+let passes = 0;
+function check(ok, what) {
+  if (ok) {
+    passes++;
+    console.log(`ok   ${what}`);
+  } else {
+    failures++;
+    console.log(`FAIL ${what}`);
+  }
+}
+
+/** Share of the map's display mass on the digit's ink (model input > 0.1, grown by one pixel), and the ink's area share. */
+function onStrokes(values, pixels) {
+  const ink = new Array(784).fill(false);
+  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+    for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
+      const yy = y + dy, xx = x + dx;
+      if (yy >= 0 && yy < 28 && xx >= 0 && xx < 28 && pixels[yy * 28 + xx] > 0.1) ink[y * 28 + x] = true;
+    }
+  }
+  let on = 0, all = 0, area = 0;
+  for (let i = 0; i < 784; i++) {
+    all += values[i];
+    if (ink[i]) { on += values[i]; area++; }
+  }
+  return { share: all > 0 ? on / all : 0, area: area / 784, total: all };
+}
+
+function l1(a, b) {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d += Math.abs(a[i] - b[i]);
+  return d / a.length;
+}
+
+async function select(page, id, value) {
+  await page.selectOption(`#${id}`, value);
+  return settle(page);
+}
+
+const server = await serve(dist);
+const browser = await launch();
+const errors = [];
+try {
+  const page = await openPage(browser, server.url, errors);
+  check(await page.locator('#backend').textContent() === 'CPU (WebAssembly)', 'the page shows the backend');
+
+  // Empty canvas: a visible hint, no map.
+  check((await page.locator('#timing').textContent()).includes('Draw a digit'), 'an empty canvas asks for a digit');
+
+  // Draw a 1 and a 7.
+  for (const digit of [1, 7]) {
+    await page.click('#clear');
+    await draw(page, DIGITS[digit]);
+    const r = await settle(page);
+    check(r.predicted === digit, `a drawn ${digit} is predicted as ${digit} (got ${r.predicted}, p=${r.probs && r.probs[r.predicted].toFixed(3)})`);
+    const vbp = r.maps.vbp;
+    check(vbp && vbp.values.length === 784, `the VBP map of the ${digit} arrived`);
+    const s = onStrokes(vbp.values, r.pixels);
+    check(s.total > 0 && s.share >= 0.4 && s.share >= 2 * s.area,
+      `the ${digit}'s VBP map lies on the strokes (${(100 * s.share).toFixed(0)}% of the mass on ${(100 * s.area).toFixed(0)}% of the area)`);
+    await page.screenshot({ path: path.join(artifacts, `drawn-${digit}-vbp.png`) });
+  }
+
+  // Every method on the 7: a map for each, and each differs from VBP's.
+  const base = (await settle(page)).maps.vbp.values;
+  const methods = await page.evaluate(() => [...document.querySelectorAll('#method option')].map((o) => o.value));
+  check(methods.length >= 10, `the method list offers ${methods.length} methods`);
+  for (const m of methods.filter((m) => m !== 'vbp')) {
+    const r = await select(page, 'method', m);
+    const map = r.maps[m];
+    check(map && !map.error && map.values.length === 784, `${m}: a map arrived`);
+    if (!map || !map.values) continue;
+    check(l1(map.values, base) > 0.01, `${m}: the map differs from VBP (mean |Δ| ${l1(map.values, base).toFixed(3)})`);
+    if (!['random', 'sobel', 'co'].includes(m)) {
+      const s = onStrokes(map.values, r.pixels);
+      check(s.share >= 1.2 * s.area, `${m}: the map favours the strokes (${(100 * s.share).toFixed(0)}% on ${(100 * s.area).toFixed(0)}%)`);
+    }
+    await page.screenshot({ path: path.join(artifacts, `drawn-7-${m}.png`) });
+  }
+
+  // Ensembles on GB: each changes the map, and progress is shown for n = 50.
+  await select(page, 'method', 'gb');
+  const gb = (await settle(page)).maps.gb.values;
+  for (const e of ['sg', 'sg-sq', 'sg-var']) {
+    const r = await select(page, 'ensemble', e);
+    const map = r.maps.gb;
+    check(map && map.label.startsWith(e.toUpperCase()), `${e}: the map is labelled ${map && map.label}`);
+    check(map && l1(map.values, gb) > 0.01, `${e}: the ensemble changes the GB map (mean |Δ| ${map && l1(map.values, gb).toFixed(3)})`);
+    await page.screenshot({ path: path.join(artifacts, `drawn-7-${e}-gb.png`) });
+  }
+  const sawProgress = await page.evaluate(() => window.whitebox.events.includes('progress'));
+  check(sawProgress, 'an ensemble of 50 samples reports progress');
+  await select(page, 'ensemble', '');
+
+  // Target class: explaining class 1 instead of the predicted 7 changes the map.
+  await select(page, 'method', 'vbp');
+  const r7 = await settle(page);
+  await page.selectOption('#target', '1');
+  const r1 = await settle(page);
+  check(r1.target === 1 && l1(r1.maps.vbp.values, r7.maps.vbp.values) > 0.01, 'explaining class 1 gives another map');
+  await page.selectOption('#target', '-1');
+  await settle(page);
+
+  // Compare view: every method side by side.
+  await page.check('#compare');
+  const rc = await settle(page);
+  check(methods.every((m) => rc.maps[m] && rc.maps[m].values), 'the compare view computes every method');
+  await page.screenshot({ path: path.join(artifacts, 'compare-7.png'), fullPage: true });
+  await page.uncheck('#compare');
+  await settle(page);
+
+  // A new stroke while a slow ensemble runs: the stale work is dropped and the newest input wins.
+  await page.selectOption('#ensemble', 'sg');
+  await page.fill('#samples', '200');
+  await page.dispatchEvent('#samples', 'input');
+  await page.waitForTimeout(30);
+  await page.click('#clear');
+  await draw(page, DIGITS[1]);
+  const rs = await settle(page);
+  check(rs.predicted === 1 && rs.maps.vbp && rs.maps.vbp.label === 'SG-VBP', 'a new drawing replaces stale ensemble work');
+  await page.selectOption('#ensemble', '');
+  await page.fill('#samples', '50');
+  await page.dispatchEvent('#samples', 'input');
+  await settle(page);
+
+  // Gallery: loading a test image predicts its label.
+  const thumbs = page.locator('#gallery canvas');
+  check(await thumbs.count() === 30, 'the gallery shows 30 MNIST test images');
+  let right = 0;
+  for (const k of [0, 10, 20, 29]) {
+    await thumbs.nth(k).click();
+    const r = await settle(page);
+    const label = Number(await thumbs.nth(k).getAttribute('data-label'));
+    if (r.predicted === label) right++;
+  }
+  check(right === 4, `gallery images are classified by their labels (${right}/4)`);
+  await page.screenshot({ path: path.join(artifacts, 'gallery.png') });
+
+  // Model switch, and a weights file that fails to load: a visible message, and the page keeps working.
+  await page.selectOption('#model', 'cam');
+  await page.waitForFunction(() => window.whitebox.state.ready && window.whitebox.state.info.arch === 'cam', null, { timeout: 30000 });
+  const rcam = await settle(page);
+  check(rcam.maps.vbp !== undefined, 'switching the model to CAM explains the digit with it');
+  const rcamMap = await select(page, 'method', 'cam');
+  check(rcamMap.maps.cam && rcamMap.maps.cam.values, 'the CAM model offers the CAM method');
+  await page.screenshot({ path: path.join(artifacts, 'cam-model-cam.png') });
+  await select(page, 'method', 'vbp');
+  await page.route('**/weights/mnist/cbam.safetensors', (route) => route.fulfill({ status: 200, body: 'not a checkpoint' }));
+  await page.selectOption('#model', 'cbam');
+  await page.waitForFunction(() => !document.getElementById('message').hidden, null, { timeout: 30000 });
+  const msg = await page.locator('#message').textContent();
+  check(msg.includes('cbam') && msg.includes('not a safetensors file'), `a corrupt weights file gives a visible message ("${msg}")`);
+  await page.screenshot({ path: path.join(artifacts, 'bad-weights.png') });
+  await page.click('#clear');
+  await draw(page, DIGITS[7]);
+  const after = await settle(page);
+  check(after.predicted === 7, 'after the failed load the page still classifies with the previous model');
+  check(await page.inputValue('#model') === 'cam', 'the model selector returns to the loaded model');
+
+  // The empty canvas again.
+  await page.click('#clear');
+  await settle(page);
+  check((await page.locator('#timing').textContent()).includes('Draw a digit'), 'clearing the canvas clears the result');
+
+  // Undo removes the last stroke.
+  await draw(page, DIGITS[7]);
+  await settle(page);
+  await page.click('#undo');
+  const ru = await settle(page);
+  check(ru.pixels && ru.predicted !== undefined, 'undo leaves the first stroke and re-explains it');
+
+  const unexpected = errors.filter((e) => !e.includes('not a safetensors file'));
+  check(unexpected.length === 0, `no console errors (${unexpected.join(' | ')})`);
+} catch (err) {
+  failures++;
+  console.log(`FAIL ${err.stack || err}`);
+} finally {
+  await browser.close();
+  server.close();
+}
+console.log(`browser e2e: ${passes} passed, ${failures} failed; screenshots in ${artifacts}`);
+process.exit(failures ? 1 : 0);

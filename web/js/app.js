@@ -1,0 +1,508 @@
+// The demo page's main thread: drawing, controls and display. All model work runs in the web worker
+// (worker.js); this thread sends it at most one request per animation frame and draws what comes back.
+
+const $ = (id) => document.getElementById(id);
+const SIDE = 28;
+const CLASSES = 10;
+
+// State the tests read (window.whitebox) and the page renders from.
+const state = {
+  ready: false,
+  backend: 'CPU (WebAssembly)',
+  arch: 'simple-cnn',
+  info: null,
+  methods: [],
+  strokes: [],
+  background: null, // a gallery image (Float32Array 784 in [0, 1]) under the strokes
+  pixels: null, // the model input of the last result
+  probs: null,
+  predicted: null,
+  target: null,
+  maps: {}, // key → {label, method, values, ms, latencyMs}
+  lastId: 0,
+  doneId: 0, // the newest request whose work has ended (tests wait for doneId === lastId)
+  sentAt: {}, // id → time the work was sent
+  dirty: false,
+  firstMapAt: null,
+  errors: [],
+};
+window.whitebox = { state, events: [], schedule: () => schedule() };
+
+function showMessage(text, kind = 'error') {
+  const box = $('message');
+  box.textContent = text;
+  box.className = `message ${kind}`;
+  box.hidden = !text;
+  if (text && kind === 'error') state.errors.push(text);
+}
+
+// ---------- capability check and worker ----------
+
+function webAssemblyProblem() {
+  if (typeof WebAssembly !== 'object' || typeof Worker !== 'function') {
+    return 'This browser cannot run WebAssembly in a web worker, which the demo needs.';
+  }
+  // A module using one SIMD instruction (v128.const): the engine is built with 128-bit SIMD.
+  const simd = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253,
+    12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11]);
+  if (!WebAssembly.validate(simd)) {
+    return 'This browser lacks WebAssembly SIMD (Chrome 91+, Firefox 89+, Safari 16.4+ have it).';
+  }
+  return null;
+}
+
+let worker = null;
+
+function startWorker() {
+  const problem = webAssemblyProblem();
+  if (problem) {
+    showMessage(problem);
+    $('backend').textContent = 'unavailable';
+    return;
+  }
+  worker = new Worker('worker.js', { type: 'module' });
+  worker.onmessage = (e) => onWorkerMessage(e.data);
+  worker.onerror = (e) => {
+    showMessage(`The engine failed: ${e.message || 'unknown error'}`);
+  };
+  loadModel(state.arch);
+}
+
+function loadModel(arch) {
+  state.ready = false;
+  $('backend').textContent = `loading ${arch}…`;
+  worker.postMessage({ type: 'load', arch, url: `weights/mnist/${arch}.safetensors` });
+}
+
+function onWorkerMessage(msg) {
+  window.whitebox.events.push(msg.type);
+  switch (msg.type) {
+    case 'ready': {
+      state.ready = true;
+      state.arch = msg.arch;
+      state.info = msg.info;
+      state.methods = msg.methods.map((s) => { const [id, label] = s.split(':'); return { id, label }; });
+      $('model').value = msg.arch;
+      $('backend').textContent = state.backend;
+      $('backend').title = `${msg.info.arch} on ${msg.info.dataset}, weights ${(msg.bytes / 1024).toFixed(0)} KiB loaded in ${msg.ms.toFixed(0)} ms`;
+      fillMethodControls();
+      if (!$('message').classList.contains('info')) showMessage('');
+      schedule();
+      break;
+    }
+    case 'input':
+      if (msg.id !== state.lastId) return;
+      state.pixels = msg.pixels;
+      drawPreview(msg.pixels);
+      if (!msg.pixels) clearResults('Draw a digit (or pick one from the gallery).');
+      break;
+    case 'probs':
+      if (msg.id !== state.lastId) return;
+      state.probs = msg.probs;
+      state.predicted = msg.predicted;
+      state.target = msg.target;
+      drawProbs();
+      break;
+    case 'progress':
+      if (msg.id !== state.lastId) return;
+      showProgress(msg.key, msg.fraction, msg.label);
+      break;
+    case 'map':
+      if (msg.id !== state.lastId) return;
+      onMap(msg);
+      break;
+    case 'done':
+      if (msg.id !== state.lastId) return;
+      showProgress(null);
+      state.doneId = msg.id;
+      break;
+    case 'error':
+      if (msg.id === undefined || msg.id === state.lastId) showMessage(msg.message);
+      if (msg.id === state.lastId) state.doneId = msg.id;
+      if (msg.id === undefined && msg.fatal) $('backend').textContent = 'no model';
+      if (msg.id === undefined && !msg.fatal) {
+        // A model failed to load: keep working with the one already loaded.
+        state.ready = true;
+        $('model').value = state.arch;
+        $('backend').textContent = state.backend;
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+// ---------- requests ----------
+
+function currentRequest(method) {
+  return {
+    key: method,
+    method,
+    ensemble: $('ensemble').value,
+    samples: clampInt($('samples').value, 1, 200, 50),
+    noise: clampFloat($('noise').value, 0, 1, 0.15),
+    steps: clampInt($('steps').value, 1, 300, 50),
+    layer: Number($('layer').value),
+  };
+}
+
+function clampInt(v, lo, hi, dflt) {
+  const n = Math.round(Number(v));
+  return Number.isFinite(n) ? Math.min(hi, Math.max(lo, n)) : dflt;
+}
+
+function clampFloat(v, lo, hi, dflt) {
+  const n = Number(v);
+  return Number.isFinite(n) ? Math.min(hi, Math.max(lo, n)) : dflt;
+}
+
+function applicableMethods() {
+  return state.methods.filter((m) => m.id !== 'cam' || (state.info && state.info.hasCam));
+}
+
+// Marks the input or the settings as changed; the next animation frame sends one request.
+function schedule() {
+  state.dirty = true;
+}
+
+function frame() {
+  if (state.dirty && state.ready && worker) {
+    state.dirty = false;
+    send();
+  }
+  requestAnimationFrame(frame);
+}
+
+function send() {
+  const id = ++state.lastId;
+  const compare = $('compare').checked;
+  const requests = compare ? applicableMethods().map((m) => currentRequest(m.id)) : [currentRequest($('method').value)];
+  const render = { colormap: $('colormap').value, opacity: Number($('opacity').value), overlay: $('overlay').checked };
+  const target = Number($('target').value);
+  const msg = { type: 'work', id, requests, target, render };
+  const transfer = [];
+  if (state.strokes.length === 0 && state.background) {
+    msg.pixels = state.background;
+  } else if (state.strokes.length === 0) {
+    clearResults('Draw a digit (or pick one from the gallery).');
+    drawPreview(null);
+    state.doneId = id;
+    return;
+  } else {
+    const ctx = pad.getContext('2d', { willReadFrequently: true });
+    const rgba = ctx.getImageData(0, 0, pad.width, pad.height).data;
+    const ink = new Uint8Array(pad.width * pad.height);
+    for (let i = 0; i < ink.length; i++) ink[i] = rgba[4 * i];
+    msg.ink = ink;
+    msg.width = pad.width;
+    msg.height = pad.height;
+    transfer.push(ink.buffer);
+  }
+  state.sentAt[id] = performance.now();
+  if (compare) buildCompareGrid(requests);
+  worker.postMessage(msg, transfer);
+}
+
+// ---------- results ----------
+
+function onMap(msg) {
+  const latencyMs = performance.now() - state.sentAt[msg.id];
+  if (state.firstMapAt === null) state.firstMapAt = performance.now();
+  if (msg.error) {
+    state.maps[msg.key] = { label: msg.label, method: msg.method, error: msg.error };
+    showMessage(`${msg.label}: ${msg.error}`);
+    return;
+  }
+  state.maps[msg.key] = { label: msg.label, method: msg.method, values: msg.values, ms: msg.ms, latencyMs };
+  const image = new ImageData(new Uint8ClampedArray(msg.rgba), SIDE, SIDE);
+  if ($('compare').checked) {
+    const cell = document.querySelector(`#compare-grid [data-key="${msg.key}"]`);
+    if (cell) {
+      paint(cell.querySelector('canvas'), image);
+      cell.querySelector('.ms').textContent = `${msg.ms.toFixed(1)} ms`;
+    }
+  }
+  if (msg.key === $('method').value) {
+    paint($('map'), image);
+    $('map-title').textContent = `${msg.label} for class ${state.target}`;
+    $('timing').textContent = `${msg.label}: ${msg.ms.toFixed(1)} ms compute, ${latencyMs.toFixed(0)} ms from input to map`;
+  }
+}
+
+function paint(canvas, image) {
+  const tmp = document.createElement('canvas');
+  tmp.width = image.width;
+  tmp.height = image.height;
+  tmp.getContext('2d').putImageData(image, 0, 0);
+  const ctx = canvas.getContext('2d');
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = 'high';
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+function clearResults(text) {
+  state.pixels = null;
+  state.probs = null;
+  state.maps = {};
+  const ctx = $('map').getContext('2d');
+  ctx.fillStyle = '#111';
+  ctx.fillRect(0, 0, 280, 280);
+  $('map-title').textContent = 'Saliency';
+  $('timing').textContent = text || '\u00a0';
+  drawProbs();
+  for (const c of document.querySelectorAll('#compare-grid canvas')) c.getContext('2d').clearRect(0, 0, c.width, c.height);
+  showProgress(null);
+}
+
+function showProgress(key, fraction, label) {
+  const bar = $('progress');
+  if (key === null || key === undefined) {
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  bar.firstElementChild.style.width = `${Math.round(100 * fraction)}%`;
+  bar.title = `${label}: ${Math.round(100 * fraction)}%`;
+}
+
+function drawProbs() {
+  const box = $('probs');
+  box.innerHTML = '';
+  for (let c = 0; c < CLASSES; c++) {
+    const p = state.probs ? state.probs[c] : 0;
+    const row = document.createElement('button');
+    row.className = 'prob';
+    if (state.probs && c === state.predicted) row.classList.add('predicted');
+    if (state.probs && c === state.target) row.classList.add('target');
+    row.title = `Explain class ${c}`;
+    row.innerHTML = `<span class="cls">${c}</span><span class="bar"><span style="width:${(100 * p).toFixed(1)}%"></span></span><span class="pct">${(100 * p).toFixed(1)}%</span>`;
+    row.onclick = () => { $('target').value = String(c); schedule(); };
+    box.appendChild(row);
+  }
+}
+
+function drawPreview(pixels) {
+  const ctx = $('preview').getContext('2d');
+  const img = ctx.createImageData(SIDE, SIDE);
+  for (let i = 0; i < SIDE * SIDE; i++) {
+    const v = pixels ? Math.round(255 * pixels[i]) : 0;
+    img.data.set([v, v, v, 255], 4 * i);
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function buildCompareGrid(requests) {
+  const grid = $('compare-grid');
+  const keys = requests.map((r) => r.key).join(',');
+  if (grid.dataset.keys === keys) return;
+  grid.dataset.keys = keys;
+  grid.innerHTML = '';
+  for (const r of requests) {
+    const m = state.methods.find((x) => x.id === r.key);
+    const cell = document.createElement('figure');
+    cell.dataset.key = r.key;
+    cell.innerHTML = `<canvas width="112" height="112"></canvas><figcaption>${m ? m.label : r.key} <span class="ms"></span></figcaption>`;
+    cell.onclick = () => { $('method').value = r.key; schedule(); };
+    grid.appendChild(cell);
+  }
+}
+
+// ---------- controls ----------
+
+function fillMethodControls() {
+  const method = $('method');
+  const previous = method.value || 'vbp';
+  method.innerHTML = '';
+  for (const m of applicableMethods()) method.add(new Option(m.label, m.id));
+  method.value = applicableMethods().some((m) => m.id === previous) ? previous : 'vbp';
+  const layer = $('layer');
+  const prevLayer = layer.value;
+  layer.innerHTML = '';
+  for (let k = 0; k < state.info.tapPoints; k++) {
+    layer.add(new Option(k === state.info.defaultLayer ? `features[${k}] (default)` : `features[${k}]`, String(k)));
+  }
+  layer.value = prevLayer !== '' && Number(prevLayer) < state.info.tapPoints ? prevLayer : String(state.info.defaultLayer);
+  const target = $('target');
+  if (target.options.length === 1) for (let c = 0; c < CLASSES; c++) target.add(new Option(String(c), String(c)));
+  $('compare-grid').dataset.keys = '';
+}
+
+for (const id of ['method', 'ensemble', 'samples', 'noise', 'steps', 'layer', 'target', 'colormap', 'opacity', 'overlay']) {
+  $(id).addEventListener('input', schedule);
+}
+$('compare').addEventListener('change', () => {
+  $('compare-grid').hidden = !$('compare').checked;
+  $('compare-grid').dataset.keys = '';
+  schedule();
+});
+$('model').addEventListener('change', () => {
+  state.maps = {};
+  loadModel($('model').value);
+});
+
+// ---------- drawing ----------
+
+const pad = $('pad');
+let current = null;
+
+function redraw() {
+  const ctx = pad.getContext('2d', { willReadFrequently: true });
+  ctx.fillStyle = '#000';
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  if (state.background) {
+    const tmp = document.createElement('canvas');
+    tmp.width = SIDE;
+    tmp.height = SIDE;
+    const img = tmp.getContext('2d').createImageData(SIDE, SIDE);
+    for (let i = 0; i < SIDE * SIDE; i++) {
+      const v = Math.round(255 * state.background[i]);
+      img.data.set([v, v, v, 255], 4 * i);
+    }
+    tmp.getContext('2d').putImageData(img, 0, 0);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(tmp, 0, 0, pad.width, pad.height);
+  }
+  for (const s of state.strokes) drawStroke(ctx, s);
+}
+
+function drawStroke(ctx, s) {
+  ctx.strokeStyle = '#fff';
+  ctx.fillStyle = '#fff';
+  ctx.lineCap = 'round';
+  ctx.lineJoin = 'round';
+  ctx.lineWidth = s.width;
+  if (s.points.length === 1) {
+    ctx.beginPath();
+    ctx.arc(s.points[0][0], s.points[0][1], s.width / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
+  }
+  ctx.beginPath();
+  ctx.moveTo(s.points[0][0], s.points[0][1]);
+  for (const [x, y] of s.points.slice(1)) ctx.lineTo(x, y);
+  ctx.stroke();
+}
+
+function padPoint(e) {
+  const r = pad.getBoundingClientRect();
+  return [((e.clientX - r.left) * pad.width) / r.width, ((e.clientY - r.top) * pad.height) / r.height];
+}
+
+pad.addEventListener('pointerdown', (e) => {
+  e.preventDefault();
+  pad.setPointerCapture(e.pointerId);
+  // Pens report pressure: scale the stroke a little with it.
+  const width = Number($('stroke').value) * (e.pointerType === 'pen' && e.pressure > 0 ? 0.6 + 0.8 * e.pressure : 1);
+  current = { width, points: [padPoint(e)] };
+  state.strokes.push(current);
+  redraw();
+  schedule();
+});
+pad.addEventListener('pointermove', (e) => {
+  if (!current) return;
+  e.preventDefault();
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+  for (const ev of events) current.points.push(padPoint(ev));
+  redraw();
+  schedule();
+});
+const endStroke = () => { current = null; };
+pad.addEventListener('pointerup', endStroke);
+pad.addEventListener('pointercancel', endStroke);
+pad.style.touchAction = 'none';
+
+function undo() {
+  if (state.strokes.length) state.strokes.pop();
+  else state.background = null;
+  redraw();
+  schedule();
+}
+
+function clearAll() {
+  state.strokes = [];
+  state.background = null;
+  redraw();
+  schedule();
+}
+
+$('undo').onclick = undo;
+$('clear').onclick = clearAll;
+document.addEventListener('keydown', (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key === 'z') { e.preventDefault(); undo(); }
+  if (e.key === 'Escape') clearAll();
+});
+
+// ---------- gallery ----------
+
+async function loadGallery() {
+  try {
+    const response = await fetch('assets/mnist-gallery.bin');
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const record = 1 + SIDE * SIDE;
+    if (bytes.length === 0 || bytes.length % record !== 0) throw new Error('malformed gallery file');
+    const box = $('gallery');
+    for (let k = 0; k < bytes.length / record; k++) {
+      const label = bytes[k * record];
+      const pixels = new Float32Array(SIDE * SIDE);
+      for (let i = 0; i < SIDE * SIDE; i++) pixels[i] = bytes[k * record + 1 + i] / 255;
+      const c = document.createElement('canvas');
+      c.width = SIDE;
+      c.height = SIDE;
+      c.title = `MNIST test image, label ${label}`;
+      c.dataset.label = String(label);
+      const img = c.getContext('2d').createImageData(SIDE, SIDE);
+      for (let i = 0; i < SIDE * SIDE; i++) img.data.set([bytes[k * record + 1 + i], bytes[k * record + 1 + i], bytes[k * record + 1 + i], 255], 4 * i);
+      c.getContext('2d').putImageData(img, 0, 0);
+      c.onclick = () => {
+        state.strokes = [];
+        state.background = pixels;
+        redraw();
+        schedule();
+      };
+      box.appendChild(c);
+    }
+  } catch (err) {
+    $('gallery').textContent = `The gallery could not be loaded (${err.message}).`;
+  }
+}
+
+// ---------- download ----------
+
+$('download').onclick = () => {
+  const compare = $('compare').checked;
+  let canvas = $('map');
+  if (compare) {
+    const cells = [...document.querySelectorAll('#compare-grid figure')];
+    canvas = document.createElement('canvas');
+    canvas.width = 120 * cells.length;
+    canvas.height = 140;
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    cells.forEach((cell, i) => {
+      ctx.drawImage(cell.querySelector('canvas'), 120 * i + 4, 4);
+      ctx.fillStyle = '#000';
+      ctx.font = '12px sans-serif';
+      ctx.fillText(cell.querySelector('figcaption').textContent, 120 * i + 4, 132);
+    });
+  }
+  canvas.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `whitebox-${state.arch}-${compare ? 'compare' : $('method').value}-class${state.target}.png`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  }, 'image/png');
+};
+
+// ---------- start ----------
+
+redraw();
+drawProbs();
+drawPreview(null);
+clearResults('Draw a digit (or pick one from the gallery).');
+loadGallery();
+startWorker();
+requestAnimationFrame(frame);

@@ -1,0 +1,131 @@
+// The demo's web worker: all WebAssembly work happens here, so drawing never stutters.
+//
+// Protocol (main → worker):
+//   {type: 'load', arch, url}                       load a model's weights
+//   {type: 'work', id, ink?, width?, height?, pixels?, requests, target, render}
+//                                                   classify and explain; a newer 'work' replaces older work
+// (worker → main): 'ready', 'input', 'probs', 'progress', 'map', 'done', 'error'.
+//
+// Only the newest 'work' message matters: it is kept in `pending`, and a running computation checks for it between
+// steps (each step is a few model passes) and gives up when something newer arrived.
+
+import init, * as wasm_bindgen from './whitebox-web.js';
+
+const wasmReady = init({ module_or_path: './whitebox-web_bg.wasm' });
+let engine = null;
+let pending = null;
+let running = false;
+
+const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+const yieldToEvents = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+self.onmessage = async (event) => {
+  const msg = event.data;
+  if (msg.type === 'load') {
+    await load(msg);
+  } else if (msg.type === 'work') {
+    pending = msg;
+    if (!running) loop();
+  }
+};
+
+async function load({ arch, url }) {
+  const t0 = performance.now();
+  try {
+    await wasmReady;
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const next = new wasm_bindgen.Engine(bytes);
+    if (engine) engine.free();
+    engine = next;
+    post({
+      type: 'ready',
+      arch,
+      bytes: bytes.length,
+      ms: performance.now() - t0,
+      info: {
+        arch: engine.arch,
+        dataset: engine.dataset,
+        side: engine.side,
+        channels: engine.channels,
+        classes: engine.classes,
+        tapPoints: engine.tapPoints,
+        defaultLayer: engine.defaultLayer,
+        hasCam: engine.hasCam,
+      },
+      methods: wasm_bindgen.methodList(),
+    });
+  } catch (err) {
+    post({ type: 'error', fatal: !engine, message: `Could not load the ${arch} weights: ${String(err.message || err)}` });
+  }
+}
+
+async function loop() {
+  running = true;
+  while (pending) {
+    const work = pending;
+    pending = null;
+    try {
+      await run(work);
+    } catch (err) {
+      post({ type: 'error', id: work.id, message: String(err.message || err) });
+    }
+  }
+  running = false;
+}
+
+async function run(work) {
+  if (!engine) throw new Error('no model is loaded yet');
+  let pixels = work.pixels;
+  if (!pixels) {
+    const ink = new Float32Array(work.ink.length);
+    for (let i = 0; i < ink.length; i++) ink[i] = work.ink[i] / 255;
+    pixels = wasm_bindgen.mnistFromDrawing(ink, work.width, work.height);
+  }
+  if (!pixels) {
+    post({ type: 'input', id: work.id, pixels: null });
+    post({ type: 'done', id: work.id, empty: true });
+    return;
+  }
+  post({ type: 'input', id: work.id, pixels });
+  const probs = engine.probabilities(pixels);
+  let predicted = 0;
+  for (let c = 1; c < probs.length; c++) if (probs[c] > probs[predicted]) predicted = c;
+  const target = work.target >= 0 ? work.target : predicted;
+  post({ type: 'probs', id: work.id, probs, predicted, target });
+
+  for (const r of work.requests) {
+    const request = new wasm_bindgen.Request(r.method, r.ensemble, r.samples, r.noise, r.steps, r.layer, 'logit');
+    const label = request.label;
+    let task;
+    let computeMs = 0;
+    try {
+      let t = performance.now();
+      task = engine.explain(pixels, request, target);
+      let finished = task.step();
+      computeMs += performance.now() - t;
+      while (!finished) {
+        post({ type: 'progress', id: work.id, key: r.key, label, fraction: task.progress() });
+        await yieldToEvents();
+        if (pending) return; // a newer drawing: this work is stale
+        t = performance.now();
+        finished = task.step();
+        computeMs += performance.now() - t;
+      }
+      const map = task.map();
+      const rgba = wasm_bindgen.renderMap(pixels, map, engine.dataset, r.method, work.render.colormap, work.render.opacity, work.render.overlay);
+      const values = wasm_bindgen.displayValues(map, engine.channels, r.method);
+      post({ type: 'map', id: work.id, key: r.key, label, method: r.method, rgba, values, ms: computeMs }, [rgba.buffer]);
+    } catch (err) {
+      post({ type: 'map', id: work.id, key: r.key, label, method: r.method, error: String(err.message || err) });
+    } finally {
+      if (task) task.free();
+      request.free();
+    }
+    if (pending) return;
+    await yieldToEvents();
+    if (pending) return;
+  }
+  post({ type: 'done', id: work.id });
+}

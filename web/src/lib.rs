@@ -1,0 +1,245 @@
+//! The demo page's engine: `whitebox-core` compiled to WebAssembly. The page's web worker (`web/js/worker.js`)
+//! loads a model's shipped weights into an [`Engine`], asks it for class probabilities, and explains the digit with
+//! a [`Task`] that it advances step by step, so that a newer drawing can replace stale work between steps.
+//!
+//! Everything here is plain Rust as well (errors are strings), so the native tests call the same functions.
+
+use candle_core::{Device, Tensor};
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+use whitebox_core::attribution::{Ensemble, Explanation, Job, Method, Riemann, Score, Settings};
+use whitebox_core::data::DatasetKind;
+use whitebox_core::models::{Classifier, ModelSpec};
+use whitebox_core::params::Checkpoint;
+use whitebox_core::render::{self, Colormap};
+
+type Res<T> = std::result::Result<T, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A model with its weights, ready to classify and explain.
+#[wasm_bindgen]
+pub struct Engine {
+    model: Arc<dyn Classifier>,
+    spec: ModelSpec,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Loads a whitebox checkpoint (safetensors bytes, f16 or f32).
+    #[wasm_bindgen(constructor)]
+    pub fn new(weights: &[u8]) -> Res<Engine> {
+        let ck = Checkpoint::from_bytes("weights", weights, &Device::Cpu).map_err(err)?;
+        let model: Arc<dyn Classifier> = Arc::from(ck.model().map_err(err)?);
+        Ok(Engine { spec: ck.spec, model })
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn arch(&self) -> String {
+        self.spec.arch.name().to_string()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn dataset(&self) -> String {
+        self.spec.dataset.name().to_string()
+    }
+
+    /// Image side (28 for MNIST, 32 for CIFAR-10).
+    #[wasm_bindgen(getter)]
+    pub fn side(&self) -> usize {
+        self.spec.dataset.side()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn channels(&self) -> usize {
+        self.spec.dataset.channels()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn classes(&self) -> usize {
+        self.spec.dataset.num_classes()
+    }
+
+    /// Grad-CAM can look at `features[0..tap_points]`.
+    #[wasm_bindgen(getter, js_name = tapPoints)]
+    pub fn tap_points(&self) -> usize {
+        self.model.tap_points()
+    }
+
+    #[wasm_bindgen(getter, js_name = defaultLayer)]
+    pub fn default_layer(&self) -> usize {
+        self.model.default_gradcam_layer()
+    }
+
+    /// Whether the model classifies with a CAM head (so the CAM method applies).
+    #[wasm_bindgen(getter, js_name = hasCam)]
+    pub fn has_cam(&self) -> bool {
+        self.model.cam_head().is_some()
+    }
+
+    /// Softmax probabilities for one image: `pixels` are `C×H×W` values in [0, 1] (not yet normalised).
+    pub fn probabilities(&self, pixels: &[f32]) -> Res<Vec<f32>> {
+        let x = self.input(pixels)?;
+        let p = whitebox_core::attribution::probabilities(self.model.as_ref(), &x).map_err(err)?;
+        p.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)
+    }
+
+    /// Starts explaining `pixels` (as for [`Engine::probabilities`]) for class `target`.
+    pub fn explain(&self, pixels: &[f32], request: &Request, target: u32) -> Res<Task> {
+        let x = self.input(pixels)?;
+        let job = request.explanation.job(self.model.clone(), &x, &[target]).map_err(err)?;
+        Ok(Task { job: Some(job), map: None })
+    }
+
+    fn input(&self, pixels: &[f32]) -> Res<Tensor> {
+        let kind = self.spec.dataset;
+        let (c, s) = (kind.channels(), kind.side());
+        if pixels.len() != c * s * s {
+            return Err(format!("{} expects {c}×{s}×{s} = {} pixel values, got {}", kind.name(), c * s * s, pixels.len()));
+        }
+        normalized(pixels, kind).map_err(err)
+    }
+}
+
+/// `pixels` in [0, 1] → the model's normalised `1×C×H×W` input.
+fn normalized(pixels: &[f32], kind: DatasetKind) -> whitebox_core::Result<Tensor> {
+    let plane = pixels.len() / kind.channels();
+    let values: Vec<f32> = pixels.iter().enumerate().map(|(i, &v)| (v - kind.mean()[i / plane]) / kind.std()[i / plane]).collect();
+    Ok(Tensor::from_vec(values, (1, kind.channels(), kind.side(), kind.side()), &Device::Cpu)?)
+}
+
+/// What to explain: a method, optionally inside an ensemble, with its settings.
+#[wasm_bindgen]
+pub struct Request {
+    explanation: Explanation,
+}
+
+#[wasm_bindgen]
+impl Request {
+    /// `method`: vbp, ib, deconvnet, gb, ig, gc, gbgc, cam, co, random, sobel; `ensemble`: "" (none), sg, sg-sq or
+    /// sg-var; `layer` < 0 for the model's default; `score`: "logit" or "prob".
+    #[wasm_bindgen(constructor)]
+    pub fn new(method: &str, ensemble: &str, samples: usize, noise: f64, steps: usize, layer: i32, score: &str) -> Res<Request> {
+        let method = Method::parse(method).map_err(err)?;
+        let ensemble = if ensemble.is_empty() { None } else { Some(Ensemble::parse(ensemble).map_err(err)?) };
+        if ensemble.is_some() && !(1..=1000).contains(&samples) {
+            return Err(format!("ensemble samples must be within 1..=1000, got {samples}"));
+        }
+        if !(1..=1000).contains(&steps) {
+            return Err(format!("IG steps must be within 1..=1000, got {steps}"));
+        }
+        if !(0.0..=10.0).contains(&noise) {
+            return Err(format!("noise level must be within [0, 10], got {noise}"));
+        }
+        let score = match score {
+            "logit" | "" => Score::Logit,
+            "prob" => Score::Prob,
+            other => return Err(format!("unknown score '{other}' (logit or prob)")),
+        };
+        let settings = Settings {
+            steps,
+            riemann: Riemann::Trapezoid,
+            layer: usize::try_from(layer).ok(),
+            // Small steps keep the page responsive; one batch of 16 costs about as much per map as larger ones.
+            batch: 16,
+            seed: 0,
+        };
+        Ok(Request { explanation: Explanation { method, ensemble, samples, noise_level: noise, settings, score } })
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn label(&self) -> String {
+        self.explanation.label()
+    }
+}
+
+/// An explanation being computed: call `step()` until it returns true, then read `map()`.
+#[wasm_bindgen]
+pub struct Task {
+    job: Option<Job>,
+    map: Option<Vec<f32>>,
+}
+
+#[wasm_bindgen]
+impl Task {
+    /// Runs the next step; true once the map is ready.
+    pub fn step(&mut self) -> Res<bool> {
+        let Some(job) = self.job.as_mut() else { return Ok(true) };
+        if !job.step().map_err(err)? {
+            return Ok(false);
+        }
+        let job = self.job.take().expect("checked above");
+        let map = job.finish().map_err(err)?;
+        self.map = Some(map.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?);
+        Ok(true)
+    }
+
+    /// Fraction done, in [0, 1].
+    pub fn progress(&self) -> f64 {
+        self.job.as_ref().map_or(1.0, Job::progress)
+    }
+
+    /// The raw attributions (`C×H×W`), once `step()` returned true.
+    pub fn map(&self) -> Res<Vec<f32>> {
+        self.map.clone().ok_or_else(|| "the task is not finished".to_string())
+    }
+}
+
+/// A map as RGBA pixels (`H×W×4`) in `colormap`: over the image (`overlay` true, mixed by `opacity` × value) or
+/// alone. Scaling for display follows the method (see `render::display_values`).
+#[wasm_bindgen(js_name = renderMap)]
+pub fn render_map(pixels: &[f32], map: &[f32], dataset: &str, method: &str, colormap: &str, opacity: f32, overlay: bool) -> Res<Vec<u8>> {
+    let kind = DatasetKind::parse(dataset).map_err(err)?;
+    let method = Method::parse(method).map_err(err)?;
+    let colormap = Colormap::parse(colormap).map_err(err)?;
+    if pixels.len() != map.len() {
+        return Err(format!("{} pixel values for a map of {}", pixels.len(), map.len()));
+    }
+    let values = render::display_values(map, kind.channels(), method).map_err(err)?;
+    let image = render::denormalize_rgb(normalized(pixels, kind).map_err(err)?.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?.as_slice(), kind);
+    let rgb = if overlay { render::overlay(&image, &values, colormap, opacity) } else { render::heat_rgb(&values, colormap) };
+    Ok(rgb.iter().flat_map(|p| [p[0], p[1], p[2], 255]).collect())
+}
+
+/// Display values (`H×W` in [0, 1]) of a map, as the page shows it: for tests and for the page's statistics.
+#[wasm_bindgen(js_name = displayValues)]
+pub fn display_values(map: &[f32], channels: usize, method: &str) -> Res<Vec<f32>> {
+    let method = Method::parse(method).map_err(err)?;
+    render::display_values(map, channels, method).map_err(err)
+}
+
+/// A drawing (`height×width` ink values in [0, 1]) → the 28×28 MNIST digit in [0, 1], or `undefined` when empty.
+#[wasm_bindgen(js_name = mnistFromDrawing)]
+pub fn mnist_from_drawing(ink: &[f32], width: usize, height: usize) -> Res<Option<Vec<f32>>> {
+    whitebox_core::data::mnist_from_drawing(ink, width, height).map_err(err)
+}
+
+/// The methods the page offers, in its order (method id, label).
+#[wasm_bindgen(js_name = methodList)]
+pub fn method_list() -> Vec<String> {
+    Method::ALL.iter().map(|m| format!("{}:{}", method_id(*m), m.label())).collect()
+}
+
+fn method_id(m: Method) -> &'static str {
+    match m {
+        Method::Vbp => "vbp",
+        Method::Ib => "ib",
+        Method::DeconvNet => "deconvnet",
+        Method::Gb => "gb",
+        Method::Ig => "ig",
+        Method::Gc => "gc",
+        Method::Gbgc => "gbgc",
+        Method::Cam => "cam",
+        Method::Co => "co",
+        Method::Random => "random",
+        Method::Sobel => "sobel",
+    }
+}
+
+#[doc(hidden)]
+pub mod parity;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! The fixed cases whose results must be the same natively and in the browser: every method, IG and every
+//! ensemble, with every shipped MNIST model, on real test digits. The native test writes or checks the golden file
+//! `web/tests/golden/native.safetensors`; the browser test (`web/tests/browser.rs`) recomputes the cases in WASM
+//! and compares them with it.
+
+use crate::{Engine, Request};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+
+/// The shipped MNIST weights, by architecture name.
+pub const WEIGHTS: [(&str, &[u8]); 3] = [
+    ("simple-cnn", include_bytes!("../../weights/mnist/simple-cnn.safetensors")),
+    ("cam", include_bytes!("../../weights/mnist/cam.safetensors")),
+    ("cbam", include_bytes!("../../weights/mnist/cbam.safetensors")),
+];
+
+/// The first MNIST test digits (normalised), as stored with the Captum goldens.
+const DIGITS: &[u8] = include_bytes!("../../tests/reference/goldens/mnist-simple-cnn.safetensors");
+
+/// (method, ensemble, samples, steps) of every case.
+const CASES: [(&str, &str, usize, usize); 15] = [
+    ("vbp", "", 0, 1),
+    ("ib", "", 0, 1),
+    ("deconvnet", "", 0, 1),
+    ("gb", "", 0, 1),
+    ("ig", "", 0, 20),
+    ("gc", "", 0, 1),
+    ("gbgc", "", 0, 1),
+    ("cam", "", 0, 1),
+    ("co", "", 0, 1),
+    ("random", "", 0, 1),
+    ("sobel", "", 0, 1),
+    ("vbp", "sg", 8, 1),
+    ("gb", "sg-sq", 8, 1),
+    ("ib", "sg-var", 8, 1),
+    ("ig", "sg", 3, 5),
+];
+
+/// Digit `i` of the stored test digits as pixels in [0, 1].
+pub fn digit(i: usize) -> Vec<f32> {
+    let tensors = candle_core::safetensors::load_buffer(DIGITS, &Device::Cpu).expect("stored digits");
+    let x = tensors["inputs"].get(i).expect("digit index").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    x.iter().map(|v| v * 0.3081 + 0.1307).collect()
+}
+
+/// Every case's result, named `model/case`: probabilities, and raw maps.
+pub fn compute() -> Result<Vec<(String, Vec<f32>)>, String> {
+    let mut out = Vec::new();
+    for (k, (arch, weights)) in WEIGHTS.iter().enumerate() {
+        let engine = Engine::new(weights)?;
+        let pixels = digit(k);
+        let probs = engine.probabilities(&pixels)?;
+        let target = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
+        out.push((format!("{arch}/probs"), probs));
+        for (method, ensemble, samples, steps) in CASES {
+            if method == "cam" && !engine.has_cam() {
+                continue;
+            }
+            let request = Request::new(method, ensemble, samples, 0.15, steps, -1, "logit")?;
+            let mut task = engine.explain(&pixels, &request, target)?;
+            while !task.step()? {}
+            out.push((format!("{arch}/{}", request.label()), task.map()?));
+        }
+    }
+    Ok(out)
+}
+
+/// The golden file's contents for `cases`.
+pub fn to_bytes(cases: &[(String, Vec<f32>)]) -> Vec<u8> {
+    let tensors: Vec<(String, Tensor)> =
+        cases.iter().map(|(k, v)| (k.clone(), Tensor::from_slice(v, v.len(), &Device::Cpu).unwrap())).collect();
+    safetensors::serialize(tensors, None).expect("serialise goldens")
+}
+
+/// Compares `cases` with the golden bytes: every case present, each within `tolerance` relative error (max
+/// |difference| / max |golden|). Returns the worst relative error.
+pub fn compare(cases: &[(String, Vec<f32>)], golden: &[u8], tolerance: f32) -> Result<f32, String> {
+    let want: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(golden, &Device::Cpu).map_err(|e| e.to_string())?;
+    if want.len() != cases.len() {
+        return Err(format!("{} cases, the golden file has {}", cases.len(), want.len()));
+    }
+    let mut worst = 0.0f32;
+    for (name, got) in cases {
+        let w = want.get(name).ok_or_else(|| format!("{name} is missing from the golden file"))?.to_vec1::<f32>().map_err(|e| e.to_string())?;
+        if w.len() != got.len() {
+            return Err(format!("{name}: {} values, golden has {}", got.len(), w.len()));
+        }
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+        let diff = w.iter().zip(got).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let rel = diff / scale;
+        if rel > tolerance || rel.is_nan() {
+            return Err(format!("{name}: relative error {rel:e} > {tolerance:e}"));
+        }
+        worst = worst.max(rel);
+    }
+    Ok(worst)
+}
