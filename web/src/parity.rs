@@ -73,13 +73,13 @@ pub fn to_bytes(cases: &[(String, Vec<f32>)]) -> Vec<u8> {
 }
 
 /// Compares `cases` with the golden bytes: every case present, each within `tolerance` relative error (max
-/// |difference| / max |golden|). Returns the worst relative error.
-pub fn compare(cases: &[(String, Vec<f32>)], golden: &[u8], tolerance: f32) -> Result<f32, String> {
+/// |difference| / max |golden|). Returns the worst relative error and its case.
+pub fn compare(cases: &[(String, Vec<f32>)], golden: &[u8], tolerance: f32) -> Result<(f32, String), String> {
     let want: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(golden, &Device::Cpu).map_err(|e| e.to_string())?;
     if want.len() != cases.len() {
         return Err(format!("{} cases, the golden file has {}", cases.len(), want.len()));
     }
-    let mut worst = 0.0f32;
+    let mut worst = (0.0f32, String::new());
     for (name, got) in cases {
         let w = want.get(name).ok_or_else(|| format!("{name} is missing from the golden file"))?.to_vec1::<f32>().map_err(|e| e.to_string())?;
         if w.len() != got.len() {
@@ -91,7 +91,9 @@ pub fn compare(cases: &[(String, Vec<f32>)], golden: &[u8], tolerance: f32) -> R
         if rel > tolerance || rel.is_nan() {
             return Err(format!("{name}: relative error {rel:e} > {tolerance:e}"));
         }
-        worst = worst.max(rel);
+        if rel >= worst.0 {
+            worst = (rel, name.clone());
+        }
     }
     Ok(worst)
 }

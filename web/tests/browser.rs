@@ -13,8 +13,8 @@ const GOLDEN: &[u8] = include_bytes!("golden/native.safetensors");
 #[wasm_bindgen_test]
 fn wasm_equals_native() {
     let cases = parity::compute().unwrap();
-    let worst = parity::compare(&cases, GOLDEN, 1e-4).unwrap();
-    console_log!("wasm vs native: {} cases, worst relative error {worst:e}", cases.len());
+    let (worst, case) = parity::compare(&cases, GOLDEN, 1e-4).unwrap();
+    console_log!("wasm vs native: {} cases, worst relative error {worst:e} ({case})", cases.len());
 }
 
 #[wasm_bindgen_test]
