@@ -10,13 +10,21 @@ const TYPES = {
   '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
 };
 
-/** Serves `root` on a free loopback port; resolves to {url, close, bytesSent}. */
-export function serve(root) {
+/** Serves `root` on a free loopback port, and each directory of `mounts` ({'/prefix/': dir}) under its prefix;
+ * resolves to {url, close, stats}. */
+export function serve(root, mounts = {}) {
   const stats = { bytesSent: 0 };
   const server = http.createServer((req, res) => {
-    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    const file = path.join(root, rel.endsWith('/') ? rel + 'index.html' : rel);
-    if (!file.startsWith(path.resolve(root)) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+    let rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    let base = path.resolve(root);
+    for (const [prefix, dir] of Object.entries(mounts)) {
+      if (rel.startsWith(prefix)) {
+        base = path.resolve(dir);
+        rel = '/' + rel.slice(prefix.length);
+      }
+    }
+    const file = path.join(base, rel.endsWith('/') ? rel + 'index.html' : rel);
+    if (!file.startsWith(base) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
       res.writeHead(404);
       res.end('not found');
       return;

@@ -463,6 +463,9 @@ async function loadGallery() {
       };
       box.appendChild(c);
     }
+    // ?gallery=K starts with gallery image K (used by the speed harness to time page load to first map).
+    const start = new URLSearchParams(location.search).get('gallery');
+    if (start !== null && box.children[Number(start)]) box.children[Number(start)].click();
   } catch (err) {
     $('gallery').textContent = `The gallery could not be loaded (${err.message}).`;
   }
