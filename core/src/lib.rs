@@ -11,4 +11,5 @@ pub mod nn;
 pub mod params;
 pub mod train;
 pub mod attribution;
+pub mod engine;
 pub mod render;

@@ -66,6 +66,18 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +145,13 @@ impl BatchNorm2d {
         let stats = stats.lock().expect("batch-norm stats lock").clone();
         self.update_running(&stats)?;
         Ok(y)
+    }
+
+    /// Evaluation mode as a per-channel affine map `x·s + t`: `s = γ/√(σ² + ε)`, `t = β − μ·s`.
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (&self.weight / (&self.running_var + self.eps)?.sqrt()?)?;
+        let shift = (&self.bias - (&self.running_mean * &scale)?)?;
+        Ok((scale, shift))
     }
 
     /// The convolution `conv` followed by this normalisation in evaluation mode, as one convolution:

@@ -91,6 +91,12 @@ pub trait Classifier: Send + Sync {
         None
     }
 
+    /// The evaluation-mode engine for this model's weights, when it has one (CPU, constant weights, supported
+    /// layers); the attribution methods use it instead of autograd.
+    fn engine(&self) -> Option<&crate::engine::Plan> {
+        None
+    }
+
     /// The logits, and the output of `features[tap]` when asked for.
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)>;
 

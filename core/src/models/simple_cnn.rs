@@ -11,6 +11,7 @@ use super::{Arch, Classifier, ModelSpec, Tapped};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
 use candle_core::{Result, Tensor, Var};
+use crate::engine::{Layer, Plan};
 use candle_nn::VarBuilder;
 
 const CHANNELS: [usize; 3] = [32, 64, 128];
@@ -24,6 +25,8 @@ pub struct SimpleCnn {
     fc1: Linear,
     fc2: Linear,
     cam_head: Option<Linear>,
+    /// The evaluation-mode engine, built on first use for constant weights on the CPU.
+    engine: std::sync::OnceLock<Option<Plan>>,
 }
 
 /// Builds the model of `spec` (SimpleCNN, CAM or CBAM) with parameters from `vb`.
@@ -48,10 +51,59 @@ pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
         Arch::Cam | Arch::Cbam => Some(nn::linear(CHANNELS[2], spec.dataset.num_classes(), vb.pp("cam_mlp").pp("mlp").pp(0))?),
         _ => None,
     };
-    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head })
+    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head, engine: std::sync::OnceLock::new() })
+}
+
+impl SimpleCnn {
+    /// The layers for the evaluation-mode engine: not for CBAM (its attention has no engine kernels yet), nor for
+    /// weights being trained (variables) or off the CPU.
+    fn build_plan(&self) -> Option<Plan> {
+        let weight = self.convs[0].weight();
+        if !self.cbams.is_empty() || weight.is_variable() || !weight.device().is_cpu() {
+            return None;
+        }
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok();
+        let mut layers = Vec::new();
+        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+            let (c_out, c_in, k, _) = conv.weight().dims4().ok()?;
+            if conv.stride() != 1 {
+                return None;
+            }
+            let bias = match conv.bias() {
+                Some(b) => flat(b)?,
+                None => vec![0.0; c_out],
+            };
+            layers.push(Layer::Conv { weight: flat(conv.weight())?, bias, c_in, c_out, k, pad: conv.padding() });
+            let (scale, shift) = bn.eval_affine().ok()?;
+            layers.push(Layer::Affine { scale: flat(&scale)?, shift: flat(&shift)? });
+            layers.push(Layer::Relu);
+            layers.push(Layer::MaxPool2);
+        }
+        let linear = |l: &Linear| -> Option<Layer> {
+            let (out, inp) = l.weight().dims2().ok()?;
+            Some(Layer::Linear { weight: flat(l.weight())?, bias: flat(l.bias())?, inp, out })
+        };
+        match self.cam_head() {
+            Some(head) => {
+                layers.push(Layer::GlobalAvgPool);
+                layers.push(linear(head)?);
+            }
+            None => {
+                layers.push(linear(&self.fc1)?);
+                layers.push(Layer::Relu);
+                layers.push(linear(&self.fc2)?);
+            }
+        }
+        let kind = self.spec.dataset;
+        Plan::new((kind.channels(), kind.side(), kind.side()), layers, self.tap_points()).ok()
+    }
 }
 
 impl Classifier for SimpleCnn {
+    fn engine(&self) -> Option<&Plan> {
+        self.engine.get_or_init(|| self.build_plan()).as_ref()
+    }
+
     fn spec(&self) -> ModelSpec {
         self.spec
     }

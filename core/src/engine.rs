@@ -1,0 +1,568 @@
+//! The evaluation-mode engine: forward pass and backward pass of a class score to the input (or to one layer) for
+//! the SimpleCNN family, computed directly on `f32` buffers instead of through candle's autograd. Every gradient
+//! method rests on it: vanilla gradients (Simonyan et al. 2014), guided backpropagation (Springenberg et al. 2015)
+//! and DeconvNet (Zeiler & Fergus 2014) differ only in the ReLU backward rule; Grad-CAM (Selvaraju et al. 2017)
+//! stops at a layer.
+//!
+//! Autograd builds a graph, allocates and zero-fills a gradient for every node and accumulates into it; here the
+//! backward pass is a fixed sequence of kernels over buffers that each thread reuses for its share of the images,
+//! with convolutions as im2col + GEMM (Chellapilla et al. 2006) and no weight gradients. The layers are read from
+//! the model's own parameters ([`Plan`]), so the model is still defined once (`models/`); the tests check this
+//! engine against the autograd path for every model, rule and layer.
+
+use crate::attribution::Score;
+use crate::ops::ReluRule;
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// One step of an evaluation-mode network.
+#[derive(Clone, Debug)]
+pub enum Layer {
+    /// Square convolution, stride 1: `weight` is `out × (in·k·k)`, row-major.
+    Conv { weight: Vec<f32>, bias: Vec<f32>, c_in: usize, c_out: usize, k: usize, pad: usize },
+    /// Per-channel `x·scale + shift`: batch normalisation in evaluation mode.
+    Affine { scale: Vec<f32>, shift: Vec<f32> },
+    Relu,
+    /// 2×2 max-pooling, stride 2, floor mode; gradients go to the first maximum of each window.
+    MaxPool2,
+    /// `x·Wᵀ + b` on the flattened input: `weight` is `out × in`.
+    Linear { weight: Vec<f32>, bias: Vec<f32>, inp: usize, out: usize },
+    /// Mean over the spatial positions.
+    GlobalAvgPool,
+}
+
+/// A network as a sequence of layers; `features[k]` is the output of layer `k` (the seed's numbering).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    layers: Vec<Layer>,
+    /// `(channels, height, width)` of the input and of each layer's output (flat outputs are `(len, 1, 1)`).
+    shapes: Vec<(usize, usize, usize)>,
+    /// Number of layers whose outputs can be tapped (`features[0..taps]`).
+    taps: usize,
+}
+
+/// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
+const CHUNK: usize = 16;
+
+impl Plan {
+    /// Checks the layers against the input shape and records every layer's output shape.
+    pub fn new(input: (usize, usize, usize), layers: Vec<Layer>, taps: usize) -> Result<Self> {
+        let bad = |i: usize, what: String| Error::InvalidArgument(format!("plan layer {i}: {what}"));
+        let mut shapes = vec![input];
+        for (i, layer) in layers.iter().enumerate() {
+            let (c, h, w) = *shapes.last().expect("input shape");
+            let next = match layer {
+                Layer::Conv { weight, bias, c_in, c_out, k, pad } => {
+                    if *c_in != c || weight.len() != c_out * c_in * k * k || bias.len() != *c_out || h + 2 * pad < *k {
+                        return Err(bad(i, format!("convolution does not fit a {c}×{h}×{w} input")));
+                    }
+                    (*c_out, h + 2 * pad - k + 1, w + 2 * pad - k + 1)
+                }
+                Layer::Affine { scale, shift } => {
+                    if scale.len() != c || shift.len() != c {
+                        return Err(bad(i, format!("affine has {} channels, input {c}", scale.len())));
+                    }
+                    (c, h, w)
+                }
+                Layer::Relu => (c, h, w),
+                Layer::MaxPool2 => {
+                    if h < 2 || w < 2 {
+                        return Err(bad(i, format!("max-pooling needs 2×2 inputs, got {h}×{w}")));
+                    }
+                    (c, h / 2, w / 2)
+                }
+                Layer::Linear { weight, bias, inp, out } => {
+                    if *inp != c * h * w || weight.len() != inp * out || bias.len() != *out {
+                        return Err(bad(i, format!("linear layer takes {inp} values, input has {}", c * h * w)));
+                    }
+                    (*out, 1, 1)
+                }
+                Layer::GlobalAvgPool => (c, 1, 1),
+            };
+            shapes.push(next);
+        }
+        Ok(Plan { layers, shapes, taps })
+    }
+
+    fn input_len(&self) -> usize {
+        let (c, h, w) = self.shapes[0];
+        c * h * w
+    }
+
+    fn len_after(&self, layer: usize) -> usize {
+        let (c, h, w) = self.shapes[layer + 1];
+        c * h * w
+    }
+
+    /// `(channels, height, width)` of `features[layer]`.
+    pub fn layer_shape(&self, layer: usize) -> (usize, usize, usize) {
+        self.shapes[layer + 1]
+    }
+
+    pub fn classes(&self) -> usize {
+        self.len_after(self.layers.len() - 1)
+    }
+
+    /// Logits of `n` images (`x`: `n × C×H×W` values, channel-major).
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.check_input(x, n)?;
+        let classes = self.classes();
+        let mut logits = vec![0f32; n * classes];
+        let per_image = self.input_len();
+        logits.par_chunks_mut(CHUNK * classes).zip(x.par_chunks(CHUNK * per_image)).for_each(|(out, xs)| {
+            let acts = self.forward_chunk(xs, xs.len() / per_image);
+            out.copy_from_slice(acts.values.last().expect("logits"));
+        });
+        Ok(logits)
+    }
+
+    /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
+    /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
+    pub fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+        self.check_input(x, n)?;
+        if targets.len() != n {
+            crate::invalid!("{} targets for {n} images", targets.len());
+        }
+        if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
+            crate::invalid!("target class {t} is outside 0..{}", self.classes());
+        }
+        if let Some(l) = layer.filter(|&l| l >= self.taps) {
+            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.taps);
+        }
+        let per_image = self.input_len();
+        let out_len = layer.map_or(per_image, |l| self.len_after(l));
+        let mut grad = vec![0f32; n * out_len];
+        let mut activation = vec![0f32; if layer.is_some() { n * out_len } else { 0 }];
+        let act_chunks: Vec<&mut [f32]> = if layer.is_some() { activation.chunks_mut(CHUNK * out_len).collect() } else { Vec::new() };
+        let mut act_chunks: Vec<Option<&mut [f32]>> = act_chunks.into_iter().map(Some).collect();
+        act_chunks.resize_with(n.div_ceil(CHUNK), || None);
+        grad.par_chunks_mut(CHUNK * out_len)
+            .zip(x.par_chunks(CHUNK * per_image))
+            .zip(targets.par_chunks(CHUNK))
+            .zip(act_chunks.into_par_iter())
+            .for_each(|(((g, xs), ts), act)| {
+                let m = ts.len();
+                let acts = self.forward_chunk(xs, m);
+                let seed = score_gradient(acts.values.last().expect("logits"), ts, score, self.classes());
+                let stop = layer.map_or(0, |l| l + 1);
+                g.copy_from_slice(&self.backward_chunk(&acts, seed, m, rule, stop));
+                if let (Some(a), Some(l)) = (act, layer) {
+                    a.copy_from_slice(&acts.values[l + 1]);
+                }
+            });
+        Ok(Gradient { grad, activation: layer.map(|_| activation) })
+    }
+
+    fn check_input(&self, x: &[f32], n: usize) -> Result<()> {
+        let (c, h, w) = self.shapes[0];
+        if x.len() != n * c * h * w {
+            crate::invalid!("{} values are not {n} images of {c}×{h}×{w}", x.len());
+        }
+        Ok(())
+    }
+
+    /// Every layer's output for `n` images (index 0: the input itself).
+    fn forward_chunk(&self, x: &[f32], n: usize) -> Activations {
+        let mut acts = Vec::with_capacity(self.layers.len() + 1);
+        let mut argmax = vec![Vec::new(); self.layers.len()];
+        acts.push(x.to_vec());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let input = acts.last().expect("previous activation");
+            let (c, h, w) = self.shapes[i];
+            let y = match layer {
+                Layer::Conv { weight, bias, c_out, k, pad, .. } => conv_forward(input, n, (c, h, w), weight, bias, *c_out, *k, *pad),
+                Layer::Affine { scale, shift } => {
+                    let hw = h * w;
+                    let mut y = input.clone();
+                    for (j, plane) in y.chunks_mut(hw).enumerate() {
+                        let (s, t) = (scale[j % c], shift[j % c]);
+                        plane.iter_mut().for_each(|v| *v = *v * s + t);
+                    }
+                    y
+                }
+                Layer::Relu => input.iter().map(|&v| v.max(0.0)).collect(),
+                Layer::MaxPool2 => {
+                    let (y, arg) = pool_forward(input, n * c, h, w);
+                    argmax[i] = arg;
+                    y
+                }
+                Layer::Linear { weight, bias, inp, out } => {
+                    let mut y: Vec<f32> = (0..n).flat_map(|_| bias.iter().copied()).collect();
+                    // y (n×out) += x (n×inp) · Wᵀ (inp×out)
+                    matmul(n, *out, *inp, input, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true);
+                    y
+                }
+                Layer::GlobalAvgPool => input.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),
+            };
+            acts.push(y);
+        }
+        Activations { values: acts, argmax }
+    }
+
+    /// Back-propagates `grad` (of the last layer's output) down to the input of layer `stop`.
+    fn backward_chunk(&self, acts: &Activations, mut grad: Vec<f32>, n: usize, rule: ReluRule, stop: usize) -> Vec<f32> {
+        for i in (stop..self.layers.len()).rev() {
+            let (c, h, w) = self.shapes[i];
+            let input = &acts.values[i];
+            grad = match &self.layers[i] {
+                Layer::Conv { weight, c_out, k, pad, .. } => conv_input_grad(&grad, n, (c, h, w), weight, *c_out, *k, *pad),
+                Layer::Affine { scale, .. } => {
+                    let hw = h * w;
+                    for (j, plane) in grad.chunks_mut(hw).enumerate() {
+                        let s = scale[j % c];
+                        plane.iter_mut().for_each(|v| *v *= s);
+                    }
+                    grad
+                }
+                Layer::Relu => {
+                    for (g, &x) in grad.iter_mut().zip(input) {
+                        *g = match rule {
+                            ReluRule::Standard => if x > 0.0 { *g } else { 0.0 },
+                            ReluRule::Guided => if x > 0.0 && *g > 0.0 { *g } else { 0.0 },
+                            ReluRule::Deconv => g.max(0.0),
+                        };
+                    }
+                    grad
+                }
+                Layer::MaxPool2 => pool_backward(&acts.argmax[i], &grad, n * c, h, w),
+                Layer::Linear { weight, inp, out, .. } => {
+                    let mut dx = vec![0f32; n * inp];
+                    // dx (n×inp) = g (n×out) · W (out×inp)
+                    matmul(n, *inp, *out, &grad, (*out as isize, 1), weight, (*inp as isize, 1), &mut dx, false);
+                    dx
+                }
+                Layer::GlobalAvgPool => {
+                    let hw = h * w;
+                    grad.iter().flat_map(|&g| std::iter::repeat_n(g / hw as f32, hw)).collect()
+                }
+            };
+        }
+        grad
+    }
+}
+
+/// Every layer's output for a chunk of images (index 0: the input), and for max-pooling layers the position of
+/// each window's maximum (0–3 in scan order).
+struct Activations {
+    values: Vec<Vec<f32>>,
+    argmax: Vec<Vec<u8>>,
+}
+
+/// A buffer whose every element the caller overwrites before reading (a matrix product's output).
+fn uninit(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns, and callers write every element before reading it.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
+/// Output planes at least this large are computed one image at a time (the matrix product is wide enough, and the
+/// result lands in `N×C×H×W` order without a transpose).
+const PER_IMAGE_HW: usize = 128;
+
+/// An engine gradient: `grad`, and the tapped layer's activation when a layer was asked for.
+#[derive(Clone, Debug)]
+pub struct Gradient {
+    pub grad: Vec<f32>,
+    pub activation: Option<Vec<f32>>,
+}
+
+/// ∂S/∂logits for each image: one-hot for the logit; for the probability p_t, p_t·(δ_tj − p_j).
+fn score_gradient(logits: &[f32], targets: &[u32], score: Score, classes: usize) -> Vec<f32> {
+    let mut seed = vec![0f32; targets.len() * classes];
+    for (i, &t) in targets.iter().enumerate() {
+        let row = &mut seed[i * classes..(i + 1) * classes];
+        match score {
+            Score::Logit => row[t as usize] = 1.0,
+            Score::Prob => {
+                let z = &logits[i * classes..(i + 1) * classes];
+                let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                let pt = e[t as usize] / sum;
+                for (j, r) in row.iter_mut().enumerate() {
+                    *r = pt * (if j == t as usize { 1.0 } else { 0.0 } - e[j] / sum);
+                }
+            }
+        }
+    }
+    seed
+}
+
+/// `c (m×n, row-major) (+)= a (m×k) · b (k×n)`, with `a` and `b` given by (row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn matmul(m: usize, n: usize, k: usize, a: &[f32], a_s: (isize, isize), b: &[f32], b_s: (isize, isize), c: &mut [f32], accumulate: bool) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul operands too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the sizes are checked above and the strides describe matrices inside the slices.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            c.as_mut_ptr(), 1, n as isize, accumulate,
+            a.as_ptr(), a_s.1, a_s.0,
+            b.as_ptr(), b_s.1, b_s.0,
+            1.0, 1.0, false, false, false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `(C·k·k) × (n·Ho·Wo)` columns of `n` images.
+fn im2col(x: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+    let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+    let cols = n * ho * wo;
+    let mut out = vec![0f32; c * k * k * cols];
+    for (r, row) in out.chunks_mut(cols).enumerate() {
+        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let lo = pad.saturating_sub(kx);
+        let hi = (w + pad).saturating_sub(kx).min(wo);
+        for ni in 0..n {
+            let plane = &x[(ni * c + ci) * h * w..][..h * w];
+            for oy in 0..ho {
+                let Some(iy) = (oy + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
+                if hi > lo {
+                    let dst = &mut row[ni * ho * wo + oy * wo..][..wo];
+                    dst[lo..hi].copy_from_slice(&plane[iy * w + lo + kx - pad..][..hi - lo]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The adjoint of [`im2col`]: columns summed back into `n` images.
+fn col2im(cols: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+    let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+    let ncols = n * ho * wo;
+    let mut x = vec![0f32; n * c * h * w];
+    for (r, row) in cols.chunks(ncols).enumerate() {
+        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let lo = pad.saturating_sub(kx);
+        let hi = (w + pad).saturating_sub(kx).min(wo);
+        if hi <= lo {
+            continue;
+        }
+        for ni in 0..n {
+            let plane = &mut x[(ni * c + ci) * h * w..][..h * w];
+            for oy in 0..ho {
+                let Some(iy) = (oy + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
+                let src = &row[ni * ho * wo + oy * wo..][lo..hi];
+                let dst = &mut plane[iy * w + lo + kx - pad..][..hi - lo];
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            }
+        }
+    }
+    x
+}
+
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
+fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32], bias: &[f32], c_out: usize, k: usize, pad: usize) -> Vec<f32> {
+    let (c, h, w) = shape;
+    let hw = (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1);
+    let kk = c * k * k;
+    let mut y = uninit(n * c_out * hw);
+    if hw >= PER_IMAGE_HW {
+        // Per image: y_i (c_out × hw) = W (c_out × kk) · cols_i (kk × hw), already in N×C×H×W order.
+        for (xi, yi) in x.chunks(c * h * w).zip(y.chunks_mut(c_out * hw)) {
+            let cols = im2col(xi, 1, shape, k, pad);
+            matmul(c_out, hw, kk, weight, (kk as isize, 1), &cols, (hw as isize, 1), yi, false);
+        }
+    } else {
+        // Batched: out (c_out × n·hw) = W · cols (kk × n·hw), then to N×C×H×W.
+        let cols = im2col(x, n, shape, k, pad);
+        let mut out = uninit(c_out * n * hw);
+        matmul(c_out, n * hw, kk, weight, (kk as isize, 1), &cols, ((n * hw) as isize, 1), &mut out, false);
+        for o in 0..c_out {
+            for ni in 0..n {
+                y[(ni * c_out + o) * hw..][..hw].copy_from_slice(&out[o * n * hw + ni * hw..][..hw]);
+            }
+        }
+    }
+    for (j, plane) in y.chunks_mut(hw).enumerate() {
+        let b = bias[j % c_out];
+        plane.iter_mut().for_each(|v| *v += b);
+    }
+    y
+}
+
+fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32], c_out: usize, k: usize, pad: usize) -> Vec<f32> {
+    let (c, h, w) = shape;
+    let hw = (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1);
+    let kk = c * k * k;
+    if hw >= PER_IMAGE_HW {
+        // Per image: dcols_i (kk × hw) = Wᵀ (kk × c_out) · g_i (c_out × hw), folded back at once.
+        let mut dx = Vec::with_capacity(n * c * h * w);
+        let mut dcols = uninit(kk * hw);
+        for gi in grad.chunks(c_out * hw) {
+            matmul(kk, hw, c_out, weight, (1, kk as isize), gi, (hw as isize, 1), &mut dcols, false);
+            dx.extend_from_slice(&col2im(&dcols, 1, shape, k, pad));
+        }
+        return dx;
+    }
+    // Batched: g (c_out × n·hw) gathered from the N×C×H×W gradient, dcols (kk × n·hw) = Wᵀ · g.
+    let mut g = uninit(c_out * n * hw);
+    for ni in 0..n {
+        for o in 0..c_out {
+            g[o * n * hw + ni * hw..][..hw].copy_from_slice(&grad[(ni * c_out + o) * hw..][..hw]);
+        }
+    }
+    let mut dcols = uninit(kk * n * hw);
+    matmul(kk, n * hw, c_out, weight, (1, kk as isize), &g, ((n * hw) as isize, 1), &mut dcols, false);
+    col2im(&dcols, n, shape, k, pad)
+}
+
+/// 2×2 max-pooling of `planes` planes, and the position (0–3) of each window's first maximum.
+fn pool_forward(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut y = uninit(planes * ho * wo);
+    let mut arg = vec![0u8; planes * ho * wo];
+    for ((p, yp), ap) in x.chunks(h * w).take(planes).zip(y.chunks_mut(ho * wo)).zip(arg.chunks_mut(ho * wo)) {
+        for oy in 0..ho {
+            let (r0, r1) = (&p[2 * oy * w..][..w], &p[(2 * oy + 1) * w..][..w]);
+            for ox in 0..wo {
+                let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                let mut best = 0;
+                for j in 1..4 {
+                    if v[j] > v[best] {
+                        best = j;
+                    }
+                }
+                yp[oy * wo + ox] = v[best];
+                ap[oy * wo + ox] = best as u8;
+            }
+        }
+    }
+    (y, arg)
+}
+
+/// Each pooled gradient to its window's maximum; every other input position (including a dropped odd last row or
+/// column) gets zero.
+fn pool_backward(arg: &[u8], grad: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut dx = uninit(planes * h * w);
+    for ((d, g), a) in dx.chunks_mut(h * w).zip(grad.chunks(ho * wo)).zip(arg.chunks(ho * wo)) {
+        for oy in 0..ho {
+            let (r0, r1) = d[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+            for ox in 0..wo {
+                let (gv, best) = (g[oy * wo + ox], a[oy * wo + ox]);
+                r0[2 * ox] = if best == 0 { gv } else { 0.0 };
+                r0[2 * ox + 1] = if best == 1 { gv } else { 0.0 };
+                r1[2 * ox] = if best == 2 { gv } else { 0.0 };
+                r1[2 * ox + 1] = if best == 3 { gv } else { 0.0 };
+            }
+            if w % 2 == 1 {
+                r0[w - 1] = 0.0;
+                r1[w - 1] = 0.0;
+            }
+        }
+        if h % 2 == 1 {
+            d[(h - 1) * w..].fill(0.0);
+        }
+    }
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::{autograd_input_gradient, autograd_layer_gradient, input_gradient, layer_gradient};
+    use crate::data::DatasetKind;
+    use crate::models::{Arch, Classifier, ModelSpec};
+    use crate::nn::Pass;
+    use crate::ops::test_util::{random, rel_diff};
+    use crate::params::{init_model, Checkpoint};
+    use candle_core::{Device, Tensor};
+
+    /// A model with constant (checkpoint) weights, and non-trivial BatchNorm statistics.
+    fn constant_model(arch: Arch, dataset: DatasetKind, seed: u64) -> Box<dyn Classifier> {
+        let spec = ModelSpec { arch, dataset };
+        let (map, _) = init_model(spec, seed, &Device::Cpu).unwrap();
+        for (k, v) in map.data().lock().unwrap().iter() {
+            if k.contains("features.1") || k.contains("features.5") || k.contains("features.9") {
+                let r = random(v.dims(), k.len() as u64).unwrap();
+                v.set(&(r.abs().unwrap() + 0.5).unwrap()).unwrap();
+            }
+        }
+        Checkpoint::from_varmap(spec, &map, Default::default()).unwrap().model().unwrap()
+    }
+
+    /// The engine equals autograd: logits, input gradients under every ReLU rule and both scores, and every
+    /// layer's activation and gradient, on both data sets, over more images than one work unit (19: a partial
+    /// chunk too).
+    #[test]
+    fn engine_equals_autograd() -> crate::Result<()> {
+        for dataset in DatasetKind::ALL {
+            for arch in [Arch::SimpleCnn, Arch::Cam] {
+                let m = constant_model(arch, dataset, 3);
+                let plan = m.engine().expect("an engine for constant SimpleCNN/CAM weights");
+                let (c, s) = (dataset.channels(), dataset.side());
+                let n = 19;
+                let x = (random(&[n, c, s, s], 5)? * 2.0)?;
+                let targets: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+                let logits = plan.forward(&x.flatten_all()?.to_vec1()?, n)?;
+                let want = m.forward(&x, &Pass::EVAL)?;
+                assert!(rel_diff(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want)? < 1e-5, "{arch} {dataset} logits");
+                for rule in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconv] {
+                    for score in [Score::Logit, Score::Prob] {
+                        let fast = input_gradient(m.as_ref(), &x, &targets, score, rule)?;
+                        let slow = autograd_input_gradient(m.as_ref(), &x, &targets, score, rule)?;
+                        let d = rel_diff(&fast, &slow)?;
+                        assert!(d < 1e-4, "{arch} {dataset} {rule:?} {score:?}: {d}");
+                    }
+                }
+                for layer in 0..m.tap_points() {
+                    let (fa, fg) = layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
+                    let (sa, sg) = autograd_layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
+                    assert!(rel_diff(&fa, &sa)? < 1e-5, "{arch} {dataset} layer {layer} activation");
+                    assert!(rel_diff(&fg, &sg)? < 1e-4, "{arch} {dataset} layer {layer} gradient");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// No engine where it would be wrong: CBAM (no attention kernels) and weights being trained.
+    #[test]
+    fn no_engine_for_cbam_or_training() {
+        assert!(constant_model(Arch::Cbam, DatasetKind::Mnist, 1).engine().is_none());
+        let (_, training) = init_model(ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist }, 1, &Device::Cpu).unwrap();
+        assert!(training.engine().is_none());
+    }
+
+    /// Hand-derived: a 1-channel 4×4 image through conv (3×3 of ones, pad 1), ReLU, pool, GAP, linear.
+    #[test]
+    fn tiny_network_by_hand() -> crate::Result<()> {
+        let plan = Plan::new(
+            (1, 4, 4),
+            vec![
+                Layer::Conv { weight: vec![1.0; 9], bias: vec![0.0], c_in: 1, c_out: 1, k: 3, pad: 1 },
+                Layer::Relu,
+                Layer::MaxPool2,
+                Layer::GlobalAvgPool,
+                Layer::Linear { weight: vec![2.0, -1.0], bias: vec![0.5, 0.0], inp: 1, out: 2 },
+            ],
+            4,
+        )?;
+        // A single 1 at (0,0): the conv output is 1 on the 2×2 top-left block, else 0.
+        let mut x = vec![0.0; 16];
+        x[0] = 1.0;
+        // Pooled: [1, 0; 0, 0] (the top-left window's first maximum is (0,0)); mean 0.25; logits [1.0, −0.25].
+        assert_eq!(plan.forward(&x, 1)?, vec![1.0, -0.25]);
+        // ∂logit0/∂x: 2 · 1/4 through the pooled (0,0) ← conv output (0,0) ← the 3×3 neighbourhood of (0,0).
+        let g = plan.gradient(&x, 1, &[0], Score::Logit, ReluRule::Standard, None)?.grad;
+        let mut want = vec![0.0; 16];
+        for i in [0, 1, 4, 5] {
+            want[i] = 0.5;
+        }
+        assert_eq!(g, want);
+        assert!(plan.gradient(&x, 1, &[2], Score::Logit, ReluRule::Standard, None).unwrap_err().to_string().contains("outside 0..2"));
+        assert!(plan.gradient(&x, 2, &[0, 0], Score::Logit, ReluRule::Standard, None).unwrap_err().to_string().contains("not 2 images"));
+        Ok(())
+    }
+}
