@@ -42,7 +42,7 @@ pub struct Plan {
 }
 
 /// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
-const CHUNK: usize = 16;
+const CHUNK: usize = 32;
 
 impl Plan {
     /// Checks the layers against the input shape and records every layer's output shape.
@@ -173,10 +173,10 @@ impl Plan {
                 Layer::Conv { weight, bias, c_out, k, pad, .. } => conv_forward(input, n, (c, h, w), weight, bias, *c_out, *k, *pad),
                 Layer::Affine { scale, shift } => {
                     let hw = h * w;
-                    let mut y = input.clone();
-                    for (j, plane) in y.chunks_mut(hw).enumerate() {
+                    let mut y = uninit(input.len());
+                    for (j, (plane, src)) in y.chunks_mut(hw).zip(input.chunks(hw)).enumerate() {
                         let (s, t) = (scale[j % c], shift[j % c]);
-                        plane.iter_mut().for_each(|v| *v = *v * s + t);
+                        plane.iter_mut().zip(src).for_each(|(v, &x)| *v = x * s + t);
                     }
                     y
                 }
@@ -336,10 +336,16 @@ fn im2col(x: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: 
 }
 
 /// The adjoint of [`im2col`]: columns summed back into `n` images.
-fn col2im(cols: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+fn col2im(cols: &[f32], n: usize, shape: (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+    let mut x = vec![0f32; n * shape.0 * shape.1 * shape.2];
+    col2im_into(cols, n, shape, k, pad, &mut x);
+    x
+}
+
+/// [`col2im`] into `x`, which must be zero.
+fn col2im_into(cols: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize, x: &mut [f32]) {
     let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
     let ncols = n * ho * wo;
-    let mut x = vec![0f32; n * c * h * w];
     for (r, row) in cols.chunks(ncols).enumerate() {
         let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
         let lo = pad.saturating_sub(kx);
@@ -357,7 +363,6 @@ fn col2im(cols: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pa
             }
         }
     }
-    x
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -397,11 +402,11 @@ fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight:
     let kk = c * k * k;
     if hw >= PER_IMAGE_HW {
         // Per image: dcols_i (kk × hw) = Wᵀ (kk × c_out) · g_i (c_out × hw), folded back at once.
-        let mut dx = Vec::with_capacity(n * c * h * w);
+        let mut dx = vec![0f32; n * c * h * w];
         let mut dcols = uninit(kk * hw);
-        for gi in grad.chunks(c_out * hw) {
+        for (gi, dxi) in grad.chunks(c_out * hw).zip(dx.chunks_mut(c * h * w)) {
             matmul(kk, hw, c_out, weight, (1, kk as isize), gi, (hw as isize, 1), &mut dcols, false);
-            dx.extend_from_slice(&col2im(&dcols, 1, shape, k, pad));
+            col2im_into(&dcols, 1, shape, k, pad, dxi);
         }
         return dx;
     }
@@ -425,16 +430,15 @@ fn pool_forward(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<
     for ((p, yp), ap) in x.chunks(h * w).take(planes).zip(y.chunks_mut(ho * wo)).zip(arg.chunks_mut(ho * wo)) {
         for oy in 0..ho {
             let (r0, r1) = (&p[2 * oy * w..][..w], &p[(2 * oy + 1) * w..][..w]);
+            let (yr, ar) = (&mut yp[oy * wo..][..wo], &mut ap[oy * wo..][..wo]);
             for ox in 0..wo {
-                let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                let mut best = 0;
-                for j in 1..4 {
-                    if v[j] > v[best] {
-                        best = j;
-                    }
-                }
-                yp[oy * wo + ox] = v[best];
-                ap[oy * wo + ox] = best as u8;
+                // The first maximum in scan order (0,0), (0,1), (1,0), (1,1), found pairwise without branches.
+                let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+                let (top, top_i) = if b > a { (b, 1u8) } else { (a, 0u8) };
+                let (bottom, bottom_i) = if d > c { (d, 3u8) } else { (c, 2u8) };
+                let (m, i) = if bottom > top { (bottom, bottom_i) } else { (top, top_i) };
+                yr[ox] = m;
+                ar[ox] = i;
             }
         }
     }
