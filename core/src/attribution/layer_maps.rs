@@ -23,6 +23,24 @@ fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> Result<Tensor> {
 
 /// The Grad-CAM map at `layer`, before up-sampling (`N×1×h×w`).
 fn grad_cam_coarse(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, layer: usize) -> Result<Tensor> {
+    if let Some(plan) = model.engine() {
+        // The same formula on the engine's buffers, without intermediate tensors.
+        let n = x.dim(0)?;
+        let g = plan.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, ReluRule::Standard, Some(layer))?;
+        let act = g.activation.expect("a layer was asked for");
+        let (c, h, w) = plan.layer_shape(layer);
+        let hw = h * w;
+        let mut map = vec![0f32; n * hw];
+        for (i, m) in map.chunks_mut(hw).enumerate() {
+            for k in 0..c {
+                let plane = (i * c + k) * hw;
+                let alpha = g.grad[plane..plane + hw].iter().sum::<f32>() / hw as f32;
+                m.iter_mut().zip(&act[plane..plane + hw]).for_each(|(v, a)| *v += alpha * a);
+            }
+            m.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        return Ok(Tensor::from_vec(map, (n, 1, h, w), x.device())?);
+    }
     let (act, grad) = layer_gradient(model, x, targets, score, ReluRule::Standard, layer)?;
     let alpha = grad.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
     Ok(act.broadcast_mul(&alpha)?.sum_keepdim(1)?.relu()?)
