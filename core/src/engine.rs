@@ -29,6 +29,34 @@ pub enum Layer {
     Linear { weight: Vec<f32>, bias: Vec<f32>, inp: usize, out: usize },
     /// Mean over the spatial positions.
     GlobalAvgPool,
+    /// A CBAM attention block (Woo et al. 2018), as the seed defines it (see `models/cbam.rs`).
+    Cbam(Box<CbamParams>),
+}
+
+/// CBAM's parameters: the channel MLP (`w1`: hidden × c, `w2`: c × hidden) and the spatial branch (a `k×k`
+/// convolution from 2 channels to 1 with padding `k/2`, then BatchNorm as `scale`, `shift`).
+#[derive(Clone, Debug)]
+pub struct CbamParams {
+    pub w1: Vec<f32>,
+    pub b1: Vec<f32>,
+    pub w2: Vec<f32>,
+    pub b2: Vec<f32>,
+    pub hidden: usize,
+    pub conv: Vec<f32>,
+    pub conv_bias: f32,
+    pub k: usize,
+    pub scale: f32,
+    pub shift: f32,
+}
+
+impl CbamParams {
+    fn check(&self, c: usize) -> std::result::Result<(), String> {
+        let h = self.hidden;
+        if self.w1.len() != h * c || self.b1.len() != h || self.w2.len() != c * h || self.b2.len() != c || self.conv.len() != 2 * self.k * self.k || self.k % 2 == 0 {
+            return Err(format!("CBAM parameters do not fit {c} channels"));
+        }
+        Ok(())
+    }
 }
 
 /// A network as a sequence of layers; `features[k]` is the output of layer `k` (the seed's numbering).
@@ -37,8 +65,8 @@ pub struct Plan {
     layers: Vec<Layer>,
     /// `(channels, height, width)` of the input and of each layer's output (flat outputs are `(len, 1, 1)`).
     shapes: Vec<(usize, usize, usize)>,
-    /// Number of layers whose outputs can be tapped (`features[0..taps]`).
-    taps: usize,
+    /// `features[k]` is the output of layer `taps[k]`.
+    taps: Vec<usize>,
 }
 
 /// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
@@ -46,7 +74,7 @@ const CHUNK: usize = 32;
 
 impl Plan {
     /// Checks the layers against the input shape and records every layer's output shape.
-    pub fn new(input: (usize, usize, usize), layers: Vec<Layer>, taps: usize) -> Result<Self> {
+    pub fn new(input: (usize, usize, usize), layers: Vec<Layer>, taps: Vec<usize>) -> Result<Self> {
         let bad = |i: usize, what: String| Error::InvalidArgument(format!("plan layer {i}: {what}"));
         let mut shapes = vec![input];
         for (i, layer) in layers.iter().enumerate() {
@@ -78,8 +106,15 @@ impl Plan {
                     (*out, 1, 1)
                 }
                 Layer::GlobalAvgPool => (c, 1, 1),
+                Layer::Cbam(p) => {
+                    p.check(c).map_err(|e| bad(i, e))?;
+                    (c, h, w)
+                }
             };
             shapes.push(next);
+        }
+        if let Some(t) = taps.iter().find(|&&t| t >= layers.len()) {
+            return Err(bad(*t, "a tap names a layer that does not exist".into()));
         }
         Ok(Plan { layers, shapes, taps })
     }
@@ -96,7 +131,7 @@ impl Plan {
 
     /// `(channels, height, width)` of `features[layer]`.
     pub fn layer_shape(&self, layer: usize) -> (usize, usize, usize) {
-        self.shapes[layer + 1]
+        self.shapes[self.taps[layer] + 1]
     }
 
     pub fn classes(&self) -> usize {
@@ -126,9 +161,10 @@ impl Plan {
         if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
             crate::invalid!("target class {t} is outside 0..{}", self.classes());
         }
-        if let Some(l) = layer.filter(|&l| l >= self.taps) {
-            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.taps);
+        if let Some(l) = layer.filter(|&l| l >= self.taps.len()) {
+            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.taps.len());
         }
+        let layer = layer.map(|l| self.taps[l]);
         let per_image = self.input_len();
         let out_len = layer.map_or(per_image, |l| self.len_after(l));
         let mut grad = vec![0f32; n * out_len];
@@ -165,6 +201,7 @@ impl Plan {
     fn forward_chunk(&self, x: &[f32], n: usize) -> Activations {
         let mut acts = Vec::with_capacity(self.layers.len() + 1);
         let mut argmax = vec![Vec::new(); self.layers.len()];
+        let mut cbam: Vec<Option<CbamState>> = (0..self.layers.len()).map(|_| None).collect();
         acts.push(x.to_vec());
         for (i, layer) in self.layers.iter().enumerate() {
             let input = acts.last().expect("previous activation");
@@ -193,10 +230,15 @@ impl Plan {
                     y
                 }
                 Layer::GlobalAvgPool => input.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),
+                Layer::Cbam(p) => {
+                    let (y, state) = cbam_forward(p, input, n, (c, h, w));
+                    cbam[i] = Some(state);
+                    y
+                }
             };
             acts.push(y);
         }
-        Activations { values: acts, argmax }
+        Activations { values: acts, argmax, cbam }
     }
 
     /// Back-propagates `grad` (of the last layer's output) down to the input of layer `stop`.
@@ -216,11 +258,7 @@ impl Plan {
                 }
                 Layer::Relu => {
                     for (g, &x) in grad.iter_mut().zip(input) {
-                        *g = match rule {
-                            ReluRule::Standard => if x > 0.0 { *g } else { 0.0 },
-                            ReluRule::Guided => if x > 0.0 && *g > 0.0 { *g } else { 0.0 },
-                            ReluRule::Deconv => g.max(0.0),
-                        };
+                        *g = relu_backward(rule, *g, x);
                     }
                     grad
                 }
@@ -235,6 +273,7 @@ impl Plan {
                     let hw = h * w;
                     grad.iter().flat_map(|&g| std::iter::repeat_n(g / hw as f32, hw)).collect()
                 }
+                Layer::Cbam(p) => cbam_backward(p, acts.cbam[i].as_ref().expect("CBAM state"), input, &grad, n, (c, h, w), rule),
             };
         }
         grad
@@ -246,6 +285,7 @@ impl Plan {
 struct Activations {
     values: Vec<Vec<f32>>,
     argmax: Vec<Vec<u8>>,
+    cbam: Vec<Option<CbamState>>,
 }
 
 /// A buffer whose every element the caller overwrites before reading (a matrix product's output).
@@ -422,6 +462,188 @@ fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight:
     col2im(&dcols, n, shape, k, pad)
 }
 
+/// The ReLU backward `rule` for gradient `g` at pre-activation `x`.
+fn relu_backward(rule: ReluRule, g: f32, x: f32) -> f32 {
+    match rule {
+        ReluRule::Standard => if x > 0.0 { g } else { 0.0 },
+        ReluRule::Guided => if x > 0.0 && g > 0.0 { g } else { 0.0 },
+        ReluRule::Deconv => g.max(0.0),
+    }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// What CBAM's backward pass needs from its forward pass (per image: `c` channels, `hw` positions).
+struct CbamState {
+    /// Position of each channel's spatial maximum (`n×c`).
+    channel_argmax: Vec<usize>,
+    /// MLP pre-activations for the average and the max descriptor (`n×hidden` each).
+    z_avg: Vec<f32>,
+    z_max: Vec<f32>,
+    /// Channel gate (`n×c`) and the gated input `x1` (`n×c×hw`).
+    gate: Vec<f32>,
+    x1: Vec<f32>,
+    /// Channel of each position's maximum over channels (`n×hw`).
+    position_argmax: Vec<usize>,
+    /// Spatial pre-activation (after BatchNorm, before the ReLU) and gate (`n×hw` each).
+    t: Vec<f32>,
+    spatial_gate: Vec<f32>,
+}
+
+/// `v` (`c`) through `w` (`rows × c`) + `b`.
+fn affine_rows(w: &[f32], b: &[f32], v: &[f32]) -> Vec<f32> {
+    b.iter().enumerate().map(|(r, &bias)| bias + w[r * v.len()..][..v.len()].iter().zip(v).map(|(a, x)| a * x).sum::<f32>()).collect()
+}
+
+/// `g` (`rows`) back through `w` (`rows × cols`): `wᵀ·g`.
+fn affine_rows_t(w: &[f32], g: &[f32], cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; cols];
+    for (r, &gv) in g.iter().enumerate() {
+        out.iter_mut().zip(&w[r * cols..][..cols]).for_each(|(o, a)| *o += a * gv);
+    }
+    out
+}
+
+fn cbam_forward(p: &CbamParams, x: &[f32], n: usize, (c, h, w): (usize, usize, usize)) -> (Vec<f32>, CbamState) {
+    let hw = h * w;
+    let hid = p.hidden;
+    let mut st = CbamState {
+        channel_argmax: vec![0; n * c],
+        z_avg: vec![0.0; n * hid],
+        z_max: vec![0.0; n * hid],
+        gate: vec![0.0; n * c],
+        x1: vec![0.0; n * c * hw],
+        position_argmax: vec![0; n * hw],
+        t: vec![0.0; n * hw],
+        spatial_gate: vec![0.0; n * hw],
+    };
+    let mut pooled = vec![0f32; n * 2 * hw];
+    for i in 0..n {
+        let xi = &x[i * c * hw..][..c * hw];
+        let mut avg = vec![0f32; c];
+        let mut max = vec![0f32; c];
+        for ch in 0..c {
+            let plane = &xi[ch * hw..][..hw];
+            avg[ch] = plane.iter().sum::<f32>() / hw as f32;
+            let mut best = 0;
+            for (j, &v) in plane.iter().enumerate() {
+                if v > plane[best] {
+                    best = j;
+                }
+            }
+            max[ch] = plane[best];
+            st.channel_argmax[i * c + ch] = best;
+        }
+        let za = affine_rows(&p.w1, &p.b1, &avg);
+        let zm = affine_rows(&p.w1, &p.b1, &max);
+        let relu = |z: &[f32]| z.iter().map(|v| v.max(0.0)).collect::<Vec<f32>>();
+        let oa = affine_rows(&p.w2, &p.b2, &relu(&za));
+        let om = affine_rows(&p.w2, &p.b2, &relu(&zm));
+        st.z_avg[i * hid..][..hid].copy_from_slice(&za);
+        st.z_max[i * hid..][..hid].copy_from_slice(&zm);
+        for ch in 0..c {
+            let g = sigmoid(oa[ch] + om[ch]);
+            st.gate[i * c + ch] = g;
+            let (src, dst) = (&xi[ch * hw..][..hw], &mut st.x1[(i * c + ch) * hw..][..hw]);
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * g);
+        }
+        let x1 = &st.x1[i * c * hw..][..c * hw];
+        for q in 0..hw {
+            let (mut best, mut sum) = (0, 0f32);
+            for ch in 0..c {
+                let v = x1[ch * hw + q];
+                if v > x1[best * hw + q] {
+                    best = ch;
+                }
+                sum += v;
+            }
+            st.position_argmax[i * hw + q] = best;
+            pooled[i * 2 * hw + q] = x1[best * hw + q];
+            pooled[i * 2 * hw + hw + q] = sum / c as f32;
+        }
+    }
+    let s = conv_forward(&pooled, n, (2, h, w), &p.conv, &[p.conv_bias], 1, p.k, p.k / 2);
+    for (j, &sv) in s.iter().enumerate() {
+        let t = sv * p.scale + p.shift;
+        st.t[j] = t;
+        st.spatial_gate[j] = sigmoid(t.max(0.0));
+    }
+    let mut y = st.x1.clone();
+    for i in 0..n {
+        let g = &st.spatial_gate[i * hw..][..hw];
+        for plane in y[i * c * hw..][..c * hw].chunks_mut(hw) {
+            plane.iter_mut().zip(g).for_each(|(v, &gv)| *v *= gv);
+        }
+    }
+    (y, st)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cbam_backward(p: &CbamParams, st: &CbamState, x: &[f32], dy: &[f32], n: usize, (c, h, w): (usize, usize, usize), rule: ReluRule) -> Vec<f32> {
+    let hw = h * w;
+    let hid = p.hidden;
+    // y = x1 · g (spatial): the gradient of x1 directly, and of the spatial pre-activation through sigmoid ∘ ReLU.
+    let mut dx1 = vec![0f32; n * c * hw];
+    let mut dt = vec![0f32; n * hw];
+    for i in 0..n {
+        for q in 0..hw {
+            let g = st.spatial_gate[i * hw + q];
+            let mut dg = 0f32;
+            for ch in 0..c {
+                let j = (i * c + ch) * hw + q;
+                dx1[j] = dy[j] * g;
+                dg += dy[j] * st.x1[j];
+            }
+            let t = st.t[i * hw + q];
+            dt[i * hw + q] = relu_backward(rule, dg * g * (1.0 - g), t) * p.scale;
+        }
+    }
+    // Through the spatial convolution to the pooled maps, then to x1 (max: its first channel; mean: all channels).
+    let dpooled = conv_input_grad(&dt, n, (2, h, w), &p.conv, 1, p.k, p.k / 2);
+    for i in 0..n {
+        for q in 0..hw {
+            let (dmax, dmean) = (dpooled[i * 2 * hw + q], dpooled[i * 2 * hw + hw + q] / c as f32);
+            for ch in 0..c {
+                dx1[(i * c + ch) * hw + q] += dmean;
+            }
+            dx1[(i * c + st.position_argmax[i * hw + q]) * hw + q] += dmax;
+        }
+    }
+    // x1 = x · gate (channel): the gradient of x directly, and of the gate through the sigmoid and the shared MLP
+    // back to the average (all positions) and the maximum (its position) of each channel.
+    let mut dx = vec![0f32; n * c * hw];
+    for i in 0..n {
+        let mut dlogit = vec![0f32; c];
+        for ch in 0..c {
+            let gate = st.gate[i * c + ch];
+            let base = (i * c + ch) * hw;
+            let mut dgate = 0f32;
+            for q in 0..hw {
+                dx[base + q] = dx1[base + q] * gate;
+                dgate += dx1[base + q] * x[base + q];
+            }
+            dlogit[ch] = dgate * gate * (1.0 - gate);
+        }
+        let dr = affine_rows_t(&p.w2, &dlogit, hid);
+        for (z, is_max) in [(&st.z_avg, false), (&st.z_max, true)] {
+            let dz: Vec<f32> = dr.iter().zip(&z[i * hid..][..hid]).map(|(&g, &zv)| relu_backward(rule, g, zv)).collect();
+            let dv = affine_rows_t(&p.w1, &dz, c);
+            for ch in 0..c {
+                let base = (i * c + ch) * hw;
+                if is_max {
+                    dx[base + st.channel_argmax[i * c + ch]] += dv[ch];
+                } else {
+                    let share = dv[ch] / hw as f32;
+                    dx[base..base + hw].iter_mut().for_each(|v| *v += share);
+                }
+            }
+        }
+    }
+    dx
+}
+
 /// 2×2 max-pooling of `planes` planes, and the position (0–3) of each window's first maximum.
 fn pool_forward(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
     let (ho, wo) = (h / 2, w / 2);
@@ -502,9 +724,9 @@ mod tests {
     #[test]
     fn engine_equals_autograd() -> crate::Result<()> {
         for dataset in DatasetKind::ALL {
-            for arch in [Arch::SimpleCnn, Arch::Cam] {
+            for arch in Arch::ALL {
                 let m = constant_model(arch, dataset, 3);
-                let plan = m.engine().expect("an engine for constant SimpleCNN/CAM weights");
+                let plan = m.engine().expect("an engine for constant weights");
                 let (c, s) = (dataset.channels(), dataset.side());
                 let n = 19;
                 let x = (random(&[n, c, s, s], 5)? * 2.0)?;
@@ -531,10 +753,9 @@ mod tests {
         Ok(())
     }
 
-    /// No engine where it would be wrong: CBAM (no attention kernels) and weights being trained.
+    /// No engine for weights being trained.
     #[test]
-    fn no_engine_for_cbam_or_training() {
-        assert!(constant_model(Arch::Cbam, DatasetKind::Mnist, 1).engine().is_none());
+    fn no_engine_while_training() {
         let (_, training) = init_model(ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist }, 1, &Device::Cpu).unwrap();
         assert!(training.engine().is_none());
     }
@@ -551,7 +772,7 @@ mod tests {
                 Layer::GlobalAvgPool,
                 Layer::Linear { weight: vec![2.0, -1.0], bias: vec![0.5, 0.0], inp: 1, out: 2 },
             ],
-            4,
+            (0..4).collect(),
         )?;
         // A single 1 at (0,0): the conv output is 1 on the 2×2 top-left block, else 0.
         let mut x = vec![0.0; 16];

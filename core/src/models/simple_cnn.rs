@@ -55,16 +55,16 @@ pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
 }
 
 impl SimpleCnn {
-    /// The layers for the evaluation-mode engine: not for CBAM (its attention has no engine kernels yet), nor for
-    /// weights being trained (variables) or off the CPU.
+    /// The layers for the evaluation-mode engine: not for weights being trained (variables) or off the CPU.
     fn build_plan(&self) -> Option<Plan> {
         let weight = self.convs[0].weight();
-        if !self.cbams.is_empty() || weight.is_variable() || !weight.device().is_cpu() {
+        if weight.is_variable() || !weight.device().is_cpu() {
             return None;
         }
         let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok();
         let mut layers = Vec::new();
-        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+        let mut taps = Vec::new();
+        for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
             let (c_out, c_in, k, _) = conv.weight().dims4().ok()?;
             if conv.stride() != 1 {
                 return None;
@@ -74,10 +74,15 @@ impl SimpleCnn {
                 None => vec![0.0; c_out],
             };
             layers.push(Layer::Conv { weight: flat(conv.weight())?, bias, c_in, c_out, k, pad: conv.padding() });
+            taps.push(layers.len() - 1);
+            if let Some(cbam) = self.cbams.get(i) {
+                layers.push(Layer::Cbam(Box::new(cbam.engine_params()?)));
+            }
             let (scale, shift) = bn.eval_affine().ok()?;
-            layers.push(Layer::Affine { scale: flat(&scale)?, shift: flat(&shift)? });
-            layers.push(Layer::Relu);
-            layers.push(Layer::MaxPool2);
+            for layer in [Layer::Affine { scale: flat(&scale)?, shift: flat(&shift)? }, Layer::Relu, Layer::MaxPool2] {
+                layers.push(layer);
+                taps.push(layers.len() - 1);
+            }
         }
         let linear = |l: &Linear| -> Option<Layer> {
             let (out, inp) = l.weight().dims2().ok()?;
@@ -95,7 +100,7 @@ impl SimpleCnn {
             }
         }
         let kind = self.spec.dataset;
-        Plan::new((kind.channels(), kind.side(), kind.side()), layers, self.tap_points()).ok()
+        Plan::new((kind.channels(), kind.side(), kind.side()), layers, taps).ok()
     }
 }
 
