@@ -52,7 +52,7 @@ pub struct CbamParams {
 impl CbamParams {
     fn check(&self, c: usize) -> std::result::Result<(), String> {
         let h = self.hidden;
-        if self.w1.len() != h * c || self.b1.len() != h || self.w2.len() != c * h || self.b2.len() != c || self.conv.len() != 2 * self.k * self.k || self.k % 2 == 0 {
+        if self.w1.len() != h * c || self.b1.len() != h || self.w2.len() != c * h || self.b2.len() != c || self.conv.len() != 2 * self.k * self.k || self.k.is_multiple_of(2) {
             return Err(format!("CBAM parameters do not fit {c} channels"));
         }
         Ok(())
@@ -406,7 +406,6 @@ fn col2im_into(cols: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usiz
 }
 
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32], bias: &[f32], c_out: usize, k: usize, pad: usize) -> Vec<f32> {
     let (c, h, w) = shape;
     let hw = (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1);
@@ -616,7 +615,7 @@ fn cbam_backward(p: &CbamParams, st: &CbamState, x: &[f32], dy: &[f32], n: usize
     let mut dx = vec![0f32; n * c * hw];
     for i in 0..n {
         let mut dlogit = vec![0f32; c];
-        for ch in 0..c {
+        for (ch, dl) in dlogit.iter_mut().enumerate() {
             let gate = st.gate[i * c + ch];
             let base = (i * c + ch) * hw;
             let mut dgate = 0f32;
@@ -624,7 +623,7 @@ fn cbam_backward(p: &CbamParams, st: &CbamState, x: &[f32], dy: &[f32], n: usize
                 dx[base + q] = dx1[base + q] * gate;
                 dgate += dx1[base + q] * x[base + q];
             }
-            dlogit[ch] = dgate * gate * (1.0 - gate);
+            *dl = dgate * gate * (1.0 - gate);
         }
         let dr = affine_rows_t(&p.w2, &dlogit, hid);
         for (z, is_max) in [(&st.z_avg, false), (&st.z_max, true)] {
