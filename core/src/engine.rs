@@ -653,12 +653,9 @@ fn pool_forward(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<
             let (r0, r1) = (&p[2 * oy * w..][..w], &p[(2 * oy + 1) * w..][..w]);
             let (yr, ar) = (&mut yp[oy * wo..][..wo], &mut ap[oy * wo..][..wo]);
             for ox in 0..wo {
-                // The first maximum in scan order (0,0), (0,1), (1,0), (1,1), found pairwise without branches.
-                let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-                let (top, top_i) = if b > a { (b, 1u8) } else { (a, 0u8) };
-                let (bottom, bottom_i) = if d > c { (d, 3u8) } else { (c, 2u8) };
-                let (m, i) = if bottom > top { (bottom, bottom_i) } else { (top, top_i) };
-                yr[ox] = m;
+                let window = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                let i = crate::ops::window_argmax(window);
+                yr[ox] = window[i as usize];
                 ar[ox] = i;
             }
         }

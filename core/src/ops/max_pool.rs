@@ -8,17 +8,23 @@ use rayon::prelude::*;
 
 struct MaxPool2x2;
 
+/// Position (0–3, in scan order (0,0), (0,1), (1,0), (1,1)) of the maximum of a 2×2 window `[a, b, c, d]`: the first
+/// maximum, a NaN counting as the maximum (PyTorch's rules). Found pairwise without branches; the evaluation-mode
+/// engine uses it too.
+#[inline]
+pub(crate) fn window_argmax([a, b, c, d]: [f32; 4]) -> u8 {
+    let wins = |new: f32, old: f32| new > old || new.is_nan();
+    let (top, top_i) = if wins(b, a) { (b, 1) } else { (a, 0) };
+    let (bottom, bottom_i) = if wins(d, c) { (d, 3) } else { (c, 2) };
+    if wins(bottom, top) { bottom_i } else { top_i }
+}
+
 /// Index (within the input plane) of the maximum of the 2×2 window at output `(oy, ox)`.
 #[inline]
 fn argmax(plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
     let base = 2 * oy * w + 2 * ox;
-    let mut best = base;
-    for idx in [base + 1, base + w, base + w + 1] {
-        if plane[idx] > plane[best] || plane[idx].is_nan() {
-            best = idx;
-        }
-    }
-    best
+    let offsets = [0, 1, w, w + 1];
+    base + offsets[window_argmax(offsets.map(|o| plane[base + o])) as usize]
 }
 
 impl CustomOp1 for MaxPool2x2 {
