@@ -11,7 +11,7 @@
 //! engine against the autograd path for every model, rule and layer.
 
 use crate::attribution::Score;
-use crate::ops::ReluRule;
+use crate::ops::{Geometry, ReluRule};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -352,25 +352,12 @@ fn matmul(m: usize, n: usize, k: usize, a: &[f32], a_s: (isize, isize), b: &[f32
     }
 }
 
-/// `(C·k·k) × (n·Ho·Wo)` columns of `n` images.
-fn im2col(x: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
-    let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
-    let cols = n * ho * wo;
-    let mut out = vec![0f32; c * k * k * cols];
-    for (r, row) in out.chunks_mut(cols).enumerate() {
-        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let lo = pad.saturating_sub(kx);
-        let hi = (w + pad).saturating_sub(kx).min(wo);
-        for ni in 0..n {
-            let plane = &x[(ni * c + ci) * h * w..][..h * w];
-            for oy in 0..ho {
-                let Some(iy) = (oy + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
-                if hi > lo {
-                    let dst = &mut row[ni * ho * wo + oy * wo..][..wo];
-                    dst[lo..hi].copy_from_slice(&plane[iy * w + lo + kx - pad..][..hi - lo]);
-                }
-            }
-        }
+/// `(C·k·k) × (n·Ho·Wo)` columns of `n` images (the autograd convolution's unfolding, run on this thread).
+fn im2col(x: &[f32], n: usize, shape: (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+    let g = Geometry::stride_one(n, shape, k, pad);
+    let mut out = vec![0f32; g.rows() * g.cols()];
+    for (r, row) in out.chunks_mut(g.cols()).enumerate() {
+        g.im2col_row(x, r, row);
     }
     out
 }
@@ -383,25 +370,10 @@ fn col2im(cols: &[f32], n: usize, shape: (usize, usize, usize), k: usize, pad: u
 }
 
 /// [`col2im`] into `x`, which must be zero.
-fn col2im_into(cols: &[f32], n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize, x: &mut [f32]) {
-    let (ho, wo) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
-    let ncols = n * ho * wo;
-    for (r, row) in cols.chunks(ncols).enumerate() {
-        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let lo = pad.saturating_sub(kx);
-        let hi = (w + pad).saturating_sub(kx).min(wo);
-        if hi <= lo {
-            continue;
-        }
-        for ni in 0..n {
-            let plane = &mut x[(ni * c + ci) * h * w..][..h * w];
-            for oy in 0..ho {
-                let Some(iy) = (oy + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
-                let src = &row[ni * ho * wo + oy * wo..][lo..hi];
-                let dst = &mut plane[iy * w + lo + kx - pad..][..hi - lo];
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            }
-        }
+fn col2im_into(cols: &[f32], n: usize, shape: (usize, usize, usize), k: usize, pad: usize, x: &mut [f32]) {
+    let g = Geometry::stride_one(n, shape, k, pad);
+    for (p, plane) in x.chunks_mut(shape.1 * shape.2).enumerate() {
+        g.col2im_plane(cols, p, plane);
     }
 }
 

@@ -6,8 +6,9 @@ use super::{dims4, output, slice_f32, tensor_like, with_f32};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// The shape of one convolution: `n` images of `c×h×w`, a `kh×kw` kernel, square stride and zero padding.
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
+pub(crate) struct Geometry {
     n: usize,
     c: usize,
     h: usize,
@@ -26,11 +27,11 @@ impl Geometry {
         (self.w + 2 * self.pad - self.kw) / self.stride + 1
     }
     /// Columns of the unfolded matrix: one per output position of every image.
-    fn cols(&self) -> usize {
+    pub(crate) fn cols(&self) -> usize {
         self.n * self.out_h() * self.out_w()
     }
     /// Rows of the unfolded matrix: one per (input channel, kernel row, kernel column).
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.c * self.kh * self.kw
     }
     /// Range of output columns `ox` whose input column `ox * stride + kx - pad` lies inside the image.
@@ -42,6 +43,61 @@ impl Geometry {
     }
     fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
         (oy * self.stride + ky).checked_sub(self.pad).filter(|&iy| iy < self.h)
+    }
+
+    /// A `k×k` kernel, stride 1.
+    pub(crate) fn stride_one(n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize) -> Self {
+        Geometry { n, c, h, w, kh: k, kw: k, stride: 1, pad }
+    }
+
+    /// Row `r` of the unfolded matrix of `x` (`row` holds `cols()` zeros; positions in the padding stay zero).
+    pub(crate) fn im2col_row(&self, x: &[f32], r: usize, row: &mut [f32]) {
+        let (ho, wo, per_image) = (self.out_h(), self.out_w(), self.out_h() * self.out_w());
+        let (ci, ky, kx) = (r / (self.kh * self.kw), (r / self.kw) % self.kh, r % self.kw);
+        let (lo, hi) = self.valid_ox(kx);
+        for ni in 0..self.n {
+            let plane = &x[(ni * self.c + ci) * self.h * self.w..][..self.h * self.w];
+            for oy in 0..ho {
+                let Some(iy) = self.input_row(oy, ky) else { continue };
+                let src = &plane[iy * self.w..][..self.w];
+                let dst = &mut row[ni * per_image + oy * wo..][..wo];
+                if self.stride == 1 {
+                    let start = lo + kx - self.pad;
+                    dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                } else {
+                    for ox in lo..hi {
+                        dst[ox] = src[ox * self.stride + kx - self.pad];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Input plane `plane_idx` (image `plane_idx / c`, channel `plane_idx % c`) of the folded-back matrix `cols`,
+    /// added into `plane`: the adjoint of [`Geometry::im2col_row`].
+    pub(crate) fn col2im_plane(&self, cols: &[f32], plane_idx: usize, plane: &mut [f32]) {
+        let (ho, wo, per_image, ncols) = (self.out_h(), self.out_w(), self.out_h() * self.out_w(), self.cols());
+        let (ni, ci) = (plane_idx / self.c, plane_idx % self.c);
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let r = (ci * self.kh + ky) * self.kw + kx;
+                let row = &cols[r * ncols + ni * per_image..][..per_image];
+                let (lo, hi) = self.valid_ox(kx);
+                for oy in 0..ho {
+                    let Some(iy) = self.input_row(oy, ky) else { continue };
+                    let src = &row[oy * wo..][..wo];
+                    let dst = &mut plane[iy * self.w..][..self.w];
+                    if self.stride == 1 {
+                        let start = lo + kx - self.pad;
+                        dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]).for_each(|(d, s)| *d += s);
+                    } else {
+                        for ox in lo..hi {
+                            dst[ox * self.stride + kx - self.pad] += src[ox];
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -58,28 +114,8 @@ impl CustomOp1 for Im2Col {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let x = slice_f32(storage, layout)?;
-        let (ho, wo, per_image) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
         let mut cols = vec![0f32; g.rows() * g.cols()];
-        cols.par_chunks_mut(g.cols()).enumerate().for_each(|(r, row)| {
-            let (ci, ky, kx) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-            let (lo, hi) = g.valid_ox(kx);
-            for ni in 0..g.n {
-                let plane = &x[(ni * g.c + ci) * g.h * g.w..][..g.h * g.w];
-                for oy in 0..ho {
-                    let Some(iy) = g.input_row(oy, ky) else { continue };
-                    let src = &plane[iy * g.w..][..g.w];
-                    let dst = &mut row[ni * per_image + oy * wo..][..wo];
-                    if g.stride == 1 {
-                        let start = lo + kx - g.pad;
-                        dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                    } else {
-                        for ox in lo..hi {
-                            dst[ox] = src[ox * g.stride + kx - g.pad];
-                        }
-                    }
-                }
-            }
-        });
+        cols.par_chunks_mut(g.cols()).enumerate().for_each(|(r, row)| g.im2col_row(x, r, row));
         Ok(output(cols, (g.rows(), g.cols())))
     }
 
@@ -96,26 +132,8 @@ impl CustomOp1 for Col2Im {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let cols = slice_f32(storage, layout)?;
-        let (ho, wo, per_image, ncols) = (g.out_h(), g.out_w(), g.out_h() * g.out_w(), g.cols());
         let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
-        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane_idx, plane)| {
-            let (ni, ci) = (plane_idx / g.c, plane_idx % g.c);
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let r = (ci * g.kh + ky) * g.kw + kx;
-                    let row = &cols[r * ncols + ni * per_image..][..per_image];
-                    let (lo, hi) = g.valid_ox(kx);
-                    for oy in 0..ho {
-                        let Some(iy) = g.input_row(oy, ky) else { continue };
-                        let src = &row[oy * wo..][..wo];
-                        let dst = &mut plane[iy * g.w..][..g.w];
-                        for ox in lo..hi {
-                            dst[ox * g.stride + kx - g.pad] += src[ox];
-                        }
-                    }
-                }
-            }
-        });
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(p, plane)| g.col2im_plane(cols, p, plane));
         Ok(output(dx, (g.n, g.c, g.h, g.w)))
     }
 }

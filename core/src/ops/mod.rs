@@ -12,6 +12,7 @@ mod relu;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub use conv::{conv2d, conv2d_reference};
+pub(crate) use conv::Geometry;
 pub use matmul::{matmul_left, matmul_right};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_reference};
 pub(crate) use max_pool::window_argmax;
