@@ -168,21 +168,19 @@ impl Plan {
         let per_image = self.input_len();
         let out_len = layer.map_or(per_image, |l| self.len_after(l));
         let mut grad = vec![0f32; n * out_len];
-        let mut activation = vec![0f32; if layer.is_some() { n * out_len } else { 0 }];
-        let act_chunks: Vec<&mut [f32]> = if layer.is_some() { activation.chunks_mut(CHUNK * out_len).collect() } else { Vec::new() };
-        let mut act_chunks: Vec<Option<&mut [f32]>> = act_chunks.into_iter().map(Some).collect();
-        act_chunks.resize_with(n.div_ceil(CHUNK), || None);
+        // The tapped activation (filled only when a layer is asked for).
+        let mut activation = vec![0f32; n * out_len];
         grad.par_chunks_mut(CHUNK * out_len)
+            .zip(activation.par_chunks_mut(CHUNK * out_len))
             .zip(x.par_chunks(CHUNK * per_image))
             .zip(targets.par_chunks(CHUNK))
-            .zip(act_chunks.into_par_iter())
-            .for_each(|(((g, xs), ts), act)| {
+            .for_each(|(((g, a), xs), ts)| {
                 let m = ts.len();
                 let acts = self.forward_chunk(xs, m);
                 let seed = score_gradient(acts.values.last().expect("logits"), ts, score, self.classes());
                 let stop = layer.map_or(0, |l| l + 1);
                 g.copy_from_slice(&self.backward_chunk(&acts, seed, m, rule, stop));
-                if let (Some(a), Some(l)) = (act, layer) {
+                if let Some(l) = layer {
                     a.copy_from_slice(&acts.values[l + 1]);
                 }
             });

@@ -40,7 +40,8 @@ const CASES: [(&str, &str, usize, usize); 15] = [
 pub fn digit(i: usize) -> Vec<f32> {
     let tensors = candle_core::safetensors::load_buffer(DIGITS, &Device::Cpu).expect("stored digits");
     let x = tensors["inputs"].get(i).expect("digit index").flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    x.iter().map(|v| v * 0.3081 + 0.1307).collect()
+    let kind = whitebox_core::data::DatasetKind::Mnist;
+    x.iter().map(|v| v * kind.std()[0] + kind.mean()[0]).collect()
 }
 
 /// Every case's result, named `model/case`: probabilities, and raw maps.
