@@ -12,4 +12,5 @@ pub mod params;
 pub mod train;
 pub mod attribution;
 pub mod engine;
+pub mod evaluation;
 pub mod render;
