@@ -1,6 +1,8 @@
 //! The `whitebox` command line: fetch data, train, evaluate and inspect image classifiers.
 
+mod chart;
 mod datasets;
+mod evaluate;
 mod explain;
 mod fsutil;
 mod inspect;
@@ -77,6 +79,67 @@ struct DataDir {
     /// Data directory (default: $WHITEBOX_DATA, else ./data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ShardArgs {
+    /// Run only shard I of N (`I/N`): every N-th unit. Default: from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or
+    /// JOB_COMPLETION_INDEX (with --shard-count), else all units.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Number of shards when the index comes from the environment.
+    #[arg(long)]
+    shard_count: Option<usize>,
+}
+
+#[derive(Args)]
+struct SweepCli {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Comma-separated methods (default: the seed's seven and the baselines random, sobel, co).
+    #[arg(long, default_value = "vbp,ib,deconvnet,gb,ig,gc,gbgc,random,sobel,co")]
+    methods: String,
+    /// Fractions of pixels removed, comma-separated.
+    #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
+    thresholds: String,
+    /// Trainings per setting, with seeds --seed, --seed + 1, …; the report shows mean ± std.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Training epochs (default: the seed's 30).
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    #[arg(long, value_parser = ["constant", "cosine"], default_value = "constant")]
+    schedule: String,
+    #[arg(long, default_value_t = 223)]
+    seed: u64,
+    /// Use only the first N training images (split 80/20 into train and validation).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// What a removed pixel becomes: the data set's mean (Hooker et al.) or black.
+    #[arg(long, value_parser = ["mean", "zero"])]
+    fill: Option<String>,
+    #[arg(long, value_parser = ["signed", "absolute"], default_value = "signed")]
+    ranking: String,
+    /// The seed's protocol: mask the training images only, with black; validate and test on unmodified images.
+    #[arg(long)]
+    seed_variant: bool,
+    /// IG steps.
+    #[arg(long, default_value_t = 50)]
+    ig_steps: usize,
+    /// Output directory, shared by ROAR and KAR (default: runs/roar-kar-<dataset>-<model>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    shard: ShardArgs,
+    #[command(flatten)]
+    data: DataDir,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +272,51 @@ enum Command {
         layers_out: Option<PathBuf>,
         #[command(flatten)]
         data: DataDir,
+    },
+    /// Selectivity (the seed's, after Montavon et al.): remove the most relevant pixel, recompute the map, repeat;
+    /// record accuracy and the true class's score per step. Resumable and shardable: one unit per method.
+    Selectivity {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Comma-separated methods (default: the seed's seven).
+        #[arg(long, default_value = "vbp,ib,deconvnet,gb,ig,gc,gbgc")]
+        methods: String,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Pixels removed per step (1 as the seed; more for a faster variant).
+        #[arg(long, default_value_t = 1)]
+        pixels_per_step: usize,
+        /// Fraction of the test set, drawn with --sample-seed (the seed: 10 %).
+        #[arg(long, default_value_t = 0.1)]
+        sample: f64,
+        #[arg(long, default_value_t = 0)]
+        sample_seed: u64,
+        /// What a removed pixel becomes: black as the seed, or the data set's mean.
+        #[arg(long, value_parser = ["zero", "mean"], default_value = "zero")]
+        fill: String,
+        #[arg(long, value_parser = ["signed", "absolute"], default_value = "signed")]
+        ranking: String,
+        /// IG steps.
+        #[arg(long, default_value_t = 50)]
+        ig_steps: usize,
+        /// Output directory (default: runs/selectivity-<dataset>-<model>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        shard: ShardArgs,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// ROAR (Hooker et al. 2019): remove the most relevant pixels of train and test images, retrain, test.
+    Roar(SweepCli),
+    /// KAR (Hooker et al. 2019): remove the least relevant pixels of train and test images, retrain, test.
+    Kar(SweepCli),
+    /// Merge the results of a Selectivity / ROAR / KAR directory (all shards) into figures and a markdown table.
+    Report {
+        dir: PathBuf,
+        /// Output directory (default: DIR/report).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Rewrite a checkpoint with another float type (e.g. f16 to ship it).
     Convert {
@@ -344,6 +452,32 @@ fn run(cli: Cli) -> Result<()> {
             let dir = datasets::data_dir(data.data_dir.as_deref());
             explain::coherence(&checkpoint, &out, layers_out.as_deref(), &dir, &Device::Cpu)?;
         }
+        Command::Selectivity {
+            checkpoint, methods, steps, pixels_per_step, sample, sample_seed, fill, ranking, ig_steps, out, shard, data,
+        } => {
+            use whitebox_core::evaluation::{Fill, Ranking, SelectivityConfig};
+            let spec = inspect::load_checkpoint(&checkpoint, &Device::Cpu)?.spec;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/selectivity-{}-{}", spec.dataset, spec.arch)));
+            evaluate::selectivity::run(evaluate::selectivity::SelectivityArgs {
+                checkpoint,
+                methods: evaluate::parse_methods(&methods)?,
+                config: SelectivityConfig { steps, pixels_per_step, fill: Fill::parse(&fill)?, ranking: Ranking::parse(&ranking)?, batch: 500 },
+                sample,
+                sample_seed,
+                ig_steps,
+                out: out.clone(),
+                shard: evaluate::shard_from(shard.shard.as_deref(), shard.shard_count)?,
+                data_dir: datasets::data_dir(data.data_dir.as_deref()),
+            })?;
+            report_and_print(&out)?;
+        }
+        Command::Roar(args) => sweep(whitebox_core::evaluation::Mode::Roar, args)?,
+        Command::Kar(args) => sweep(whitebox_core::evaluation::Mode::Kar, args)?,
+        Command::Report { dir, out } => {
+            for path in evaluate::report::write(&dir, out.as_deref())? {
+                println!("{}", path.display());
+            }
+        }
         Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model.into(), dataset: dataset.into() })?,
         Command::Convert { checkpoint, out, dtype } => {
             let dtype = match dtype {
@@ -354,6 +488,57 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Rewrites the directory's report after a worker finishes (every worker does; the last one sees every unit).
+fn report_and_print(out: &std::path::Path) -> Result<()> {
+    match evaluate::report::write(out, None) {
+        Ok(paths) => {
+            for p in paths {
+                println!("{}", p.display());
+            }
+        }
+        Err(e) => ui::note(format!("no report yet: {e:#}")),
+    }
+    Ok(())
+}
+
+fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
+    use whitebox_core::evaluation::{Fill, Ranking};
+    let spec = inspect::load_checkpoint(&a.checkpoint, &Device::Cpu)?.spec;
+    let thresholds = a
+        .thresholds
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<f64>().map_err(|_| anyhow::anyhow!("bad threshold '{t}' (expected a fraction such as 0.5)")))
+        .collect::<Result<Vec<_>>>()?;
+    let defaults = TrainConfig::seed_defaults(spec.dataset);
+    let config = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, lr: a.lr, schedule: Schedule::parse(&a.schedule)?, seed: a.seed, ..defaults };
+    let fill = match (a.fill.as_deref(), a.seed_variant) {
+        (Some(f), _) => Fill::parse(f)?,
+        (None, true) => Fill::Zero,
+        (None, false) => Fill::Mean,
+    };
+    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/roar-kar-{}-{}", spec.dataset, spec.arch)));
+    evaluate::remove_retrain::run(evaluate::remove_retrain::SweepArgs {
+        checkpoint: a.checkpoint,
+        mode,
+        methods: evaluate::parse_methods(&a.methods)?,
+        thresholds,
+        repeats: a.repeats,
+        config,
+        limit: a.limit,
+        test_limit: a.test_limit,
+        fill,
+        ranking: Ranking::parse(&a.ranking)?,
+        seed_variant: a.seed_variant,
+        ig_steps: a.ig_steps,
+        out: out.clone(),
+        shard: evaluate::shard_from(a.shard.shard.as_deref(), a.shard.shard_count)?,
+        data_dir: datasets::data_dir(a.data.data_dir.as_deref()),
+    })?;
+    report_and_print(&out)
 }
 
 /// Tensors of several megabytes are allocated and freed for every layer of every batch. glibc serves such blocks

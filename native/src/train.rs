@@ -41,7 +41,8 @@ const LOG: &str = "log.json";
 /// The data set's validation split is fixed (seed 223 as the seed's), independent of the training seed.
 const SPLIT_SEED: u64 = 223;
 
-fn save_state(path: &Path, state: &TrainState, log: &TrainLog) -> Result<()> {
+/// Writes a resumable training state (weights, optimiser, epoch count and history) with `metadata`, atomically.
+pub fn save_state(path: &Path, state: &TrainState, mut metadata: BTreeMap<String, String>) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (k, t) in &state.weights.tensors {
         tensors.insert(format!("model/{k}"), t.clone());
@@ -49,23 +50,23 @@ fn save_state(path: &Path, state: &TrainState, log: &TrainLog) -> Result<()> {
     for (k, t) in &state.optimizer {
         tensors.insert(format!("optim/{k}"), t.clone());
     }
-    let mut metadata = BTreeMap::new();
-    metadata.insert("log".to_string(), serde_json::to_string(log)?);
     metadata.insert("epochs_done".to_string(), state.epochs_done.to_string());
+    metadata.insert("history".to_string(), serde_json::to_string(&state.history)?);
     let ck = Checkpoint { spec: state.weights.spec, tensors, metadata };
     // The container is a checkpoint-shaped safetensors file; its keys are prefixed, so it is not loadable as a model.
     let bytes = ck.to_bytes(DType::F32)?;
     fsutil::write_atomic(path, &bytes)
 }
 
-fn load_state(path: &Path, spec: ModelSpec, device: &Device) -> Result<(TrainState, TrainLog)> {
+/// Reads what [`save_state`] wrote: the state and its metadata.
+pub fn load_state(path: &Path, spec: ModelSpec, device: &Device) -> Result<(TrainState, BTreeMap<String, String>)> {
     let bytes = fsutil::read(path)?;
     let ck = Checkpoint::from_bytes_unchecked(&path.display().to_string(), &bytes, device)?;
     if ck.spec != spec {
         bail!("{} holds a {} {} run, not {} {}", path.display(), ck.spec.arch, ck.spec.dataset, spec.arch, spec.dataset);
     }
-    let log: TrainLog = serde_json::from_str(ck.metadata.get("log").context("state without log")?)?;
     let epochs_done: usize = ck.metadata.get("epochs_done").context("state without epoch count")?.parse()?;
+    let history = serde_json::from_str(ck.metadata.get("history").context("state without history")?)?;
     let mut weights = HashMap::new();
     let mut optimizer = HashMap::new();
     for (k, t) in ck.tensors {
@@ -76,7 +77,7 @@ fn load_state(path: &Path, spec: ModelSpec, device: &Device) -> Result<(TrainSta
         }
     }
     let weights = Checkpoint { spec, tensors: weights, metadata: BTreeMap::new() };
-    Ok((TrainState { weights, optimizer, epochs_done, history: log.epochs.clone() }, log))
+    Ok((TrainState { weights, optimizer, epochs_done, history }, ck.metadata))
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -104,7 +105,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         best_val_acc: -1.0,
     };
     if state_path.exists() {
-        let (state, saved_log) = load_state(&state_path, spec, &device)?;
+        let (state, metadata) = load_state(&state_path, spec, &device)?;
+        let saved_log: TrainLog = serde_json::from_str(metadata.get("log").context("state without log")?)?;
         if saved_log.config != config || saved_log.limit != limit {
             bail!(
                 "{} holds a run with other settings ({}); use another --out or remove it",
@@ -156,7 +158,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             fsutil::write_atomic(&out.join(BEST), &bytes)?;
         }
         fsutil::write_atomic(&out.join(LOG), serde_json::to_string_pretty(&log)?.as_bytes())?;
-        save_state(&state_path, &trainer.state()?, &log)?;
+        save_state(&state_path, &trainer.state()?, BTreeMap::from([("log".to_string(), serde_json::to_string(&log)?)]))?;
     }
     ui::note(format!(
         "done in {:.0} s: best validation accuracy {:.4} at epoch {}; checkpoint {}",

@@ -27,7 +27,7 @@ impl Ranking {
 
 /// The relevance of each of the `map.len() / channels` pixel locations of one image's map (`C×H×W`).
 pub fn pixel_relevance(map: &[f32], channels: usize, ranking: Ranking) -> Result<Vec<f32>> {
-    if channels == 0 || map.is_empty() || map.len() % channels != 0 {
+    if channels == 0 || map.is_empty() || !map.len().is_multiple_of(channels) {
         crate::invalid!("a map of {} values does not have {channels} equal channels", map.len());
     }
     let plane = map.len() / channels;

@@ -1,0 +1,111 @@
+//! `whitebox selectivity`, `whitebox roar`, `whitebox kar` and `whitebox report`: the evaluations of
+//! `whitebox_core::evaluation` as jobs of independent units. Every unit writes its result atomically (a temporary
+//! file, then a rename) and a rerun of the same command skips finished units, so a killed sweep resumes where it
+//! stopped; a unit that takes long also saves its progress as it goes. `--shard I/N` (or Slurm's `SLURM_ARRAY_TASK_ID` /
+//! `SLURM_ARRAY_TASK_COUNT`, or Kubernetes' `JOB_COMPLETION_INDEX` with `--shard-count`) gives a worker every N-th
+//! unit, so a job array runs a sweep on many machines writing into one shared directory.
+
+pub mod remove_retrain;
+pub mod report;
+pub mod selectivity;
+
+use crate::{datasets, fsutil, inspect::load_checkpoint};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use whitebox_core::attribution::{Explanation, Method, Riemann, Settings};
+use whitebox_core::evaluation::Shard;
+use whitebox_core::params::Checkpoint;
+
+/// The shard of this worker: `--shard`, else Slurm's array variables, else Kubernetes' completion index (with the
+/// count from `--shard-count`), else everything.
+pub fn shard_from(flag: Option<&str>, count_flag: Option<usize>) -> Result<Shard> {
+    if let Some(s) = flag {
+        return Ok(Shard::parse(s)?);
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let number = |name: &str, v: String| v.trim().parse::<usize>().with_context(|| format!("{name}={v} is not a number"));
+    if let Some(index) = var("SLURM_ARRAY_TASK_ID") {
+        let index = number("SLURM_ARRAY_TASK_ID", index)?;
+        let min = var("SLURM_ARRAY_TASK_MIN").map(|v| number("SLURM_ARRAY_TASK_MIN", v)).transpose()?.unwrap_or(0);
+        let count = match (count_flag, var("SLURM_ARRAY_TASK_COUNT")) {
+            (Some(n), _) => n,
+            (None, Some(v)) => number("SLURM_ARRAY_TASK_COUNT", v)?,
+            (None, None) => bail!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass --shard-count"),
+        };
+        return Ok(Shard::new(index - min.min(index), count)?);
+    }
+    if let Some(index) = var("JOB_COMPLETION_INDEX") {
+        let index = number("JOB_COMPLETION_INDEX", index)?;
+        let count = count_flag.context("JOB_COMPLETION_INDEX is set: pass --shard-count N (the Job's completions)")?;
+        return Ok(Shard::new(index, count)?);
+    }
+    if let Some(n) = count_flag {
+        bail!("--shard-count {n} without a shard index (--shard I/N, SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX)");
+    }
+    Ok(Shard::ALL)
+}
+
+/// The methods of a comma-separated list, in the order given, without repeats.
+pub fn parse_methods(list: &str) -> Result<Vec<Method>> {
+    let mut out = Vec::new();
+    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let m = Method::parse(m)?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    if out.is_empty() {
+        bail!("no method given");
+    }
+    Ok(out)
+}
+
+/// A method's id as the CLI spells it.
+pub fn method_id(m: Method) -> String {
+    serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The explanation each evaluation uses for `method`: the class logit, default layers, IG with `ig_steps`.
+pub fn explanation(method: Method, ig_steps: usize, batch: usize) -> Explanation {
+    Explanation {
+        settings: Settings { steps: ig_steps, riemann: Riemann::Trapezoid, layer: None, batch, seed: 0 },
+        ..Explanation::of(method)
+    }
+}
+
+/// The checkpoint and the SHA-256 of its file (recorded so that a directory never mixes results of two models).
+pub fn checkpoint_with_hash(path: &Path) -> Result<(Checkpoint, String)> {
+    let ck = load_checkpoint(path, &Device::Cpu)?;
+    Ok((ck, datasets::sha256_hex(&fsutil::read(path)?)))
+}
+
+/// Writes `settings` to `path` the first time; afterwards checks that a rerun uses the same settings.
+pub fn check_settings<T: Serialize + DeserializeOwned + PartialEq>(path: &Path, settings: &T) -> Result<()> {
+    if path.exists() {
+        let saved: serde_json::Value = serde_json::from_slice(&fsutil::read(path)?).with_context(|| format!("reading {}", path.display()))?;
+        let now = serde_json::to_value(settings)?;
+        if saved != now {
+            bail!(
+                "{} holds results made with other settings:\n  saved: {saved}\n  now:   {now}\nuse another --out, or the saved settings",
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    fsutil::write_atomic(path, serde_json::to_string_pretty(settings)?.as_bytes())
+}
+
+/// A JSON file, or None when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = fsutil::read(path)?;
+    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid result file", path.display()))?))
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    fsutil::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}

@@ -1,0 +1,321 @@
+//! `whitebox roar` and `whitebox kar`: for each (mode, method, threshold, seed) unit, mask the train and test images
+//! by the method's maps (computed once with the given checkpoint, cached in `maps/`), retrain from scratch with the
+//! same hyper-parameters and record the test accuracy in `units/<unit>.json`. One `baseline` unit per seed trains
+//! on the unmodified images (threshold 0). A unit's training saves its state after every epoch
+//! (`work/<unit>/state.safetensors`) and resumes from it.
+
+use super::{check_settings, checkpoint_with_hash, explanation, method_id, read_json, write_json};
+use crate::train::{load_state, save_state};
+use crate::{datasets, fsutil, ui};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use whitebox_core::attribution::Method;
+use whitebox_core::data::{train_validation_split, DatasetKind, ImageSet};
+use whitebox_core::evaluation::{pixel_relevance, remove_pixels, Fill, Mode, Ranking, Shard};
+use whitebox_core::models::{Classifier, ModelSpec};
+use whitebox_core::train::{evaluate, EpochLog, TrainConfig, Trainer};
+
+/// The validation split of the training images, fixed as in `whitebox train`.
+const SPLIT_SEED: u64 = 223;
+/// Images per cached map file.
+const MAP_CHUNK: usize = 2048;
+
+pub struct SweepArgs {
+    pub checkpoint: PathBuf,
+    pub mode: Mode,
+    pub methods: Vec<Method>,
+    pub thresholds: Vec<f64>,
+    pub repeats: usize,
+    pub config: TrainConfig,
+    pub limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub fill: Fill,
+    pub ranking: Ranking,
+    pub seed_variant: bool,
+    pub ig_steps: usize,
+    pub out: PathBuf,
+    pub shard: Shard,
+    pub data_dir: PathBuf,
+}
+
+/// What every unit of a directory shares: changing any of it needs another directory.
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Settings {
+    checkpoint_sha256: String,
+    arch: String,
+    dataset: String,
+    /// Training hyper-parameters; the seed of repeat r is `config.seed + r`.
+    config: TrainConfig,
+    limit: Option<usize>,
+    test_limit: Option<usize>,
+    fill: Fill,
+    ranking: Ranking,
+    seed_variant: bool,
+    ig_steps: usize,
+    target: String,
+}
+
+/// One retraining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unit {
+    /// None for the baseline (nothing removed).
+    pub mode: Option<Mode>,
+    pub method: Option<Method>,
+    pub threshold: f64,
+    pub seed: u64,
+}
+
+impl Unit {
+    pub fn id(&self) -> String {
+        match (self.mode, self.method) {
+            (Some(mode), Some(method)) => format!("{}-{}-t{:.2}-s{}", mode.name(), method_id(method), self.threshold, self.seed),
+            _ => format!("baseline-s{}", self.seed),
+        }
+    }
+}
+
+/// What a unit measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnitResult {
+    pub unit: Unit,
+    pub test_accuracy: f64,
+    pub test_images: usize,
+    pub train_images: usize,
+    pub epochs: Vec<EpochLog>,
+    pub seconds: f64,
+    /// The worker that ran it (`I/N`).
+    pub shard: String,
+    pub seed_variant: bool,
+}
+
+/// The units of a sweep, in a fixed order (the same in every worker): per seed, the baseline, then each method ×
+/// threshold.
+pub fn units(mode: Mode, methods: &[Method], thresholds: &[f64], seeds: &[u64]) -> Vec<Unit> {
+    let mut out = vec![];
+    for &seed in seeds {
+        out.push(Unit { mode: None, method: None, threshold: 0.0, seed });
+        for &method in methods {
+            for &threshold in thresholds {
+                out.push(Unit { mode: Some(mode), method: Some(method), threshold, seed });
+            }
+        }
+    }
+    out
+}
+
+/// The images a sweep uses: the first `limit` training images (split 80/20 into train and validation) and the first
+/// `test_limit` test images.
+struct Data {
+    train: ImageSet,
+    test: ImageSet,
+}
+
+/// Per-pixel relevance (`N × H·W`) of `method` for every image of `set`, computed in chunks and cached in
+/// `dir/<split>-<start>.safetensors`.
+fn relevance(model: &dyn Classifier, method: Method, ig_steps: usize, ranking: Ranking, set: &ImageSet, dir: &Path, split: &str) -> Result<Vec<f32>> {
+    let kind = model.spec().dataset;
+    let plane = set.height * set.width;
+    let explanation = explanation(method, ig_steps, 128);
+    let chunks: Vec<usize> = (0..set.len()).step_by(MAP_CHUNK).collect();
+    let pb = ui::bar(set.len() as u64, format!("maps {} {split}", explanation.label()));
+    let mut out = Vec::with_capacity(set.len() * plane);
+    for start in chunks {
+        let len = MAP_CHUNK.min(set.len() - start);
+        let path = dir.join(format!("{split}-{start:06}-{len}.safetensors"));
+        let values = if path.exists() {
+            let loaded = candle_core::safetensors::load_buffer(&fsutil::read(&path)?, &Device::Cpu)
+                .with_context(|| format!("reading cached maps {}", path.display()))?;
+            loaded.get("relevance").with_context(|| format!("{} has no relevance tensor", path.display()))?.flatten_all()?.to_vec1::<f32>()?
+        } else {
+            let indices: Vec<usize> = (start..start + len).collect();
+            let (x, y) = set.batch(&indices, kind, &Device::Cpu)?;
+            let targets = y.to_vec1::<u32>()?;
+            let maps = explanation.run(model, &x, &targets, &mut |n| pb.inc(n as u64))?.flatten_all()?.to_vec1::<f32>()?;
+            let per = set.image_len();
+            let mut values = Vec::with_capacity(len * plane);
+            for i in 0..len {
+                values.extend(pixel_relevance(&maps[i * per..(i + 1) * per], set.channels, ranking)?);
+            }
+            let tensor = Tensor::from_vec(values.clone(), (len, plane), &Device::Cpu)?;
+            let bytes = safetensors::serialize([("relevance", tensor)], None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            fsutil::write_atomic(&path, &bytes)?;
+            values
+        };
+        pb.set_position((start + len) as u64);
+        out.extend(values);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    if args.thresholds.iter().any(|t| !(0.0..=1.0).contains(t)) || args.thresholds.is_empty() {
+        bail!("thresholds must be fractions in [0, 1] (got {:?})", args.thresholds);
+    }
+    if args.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    if args.seed_variant && args.fill != Fill::Zero {
+        bail!("--seed-variant fills with zero, as the seed: drop --fill mean");
+    }
+    let (ck, sha) = checkpoint_with_hash(&args.checkpoint)?;
+    let spec = ck.spec;
+    let kind = spec.dataset;
+    let model = ck.model()?;
+    if args.methods.contains(&Method::Cam) && spec.arch != whitebox_core::models::Arch::Cam {
+        bail!("CAM needs a CAM model; {} is {}", args.checkpoint.display(), spec.arch);
+    }
+    let loaded = datasets::load(kind, &args.data_dir)?;
+    let data = Data {
+        train: args.limit.map_or(loaded.train.clone(), |n| loaded.train.take(n)),
+        test: args.test_limit.map_or(loaded.test.clone(), |n| loaded.test.take(n)),
+    };
+    let settings = Settings {
+        checkpoint_sha256: sha,
+        arch: spec.arch.name().into(),
+        dataset: kind.name().into(),
+        config: args.config.clone(),
+        limit: args.limit,
+        test_limit: args.test_limit,
+        fill: args.fill,
+        ranking: args.ranking,
+        seed_variant: args.seed_variant,
+        ig_steps: args.ig_steps,
+        target: "logit of the true class".into(),
+    };
+    check_settings(&args.out.join("sweep.json"), &settings)?;
+    let seeds: Vec<u64> = (0..args.repeats as u64).map(|r| args.config.seed + r).collect();
+    let all = units(args.mode, &args.methods, &args.thresholds, &seeds);
+    let mine = args.shard.select(&all);
+    let todo: Vec<Unit> = mine.iter().filter(|u| !unit_path(&args.out, u).exists()).cloned().collect();
+    ui::note(format!(
+        "{}: {} units in the sweep, {} for shard {}/{}, {} finished, {} to run",
+        args.mode.name().to_uppercase(),
+        all.len(),
+        mine.len(),
+        args.shard.index,
+        args.shard.count,
+        mine.len() - todo.len(),
+        todo.len()
+    ));
+    let overall = ui::bar(todo.len() as u64, format!("{} units", args.mode.name()));
+    let mut cache: HashMap<Method, (Vec<f32>, Vec<f32>)> = HashMap::new();
+    for unit in todo {
+        let started = Instant::now();
+        let fill = args.fill.raw(kind);
+        let (train, test) = match (unit.mode, unit.method) {
+            (Some(mode), Some(method)) => {
+                if !cache.contains_key(&method) {
+                    let dir = args.out.join("maps").join(method_id(method));
+                    let maps = overall.suspend(|| -> Result<_> {
+                        let tr = relevance(model.as_ref(), method, args.ig_steps, args.ranking, &data.train, &dir, "train")?;
+                        let te = relevance(model.as_ref(), method, args.ig_steps, args.ranking, &data.test, &dir, "test")?;
+                        Ok((tr, te))
+                    })?;
+                    cache.clear(); // one method's maps at a time: units are ordered by method
+                    cache.insert(method, maps);
+                }
+                let (train_rel, test_rel) = &cache[&method];
+                let train = remove_pixels(&data.train, train_rel, mode, unit.threshold, &fill)?;
+                let test = if args.seed_variant { data.test.clone() } else { remove_pixels(&data.test, test_rel, mode, unit.threshold, &fill)? };
+                (train, test)
+            }
+            _ => (data.train.clone(), data.test.clone()),
+        };
+        let result = overall.suspend(|| retrain(&args, spec, &unit, &train, &test, &data.train))?;
+        let result = UnitResult { seconds: started.elapsed().as_secs_f64(), ..result };
+        write_json(&unit_path(&args.out, &unit), &result)?;
+        let _ = std::fs::remove_dir_all(args.out.join("work").join(unit.id()));
+        overall.inc(1);
+        overall.suspend(|| ui::note(format!("{:<28} test accuracy {:.4} ({:.0} s)", unit.id(), result.test_accuracy, result.seconds)));
+    }
+    overall.finish_and_clear();
+    Ok(())
+}
+
+pub fn unit_path(out: &Path, unit: &Unit) -> PathBuf {
+    out.join("units").join(format!("{}.json", unit.id()))
+}
+
+/// Trains a fresh model on `train` (split into train and validation; in the seed's variant the validation images
+/// come unmasked from `original`), resuming from the unit's saved state, and measures it on `test`.
+fn retrain(args: &SweepArgs, spec: ModelSpec, unit: &Unit, train: &ImageSet, test: &ImageSet, original: &ImageSet) -> Result<UnitResult> {
+    let device = Device::Cpu;
+    let config = TrainConfig { seed: unit.seed, ..args.config.clone() };
+    let split = train_validation_split(train.len(), 0.2, SPLIT_SEED)?;
+    if split.train.is_empty() || split.validation.is_empty() {
+        bail!("too few training images ({}) for a train/validation split", train.len());
+    }
+    let validation_set = if args.seed_variant { original } else { train };
+    let mut trainer = Trainer::new(spec, config.clone(), &device)?;
+    let state_path = args.out.join("work").join(unit.id()).join("state.safetensors");
+    if state_path.exists() {
+        let (state, _) = load_state(&state_path, spec, &device)?;
+        trainer.restore(&state)?;
+    }
+    while trainer.epochs_done < config.epochs {
+        let epoch = trainer.epochs_done + 1;
+        let t0 = Instant::now();
+        let pb = ui::bar(split.train.len().div_ceil(config.batch_size) as u64, format!("{} {epoch}/{}", unit.id(), config.epochs));
+        let (train_loss, train_acc, lr) = trainer.train_epoch(train, &split.train, &mut |done, _, loss| {
+            pb.set_position(done as u64);
+            pb.set_prefix(format!("loss {loss:.4}"));
+        })?;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let val = evaluate(trainer.model(), validation_set, &split.validation, 500, &device, &mut |_| {})?;
+        trainer.history.push(EpochLog {
+            epoch,
+            lr,
+            train_loss,
+            train_acc,
+            val_loss: val.loss(),
+            val_acc: val.accuracy(),
+            seconds: t0.elapsed().as_secs_f64(),
+            train_images_per_second: split.train.len() as f64 / train_seconds,
+        });
+        save_state(&state_path, &trainer.state()?, BTreeMap::from([("unit".to_string(), unit.id())]))?;
+    }
+    let all: Vec<usize> = (0..test.len()).collect();
+    let eval = evaluate(trainer.model(), test, &all, 500, &device, &mut |_| {})?;
+    Ok(UnitResult {
+        unit: unit.clone(),
+        test_accuracy: eval.accuracy(),
+        test_images: test.len(),
+        train_images: split.train.len(),
+        epochs: trainer.history.clone(),
+        seconds: 0.0,
+        shard: format!("{}/{}", args.shard.index, args.shard.count),
+        seed_variant: args.seed_variant,
+    })
+}
+
+/// Every finished unit in `out`.
+pub fn results(out: &Path) -> Result<Vec<UnitResult>> {
+    let dir = out.join("units");
+    let mut all = vec![];
+    if !dir.is_dir() {
+        return Ok(all);
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    paths.sort();
+    for p in paths {
+        all.extend(read_json::<UnitResult>(&p)?);
+    }
+    Ok(all)
+}
+
+/// `DatasetKind` of a sweep directory (for the report's seed numbers).
+pub fn dataset_of(out: &Path) -> Result<Option<(String, DatasetKind)>> {
+    let Some(v) = read_json::<serde_json::Value>(&out.join("sweep.json"))? else { return Ok(None) };
+    let arch = v["arch"].as_str().unwrap_or_default().to_string();
+    Ok(Some((arch, DatasetKind::parse(v["dataset"].as_str().unwrap_or_default())?)))
+}

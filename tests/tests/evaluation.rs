@@ -1,0 +1,231 @@
+//! Selectivity, ROAR and KAR through the command line: a reduced sweep end to end, kill-and-resume at random moments
+//! (results equal an uninterrupted run, no partial result file is ever visible), and shards run as separate
+//! processes covering every unit exactly once.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use whitebox_e2e::*;
+
+const CHECKPOINT: &str = "weights/mnist/simple-cnn.safetensors";
+
+/// A small sweep: 600 training images (480 train, 120 validation), 200 test images, one epoch, two thresholds.
+fn sweep_args<'a>(mode: &'a str, out: &'a str, data: &'a str, checkpoint: &'a str) -> Vec<&'a str> {
+    vec![
+        mode, "--checkpoint", checkpoint, "--methods", "vbp,random", "--thresholds", "0.3,0.9", "--limit", "600",
+        "--test-limit", "200", "--epochs", "2", "--lr", "0.05", "--data-dir", data, "--out", out, "--quiet",
+    ]
+}
+
+fn checkpoint() -> String {
+    repo_root().join(CHECKPOINT).to_string_lossy().into_owned()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{} is not complete JSON: {e}", path.display()))
+}
+
+/// Every visible (not dot-prefixed) file under `units/` and `selectivity/` is a complete result.
+fn results(dir: &Path) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for sub in ["units", "selectivity"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            out.insert(format!("{sub}/{name}"), json(&e.path()));
+        }
+    }
+    out
+}
+
+/// What must not depend on interruptions: accuracies and the per-epoch losses of each unit.
+fn outcome(v: &Value) -> Value {
+    match v.get("unit") {
+        Some(_) => serde_json::json!({
+            "unit": v["unit"],
+            "test_accuracy": v["test_accuracy"],
+            "losses": v["epochs"].as_array().unwrap().iter().map(|e| e["train_loss"].clone()).collect::<Vec<_>>(),
+        }),
+        None => match v.get("accuracy") {
+            Some(_) => serde_json::json!({ "accuracy": v["accuracy"], "mean_score": v["mean_score"] }),
+            None => v.clone(), // settings
+        },
+    }
+}
+
+#[test]
+fn reduced_roar_kar_and_selectivity_sweep_end_to_end() {
+    let dir = TempDir::new("sweep");
+    let out = dir.path().to_string_lossy().into_owned();
+    let data = shared_data().to_string_lossy().into_owned();
+    let ck = checkpoint();
+    for mode in ["roar", "kar"] {
+        let o = whitebox(&sweep_args(mode, &out, &data, &ck));
+        assert!(o.status.success(), "{mode}: {}", stderr(&o));
+    }
+    let units = results(dir.path());
+    // One baseline shared by both modes, and 2 methods × 2 thresholds per mode.
+    assert_eq!(units.len(), 9, "{:?}", units.keys());
+    let acc = |id: &str| units[&format!("units/{id}.json")]["test_accuracy"].as_f64().unwrap();
+    let baseline = acc("baseline-s223");
+    assert!(baseline > 0.5, "two epochs on 480 images should learn something: {baseline}");
+    // Removing 90 % of the pixels at random must hurt; keeping the 10 % VBP ranks highest must hurt less than
+    // keeping a random 10 %.
+    assert!(acc("roar-random-t0.90-s223") < baseline - 0.1, "{units:?}");
+    for (k, v) in &units {
+        assert_eq!(v["test_images"], 200, "{k}");
+        assert_eq!(v["train_images"], 480, "{k}");
+        assert_eq!(v["epochs"].as_array().unwrap().len(), 2, "{k}");
+    }
+    // A rerun finds everything done and changes nothing.
+    let again = whitebox(&sweep_args("roar", &out, &data, &ck));
+    assert!(again.status.success());
+    assert_eq!(results(dir.path()), units);
+    // Other settings in the same directory are refused with a message.
+    let mut other = sweep_args("roar", &out, &data, &ck);
+    let epochs = other.iter().position(|a| *a == "--epochs").unwrap() + 1;
+    other[epochs] = "3";
+    let refused = whitebox(&other);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("other settings"), "{}", stderr(&refused));
+
+    let sel = whitebox(&[
+        "selectivity", "--checkpoint", &ck, "--methods", "vbp,random", "--steps", "4", "--pixels-per-step", "3",
+        "--sample", "0.005", "--data-dir", &data, "--out", &out, "--quiet",
+    ]);
+    assert!(sel.status.success(), "{}", stderr(&sel));
+    let all = results(dir.path());
+    let (vbp, random) = (&all["selectivity/vbp.json"], &all["selectivity/random.json"]);
+    assert_eq!(vbp["accuracy"].as_array().unwrap().len(), 5);
+    // Before any removal both methods measure the same 50 untouched images.
+    assert_eq!(vbp["accuracy"][0], random["accuracy"][0]);
+    assert_eq!(vbp["mean_score"][0], random["mean_score"][0]);
+    assert_eq!(vbp["images"], 50);
+    let csv = std::fs::read_to_string(dir.path().join("selectivity/vbp.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6);
+    assert!(csv.lines().nth(5).unwrap().starts_with("4,12,"), "{csv}");
+
+    let report = whitebox(&["report", &out]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    for needle in ["## ROAR", "## KAR", "## Selectivity", "| VBP |", "| Random |"] {
+        assert!(md.contains(needle), "report lacks {needle}:\n{md}");
+    }
+    let svg = std::fs::read_to_string(dir.path().join("report/roar-kar.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("VBP (seed)") && svg.contains("<polyline"), "the seed's curves are drawn beside ours");
+    assert!(std::fs::read_to_string(dir.path().join("report/selectivity.svg")).unwrap().contains("Random"));
+}
+
+/// A small xorshift generator: the kill moments differ from run to run (seeded by the clock) and are printed.
+struct Moments(u64);
+
+impl Moments {
+    fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        lo + self.0 % (hi - lo)
+    }
+}
+
+/// Runs `args` uninterrupted into `straight`, then into `killed` with `kills` SIGKILLs at random moments within
+/// the uninterrupted run's duration before letting it finish; after every kill each visible result file must be
+/// complete. Returns how many kills hit a running process.
+fn straight_and_killed(args: impl Fn(&str) -> Vec<String>, straight: &Path, killed: &Path, kills: usize, moments: &mut Moments) -> usize {
+    let run = |dir: &Path| {
+        let a = args(&dir.to_string_lossy());
+        let o = Command::new(whitebox_bin()).args(&a).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let t0 = Instant::now();
+    run(straight);
+    let duration = t0.elapsed().as_millis() as u64;
+    let mut hits = 0;
+    for k in 0..kills {
+        let a = args(&killed.to_string_lossy());
+        let mut child = Command::new(whitebox_bin()).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let wait = moments.next_ms(duration / 4, duration.max(8) * 19 / 20);
+        let started = Instant::now();
+        let mut finished = false;
+        while started.elapsed() < Duration::from_millis(wait) {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        hits += !finished as usize;
+        eprintln!("{}: kill {k} after {wait} of {duration} ms: {} results so far", a[0], results(killed).len());
+    }
+    run(killed);
+    hits
+}
+
+#[test]
+fn killed_sweeps_resume_to_the_uninterrupted_results() {
+    let data = shared_data().to_string_lossy().into_owned();
+    let ck = checkpoint();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill moments seeded with {seed}");
+    let mut moments = Moments(seed);
+    let straight = TempDir::new("straight");
+    let killed = TempDir::new("killed");
+    let owned = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<Vec<_>>();
+    let mut hits = 0;
+    for mode in ["roar", "kar"] {
+        hits += straight_and_killed(|out| owned(sweep_args(mode, out, &data, &ck)), straight.path(), killed.path(), 3, &mut moments);
+    }
+    let selectivity = |out: &str| {
+        owned(vec![
+            "selectivity", "--checkpoint", &ck, "--methods", "vbp,gb", "--steps", "30", "--sample", "0.02", "--data-dir", &data,
+            "--out", out, "--quiet",
+        ])
+    };
+    hits += straight_and_killed(selectivity, straight.path(), killed.path(), 3, &mut moments);
+    assert!(hits >= 3, "only {hits} kills hit a running sweep");
+
+    let (a, b) = (results(straight.path()), results(killed.path()));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, v) in &a {
+        assert_eq!(outcome(v), outcome(&b[name]), "{name} differs after kills and resumes");
+    }
+    assert_eq!(a.len(), 9 + 2 + 1, "units, selectivity results and settings");
+}
+
+#[test]
+fn two_shards_in_separate_processes_cover_every_unit_once() {
+    let dir = TempDir::new("shards");
+    let out = dir.path().to_string_lossy().into_owned();
+    let data = shared_data().to_string_lossy().into_owned();
+    let ck = checkpoint();
+    let args = sweep_args("roar", &out, &data, &ck);
+    // Shard 0 as a Kubernetes Indexed Job pod, shard 1 as a Slurm array task; both at once, one directory.
+    let mut k8s = Command::new(whitebox_bin());
+    k8s.args(&args).args(["--shard-count", "2"]).env("JOB_COMPLETION_INDEX", "0");
+    let mut slurm = Command::new(whitebox_bin());
+    slurm.args(&args).env("SLURM_ARRAY_TASK_ID", "1").env("SLURM_ARRAY_TASK_COUNT", "2").env("SLURM_ARRAY_TASK_MIN", "0");
+    let children: Vec<_> = [k8s, slurm].iter_mut().map(|c| c.stderr(Stdio::piped()).spawn().unwrap()).collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let units = results(dir.path());
+    // The sweep's order: baseline, then vbp at 0.3 and 0.9, then random at 0.3 and 0.9.
+    let order = ["baseline-s223", "roar-vbp-t0.30-s223", "roar-vbp-t0.90-s223", "roar-random-t0.30-s223", "roar-random-t0.90-s223"];
+    assert_eq!(units.len(), order.len(), "{:?}", units.keys());
+    for (i, id) in order.iter().enumerate() {
+        let v = &units[&format!("units/{id}.json")];
+        assert_eq!(v["shard"], format!("{}/2", i % 2), "{id} ran in the wrong shard");
+    }
+    // A worker without an index but with a count is a usage mistake, said clearly.
+    let o = whitebox(&[&args[..], &["--shard-count", "2"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("without a shard index"), "{}", stderr(&o));
+}
