@@ -115,15 +115,18 @@ struct Data {
 }
 
 /// Per-pixel relevance (`N × H·W`) of `method` for every image of `set`, computed in chunks and cached in
-/// `dir/<split>-<start>.safetensors`.
-fn relevance(model: &dyn Classifier, method: Method, ig_steps: usize, ranking: Ranking, set: &ImageSet, dir: &Path, split: &str) -> Result<Vec<f32>> {
+/// `dir/<split>-<start>-<len>.safetensors`. Workers of a sharded sweep start at different chunks (`shard`) and load
+/// what the others have already written, so the maps are not all computed by every worker.
+fn relevance(model: &dyn Classifier, method: Method, args: &SweepArgs, set: &ImageSet, dir: &Path, split: &str) -> Result<Vec<f32>> {
     let kind = model.spec().dataset;
     let plane = set.height * set.width;
-    let explanation = explanation(method, ig_steps, 128);
-    let chunks: Vec<usize> = (0..set.len()).step_by(MAP_CHUNK).collect();
+    let explanation = explanation(method, args.ig_steps, 128);
+    let starts: Vec<usize> = (0..set.len()).step_by(MAP_CHUNK).collect();
+    let first = args.shard.index * starts.len() / args.shard.count;
     let pb = ui::bar(set.len() as u64, format!("maps {} {split}", explanation.label()));
-    let mut out = Vec::with_capacity(set.len() * plane);
-    for start in chunks {
+    let mut chunks: Vec<Option<Vec<f32>>> = vec![None; starts.len()];
+    for k in (0..starts.len()).map(|k| (k + first) % starts.len()) {
+        let start = starts[k];
         let len = MAP_CHUNK.min(set.len() - start);
         let path = dir.join(format!("{split}-{start:06}-{len}.safetensors"));
         let values = if path.exists() {
@@ -138,18 +141,21 @@ fn relevance(model: &dyn Classifier, method: Method, ig_steps: usize, ranking: R
             let per = set.image_len();
             let mut values = Vec::with_capacity(len * plane);
             for i in 0..len {
-                values.extend(pixel_relevance(&maps[i * per..(i + 1) * per], set.channels, ranking)?);
+                values.extend(pixel_relevance(&maps[i * per..(i + 1) * per], set.channels, args.ranking)?);
             }
             let tensor = Tensor::from_vec(values.clone(), (len, plane), &Device::Cpu)?;
             let bytes = safetensors::serialize([("relevance", tensor)], None).map_err(|e| anyhow::anyhow!("{e}"))?;
             fsutil::write_atomic(&path, &bytes)?;
             values
         };
-        pb.set_position((start + len) as u64);
-        out.extend(values);
+        if values.len() != len * plane {
+            bail!("{} holds {} values, expected {}", path.display(), values.len(), len * plane);
+        }
+        chunks[k] = Some(values);
+        pb.set_position(chunks.iter().flatten().map(|c| c.len() / plane).sum::<usize>() as u64);
     }
     pb.finish_and_clear();
-    Ok(out)
+    Ok(chunks.into_iter().flatten().flatten().collect())
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
@@ -212,8 +218,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 if !cache.contains_key(&method) {
                     let dir = args.out.join("maps").join(method_id(method));
                     let maps = overall.suspend(|| -> Result<_> {
-                        let tr = relevance(model.as_ref(), method, args.ig_steps, args.ranking, &data.train, &dir, "train")?;
-                        let te = relevance(model.as_ref(), method, args.ig_steps, args.ranking, &data.test, &dir, "test")?;
+                        let tr = relevance(model.as_ref(), method, &args, &data.train, &dir, "train")?;
+                        let te = relevance(model.as_ref(), method, &args, &data.test, &dir, "test")?;
                         Ok((tr, te))
                     })?;
                     cache.clear(); // one method's maps at a time: units are ordered by method
