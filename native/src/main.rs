@@ -13,6 +13,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use whitebox_core::attribution::Method;
 use whitebox_core::data::DatasetKind;
 use whitebox_core::models::{Arch, ModelSpec};
 use whitebox_core::train::{OptimizerKind, Schedule, TrainConfig};
@@ -215,7 +216,7 @@ enum Command {
         /// Data set (default: the checkpoint's).
         #[arg(long, value_enum)]
         dataset: Option<DatasetArg>,
-        #[arg(long, value_parser = ["vbp", "ib", "deconvnet", "gb", "ig", "gc", "gbgc", "cam", "co", "random", "sobel"])]
+        #[arg(long, value_parser = Method::IDS)]
         method: String,
         /// Wrap the method in an ensemble.
         #[arg(long, value_parser = ["sg", "sg-sq", "sg-var"])]

@@ -219,23 +219,7 @@ pub fn mnist_from_drawing(ink: &[f32], width: usize, height: usize) -> Res<Optio
 /// The methods the page offers, in its order (method id, label).
 #[wasm_bindgen(js_name = methodList)]
 pub fn method_list() -> Vec<String> {
-    Method::ALL.iter().map(|m| format!("{}:{}", method_id(*m), m.label())).collect()
-}
-
-fn method_id(m: Method) -> &'static str {
-    match m {
-        Method::Vbp => "vbp",
-        Method::Ib => "ib",
-        Method::DeconvNet => "deconvnet",
-        Method::Gb => "gb",
-        Method::Ig => "ig",
-        Method::Gc => "gc",
-        Method::Gbgc => "gbgc",
-        Method::Cam => "cam",
-        Method::Co => "co",
-        Method::Random => "random",
-        Method::Sobel => "sobel",
-    }
+    Method::ALL.iter().map(|m| format!("{}:{}", m.id(), m.label())).collect()
 }
 
 #[doc(hidden)]

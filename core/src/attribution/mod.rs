@@ -154,22 +154,38 @@ impl Method {
         Method::Sobel,
     ];
 
+    /// The id the CLI, the web page and result files use (`vbp`, `deconvnet`, `gbgc`, …).
+    pub fn id(self) -> &'static str {
+        match self {
+            Method::Vbp => "vbp",
+            Method::Ib => "ib",
+            Method::DeconvNet => "deconvnet",
+            Method::Gb => "gb",
+            Method::Ig => "ig",
+            Method::Gc => "gc",
+            Method::Gbgc => "gbgc",
+            Method::Cam => "cam",
+            Method::Co => "co",
+            Method::Random => "random",
+            Method::Sobel => "sobel",
+        }
+    }
+
+    /// The ids of [`Method::ALL`], for command-line value lists.
+    pub const IDS: [&'static str; 11] = ["vbp", "ib", "deconvnet", "gb", "ig", "gc", "gbgc", "cam", "co", "random", "sobel"];
+
+    /// An id, case-insensitive, ignoring `-` and `_`; `deconv` and `gradcam` are accepted too.
     pub fn parse(s: &str) -> Result<Self> {
-        let m = match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
-            "vbp" => Method::Vbp,
-            "ib" => Method::Ib,
-            "deconvnet" | "deconv" => Method::DeconvNet,
-            "gb" => Method::Gb,
-            "ig" => Method::Ig,
-            "gc" | "gradcam" => Method::Gc,
-            "gbgc" => Method::Gbgc,
-            "cam" => Method::Cam,
-            "co" => Method::Co,
-            "random" => Method::Random,
-            "sobel" => Method::Sobel,
-            other => return Err(Error::InvalidArgument(format!("unknown method '{other}'"))),
+        let key = s.to_ascii_lowercase().replace(['-', '_'], "");
+        let alias = match key.as_str() {
+            "deconv" => "deconvnet",
+            "gradcam" => "gc",
+            other => other,
         };
-        Ok(m)
+        Method::ALL
+            .into_iter()
+            .find(|m| m.id() == alias)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown method '{s}' (expected one of {})", Method::IDS.join(", "))))
     }
 
     pub fn label(self) -> &'static str {
@@ -230,3 +246,20 @@ pub fn method(m: Method, s: &Settings, model: &dyn Classifier) -> Box<dyn Attrib
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod id_tests {
+    use super::Method;
+
+    #[test]
+    fn ids_round_trip_and_match_the_list_and_serde() {
+        for (m, id) in Method::ALL.into_iter().zip(Method::IDS) {
+            assert_eq!(m.id(), id);
+            assert_eq!(Method::parse(id).unwrap(), m);
+            assert_eq!(Method::parse(&id.to_uppercase()).unwrap(), m);
+            assert_eq!(serde_json::to_value(m).unwrap(), id, "result files spell methods by their id");
+        }
+        assert_eq!(Method::parse("Grad-CAM").unwrap(), Method::Gc);
+        assert!(Method::parse("lrp").is_err());
+    }
+}

@@ -62,11 +62,6 @@ pub fn parse_methods(list: &str) -> Result<Vec<Method>> {
     Ok(out)
 }
 
-/// A method's id as the CLI spells it.
-pub fn method_id(m: Method) -> String {
-    serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
 /// The explanation each evaluation uses for `method`: the class logit, default layers, IG with `ig_steps`.
 pub fn explanation(method: Method, ig_steps: usize, batch: usize) -> Explanation {
     Explanation {

@@ -4,7 +4,7 @@
 //! on the unmodified images (threshold 0). A unit's training saves its state after every epoch
 //! (`work/<unit>/state.safetensors`) and resumes from it.
 
-use super::{check_settings, checkpoint_with_hash, explanation, method_id, read_json, write_json};
+use super::{check_settings, checkpoint_with_hash, explanation, read_json, write_json};
 use crate::train::{load_state, save_state};
 use crate::{datasets, fsutil, ui};
 use anyhow::{bail, Context, Result};
@@ -72,7 +72,7 @@ pub struct Unit {
 impl Unit {
     pub fn id(&self) -> String {
         match (self.mode, self.method) {
-            (Some(mode), Some(method)) => format!("{}-{}-t{:.2}-s{}", mode.name(), method_id(method), self.threshold, self.seed),
+            (Some(mode), Some(method)) => format!("{}-{}-t{:.2}-s{}", mode.name(), method.id(), self.threshold, self.seed),
             _ => format!("baseline-s{}", self.seed),
         }
     }
@@ -216,7 +216,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         let (train, test) = match (unit.mode, unit.method) {
             (Some(mode), Some(method)) => {
                 if !cache.contains_key(&method) {
-                    let dir = args.out.join("maps").join(method_id(method));
+                    let dir = args.out.join("maps").join(method.id());
                     let maps = overall.suspend(|| -> Result<_> {
                         let tr = relevance(model.as_ref(), method, &args, &data.train, &dir, "train")?;
                         let te = relevance(model.as_ref(), method, &args, &data.test, &dir, "test")?;

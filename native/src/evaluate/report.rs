@@ -6,7 +6,6 @@
 
 use super::remove_retrain::{self, UnitResult};
 use super::selectivity;
-use super::method_id;
 use crate::chart::{figure, Chart, Series};
 use crate::fsutil;
 use anyhow::Result;
@@ -61,14 +60,14 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// Mean (and std over seeds) test accuracy per mode, method and threshold; the baseline sits at threshold 0 of
 /// every curve.
-type Curves = BTreeMap<(Mode, String), BTreeMap<String, (f64, Vec<f64>)>>;
+type Curves = BTreeMap<(Mode, &'static str), BTreeMap<String, (f64, Vec<f64>)>>;
 
 fn curves(units: &[UnitResult]) -> Curves {
     let mut out: Curves = BTreeMap::new();
     let baseline: Vec<f64> = units.iter().filter(|u| u.unit.mode.is_none()).map(|u| u.test_accuracy).collect();
     for u in units {
         if let (Some(mode), Some(method)) = (u.unit.mode, u.unit.method) {
-            let per = out.entry((mode, method_id(method))).or_default();
+            let per = out.entry((mode, method.id())).or_default();
             per.entry(format!("{:.2}", u.unit.threshold)).or_insert((u.unit.threshold, vec![])).1.push(u.test_accuracy);
             if !baseline.is_empty() {
                 per.entry("0.00".into()).or_insert((0.0, baseline.clone()));
@@ -109,7 +108,7 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             let _ = writeln!(table, "| method | {} |", thresholds.join(" | "));
             let _ = writeln!(table, "|---|{}", "---:|".repeat(thresholds.len()));
             for m in Method::ALL {
-                let Some(curve) = curves.get(&(mode, method_id(m))) else { continue };
+                let Some(curve) = curves.get(&(mode, m.id())) else { continue };
                 let points: Vec<(f64, f64)> = curve.values().map(|(t, accs)| (*t, mean_std(accs).0)).collect();
                 series.push(Series { name: m.label().into(), points, color: color(m), dashed: false });
                 let theirs: Vec<&SeedRoarKar> = seed.roar_kar.iter().filter(|s| s.dataset == dataset && s.model == arch && s.method == m && s.mode == mode).collect();

@@ -1,7 +1,7 @@
 //! `whitebox selectivity`: one unit per method. A unit saves its state after every step
 //! (`selectivity/work/<method>.json`) and writes `selectivity/<method>.json` and `.csv` when done.
 
-use super::{check_settings, checkpoint_with_hash, explanation, method_id, read_json, write_json};
+use super::{check_settings, checkpoint_with_hash, explanation, read_json, write_json};
 use crate::{datasets, fsutil, ui};
 use anyhow::{Context, Result};
 use rand::{seq::SliceRandom, SeedableRng};
@@ -85,7 +85,7 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
     let units = args.shard.select(&args.methods);
     let overall = ui::bar(units.len() as u64, "selectivity");
     for method in units {
-        let id = method_id(method);
+        let id = method.id();
         let result_path = dir.join(format!("{id}.json"));
         if result_path.exists() {
             overall.inc(1);
@@ -152,7 +152,7 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
 pub fn results(out: &Path) -> Result<Vec<SelectivityResult>> {
     let mut all = vec![];
     for m in Method::ALL {
-        if let Some(r) = read_json::<SelectivityResult>(&dir(out).join(format!("{}.json", method_id(m))))? {
+        if let Some(r) = read_json::<SelectivityResult>(&dir(out).join(format!("{}.json", m.id())))? {
             all.push(r);
         }
     }
