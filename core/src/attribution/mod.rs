@@ -114,12 +114,12 @@ fn target_scores(
 
 /// The softmax class probabilities of each image (evaluation mode).
 pub fn probabilities(model: &dyn Classifier, x: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::softmax(&model.forward(x, &Pass::EVAL)?, D::Minus1)?)
+    Ok(candle_nn::ops::softmax(&crate::models::eval_logits(model, x)?, D::Minus1)?)
 }
 
 /// The predicted class of each image (evaluation mode).
 pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
-    Ok(model.forward(x, &Pass::EVAL)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
+    Ok(crate::models::eval_logits(model, x)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
 }
 
 /// The method names of the CLI and the papers.

@@ -105,6 +105,20 @@ pub trait Classifier: Send + Sync {
     }
 }
 
+/// Evaluation-mode logits of `x`: through the model's engine when it has one (constant CPU weights), else through
+/// candle. Both give the same values (tested with the engine).
+pub fn eval_logits(model: &dyn Classifier, x: &Tensor) -> crate::Result<Tensor> {
+    match model.engine() {
+        Some(plan) => {
+            check_input(model.spec(), x)?;
+            let n = x.dim(0)?;
+            let logits = plan.forward(&x.flatten_all()?.to_vec1::<f32>()?, n)?;
+            Ok(Tensor::from_vec(logits, (n, plan.classes()), x.device())?)
+        }
+        None => Ok(model.forward(x, &crate::nn::Pass::EVAL)?),
+    }
+}
+
 /// Builds the model of `spec` with parameters from `vb` (a checkpoint, or a seeded initialiser for training).
 pub fn build(spec: ModelSpec, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
     Ok(match spec.arch {

@@ -154,7 +154,7 @@ pub fn evaluate(
     let mut eval = Evaluation::default();
     for chunk in indices.chunks(batch_size.max(1)) {
         let (x, y) = set.batch(chunk, kind, device)?;
-        let logits = model.forward(&x, &Pass::EVAL)?.detach();
+        let logits = crate::models::eval_logits(model, &x)?.detach();
         eval.add_batch(&logits, &y)?;
         on_batch(chunk.len());
     }
