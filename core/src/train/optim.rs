@@ -66,7 +66,6 @@ impl Optimizer {
             let p = &var.as_tensor().detach();
             let update = match self.kind {
                 OptimizerKind::Sgd => {
-                    // g ← ∇ + λ·p;  b ← μ·b + g (b₁ = g);  p ← p − lr·b
                     let g = if self.weight_decay > 0.0 { (grad + (p * self.weight_decay)?)? } else { grad.clone() };
                     let buf = match self.first.get(name) {
                         Some(b) if self.momentum > 0.0 => ((b * self.momentum)? + g)?,
@@ -152,6 +151,31 @@ mod tests {
             opt.step(&grads, 0.5)?;
             let got = p.to_vec1::<f32>()?[0];
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        Ok(())
+    }
+
+    /// Each element of a vector follows the scalar recurrence of `sgd_momentum_by_hand` for its own start value.
+    #[test]
+    fn sgd_momentum_elementwise() -> Result<()> {
+        let mut map = VarMap::new();
+        let p = map.get((2, 2), "p", candle_nn::Init::Const(0.0), DType::F32, &Device::Cpu)?;
+        let start = [1.0f32, -2.0, 3.0, 0.5];
+        map.set_one("p", Tensor::from_slice(&start, (2, 2), &Device::Cpu)?)?;
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, &map, 0.9, 0.1);
+        let (mut want, mut buf) = (start, [0f32; 4]);
+        for step in 0..3 {
+            let grads = (p.sqr()? * 0.5)?.sum_all()?.backward()?;
+            opt.step(&grads, 0.5)?;
+            for i in 0..4 {
+                let g = want[i] + want[i] * 0.1;
+                buf[i] = if step == 0 { g } else { buf[i] * 0.9 + g };
+                want[i] -= buf[i] * 0.5;
+            }
+            let got = p.flatten_all()?.to_vec1::<f32>()?;
+            for i in 0..4 {
+                assert!((got[i] - want[i]).abs() < 1e-6, "step {step} element {i}: {} vs {}", got[i], want[i]);
+            }
         }
         Ok(())
     }
