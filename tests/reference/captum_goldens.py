@@ -90,6 +90,13 @@ def goldens(arch):
         out[f"ig_{rule}"] = IntegratedGradients(model).attribute(
             x, baselines=torch.zeros_like(x), target=target, n_steps=IG_STEPS, method=f"riemann_{rule}"
         )
+    # The same integrals in float64: how far f32 results (Captum's and whitebox's) are from exact arithmetic. Through
+    # max-pooling, near-ties at the scaled inputs make IG ill-conditioned: f32 rounding can flip a window's arg-max.
+    model64 = load_whitebox(os.path.join(ROOT, "weights", "mnist", f"{arch}.safetensors"), "mnist", arch).double()
+    for rule in ("left", "middle", "right"):
+        out[f"ig_{rule}_f64"] = IntegratedGradients(model64).attribute(
+            x.double(), baselines=torch.zeros_like(x.double()), target=target, n_steps=IG_STEPS, method=f"riemann_{rule}"
+        ).float()
     gc = LayerGradCam(model, gc_layer).attribute(x, target=target, relu_attributions=True)
     out["gc"] = LayerAttribution.interpolate(gc, x.shape[2:], interpolate_mode="bilinear")
     out["gbgc"] = GuidedGradCam(model, gc_layer).attribute(x, target=target, interpolate_mode="nearest")

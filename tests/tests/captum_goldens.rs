@@ -18,8 +18,9 @@ fn rel_error(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Largest relative error accepted for `method` on `arch`. Everything is held to 1e-4 except integrated gradients
 /// on CAM and CBAM (measured: up to 4.5e-4 and 8.2e-4; SimpleCNN: 3.6e-5). IG sums gradients at 50 scaled inputs
-/// α·x, where max-pooling windows meet near-ties that the two libraries, whose convolutions round differently,
-/// break differently; one flipped window moves that step's gradient. That exception is an open item.
+/// α·x, where max-pooling windows meet near-ties that f32 rounding can break either way; one flipped window moves
+/// that step's gradient. The golden file also holds Captum's IG in float64: Captum's own f32 result is 2.7e-3 away
+/// from it on CBAM, so 1e-4 against an f32 reference is below the reference's own accuracy there.
 fn tolerance(arch: &str, method: &str) -> f32 {
     if arch != "simple-cnn" && method.starts_with("ig_") {
         1e-3
@@ -76,6 +77,15 @@ fn check(arch: &str) {
         eprintln!("{arch} {name:<10} relative error {err:.2e}");
         if !(err <= tolerance(arch, name)) {
             failures.push(format!("{name}: {err:.2e}"));
+        }
+        // IG against exact (float64) arithmetic, beside Captum's own f32 distance from it.
+        if let Some(exact) = golden.get(&format!("{name}_f64")) {
+            let (ours_exact, captum_exact) = (rel_error(ours, exact), rel_error(&golden[*name], exact));
+            eprintln!("{arch} {name:<10} vs float64: whitebox {ours_exact:.2e}, Captum f32 {captum_exact:.2e}");
+            // As close to exact arithmetic as Captum's f32 result is (within 1.5×), or within 1e-3.
+            if !(ours_exact <= (1.5 * captum_exact).max(1e-3)) {
+                failures.push(format!("{name} vs float64: {ours_exact:.2e}"));
+            }
         }
     }
     assert!(failures.is_empty(), "{arch}: methods off Captum by more than their tolerance: {failures:?}");
