@@ -83,8 +83,10 @@ fn panel(out: &mut String, chart: &Chart, ox: f64, oy: f64) {
             }
         }
     }
+    // Legend rows shrink so that every entry fits beside the panel.
+    let row = (16f64).min((PANEL_H - top - 8.0) / chart.series.len().max(1) as f64);
     for (k, s) in chart.series.iter().enumerate() {
-        let (lx, ly) = (ox + PANEL_W + 4.0, oy + top + 8.0 + 16.0 * k as f64);
+        let (lx, ly) = (ox + PANEL_W + 4.0, oy + top + 8.0 + row * k as f64);
         let color = PALETTE[s.color % PALETTE.len()];
         let dash = if s.dashed { r#" stroke-dasharray="5,4""# } else { "" };
         let _ = writeln!(out, r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#, lx + 22.0, lx + 27.0, ly + 4.0, escape(&s.name));
