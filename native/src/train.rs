@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use whitebox_core::data::{train_validation_split, DatasetKind};
+use whitebox_core::data::{train_validation_split, DatasetKind, ImageSet};
 use whitebox_core::models::ModelSpec;
 use whitebox_core::params::Checkpoint;
 use whitebox_core::train::{evaluate, EpochLog, TrainConfig, TrainState, Trainer};
@@ -80,6 +80,39 @@ pub fn load_state(path: &Path, spec: ModelSpec, device: &Device) -> Result<(Trai
     Ok((TrainState { weights, optimizer, epochs_done, history }, ck.metadata))
 }
 
+/// Trains one epoch on `train[train_indices]` with a progress bar labelled `label`, then measures
+/// `validation[validation_indices]`; returns the epoch's log entry (the caller records it).
+pub fn run_epoch(
+    trainer: &mut Trainer,
+    train: &ImageSet,
+    train_indices: &[usize],
+    validation: &ImageSet,
+    validation_indices: &[usize],
+    label: &str,
+    device: &Device,
+) -> Result<EpochLog> {
+    let epoch = trainer.epochs_done + 1;
+    let t0 = std::time::Instant::now();
+    let pb = ui::bar(train_indices.len().div_ceil(trainer.config.batch_size) as u64, label);
+    let (train_loss, train_acc, lr) = trainer.train_epoch(train, train_indices, &mut |done, _, loss| {
+        pb.set_position(done as u64);
+        pb.set_prefix(format!("loss {loss:.4}"));
+    })?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let val = evaluate(trainer.model(), validation, validation_indices, 500, device, &mut |_| {})?;
+    Ok(EpochLog {
+        epoch,
+        lr,
+        train_loss,
+        train_acc,
+        val_loss: val.loss(),
+        val_acc: val.accuracy(),
+        seconds: t0.elapsed().as_secs_f64(),
+        train_images_per_second: train_indices.len() as f64 / train_seconds,
+    })
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let TrainArgs { spec, config, limit, out, data_dir, device } = args;
     let loaded = crate::datasets::load(spec.dataset, &data_dir)?;
@@ -121,25 +154,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let started = std::time::Instant::now();
     while trainer.epochs_done < config.epochs {
         let epoch = trainer.epochs_done + 1;
-        let t0 = std::time::Instant::now();
-        let pb = ui::bar(split.train.len().div_ceil(config.batch_size) as u64, format!("epoch {epoch}/{}", config.epochs));
-        let (train_loss, train_acc, lr) = trainer.train_epoch(&train, &split.train, &mut |done, _, loss| {
-            pb.set_position(done as u64);
-            pb.set_prefix(format!("loss {loss:.4}"));
-        })?;
-        let train_seconds = t0.elapsed().as_secs_f64();
-        pb.finish_and_clear();
-        let val = evaluate(trainer.model(), &train, &split.validation, 500, &device, &mut |_| {})?;
-        let entry = EpochLog {
-            epoch,
-            lr,
-            train_loss,
-            train_acc,
-            val_loss: val.loss(),
-            val_acc: val.accuracy(),
-            seconds: t0.elapsed().as_secs_f64(),
-            train_images_per_second: split.train.len() as f64 / train_seconds,
-        };
+        let entry = run_epoch(&mut trainer, &train, &split.train, &train, &split.validation, &format!("epoch {epoch}/{}", config.epochs), &device)?;
+        let train_loss = entry.train_loss;
+        let train_acc = entry.train_acc;
         ui::note(format!(
             "epoch {epoch:>3}: loss {train_loss:.4} acc {train_acc:.4} | val loss {:.4} acc {:.4} | {:.0} img/s, {:.1} s",
             entry.val_loss, entry.val_acc, entry.train_images_per_second, entry.seconds

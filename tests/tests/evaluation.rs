@@ -134,7 +134,8 @@ impl Moments {
 }
 
 /// Runs `args` uninterrupted into `straight`, then into `killed` with `kills` SIGKILLs at random moments within
-/// the uninterrupted run's duration before letting it finish; after every kill each visible result file must be
+/// the first half of the uninterrupted run's duration (each restart resumes, so later kills land later in the
+/// work) before letting it finish; after every kill each visible result file must be
 /// complete. Returns how many kills hit a running process.
 fn straight_and_killed(args: impl Fn(&str) -> Vec<String>, straight: &Path, killed: &Path, kills: usize, moments: &mut Moments) -> usize {
     let run = |dir: &Path| {
@@ -149,7 +150,8 @@ fn straight_and_killed(args: impl Fn(&str) -> Vec<String>, straight: &Path, kill
     for k in 0..kills {
         let a = args(&killed.to_string_lossy());
         let mut child = Command::new(whitebox_bin()).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let wait = moments.next_ms(duration / 4, duration.max(8) * 19 / 20);
+        // Early enough to land while the process still runs even when this run goes faster than the straight one.
+        let wait = moments.next_ms(duration / 8, duration.max(8) / 2);
         let started = Instant::now();
         let mut finished = false;
         while started.elapsed() < Duration::from_millis(wait) {

@@ -12,7 +12,7 @@ pub mod selectivity;
 use crate::{datasets, fsutil, inspect::load_checkpoint};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
 use whitebox_core::attribution::{Explanation, Method, Riemann, Settings};
 use whitebox_core::evaluation::Shard;
@@ -70,10 +70,30 @@ pub fn explanation(method: Method, ig_steps: usize, batch: usize) -> Explanation
     }
 }
 
-/// The checkpoint and the SHA-256 of its file (recorded so that a directory never mixes results of two models).
-pub fn checkpoint_with_hash(path: &Path) -> Result<(Checkpoint, String)> {
+/// What every evaluation records about the model it explains, so that a directory never mixes results of two
+/// models or two ways of explaining them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Explained {
+    /// SHA-256 of the checkpoint file.
+    pub checkpoint_sha256: String,
+    pub arch: String,
+    pub dataset: String,
+    pub ig_steps: usize,
+    /// The explained score.
+    pub target: String,
+}
+
+/// The checkpoint at `path`, and what an evaluation of it records.
+pub fn checkpoint_explained(path: &Path, ig_steps: usize) -> Result<(Checkpoint, Explained)> {
     let ck = load_checkpoint(path, &Device::Cpu)?;
-    Ok((ck, datasets::sha256_hex(&fsutil::read(path)?)))
+    let explained = Explained {
+        checkpoint_sha256: datasets::sha256_hex(&fsutil::read(path)?),
+        arch: ck.spec.arch.name().into(),
+        dataset: ck.spec.dataset.name().into(),
+        ig_steps,
+        target: "logit of the true class".into(),
+    };
+    Ok((ck, explained))
 }
 
 /// Writes `settings` to `path` the first time; afterwards checks that a rerun uses the same settings.

@@ -4,8 +4,8 @@
 //! on the unmodified images (threshold 0). A unit's training saves its state after every epoch
 //! (`work/<unit>/state.safetensors`) and resumes from it.
 
-use super::{check_settings, checkpoint_with_hash, explanation, read_json, write_json};
-use crate::train::{load_state, save_state};
+use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, Explained};
+use crate::train::{load_state, run_epoch, save_state};
 use crate::{datasets, fsutil, ui};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -45,9 +45,8 @@ pub struct SweepArgs {
 /// What every unit of a directory shares: changing any of it needs another directory.
 #[derive(Serialize, Deserialize, PartialEq)]
 struct Settings {
-    checkpoint_sha256: String,
-    arch: String,
-    dataset: String,
+    #[serde(flatten)]
+    explained: Explained,
     /// Training hyper-parameters; the seed of repeat r is `config.seed + r`.
     config: TrainConfig,
     limit: Option<usize>,
@@ -55,8 +54,6 @@ struct Settings {
     fill: Fill,
     ranking: Ranking,
     seed_variant: bool,
-    ig_steps: usize,
-    target: String,
 }
 
 /// One retraining.
@@ -168,7 +165,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if args.seed_variant && args.fill != Fill::Zero {
         bail!("--seed-variant fills with zero, as the seed: drop --fill mean");
     }
-    let (ck, sha) = checkpoint_with_hash(&args.checkpoint)?;
+    let (ck, explained) = checkpoint_explained(&args.checkpoint, args.ig_steps)?;
     let spec = ck.spec;
     let kind = spec.dataset;
     let model = ck.model()?;
@@ -181,17 +178,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
         test: args.test_limit.map_or(loaded.test.clone(), |n| loaded.test.take(n)),
     };
     let settings = Settings {
-        checkpoint_sha256: sha,
-        arch: spec.arch.name().into(),
-        dataset: kind.name().into(),
+        explained,
         config: args.config.clone(),
         limit: args.limit,
         test_limit: args.test_limit,
         fill: args.fill,
         ranking: args.ranking,
         seed_variant: args.seed_variant,
-        ig_steps: args.ig_steps,
-        target: "logit of the true class".into(),
     };
     check_settings(&args.out.join("sweep.json"), &settings)?;
     let seeds: Vec<u64> = (0..args.repeats as u64).map(|r| args.config.seed + r).collect();
@@ -264,26 +257,9 @@ fn retrain(args: &SweepArgs, spec: ModelSpec, unit: &Unit, train: &ImageSet, tes
         trainer.restore(&state)?;
     }
     while trainer.epochs_done < config.epochs {
-        let epoch = trainer.epochs_done + 1;
-        let t0 = Instant::now();
-        let pb = ui::bar(split.train.len().div_ceil(config.batch_size) as u64, format!("{} {epoch}/{}", unit.id(), config.epochs));
-        let (train_loss, train_acc, lr) = trainer.train_epoch(train, &split.train, &mut |done, _, loss| {
-            pb.set_position(done as u64);
-            pb.set_prefix(format!("loss {loss:.4}"));
-        })?;
-        let train_seconds = t0.elapsed().as_secs_f64();
-        pb.finish_and_clear();
-        let val = evaluate(trainer.model(), validation_set, &split.validation, 500, &device, &mut |_| {})?;
-        trainer.history.push(EpochLog {
-            epoch,
-            lr,
-            train_loss,
-            train_acc,
-            val_loss: val.loss(),
-            val_acc: val.accuracy(),
-            seconds: t0.elapsed().as_secs_f64(),
-            train_images_per_second: split.train.len() as f64 / train_seconds,
-        });
+        let label = format!("{} {}/{}", unit.id(), trainer.epochs_done + 1, config.epochs);
+        let entry = run_epoch(&mut trainer, train, &split.train, validation_set, &split.validation, &label, &device)?;
+        trainer.history.push(entry);
         save_state(&state_path, &trainer.state()?, BTreeMap::from([("unit".to_string(), unit.id())]))?;
     }
     let all: Vec<usize> = (0..test.len()).collect();

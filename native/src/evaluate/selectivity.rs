@@ -1,7 +1,7 @@
 //! `whitebox selectivity`: one unit per method. A unit saves its state after every step
 //! (`selectivity/work/<method>.json`) and writes `selectivity/<method>.json` and `.csv` when done.
 
-use super::{check_settings, checkpoint_with_hash, explanation, read_json, write_json};
+use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, Explained};
 use crate::{datasets, fsutil, ui};
 use anyhow::{Context, Result};
 use rand::{seq::SliceRandom, SeedableRng};
@@ -27,15 +27,12 @@ pub struct SelectivityArgs {
 /// What every unit of a directory shares.
 #[derive(Serialize, Deserialize, PartialEq)]
 struct Settings {
-    checkpoint_sha256: String,
-    arch: String,
-    dataset: String,
+    #[serde(flatten)]
+    explained: Explained,
     config: SelectivityConfig,
     sample: f64,
     sample_seed: u64,
     images: usize,
-    ig_steps: usize,
-    target: String,
 }
 
 /// The result of one method.
@@ -58,7 +55,7 @@ pub fn dir(out: &Path) -> PathBuf {
 }
 
 pub fn run(args: SelectivityArgs) -> Result<()> {
-    let (ck, sha) = checkpoint_with_hash(&args.checkpoint)?;
+    let (ck, explained) = checkpoint_explained(&args.checkpoint, args.ig_steps)?;
     let kind = ck.spec.dataset;
     let model = ck.model()?;
     let test = datasets::load(kind, &args.data_dir)?.test;
@@ -71,15 +68,11 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
     let images = test.select(&order[..count])?;
     let dir = dir(&args.out);
     let settings = Settings {
-        checkpoint_sha256: sha,
-        arch: ck.spec.arch.name().into(),
-        dataset: kind.name().into(),
+        explained,
         config: args.config.clone(),
         sample: args.sample,
         sample_seed: args.sample_seed,
         images: count,
-        ig_steps: args.ig_steps,
-        target: "logit of the true class".into(),
     };
     check_settings(&dir.join("settings.json"), &settings)?;
     let units = args.shard.select(&args.methods);
