@@ -39,7 +39,7 @@ const STATE: &str = "state.safetensors";
 const BEST: &str = "best.safetensors";
 const LOG: &str = "log.json";
 /// The data set's validation split is fixed (seed 223 as the seed's), independent of the training seed.
-const SPLIT_SEED: u64 = 223;
+pub const SPLIT_SEED: u64 = 223;
 
 /// Writes a resumable training state (weights, optimiser, epoch count and history) with `metadata`, atomically.
 pub fn save_state(path: &Path, state: &TrainState, mut metadata: BTreeMap<String, String>) -> Result<()> {

@@ -5,12 +5,12 @@
 //! (`work/<unit>/state.safetensors`) and resumes from it.
 
 use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, Explained};
-use crate::train::{load_state, run_epoch, save_state};
+use crate::train::{load_state, run_epoch, save_state, SPLIT_SEED};
 use crate::{datasets, fsutil, ui};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use whitebox_core::attribution::Method;
@@ -19,8 +19,6 @@ use whitebox_core::evaluation::{pixel_relevance, remove_pixels, Fill, Mode, Rank
 use whitebox_core::models::{Classifier, ModelSpec};
 use whitebox_core::train::{evaluate, EpochLog, TrainConfig, Trainer};
 
-/// The validation split of the training images, fixed as in `whitebox train`.
-const SPLIT_SEED: u64 = 223;
 /// Images per cached map file.
 const MAP_CHUNK: usize = 2048;
 
@@ -202,23 +200,22 @@ pub fn run(args: SweepArgs) -> Result<()> {
         todo.len()
     ));
     let overall = ui::bar(todo.len() as u64, format!("{} units", args.mode.name()));
-    let mut cache: HashMap<Method, (Vec<f32>, Vec<f32>)> = HashMap::new();
+    let fill = args.fill.raw(kind);
+    // One method's maps at a time (train, test): units are ordered by method.
+    let mut maps: Option<(Method, Vec<f32>, Vec<f32>)> = None;
     for unit in todo {
         let started = Instant::now();
-        let fill = args.fill.raw(kind);
         let (train, test) = match (unit.mode, unit.method) {
             (Some(mode), Some(method)) => {
-                if !cache.contains_key(&method) {
+                if maps.as_ref().is_none_or(|(m, _, _)| *m != method) {
                     let dir = args.out.join("maps").join(method.id());
-                    let maps = overall.suspend(|| -> Result<_> {
+                    maps = Some(overall.suspend(|| -> Result<_> {
                         let tr = relevance(model.as_ref(), method, &args, &data.train, &dir, "train")?;
                         let te = relevance(model.as_ref(), method, &args, &data.test, &dir, "test")?;
-                        Ok((tr, te))
-                    })?;
-                    cache.clear(); // one method's maps at a time: units are ordered by method
-                    cache.insert(method, maps);
+                        Ok((method, tr, te))
+                    })?);
                 }
-                let (train_rel, test_rel) = &cache[&method];
+                let (_, train_rel, test_rel) = maps.as_ref().expect("maps of this method");
                 let train = remove_pixels(&data.train, train_rel, mode, unit.threshold, &fill)?;
                 let test = if args.seed_variant { data.test.clone() } else { remove_pixels(&data.test, test_rel, mode, unit.threshold, &fill)? };
                 (train, test)
