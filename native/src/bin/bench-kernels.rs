@@ -18,7 +18,7 @@ use whitebox_core::attribution::{input_gradient, Score};
 use whitebox_core::data::{DatasetKind, ImageSet};
 use whitebox_core::models::{eval_logits, Arch, ModelSpec};
 use whitebox_core::ops::ReluRule;
-use whitebox_core::train::{OptimizerKind, Schedule, TrainConfig, Trainer};
+use whitebox_core::train::{TrainConfig, Trainer};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
@@ -65,20 +65,12 @@ fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64
     let pixels = (0..n * kind.channels() * kind.side() * kind.side()).map(|_| rng.random::<u8>()).collect();
     let labels = (0..n).map(|_| rng.random_range(0..10u8)).collect();
     let set = ImageSet::new(pixels, labels, kind.channels(), kind.side(), kind.side())?;
-    let config = TrainConfig {
-        epochs: 1000,
-        batch_size: 128,
-        lr: 0.01,
-        optimizer: OptimizerKind::Sgd,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        schedule: Schedule::Constant,
-        seed: 1,
-        augment: false,
-    };
+    // The seed's hyper-parameters (batch 128, SGD lr 0.01, momentum 0.9, weight decay 5e-4, constant rate), as the
+    // PyTorch script; no augmentation on either side.
+    let config = TrainConfig { epochs: 1000, seed: 1, augment: false, ..TrainConfig::seed_defaults(kind) };
     let mut trainer = Trainer::new(spec, config, &Device::Cpu)?;
     let all: Vec<usize> = (0..n).collect();
-    trainer.train_epoch(&set, &all[..256], &mut |_, _, _| {})?;
+    trainer.train_epoch(&set, &all[..256.min(n)], &mut |_, _, _| {})?;
     let mut out = BTreeMap::new();
     out.insert("train", rate(n, || Ok(trainer.train_epoch(&set, &all, &mut |_, _, _| {}).map(|_| ())?))?);
     let model = trainer.checkpoint(BTreeMap::new())?.model()?;
@@ -94,8 +86,8 @@ fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64
     );
     out.insert(
         "infer1",
-        rate(256, || {
-            for i in 0..256 {
+        rate(256.min(n), || {
+            for i in 0..256.min(n) {
                 eval_logits(model.as_ref(), &x.narrow(0, i, 1)?)?;
             }
             Ok(())
