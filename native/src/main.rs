@@ -93,6 +93,36 @@ struct ShardArgs {
     shard_count: Option<usize>,
 }
 
+/// Training hyper-parameters shared by `train`, `roar` and `kar` (defaults: the seed's).
+#[derive(Args)]
+struct TrainingFlags {
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Learning-rate schedule: the seed's constant rate, or cosine annealing.
+    #[arg(long, value_parser = ["constant", "cosine"], default_value = "constant")]
+    schedule: String,
+    #[arg(long, default_value_t = 223)]
+    seed: u64,
+}
+
+impl TrainingFlags {
+    /// The seed's configuration for `dataset` with these flags.
+    fn config(&self, dataset: DatasetKind) -> Result<TrainConfig> {
+        Ok(TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            schedule: Schedule::parse(&self.schedule)?,
+            seed: self.seed,
+            ..TrainConfig::seed_defaults(dataset)
+        })
+    }
+}
+
 #[derive(Args)]
 struct SweepCli {
     #[arg(long)]
@@ -106,17 +136,8 @@ struct SweepCli {
     /// Trainings per setting, with seeds --seed, --seed + 1, …; the report shows mean ± std.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
-    /// Training epochs (default: the seed's 30).
-    #[arg(long, default_value_t = 30)]
-    epochs: usize,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    #[arg(long, value_parser = ["constant", "cosine"], default_value = "constant")]
-    schedule: String,
-    #[arg(long, default_value_t = 223)]
-    seed: u64,
+    #[command(flatten)]
+    training: TrainingFlags,
     /// Use only the first N training images (split 80/20 into train and validation).
     #[arg(long)]
     limit: Option<usize>,
@@ -156,23 +177,14 @@ enum Command {
         dataset: DatasetArg,
         #[arg(long, value_enum, default_value = "simple-cnn")]
         model: ModelArg,
-        #[arg(long, default_value_t = 30)]
-        epochs: usize,
-        #[arg(long, default_value_t = 128)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 0.01)]
-        lr: f64,
+        #[command(flatten)]
+        training: TrainingFlags,
         #[arg(long, value_parser = ["sgd", "adamw"], default_value = "sgd")]
         optimizer: String,
-        /// Learning-rate schedule: the seed's constant rate, or cosine annealing.
-        #[arg(long, value_parser = ["constant", "cosine"], default_value = "constant")]
-        schedule: String,
         #[arg(long, default_value_t = 0.9)]
         momentum: f64,
         #[arg(long, default_value_t = 5e-4)]
         weight_decay: f64,
-        #[arg(long, default_value_t = 223)]
-        seed: u64,
         /// Random crops and flips (default: on for CIFAR-10, off for MNIST, as the seed).
         #[arg(long)]
         augment: Option<bool>,
@@ -389,24 +401,18 @@ fn run(cli: Cli) -> Result<()> {
             fsutil::write_atomic(&out, &bytes)?;
             println!("{}: {} images", out.display(), bytes.len() / (1 + test.image_len()));
         }
-        Command::Train {
-            dataset, model, epochs, batch_size, lr, optimizer, schedule, momentum, weight_decay, seed, augment, limit,
-            out, device: dev, data,
-        } => {
+        Command::Train { dataset, model, training, optimizer, momentum, weight_decay, augment, limit, out, device: dev, data } => {
             let dataset: DatasetKind = dataset.into();
             let spec = ModelSpec { arch: model.into(), dataset };
-            let defaults = TrainConfig::seed_defaults(dataset);
+            let defaults = training.config(dataset)?;
             let config = TrainConfig {
-                epochs,
-                batch_size,
-                lr,
                 optimizer: OptimizerKind::parse(&optimizer)?,
                 momentum,
                 weight_decay,
-                schedule: Schedule::parse(&schedule)?,
-                seed,
                 augment: augment.unwrap_or(defaults.augment),
+                ..defaults
             };
+            let seed = config.seed;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/{dataset}-{}-seed{seed}", spec.arch)));
             train::run(train::TrainArgs {
                 spec,
@@ -514,8 +520,7 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         .filter(|t| !t.is_empty())
         .map(|t| t.parse::<f64>().map_err(|_| anyhow::anyhow!("bad threshold '{t}' (expected a fraction such as 0.5)")))
         .collect::<Result<Vec<_>>>()?;
-    let defaults = TrainConfig::seed_defaults(spec.dataset);
-    let config = TrainConfig { epochs: a.epochs, batch_size: a.batch_size, lr: a.lr, schedule: Schedule::parse(&a.schedule)?, seed: a.seed, ..defaults };
+    let config = a.training.config(spec.dataset)?;
     let fill = match (a.fill.as_deref(), a.seed_variant) {
         (Some(f), _) => Fill::parse(f)?,
         (None, true) => Fill::Zero,
