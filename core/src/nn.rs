@@ -40,22 +40,37 @@ pub struct Conv2d {
 
 /// A square-kernel convolution with bias, parameters `weight` (`out×in×k×k`) and `bias`.
 pub fn conv2d(in_c: usize, out_c: usize, k: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
-    conv2d_with(in_c, out_c, k, 1, padding, true, vb)
+    conv2d_with(in_c, out_c, k, ConvOptions { padding, ..ConvOptions::default() }, vb)
 }
 
-pub fn conv2d_with(
-    in_c: usize,
-    out_c: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    bias: bool,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
-    let init = fan_in_uniform(in_c * k * k);
-    let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
-    let bias = if bias { Some(vb.get_with_hints(out_c, "bias", init)?) } else { None };
-    Ok(Conv2d { weight, bias, stride, padding })
+/// How a convolution is built: stride, padding, whether it has a bias, and how its weight starts.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvOptions {
+    pub stride: usize,
+    pub padding: usize,
+    pub bias: bool,
+    /// `kaiming_normal_` (std √(2/fan_in)) instead of PyTorch's default uniform initialisation.
+    pub kaiming_normal: bool,
+}
+
+impl Default for ConvOptions {
+    fn default() -> Self {
+        ConvOptions { stride: 1, padding: 0, bias: true, kaiming_normal: false }
+    }
+}
+
+pub fn conv2d_with(in_c: usize, out_c: usize, k: usize, o: ConvOptions, vb: VarBuilder) -> Result<Conv2d> {
+    let fan_in = in_c * k * k;
+    let init = fan_in_uniform(fan_in);
+    let weight_init = if o.kaiming_normal { kaiming_normal(fan_in) } else { init };
+    let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", weight_init)?;
+    let bias = if o.bias { Some(vb.get_with_hints(out_c, "bias", init)?) } else { None };
+    Ok(Conv2d { weight, bias, stride: o.stride, padding: o.padding })
+}
+
+/// `torch.nn.init.kaiming_normal_` with its defaults (fan-in, ReLU gain): N(0, 2/fan_in).
+fn kaiming_normal(fan_in: usize) -> Init {
+    Init::Randn { mean: 0.0, stdev: (2.0 / fan_in as f64).sqrt() }
 }
 
 impl Conv2d {
@@ -83,27 +98,39 @@ impl Conv2d {
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: Tensor,
-    bias: Tensor,
+    bias: Option<Tensor>,
 }
 
 /// A fully connected layer, parameters `weight` (`out×in`) and `bias`.
 pub fn linear(in_f: usize, out_f: usize, vb: VarBuilder) -> Result<Linear> {
     let init = fan_in_uniform(in_f);
-    Ok(Linear { weight: vb.get_with_hints((out_f, in_f), "weight", init)?, bias: vb.get_with_hints(out_f, "bias", init)? })
+    let bias = Some(vb.get_with_hints(out_f, "bias", init)?);
+    Ok(Linear { weight: vb.get_with_hints((out_f, in_f), "weight", init)?, bias })
+}
+
+/// A fully connected layer whose weight starts as `kaiming_normal_` (WARN's), with or without a bias.
+pub fn linear_kaiming(in_f: usize, out_f: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get_with_hints((out_f, in_f), "weight", kaiming_normal(in_f))?;
+    let bias = if bias { Some(vb.get_with_hints(out_f, "bias", fan_in_uniform(in_f))?) } else { None };
+    Ok(Linear { weight, bias })
 }
 
 impl Linear {
     /// `x·Wᵀ + b` for `x` of shape `N×in`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::matmul_right(x, &self.weight.t()?)?.broadcast_add(&self.bias)
+        let y = ops::matmul_right(x, &self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
 
-    pub fn bias(&self) -> &Tensor {
-        &self.bias
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }
 
@@ -136,6 +163,12 @@ pub fn is_buffer(name: &str) -> bool {
 }
 
 impl BatchNorm2d {
+    /// Batch normalisation of `N×C` features (PyTorch's `BatchNorm1d`), through the same kernels.
+    pub fn forward_flat(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let (n, c) = x.dims2()?;
+        self.forward(&x.reshape((n, c, 1, 1))?, pass)?.reshape((n, c))
+    }
+
     pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         if !pass.train {
             return ops::batch_norm_eval(x, &self.weight, &self.bias, &self.running_mean, &self.running_var, self.eps);

@@ -119,18 +119,33 @@ fn one_per_class(test: &ImageSet, classes: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// A column of a figure: its label and one flattened map per row (class).
-type Column = (String, Vec<Vec<f32>>);
+/// A column of a figure: its label, one flattened map per row (class), and how those maps are shown.
+struct Column {
+    label: String,
+    maps: Vec<Vec<f32>>,
+    channels: usize,
+    /// CAM-like maps (the models' own attention maps too) are min–max scaled; attributions by |a| percentile.
+    min_max: bool,
+}
+
+impl Column {
+    fn new(label: impl Into<String>, maps: &Tensor, min_max: bool) -> Result<Self> {
+        Ok(Column { label: label.into(), channels: maps.dim(1)?, maps: maps.flatten_from(1)?.to_vec2::<f32>()?, min_max })
+    }
+}
 
 /// One model's part of the coherence figures.
 struct ModelFigure {
     title: String,
     methods: Vec<Column>,
     layers: Vec<Column>,
+    attention: Vec<Column>,
 }
 
-/// The seed's coherence figure (one test image per class × every method, for each model side by side) and the
-/// per-layer figure (Grad-CAM at each conv block).
+/// The seed's coherence figure (one test image per class × every method, for each model side by side), the
+/// per-layer figure (Grad-CAM at each of the model's named layers: SimpleCNN's conv blocks, RAN's stages — the
+/// seed's "saliency maps of RAN by layers"), and, for models with attention maps of their own (RAN's soft masks,
+/// WARN's heads), the attention figure.
 pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>, data_dir: &Path, device: &Device) -> Result<()> {
     let scale = 3;
     let mut figures: Vec<ModelFigure> = Vec::new();
@@ -152,23 +167,27 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
             methods.push(Method::Cam);
         }
         let settings = Settings::default();
-        let pb = ui::bar(methods.len() as u64 + 3, format!("{}", ck.spec.arch));
+        let pb = ui::bar((methods.len() + model.layer_names().len()) as u64, format!("{}", ck.spec.arch));
         let mut columns = Vec::new();
         for m in methods {
             let maps = attr::method(m, &settings, model.as_ref()).attribute(model.as_ref(), &x, &targets, Score::Logit)?;
-            columns.push((m.label().to_string(), maps.flatten_from(1)?.to_vec2::<f32>()?));
+            columns.push(Column::new(m.label(), &maps, m == Method::Cam)?);
             pb.inc(1);
         }
         let mut layers = Vec::new();
-        for block in 0..3 {
-            let layer = 4 * block;
-            let gc = attr::GradCam { layer };
-            let maps = gc.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
-            layers.push((format!("GC f{layer}"), maps.flatten_from(1)?.to_vec2::<f32>()?));
+        for (layer, name) in model.layer_names() {
+            let maps = attr::GradCam { layer }.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
+            layers.push(Column::new(name, &maps, false)?);
             pb.inc(1);
         }
+        let side = ck.spec.dataset.side();
+        let mut attention = Vec::new();
+        for (name, map) in model.attention_maps(&x)? {
+            let map = attr::resize(&map.unsqueeze(1)?, side, side, attr::Interpolation::Bilinear)?;
+            attention.push(Column::new(name, &map, true)?);
+        }
         pb.finish_and_clear();
-        figures.push(ModelFigure { title: ck.spec.arch.title().to_string(), methods: columns, layers });
+        figures.push(ModelFigure { title: ck.spec.arch.title().to_string(), methods: columns, layers, attention });
     }
     let kind = kind.context("no checkpoint given")?;
     let draw = |pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| -> Result<Vec<u8>> {
@@ -189,15 +208,15 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
             let cols = pick(f);
             canvas.text(&f.title, x0, 4, 1, [0, 0, 0]);
             canvas.text("Input", x0, 22, 1, [80, 80, 80]);
-            for (c, (label, _)) in cols.iter().enumerate() {
-                canvas.text(label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
+            for (c, col) in cols.iter().enumerate() {
+                canvas.text(&col.label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
             }
             for r in 0..kind.num_classes() {
                 let y = 40 + r * cell;
                 canvas.blit(&render::denormalize_rgb(&inputs[r], kind), side, side, x0, y, scale);
-                for (c, (label, maps)) in cols.iter().enumerate() {
-                    let method = if label == "CAM" { Method::Cam } else { Method::Vbp };
-                    let v = render::display_values(&maps[r], kind.channels(), method)?;
+                for (c, col) in cols.iter().enumerate() {
+                    let method = if col.min_max { Method::Cam } else { Method::Vbp };
+                    let v = render::display_values(&col.maps[r], col.channels, method)?;
                     canvas.blit(&render::heat_rgb(&v, Colormap::Hot), side, side, x0 + (c + 1) * cell, y, scale);
                 }
             }
@@ -206,13 +225,20 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
         Ok(canvas.encode_png()?)
     };
     fsutil::write_atomic(out, &draw(&|f| &f.methods)?)?;
-    let layers_path = layers_out.map(Path::to_path_buf).unwrap_or_else(|| {
-        let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coherence".into());
-        out.with_file_name(format!("{stem}-layers.png"))
-    });
+    let layers_path = layers_out.map(Path::to_path_buf).unwrap_or_else(|| sibling(out, "layers"));
     fsutil::write_atomic(&layers_path, &draw(&|f| &f.layers)?)?;
-    ui::note(format!("wrote {} and {}", out.display(), layers_path.display()));
     println!("{}", out.display());
     println!("{}", layers_path.display());
+    if figures.iter().any(|f| !f.attention.is_empty()) {
+        let path = sibling(out, "attention");
+        fsutil::write_atomic(&path, &draw(&|f| &f.attention)?)?;
+        println!("{}", path.display());
+    }
     Ok(())
+}
+
+/// `dir/name-<suffix>.png` beside `dir/name.png`.
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "coherence".into());
+    out.with_file_name(format!("{stem}-{suffix}.png"))
 }

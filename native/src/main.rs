@@ -51,6 +51,13 @@ enum ModelArg {
     SimpleCnn,
     Cam,
     Cbam,
+    /// Residual Attention Network, depth 56
+    Ran,
+    /// Residual Attention Network, depth 92
+    #[value(name = "ran-92")]
+    Ran92,
+    /// Wide ResNet 28-4 with attention (Attend and Rectify)
+    Warn,
 }
 
 impl From<ModelArg> for Arch {
@@ -59,6 +66,9 @@ impl From<ModelArg> for Arch {
             ModelArg::SimpleCnn => Arch::SimpleCnn,
             ModelArg::Cam => Arch::Cam,
             ModelArg::Cbam => Arch::Cbam,
+            ModelArg::Ran => Arch::Ran,
+            ModelArg::Ran92 => Arch::Ran92,
+            ModelArg::Warn => Arch::Warn,
         }
     }
 }

@@ -51,9 +51,9 @@ impl Cbam {
         let (scale, shift) = self.spatial_bn.eval_affine().ok()?;
         Some(crate::engine::CbamParams {
             w1: flat(self.mlp_in.weight())?,
-            b1: flat(self.mlp_in.bias())?,
+            b1: flat(self.mlp_in.bias()?)?,
             w2: flat(self.mlp_out.weight())?,
-            b2: flat(self.mlp_out.bias())?,
+            b2: flat(self.mlp_out.bias()?)?,
             hidden,
             conv: flat(self.spatial_conv.weight())?,
             conv_bias: flat(self.spatial_conv.bias()?)?[0],

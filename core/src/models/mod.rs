@@ -1,10 +1,14 @@
 //! The model zoo. Each architecture is defined once, here, and used by training, the CLI and the browser.
 
 mod cbam;
+mod ran;
 mod simple_cnn;
+mod warn;
 
 pub use cbam::{cbam, Cbam};
+pub use ran::{ran, Ran};
 pub use simple_cnn::{simple_cnn, SimpleCnn};
+pub use warn::{warn, Warn};
 
 use crate::data::DatasetKind;
 use crate::nn::Pass;
@@ -20,16 +24,27 @@ pub enum Arch {
     SimpleCnn,
     Cam,
     Cbam,
+    /// Residual Attention Network, depth 56.
+    Ran,
+    /// Residual Attention Network, depth 92.
+    Ran92,
+    /// Wide ResNet 28-4 with attention (Attend and Rectify).
+    Warn,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 3] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam];
+    pub const ALL: [Arch; 6] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam, Arch::Ran, Arch::Ran92, Arch::Warn];
+    /// The small models, cheap enough for every test and the browser demo.
+    pub const SMALL: [Arch; 3] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::SimpleCnn => "simple-cnn",
             Arch::Cam => "cam",
             Arch::Cbam => "cbam",
+            Arch::Ran => "ran",
+            Arch::Ran92 => "ran-92",
+            Arch::Warn => "warn",
         }
     }
 
@@ -39,6 +54,9 @@ impl Arch {
             Arch::SimpleCnn => "Simple CNN",
             Arch::Cam => "Simple CNN + CAM",
             Arch::Cbam => "Simple CNN + CBAM",
+            Arch::Ran => "RAN",
+            Arch::Ran92 => "RAN-92",
+            Arch::Warn => "WARN",
         }
     }
 
@@ -47,7 +65,12 @@ impl Arch {
             "simple-cnn" | "simplecnn" | "cnn" => Ok(Arch::SimpleCnn),
             "cam" => Ok(Arch::Cam),
             "cbam" => Ok(Arch::Cbam),
-            other => Err(Error::InvalidArgument(format!("unknown model '{other}' (expected simple-cnn, cam or cbam)"))),
+            "ran" | "ran-56" | "ran56" => Ok(Arch::Ran),
+            "ran-92" | "ran92" => Ok(Arch::Ran92),
+            "warn" => Ok(Arch::Warn),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown model '{other}' (expected simple-cnn, cam, cbam, ran, ran-92 or warn)"
+            ))),
         }
     }
 }
@@ -97,6 +120,23 @@ pub trait Classifier: Send + Sync {
         None
     }
 
+    /// The layers drawn in the per-layer Grad-CAM figure, with their names.
+    fn layer_names(&self) -> Vec<(usize, String)>;
+
+    /// The model's own attention maps for `x` (evaluation mode), one `N×H×W` tensor per map, with its name: RAN's
+    /// soft masks per module, WARN's attention heads. Empty for models without attention maps.
+    fn attention_maps(&self, _x: &Tensor) -> candle_core::Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    /// Training-mode logits and the loss to minimise for `labels`: cross-entropy, plus the model's own
+    /// regularisation where it has one.
+    fn training_loss(&self, x: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let logits = self.forward(x, &Pass::TRAIN)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+        Ok((logits, loss))
+    }
+
     /// The logits, and the output of `features[tap]` when asked for.
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)>;
 
@@ -123,6 +163,9 @@ pub fn eval_logits(model: &dyn Classifier, x: &Tensor) -> crate::Result<Tensor> 
 pub fn build(spec: ModelSpec, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
     Ok(match spec.arch {
         Arch::SimpleCnn | Arch::Cam | Arch::Cbam => Box::new(simple_cnn(spec, vb)?),
+        Arch::Ran => Box::new(ran(spec, 56, vb)?),
+        Arch::Ran92 => Box::new(ran(spec, 92, vb)?),
+        Arch::Warn => Box::new(warn(spec, vb)?),
     })
 }
 
@@ -184,7 +227,7 @@ mod tests {
     /// Batched logits equal per-image logits in evaluation mode, and the input is validated.
     #[test]
     fn batched_equals_unbatched_and_bad_input_errors() -> Result<()> {
-        for arch in Arch::ALL {
+        for arch in Arch::SMALL {
             let spec = ModelSpec { arch, dataset: DatasetKind::Cifar10 };
             let (_, model) = init_model(spec, 5, &Device::Cpu)?;
             let x = crate::ops::test_util::random(&[3, 3, 32, 32], 9)?;

@@ -86,7 +86,7 @@ impl SimpleCnn {
         }
         let linear = |l: &Linear| -> Option<Layer> {
             let (out, inp) = l.weight().dims2().ok()?;
-            Some(Layer::Linear { weight: flat(l.weight())?, bias: flat(l.bias())?, inp, out })
+            Some(Layer::Linear { weight: flat(l.weight())?, bias: flat(l.bias()?)?, inp, out })
         };
         match self.cam_head() {
             Some(head) => {
@@ -127,6 +127,11 @@ impl Classifier for SimpleCnn {
 
     fn tap_points(&self) -> usize {
         4 * CHANNELS.len()
+    }
+
+    /// Each block's convolution, as the seed's per-layer figure.
+    fn layer_names(&self) -> Vec<(usize, String)> {
+        (0..CHANNELS.len()).map(|b| (4 * b, format!("GC f{}", 4 * b))).collect()
     }
 
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Option<Tapped>)> {

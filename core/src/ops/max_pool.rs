@@ -82,6 +82,22 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     max_pool2x2_reference(x)
 }
 
+/// 2×2 max-pooling, stride 2, ceil mode (PyTorch's `MaxPool2d(2, ceil_mode=True)`): an odd last row or column
+/// pools in windows of its own. The input is padded with −∞, which never wins a window.
+pub fn max_pool2x2_ceil(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let mut x = x.clone();
+    if h % 2 == 1 {
+        let pad = Tensor::full(f32::NEG_INFINITY, (n, c, 1, w), x.device())?.to_dtype(x.dtype())?;
+        x = Tensor::cat(&[&x, &pad], 2)?;
+    }
+    if w % 2 == 1 {
+        let pad = Tensor::full(f32::NEG_INFINITY, (n, c, h + h % 2, 1), x.device())?.to_dtype(x.dtype())?;
+        x = Tensor::cat(&[&x, &pad], 3)?;
+    }
+    max_pool2x2(&x)
+}
+
 /// The same pooling from plain candle ops (crop to even size, then a max over 2×2 blocks). Its backward routes a
 /// gradient to every tied maximum, so it agrees with the kernel whenever windows have a unique maximum.
 pub fn max_pool2x2_reference(x: &Tensor) -> Result<Tensor> {
@@ -107,6 +123,18 @@ mod tests {
         let grads = (y * 7.0)?.sum_all()?.backward()?;
         let g = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(g, vec![0., 0., 0., 0., 7., 0., 0., 0., 0.]);
+        Ok(())
+    }
+
+    #[test]
+    fn ceil_mode_by_hand() -> Result<()> {
+        // A 3×3 plane pools to 2×2 in ceil mode: windows {1,2,3,5}, {9,9}, {9,9}, {4}. The gradient of each window
+        // goes to its first maximum.
+        let x = Var::new(&[[[[1f32, 2., 9.], [3., 5., 8.], [7., 6., 4.]]]], &Device::Cpu)?;
+        let y = max_pool2x2_ceil(&x)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![5., 9., 7., 4.]);
+        let g = y.sum_all()?.backward()?.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(g, vec![0., 0., 1., 0., 1., 0., 1., 0., 1.]);
         Ok(())
     }
 

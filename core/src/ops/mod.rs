@@ -9,14 +9,16 @@ mod conv;
 mod matmul;
 mod max_pool;
 mod relu;
+mod upsample;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub use conv::{conv2d, conv2d_reference};
 pub(crate) use conv::Geometry;
 pub use matmul::{matmul_left, matmul_right};
-pub use max_pool::{max_over, max_pool2x2, max_pool2x2_reference};
+pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 pub(crate) use max_pool::window_argmax;
 pub use relu::{relu, ReluRule};
+pub use upsample::upsample_bilinear_aligned;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
 

@@ -10,7 +10,6 @@ pub use optim::{Optimizer, OptimizerKind};
 
 use crate::data::{DatasetKind, ImageSet};
 use crate::models::{Classifier, ModelSpec};
-use crate::nn::Pass;
 use crate::params::{init_model, Checkpoint};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, D};
@@ -259,8 +258,7 @@ impl Trainer {
             } else {
                 train.batch(chunk, kind, &self.device)?
             };
-            let logits = self.model.forward(&x, &Pass::TRAIN)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let (logits, loss) = self.model.training_loss(&x, &y)?;
             let grads = loss.backward()?;
             lr = self.config.schedule.rate(self.config.lr, epoch * batches + b, total_steps);
             self.optimizer.step(&grads, lr)?;

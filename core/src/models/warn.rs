@@ -1,0 +1,279 @@
+//! Wide Residual Network with attention, WARN (Rodríguez, Gonfaus, Cucurull, Roca & Gonzàlez 2018, "Attend and
+//! Rectify: a Gated Attention Mechanism for Fine-Grained Recovery"), as the seed defines it: WRN-28-4 (Zagoruyko &
+//! Komodakis 2016) with pre-activation groups of widths 64, 128, 256; attention modules on the inputs of groups 1
+//! and 2 and on the output of group 2, each with 4 attention heads (3×3 convolution, softmax over space), an output
+//! head (class hypotheses per head) and a self-attention score per head; a tanh-BatchNorm gate over the global
+//! features; and the gated (softmax) mixture of the log-softmax outputs of the attention modules and the classifier.
+//!
+//! The returned "logits" are that mixture of log-probabilities, as in the seed. Training adds the inter-head
+//! regularisation loss (squared overlaps of each module's 2×2-average-pooled masks, weight 0.001), averaged over the
+//! modules. The constant `att_head.diag` buffer of the seed's `state_dict` (one minus the identity) is not stored.
+
+use super::{check_input, Classifier, ModelSpec, Tapped};
+use crate::nn::{self, BatchNorm2d, ConvOptions, Conv2d, Linear, Pass};
+use candle_core::{Result, Tensor, Var, D};
+use candle_nn::VarBuilder;
+
+const WIDTHS: [usize; 3] = [64, 128, 256];
+/// Blocks per group: (depth 28 − 4) / 6.
+const BLOCKS: usize = 4;
+const HEADS: usize = 4;
+const REG_WEIGHT: f64 = 0.001;
+
+/// 3×3 convolution without bias, initialised as the seed does (`kaiming_normal_`).
+fn conv3x3(in_c: usize, out_c: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    nn::conv2d_with(in_c, out_c, 3, ConvOptions { stride, padding: 1, bias: false, kaiming_normal: true }, vb)
+}
+
+/// Pre-activation residual block: BN → ReLU → conv (stride) → BN → ReLU → conv, plus the input, projected by a 1×1
+/// convolution when the width changes.
+#[derive(Clone, Debug)]
+struct Block {
+    bn0: BatchNorm2d,
+    conv0: Conv2d,
+    bn1: BatchNorm2d,
+    conv1: Conv2d,
+    reduce: Option<Conv2d>,
+}
+
+fn block(ni: usize, no: usize, stride: usize, vb: VarBuilder) -> Result<Block> {
+    let reduce = if ni != no {
+        let o = ConvOptions { stride, padding: 0, bias: false, kaiming_normal: true };
+        Some(nn::conv2d_with(ni, no, 1, o, vb.pp("conv_reduce"))?)
+    } else {
+        None
+    };
+    Ok(Block {
+        bn0: nn::batch_norm2d(ni, vb.pp("bn0"))?,
+        conv0: conv3x3(ni, no, stride, vb.pp("conv0"))?,
+        bn1: nn::batch_norm2d(no, vb.pp("bn1"))?,
+        conv1: conv3x3(no, no, 1, vb.pp("conv1"))?,
+        reduce,
+    })
+}
+
+impl Block {
+    /// The block's output and its pre-activated input (which the seed's attention modules look at).
+    fn forward(&self, x: &Tensor, pass: &Pass) -> Result<(Tensor, Tensor)> {
+        let input = pass.relu(&self.bn0.forward(x, pass)?)?;
+        let y = pass.relu(&self.bn1.forward(&self.conv0.forward(&input)?, pass)?)?;
+        let z = self.conv1.forward(&y)?;
+        let shortcut = match &self.reduce {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        Ok(((z + shortcut)?, input))
+    }
+}
+
+/// An attention module with its heads' masks (`N×heads×H×W`, each summing to one over space).
+#[derive(Clone, Debug)]
+struct AttentionModule {
+    att_head: Conv2d,
+    out_head: Conv2d,
+    score: Conv2d,
+    classes: usize,
+}
+
+/// Keys `att_head.conv`, `out_head.conv`, `score.conv`.
+fn attention_module(in_c: usize, classes: usize, vb: VarBuilder) -> Result<AttentionModule> {
+    Ok(AttentionModule {
+        att_head: conv3x3(in_c, HEADS, 1, vb.pp("att_head").pp("conv"))?,
+        out_head: conv3x3(in_c, classes * HEADS, 1, vb.pp("out_head").pp("conv"))?,
+        score: conv3x3(in_c, HEADS, 1, vb.pp("score").pp("conv"))?,
+        classes,
+    })
+}
+
+impl AttentionModule {
+    /// The module's class hypotheses (`N×classes`, the heads mixed by the softmax of their tanh self-attention
+    /// scores) and its masks.
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (n, _, h, w) = x.dims4()?;
+        let logits = self.att_head.forward(x)?.reshape((n, HEADS, h * w))?;
+        let mask = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let weighted = |t: Tensor, per_head: usize| -> Result<Tensor> {
+            t.reshape((n, HEADS, per_head, h * w))?.broadcast_mul(&mask.unsqueeze(2)?)?.sum(3)
+        };
+        let output = weighted(self.out_head.forward(x)?, self.classes)?;
+        let scores = candle_nn::ops::softmax(&weighted(self.score.forward(x)?, 1)?.tanh()?, 1)?;
+        let mixed = output.broadcast_mul(&scores)?.sum(1)?;
+        Ok((mixed, mask.reshape((n, HEADS, h, w))?))
+    }
+}
+
+/// `Σ (M Mᵀ ⊙ (1 − I))² / (N·heads²)` over the module's masks average-pooled 2×2 (floor), the seed's inter-head
+/// regularisation (before its weight).
+fn overlap_loss(mask: &Tensor) -> Result<Tensor> {
+    let (n, heads, h, w) = mask.dims4()?;
+    let (ho, wo) = (h / 2, w / 2);
+    let pooled = mask.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)?.reshape((n, heads, ho, 2, wo, 2))?.mean(5)?.mean(3)?;
+    let flat = pooled.reshape((n, heads, ho * wo))?;
+    let gram = flat.matmul(&flat.t()?)?;
+    let off_diagonal = Tensor::ones((heads, heads), mask.dtype(), mask.device())?.sub(&Tensor::eye(heads, mask.dtype(), mask.device())?)?;
+    gram.broadcast_mul(&off_diagonal)?.sqr()?.mean_all()
+}
+
+/// WRN-28-4 with attention.
+#[derive(Clone, Debug)]
+pub struct Warn {
+    spec: ModelSpec,
+    conv0: Conv2d,
+    bn0: BatchNorm2d,
+    groups: Vec<Vec<Block>>,
+    bn_g2: BatchNorm2d,
+    classifier: Linear,
+    /// `att2`, `att1`, `att0`, in the seed's order.
+    attention: Vec<(usize, AttentionModule)>,
+    gate: Linear,
+    gate_bn: BatchNorm2d,
+}
+
+/// Builds WARN for `spec`'s data set with the seed's `state_dict` keys (`conv0`, `bn0`, `group_g.block_i`, `bn_g2`,
+/// `classifier`, `att{2,1,0}`, `output_gate.gates`, `output_gate.bn`).
+pub fn warn(spec: ModelSpec, vb: VarBuilder) -> Result<Warn> {
+    let classes = spec.dataset.num_classes();
+    let conv0 = conv3x3(spec.dataset.channels(), 16, 1, vb.pp("conv0"))?;
+    let mut groups = Vec::new();
+    let mut ni = 16;
+    for (g, &no) in WIDTHS.iter().enumerate() {
+        let vg = vb.pp(format!("group_{g}"));
+        let stride = if g == 0 { 1 } else { 2 };
+        let blocks = (0..BLOCKS)
+            .map(|i| block(if i == 0 { ni } else { no }, no, if i == 0 { stride } else { 1 }, vg.pp(format!("block_{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        groups.push(blocks);
+        ni = no;
+    }
+    let classifier = nn::linear_kaiming(WIDTHS[2], classes, true, vb.pp("classifier"))?;
+    let attention = [2, 1, 0]
+        .into_iter()
+        .map(|i| Ok((i, attention_module(WIDTHS[i], classes, vb.pp(format!("att{i}")))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let gate = vb.pp("output_gate");
+    Ok(Warn {
+        spec,
+        conv0,
+        bn0: nn::batch_norm2d(16, vb.pp("bn0"))?,
+        groups,
+        bn_g2: nn::batch_norm2d(WIDTHS[2], vb.pp("bn_g2"))?,
+        classifier,
+        attention,
+        gate: nn::linear_kaiming(WIDTHS[2], HEADS, false, gate.pp("gates"))?,
+        gate_bn: nn::batch_norm2d(HEADS, gate.pp("bn"))?,
+    })
+}
+
+/// What a forward pass produced besides the output.
+struct Extras {
+    tapped: Option<Tapped>,
+    /// Each attention module's name and masks.
+    masks: Vec<(String, Tensor)>,
+}
+
+impl Warn {
+    /// The forward pass. Features: 0 the stem, 1 + 4g + i block `i` of group `g`, 13 group 2 after its BatchNorm and
+    /// ReLU.
+    fn run(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Extras)> {
+        check_input(self.spec, x)?;
+        let mut tapped = None;
+        let mut visit = |k: usize, x: Tensor| -> Result<Tensor> {
+            if tap != Some(k) {
+                return Ok(x);
+            }
+            let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let x = x.broadcast_add(&probe)?;
+            tapped = Some(Tapped { activation: x.detach(), probe });
+            Ok(x)
+        };
+        let mut out = visit(0, pass.relu(&self.bn0.forward(&self.conv0.forward(x)?, pass)?)?)?;
+        // The pre-activated inputs of groups 1 and 2, which attention modules 0 and 1 look at.
+        let mut group_inputs = Vec::new();
+        for (g, blocks) in self.groups.iter().enumerate() {
+            for (i, b) in blocks.iter().enumerate() {
+                let (y, input) = b.forward(&out, pass)?;
+                if i == 0 && g > 0 {
+                    group_inputs.push(input);
+                }
+                out = visit(1 + BLOCKS * g + i, y)?;
+            }
+        }
+        let last = visit(1 + BLOCKS * WIDTHS.len(), pass.relu(&self.bn_g2.forward(&out, pass)?)?)?;
+        group_inputs.push(last.clone());
+        let mut outputs = Vec::new();
+        let mut masks = Vec::new();
+        for (i, module) in &self.attention {
+            let (o, m) = module.forward(&group_inputs[*i])?;
+            outputs.push(o.unsqueeze(1)?);
+            masks.push((format!("att{i}"), m));
+        }
+        // The seed's `avg_pool2d(group2, 7 or 8, 1)` covers the whole final map: a global average.
+        let features = nn::global_avg_pool(&last)?;
+        let gates = self.gate_bn.forward_flat(&self.gate.forward(&features)?, pass)?.tanh()?;
+        outputs.push(self.classifier.forward(&features)?.unsqueeze(1)?);
+        let log_probs = candle_nn::ops::log_softmax(&Tensor::cat(&outputs, 1)?, 2)?;
+        let weights = candle_nn::ops::softmax(&gates, 1)?.unsqueeze(2)?;
+        let mixed = log_probs.broadcast_mul(&weights)?.sum(1)?;
+        Ok((mixed, Extras { tapped, masks }))
+    }
+}
+
+impl Classifier for Warn {
+    fn spec(&self) -> ModelSpec {
+        self.spec
+    }
+
+    fn tap_points(&self) -> usize {
+        2 + BLOCKS * WIDTHS.len()
+    }
+
+    fn last_feature_index(&self) -> usize {
+        self.tap_points() - 1
+    }
+
+    fn default_gradcam_layer(&self) -> usize {
+        self.last_feature_index()
+    }
+
+    fn layer_names(&self) -> Vec<(usize, String)> {
+        (0..WIDTHS.len()).map(|g| (BLOCKS * (g + 1), format!("Group{g}"))).chain([(self.last_feature_index(), "Group2+BN".into())]).collect()
+    }
+
+    fn attention_maps(&self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let (_, extras) = self.run(x, &Pass::EVAL, None)?;
+        let mut maps = Vec::new();
+        for (name, m) in extras.masks {
+            for head in 0..HEADS {
+                maps.push((format!("{name} head {head}"), m.narrow(1, head, 1)?.squeeze(1)?));
+            }
+        }
+        Ok(maps)
+    }
+
+    fn training_loss(&self, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (logits, extras) = self.run(x, &Pass::TRAIN, None)?;
+        let loss = (candle_nn::loss::cross_entropy(&logits, labels)? + regularisation(&extras.masks)?)?;
+        Ok((logits, loss))
+    }
+
+    fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Option<Tapped>)> {
+        let (logits, extras) = self.run(x, pass, tap)?;
+        Ok((logits, extras.tapped))
+    }
+}
+
+impl Warn {
+    /// The weighted inter-head regularisation term of a training-mode pass on `x`.
+    pub fn regularisation(&self, x: &Tensor) -> Result<Tensor> {
+        regularisation(&self.run(x, &Pass::TRAIN, None)?.1.masks)
+    }
+}
+
+/// The seed's `reg_loss`: the weighted overlap losses of the modules' masks, averaged over the modules.
+fn regularisation(masks: &[(String, Tensor)]) -> Result<Tensor> {
+    let mut total = overlap_loss(&masks[0].1)?;
+    for (_, m) in &masks[1..] {
+        total = (total + overlap_loss(m)?)?;
+    }
+    total * (REG_WEIGHT / masks.len() as f64)
+}
