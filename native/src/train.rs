@@ -100,7 +100,7 @@ pub fn run_epoch(
     })?;
     let train_seconds = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let val = evaluate(trainer.model(), validation, validation_indices, 500, device, &mut |_| {})?;
+    let val = evaluate(trainer.frozen_model()?.as_ref(), validation, validation_indices, 500, device, &mut |_| {})?;
     Ok(EpochLog {
         epoch,
         lr,

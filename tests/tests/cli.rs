@@ -9,6 +9,7 @@ use whitebox_e2e::*;
 
 #[test]
 fn info_prints_the_seed_parameter_counts() {
+    // The seed's README table (SimpleCNN family and RAN-56).
     let want = [
         ("simple-cnn", "mnist", 1_284_042),
         ("cam", "mnist", 1_285_332),
@@ -16,6 +17,12 @@ fn info_prints_the_seed_parameter_counts() {
         ("simple-cnn", "cifar10", 2_202_122),
         ("cam", "cifar10", 2_203_412),
         ("cbam", "cifar10", 2_206_641),
+        ("ran", "mnist", 27_987_466),
+        ("ran", "cifar10", 27_990_666),
+        // Not in the seed's table; counted by PyTorch on the seed's definitions (tests/reference/attention_goldens.py).
+        ("ran-92", "mnist", 34_698_250),
+        ("warn", "mnist", 6_043_362),
+        ("warn", "cifar10", 6_043_650),
     ];
     for (model, dataset, n) in want {
         let out = whitebox(&["info", "--model", model, "--dataset", dataset]);

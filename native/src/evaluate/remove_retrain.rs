@@ -260,7 +260,7 @@ fn retrain(args: &SweepArgs, spec: ModelSpec, unit: &Unit, train: &ImageSet, tes
         save_state(&state_path, &trainer.state()?, BTreeMap::from([("unit".to_string(), unit.id())]))?;
     }
     let all: Vec<usize> = (0..test.len()).collect();
-    let eval = evaluate(trainer.model(), test, &all, 500, &device, &mut |_| {})?;
+    let eval = evaluate(trainer.frozen_model()?.as_ref(), test, &all, 500, &device, &mut |_| {})?;
     Ok(UnitResult {
         unit: unit.clone(),
         test_accuracy: eval.accuracy(),

@@ -1,0 +1,55 @@
+"""PyTorch's side of `cargo run --release -p whitebox --bin bench-models`: seconds per training batch of the seed's
+own RAN-56 or WARN (SGD, momentum 0.9, weight decay 5e-4, cross-entropy; WARN adds its regularisation loss), random
+inputs, after one warm-up batch; and the peak resident memory of the process.
+
+Usage: python bench_attention_models.py --seed-code DIR --model ran|warn --dataset mnist|cifar10 --threads T
+       --batch B --steps S
+Prints "seconds_per_batch peak_mib".
+"""
+import argparse
+import resource
+import sys
+import time
+
+import torch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for name in ["--seed-code", "--model", "--dataset"]:
+        p.add_argument(name, required=True)
+    for name in ["--threads", "--batch", "--steps"]:
+        p.add_argument(name, type=int, required=True)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    sys.path.insert(0, a.seed_code)
+    import models  # the seed's models.py
+
+    torch.manual_seed(0)
+    net = models.RAN(a.dataset) if a.model == "ran" else models.WideResNetAttention(a.dataset)
+    if a.model == "ran":
+        net.classifier[1] = torch.nn.Identity()  # logits into the cross-entropy, as whitebox
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    c, s = (1, 28) if a.dataset == "mnist" else (3, 32)
+    x = torch.randn(a.batch, c, s, s)
+    y = torch.arange(a.batch) % 10
+
+    def step():
+        opt.zero_grad()
+        out = net(x)
+        loss = torch.nn.functional.cross_entropy(out[0], y) + out[1] if isinstance(out, tuple) else torch.nn.functional.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    seconds = (time.perf_counter() - t0) / a.steps
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"{seconds} {peak}")
+
+
+if __name__ == "__main__":
+    main()
