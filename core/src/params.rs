@@ -15,6 +15,8 @@ use std::sync::Mutex;
 struct SeededVarMap {
     map: VarMap,
     rng: Mutex<rand::rngs::StdRng>,
+    /// Names in creation order: the model's definition order, as PyTorch's `state_dict`.
+    order: std::sync::Arc<Mutex<Vec<String>>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
@@ -43,6 +45,7 @@ impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
         let var = Var::from_tensor(&Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?)?;
         let t = var.as_tensor().clone();
         data.insert(name.to_string(), var);
+        self.order.lock().expect("order lock").push(name.to_string());
         Ok(t)
     }
 
@@ -57,20 +60,40 @@ impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
 
 /// A freshly initialised, trainable model: its variables live in the returned [`VarMap`].
 pub fn init_model(spec: ModelSpec, seed: u64, device: &Device) -> Result<(VarMap, Box<dyn Classifier>)> {
-    let map = VarMap::new();
-    let backend = SeededVarMap { map: map.clone(), rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)) };
-    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
-    let model = models::build(spec, vb)?;
+    let (map, _, model) = init_in_order(spec, seed, device)?;
     Ok((map, model))
 }
 
-/// Names and shapes of a model's tensors (parameters and buffers), sorted by name.
+/// [`init_model`], with the variables' names in creation order.
+fn init_in_order(spec: ModelSpec, seed: u64, device: &Device) -> Result<(VarMap, Vec<String>, Box<dyn Classifier>)> {
+    let map = VarMap::new();
+    let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(seed));
+    let backend = SeededVarMap { map: map.clone(), rng, order: order.clone() };
+    let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+    let model = models::build(spec, vb)?;
+    let order = order.lock().expect("order lock").clone();
+    Ok((map, order, model))
+}
+
+/// Names and shapes of a model's tensors (parameters and buffers) as PyTorch orders a `state_dict`: layers in
+/// definition order, and within a layer `weight`, `bias`, then the buffers. For RAN and WARN this is the seed's order
+/// (tested); the SimpleCNN family defines each CBAM module right after its block.
 pub fn tensor_shapes(spec: ModelSpec) -> Result<Vec<(String, Vec<usize>)>> {
-    let (map, _) = init_model(spec, 0, &Device::Cpu)?;
+    let (map, order, _) = init_in_order(spec, 0, &Device::Cpu)?;
     let data = map.data().lock().expect("varmap lock");
-    let mut v: Vec<(String, Vec<usize>)> = data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
-    v.sort();
-    Ok(v)
+    let layer = |k: &str| k.rsplit_once('.').map_or(String::new(), |(l, _)| l.to_string());
+    let mut layers: Vec<String> = Vec::new();
+    for k in &order {
+        if !layers.contains(&layer(k)) {
+            layers.push(layer(k));
+        }
+    }
+    let rank = |k: &str| ["weight", "bias", "running_mean", "running_var"].iter().position(|s| k.ends_with(s)).unwrap_or(4);
+    let mut named: Vec<(usize, usize, String)> =
+        order.into_iter().map(|k| (layers.iter().position(|l| *l == layer(&k)).unwrap_or(0), rank(&k), k)).collect();
+    named.sort();
+    Ok(named.into_iter().map(|(_, _, k)| (k.clone(), data[&k].dims().to_vec())).collect())
 }
 
 /// Number of trainable parameters (as PyTorch's `sum(p.numel() for p in model.parameters())`).

@@ -77,17 +77,11 @@ pub fn info(spec: ModelSpec) -> Result<()> {
             None => layers.push((layer.to_string(), vec![desc], count)),
         }
     }
-    layers.sort_by_key(|(l, _, _)| layer_order(l));
     let width = layers.iter().map(|(l, _, _)| l.len()).max().unwrap_or(0);
     for (layer, tensors, count) in layers {
         println!("{layer:<width$}  {count:>9}  {}", tensors.join(" "));
     }
     Ok(())
-}
-
-/// Sort key: numbers inside names compare as numbers (`features.4` before `features.8` before `features.12`).
-fn layer_order(name: &str) -> Vec<(String, usize)> {
-    name.split('.').map(|p| p.parse::<usize>().map(|n| (String::new(), n)).unwrap_or((p.to_string(), 0))).collect()
 }
 
 pub fn convert(input: &Path, output: &Path, dtype: DType) -> Result<()> {

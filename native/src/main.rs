@@ -283,7 +283,8 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
-    /// The seed's coherence figure (a test image per class × every method) and the per-layer Grad-CAM figure.
+    /// The seed's coherence figure (a test image per class × every method), the per-layer Grad-CAM figure and, for
+    /// RAN and WARN, their own attention maps (<out>-attention.png).
     Coherence {
         /// One or more checkpoints of the same data set, drawn side by side.
         #[arg(long, required = true)]

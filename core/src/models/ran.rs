@@ -29,17 +29,19 @@ struct ResidualUnit {
 fn residual_unit(in_c: usize, out_c: usize, stride: usize, vb: &VarBuilder) -> Result<ResidualUnit> {
     let mid = out_c / 4;
     let plain = ConvOptions { bias: false, ..ConvOptions::default() };
+    // Created in the seed's registration order (conv1, bn1, conv2, …), which fixes the `state_dict` order.
+    let conv1 = nn::conv2d_with(in_c, mid, 1, plain, vb.pp("conv1"))?;
+    let bn1 = nn::batch_norm2d(mid, vb.pp("bn1"))?;
+    let conv2 = nn::conv2d_with(mid, mid, 3, ConvOptions { stride, padding: 1, ..plain }, vb.pp("conv2"))?;
+    let bn2 = nn::batch_norm2d(mid, vb.pp("bn2"))?;
+    let conv3 = nn::conv2d_with(mid, out_c, 1, plain, vb.pp("conv3"))?;
+    let bn3 = nn::batch_norm2d(out_c, vb.pp("bn3"))?;
+    let down = vb.pp("downsample");
+    let down_conv = nn::conv2d_with(in_c, out_c, 1, ConvOptions { stride, ..ConvOptions::default() }, down.pp(0))?;
     Ok(ResidualUnit {
-        convs: [
-            nn::conv2d_with(in_c, mid, 1, plain, vb.pp("conv1"))?,
-            nn::conv2d_with(mid, mid, 3, ConvOptions { stride, padding: 1, ..plain }, vb.pp("conv2"))?,
-            nn::conv2d_with(mid, out_c, 1, plain, vb.pp("conv3"))?,
-        ],
-        bns: [nn::batch_norm2d(mid, vb.pp("bn1"))?, nn::batch_norm2d(mid, vb.pp("bn2"))?, nn::batch_norm2d(out_c, vb.pp("bn3"))?],
-        downsample: (
-            nn::conv2d_with(in_c, out_c, 1, ConvOptions { stride, ..ConvOptions::default() }, vb.pp("downsample").pp(0))?,
-            nn::batch_norm2d(out_c, vb.pp("downsample").pp(1))?,
-        ),
+        convs: [conv1, conv2, conv3],
+        bns: [bn1, bn2, bn3],
+        downsample: (down_conv, nn::batch_norm2d(out_c, down.pp(1))?),
         project: stride != 1 || in_c != out_c,
     })
 }

@@ -31,6 +31,8 @@ pub struct SimpleCnn {
 
 /// Builds the model of `spec` (SimpleCNN, CAM or CBAM) with parameters from `vb`.
 pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
+    // The creation order fixes the seeded initial values (and so the shipped weights' training runs); it equals the
+    // seed's `state_dict` order except that each CBAM module comes right after its block's BatchNorm.
     let features = vb.pp("features");
     let mut in_c = spec.dataset.channels();
     let (mut convs, mut bns, mut cbams) = (vec![], vec![], vec![]);

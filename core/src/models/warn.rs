@@ -37,19 +37,18 @@ struct Block {
 }
 
 fn block(ni: usize, no: usize, stride: usize, vb: VarBuilder) -> Result<Block> {
+    // Created in the seed's registration order, which fixes the `state_dict` order.
+    let conv0 = conv3x3(ni, no, stride, vb.pp("conv0"))?;
+    let bn0 = nn::batch_norm2d(ni, vb.pp("bn0"))?;
+    let conv1 = conv3x3(no, no, 1, vb.pp("conv1"))?;
+    let bn1 = nn::batch_norm2d(no, vb.pp("bn1"))?;
     let reduce = if ni != no {
         let o = ConvOptions { stride, padding: 0, bias: false, kaiming_normal: true };
         Some(nn::conv2d_with(ni, no, 1, o, vb.pp("conv_reduce"))?)
     } else {
         None
     };
-    Ok(Block {
-        bn0: nn::batch_norm2d(ni, vb.pp("bn0"))?,
-        conv0: conv3x3(ni, no, stride, vb.pp("conv0"))?,
-        bn1: nn::batch_norm2d(no, vb.pp("bn1"))?,
-        conv1: conv3x3(no, no, 1, vb.pp("conv1"))?,
-        reduce,
-    })
+    Ok(Block { bn0, conv0, bn1, conv1, reduce })
 }
 
 impl Block {
@@ -133,7 +132,9 @@ pub struct Warn {
 /// `classifier`, `att{2,1,0}`, `output_gate.gates`, `output_gate.bn`).
 pub fn warn(spec: ModelSpec, vb: VarBuilder) -> Result<Warn> {
     let classes = spec.dataset.num_classes();
+    // Created in the seed's registration order, which fixes the `state_dict` order.
     let conv0 = conv3x3(spec.dataset.channels(), 16, 1, vb.pp("conv0"))?;
+    let bn0 = nn::batch_norm2d(16, vb.pp("bn0"))?;
     let mut groups = Vec::new();
     let mut ni = 16;
     for (g, &no) in WIDTHS.iter().enumerate() {
@@ -145,23 +146,16 @@ pub fn warn(spec: ModelSpec, vb: VarBuilder) -> Result<Warn> {
         groups.push(blocks);
         ni = no;
     }
+    let bn_g2 = nn::batch_norm2d(WIDTHS[2], vb.pp("bn_g2"))?;
     let classifier = nn::linear_kaiming(WIDTHS[2], classes, true, vb.pp("classifier"))?;
     let attention = [2, 1, 0]
         .into_iter()
         .map(|i| Ok((i, attention_module(WIDTHS[i], classes, vb.pp(format!("att{i}")))?)))
         .collect::<Result<Vec<_>>>()?;
     let gate = vb.pp("output_gate");
-    Ok(Warn {
-        spec,
-        conv0,
-        bn0: nn::batch_norm2d(16, vb.pp("bn0"))?,
-        groups,
-        bn_g2: nn::batch_norm2d(WIDTHS[2], vb.pp("bn_g2"))?,
-        classifier,
-        attention,
-        gate: nn::linear_kaiming(WIDTHS[2], HEADS, false, gate.pp("gates"))?,
-        gate_bn: nn::batch_norm2d(HEADS, gate.pp("bn"))?,
-    })
+    let gate_linear = nn::linear_kaiming(WIDTHS[2], HEADS, false, gate.pp("gates"))?;
+    let gate_bn = nn::batch_norm2d(HEADS, gate.pp("bn"))?;
+    Ok(Warn { spec, conv0, bn0, groups, bn_g2, classifier, attention, gate: gate_linear, gate_bn })
 }
 
 /// What a forward pass produced besides the output.
