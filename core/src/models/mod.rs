@@ -245,6 +245,51 @@ mod tests {
 }
 
 #[cfg(test)]
+mod attention_model_tests {
+    use super::*;
+    use crate::attribution::{Attribution, GradCam, Score};
+    use crate::params::init_model;
+    use candle_core::Device;
+
+    /// The models' own attention maps obey their definitions: RAN's soft masks are sigmoids (in (0, 1)), one per
+    /// attention module; WARN's heads are softmaxes over space (each sums to 1), four per module. Grad-CAM works at
+    /// every named layer.
+    #[test]
+    fn attention_maps_and_layer_grad_cams() -> crate::Result<()> {
+        for (arch, maps_per_image) in [(Arch::Ran, 3), (Arch::Warn, 12)] {
+            let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
+            let (_, model) = init_model(spec, 3, &Device::Cpu)?;
+            let x = crate::ops::test_util::random(&[2, 1, 28, 28], 7)?;
+            let maps = model.attention_maps(&x)?;
+            assert_eq!(maps.len(), maps_per_image, "{arch}");
+            for (name, m) in &maps {
+                let v = m.flatten_all()?.to_vec1::<f32>()?;
+                match arch {
+                    Arch::Ran => assert!(v.iter().all(|&p| p > 0.0 && p < 1.0), "{name}"),
+                    _ => {
+                        for total in m.flatten_from(1)?.sum(1)?.to_vec1::<f32>()? {
+                            assert!((total - 1.0).abs() < 1e-5, "{name}: sums to {total}");
+                        }
+                    }
+                }
+            }
+            // Grad-CAM keeps the positive part of the weighted activations; over all classes, some must be positive.
+            for (layer, name) in model.layer_names() {
+                let mut positive = false;
+                for target in 0..10 {
+                    let gc = GradCam { layer }.attribute(model.as_ref(), &x, &[target, target], Score::Logit)?;
+                    let v = gc.flatten_all()?.to_vec1::<f32>()?;
+                    assert!(v.iter().all(|a| a.is_finite()), "{arch} {name}");
+                    positive |= v.iter().any(|&a| a > 0.0);
+                }
+                assert!(positive, "{arch} {name}: Grad-CAM is zero for every class");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
 mod folding_tests {
     use super::*;
     use crate::params::init_model;

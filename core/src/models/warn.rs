@@ -238,7 +238,7 @@ impl Classifier for Warn {
         let mut maps = Vec::new();
         for (name, m) in extras.masks {
             for head in 0..HEADS {
-                maps.push((format!("{name} head {head}"), m.narrow(1, head, 1)?.squeeze(1)?));
+                maps.push((format!("{name} h{head}"), m.narrow(1, head, 1)?.squeeze(1)?));
             }
         }
         Ok(maps)
