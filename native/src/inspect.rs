@@ -81,6 +81,10 @@ pub fn info(spec: ModelSpec) -> Result<()> {
     for (layer, tensors, count) in layers {
         println!("{layer:<width$}  {count:>9}  {}", tensors.join(" "));
     }
+    let (_, model) = whitebox_core::params::init_model(spec, 0, &Device::Cpu)?;
+    let taps: Vec<String> = model.tap_names().iter().enumerate().map(|(k, name)| format!("{k} {name}")).collect();
+    println!();
+    println!("layers for --layer: {}", taps.join(", "));
     Ok(())
 }
 

@@ -255,7 +255,7 @@ enum Command {
         /// IG rule.
         #[arg(long, value_parser = ["left", "right", "middle", "trapezoid"], default_value = "trapezoid")]
         riemann: String,
-        /// Layer (features index, 0-11) for GC, GB-GC and CO.
+        /// Layer for GC, GB-GC and CO, by index (`whitebox info` lists them; SimpleCNN: the seed's features 0–11).
         #[arg(long)]
         layer: Option<usize>,
         /// Explain the class logit or its softmax probability.

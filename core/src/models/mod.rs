@@ -100,8 +100,13 @@ pub struct Tapped {
 pub trait Classifier: Send + Sync {
     fn spec(&self) -> ModelSpec;
 
-    /// Number of intermediate outputs that can be tapped: `0..tap_points()`, numbered as the seed's `features[k]`.
-    fn tap_points(&self) -> usize;
+    /// The intermediate outputs that can be tapped (`--layer k`), by index: SimpleCNN's are the seed's `features[k]`.
+    fn tap_names(&self) -> Vec<String>;
+
+    /// Number of intermediate outputs that can be tapped: `0..tap_points()`.
+    fn tap_points(&self) -> usize {
+        self.tap_names().len()
+    }
 
     /// Index of the last feature map (the input of the classifier head): CAM and ConvOutput use it.
     fn last_feature_index(&self) -> usize;

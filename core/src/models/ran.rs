@@ -264,8 +264,10 @@ impl Classifier for Ran {
         self.spec
     }
 
-    fn tap_points(&self) -> usize {
-        2 + self.stages.len() + self.tail.len()
+    fn tap_names(&self) -> Vec<String> {
+        let stages = self.stages.iter().map(|(name, _)| name.clone());
+        let tail = (1..=self.tail.len()).map(|k| format!("Tail{k}"));
+        ["stem".to_string(), "pool".to_string()].into_iter().chain(stages).chain(tail).collect()
     }
 
     fn last_feature_index(&self) -> usize {

@@ -127,8 +127,10 @@ impl Classifier for SimpleCnn {
         4 * (CHANNELS.len() - 1)
     }
 
-    fn tap_points(&self) -> usize {
-        4 * CHANNELS.len()
+    fn tap_names(&self) -> Vec<String> {
+        (0..CHANNELS.len())
+            .flat_map(|b| ["conv", "bn", "relu", "pool"].map(|l| format!("block{} {l}", b + 1)))
+            .collect()
     }
 
     /// Each block's convolution, as the seed's per-layer figure.

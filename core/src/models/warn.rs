@@ -217,8 +217,9 @@ impl Classifier for Warn {
         self.spec
     }
 
-    fn tap_points(&self) -> usize {
-        2 + BLOCKS * WIDTHS.len()
+    fn tap_names(&self) -> Vec<String> {
+        let blocks = (0..WIDTHS.len()).flat_map(|g| (0..BLOCKS).map(move |i| format!("group{g}.block{i}")));
+        ["stem".to_string()].into_iter().chain(blocks).chain(["group2 bn+relu".to_string()]).collect()
     }
 
     fn last_feature_index(&self) -> usize {
