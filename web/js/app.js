@@ -282,14 +282,18 @@ function drawProbs() {
   }
 }
 
-function drawPreview(pixels) {
-  const ctx = $('preview').getContext('2d');
+// Draws grey values in [0, 1] (SIDE × SIDE; none: black) onto a canvas's 2-d context.
+function putGrey(ctx, pixels) {
   const img = ctx.createImageData(SIDE, SIDE);
   for (let i = 0; i < SIDE * SIDE; i++) {
     const v = pixels ? Math.round(255 * pixels[i]) : 0;
     img.data.set([v, v, v, 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
+}
+
+function drawPreview(pixels) {
+  putGrey($('preview').getContext('2d'), pixels);
 }
 
 function buildCompareGrid(requests) {
@@ -354,12 +358,7 @@ function redraw() {
     const tmp = document.createElement('canvas');
     tmp.width = SIDE;
     tmp.height = SIDE;
-    const img = tmp.getContext('2d').createImageData(SIDE, SIDE);
-    for (let i = 0; i < SIDE * SIDE; i++) {
-      const v = Math.round(255 * state.background[i]);
-      img.data.set([v, v, v, 255], 4 * i);
-    }
-    tmp.getContext('2d').putImageData(img, 0, 0);
+    putGrey(tmp.getContext('2d'), state.background);
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(tmp, 0, 0, pad.width, pad.height);
   }
@@ -452,9 +451,7 @@ async function loadGallery() {
       c.height = SIDE;
       c.title = `MNIST test image, label ${label}`;
       c.dataset.label = String(label);
-      const img = c.getContext('2d').createImageData(SIDE, SIDE);
-      for (let i = 0; i < SIDE * SIDE; i++) img.data.set([bytes[k * record + 1 + i], bytes[k * record + 1 + i], bytes[k * record + 1 + i], 255], 4 * i);
-      c.getContext('2d').putImageData(img, 0, 0);
+      putGrey(c.getContext('2d'), pixels);
       c.onclick = () => {
         state.strokes = [];
         state.background = pixels;

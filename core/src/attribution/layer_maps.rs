@@ -12,7 +12,7 @@ use crate::models::Classifier;
 use crate::nn::Pass;
 use crate::ops::ReluRule;
 use crate::Result;
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 /// `N×1×h×w` → `N×C×H×W` of the input `x`.
 fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> Result<Tensor> {
@@ -21,29 +21,37 @@ fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> Result<Tensor> {
     Ok(up.repeat((1, c, 1, 1))?)
 }
 
-/// The Grad-CAM map at `layer`, before up-sampling (`N×1×h×w`).
+/// The Grad-CAM map at `layer`, before up-sampling (`N×1×h×w`), from the engine's buffers when the model has an
+/// engine, else from autograd.
 fn grad_cam_coarse(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, layer: usize) -> Result<Tensor> {
-    if let Some(plan) = model.engine() {
-        // The same formula on the engine's buffers, without intermediate tensors.
-        let n = x.dim(0)?;
-        let g = plan.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, ReluRule::Standard, Some(layer))?;
-        let act = g.activation.expect("a layer was asked for");
-        let (c, h, w) = plan.layer_shape(layer);
-        let hw = h * w;
-        let mut map = vec![0f32; n * hw];
-        for (i, m) in map.chunks_mut(hw).enumerate() {
-            for k in 0..c {
-                let plane = (i * c + k) * hw;
-                let alpha = g.grad[plane..plane + hw].iter().sum::<f32>() / hw as f32;
-                m.iter_mut().zip(&act[plane..plane + hw]).for_each(|(v, a)| *v += alpha * a);
-            }
-            m.iter_mut().for_each(|v| *v = v.max(0.0));
+    let n = x.dim(0)?;
+    let (act, grad, (c, h, w)) = match model.engine() {
+        Some(plan) => {
+            let g = plan.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, ReluRule::Standard, Some(layer))?;
+            (g.activation.expect("a layer was asked for"), g.grad, plan.layer_shape(layer))
         }
-        return Ok(Tensor::from_vec(map, (n, 1, h, w), x.device())?);
+        None => {
+            let (act, grad) = layer_gradient(model, x, targets, score, ReluRule::Standard, layer)?;
+            let (_, c, h, w) = act.dims4()?;
+            (act.flatten_all()?.to_vec1::<f32>()?, grad.flatten_all()?.to_vec1::<f32>()?, (c, h, w))
+        }
+    };
+    Ok(Tensor::from_vec(grad_cam_formula(&act, &grad, c, h * w), (n, 1, h, w), x.device())?)
+}
+
+/// ReLU(Σ_k α_k A^k) with α_k the spatial mean of ∂S/∂A^k, over images of `c` planes of `hw` values each.
+fn grad_cam_formula(act: &[f32], grad: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let n = act.len() / (c * hw);
+    let mut map = vec![0f32; n * hw];
+    for (i, m) in map.chunks_mut(hw).enumerate() {
+        for k in 0..c {
+            let plane = (i * c + k) * hw;
+            let alpha = grad[plane..plane + hw].iter().sum::<f32>() / hw as f32;
+            m.iter_mut().zip(&act[plane..plane + hw]).for_each(|(v, a)| *v += alpha * a);
+        }
+        m.iter_mut().for_each(|v| *v = v.max(0.0));
     }
-    let (act, grad) = layer_gradient(model, x, targets, score, ReluRule::Standard, layer)?;
-    let alpha = grad.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
-    Ok(act.broadcast_mul(&alpha)?.sum_keepdim(1)?.relu()?)
+    map
 }
 
 fn activation(model: &dyn Classifier, x: &Tensor, layer: usize) -> Result<Tensor> {
