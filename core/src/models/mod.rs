@@ -150,6 +150,18 @@ pub trait Classifier: Send + Sync {
     }
 }
 
+/// When `wanted`, adds a zero probe variable to the activation `x` and records both in `tapped` (the gradient with
+/// respect to the probe is the gradient with respect to the activation); otherwise passes `x` through.
+pub(crate) fn tap_if(wanted: bool, x: Tensor, tapped: &mut Option<Tapped>) -> candle_core::Result<Tensor> {
+    if !wanted {
+        return Ok(x);
+    }
+    let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
+    let x = x.broadcast_add(&probe)?;
+    *tapped = Some(Tapped { activation: x.detach(), probe });
+    Ok(x)
+}
+
 /// Evaluation-mode logits of `x`: through the model's engine when it has one (constant CPU weights), else through
 /// candle. Both give the same values (tested with the engine).
 pub fn eval_logits(model: &dyn Classifier, x: &Tensor) -> crate::Result<Tensor> {

@@ -12,7 +12,7 @@
 use super::{check_input, Classifier, ModelSpec, Tapped};
 use crate::nn::{self, BatchNorm2d, ConvOptions, Conv2d, Linear, Pass};
 use crate::ops;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Bottleneck residual unit: 1×1 → 3×3 (stride) → 1×1 convolutions with BatchNorm and ReLU, plus a shortcut that is
@@ -226,15 +226,7 @@ impl Ran {
     fn run(&self, x: &Tensor, pass: &Pass, tap: Option<usize>, mut masks: Option<&mut Vec<(String, Tensor)>>) -> Result<(Tensor, Option<Tapped>)> {
         check_input(self.spec, x)?;
         let mut tapped = None;
-        let mut visit = |k: usize, x: Tensor| -> Result<Tensor> {
-            if tap != Some(k) {
-                return Ok(x);
-            }
-            let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
-            let x = x.broadcast_add(&probe)?;
-            tapped = Some(Tapped { activation: x.detach(), probe });
-            Ok(x)
-        };
+        let mut visit = |k: usize, x: Tensor| super::tap_if(tap == Some(k), x, &mut tapped);
         let mut out = visit(0, pass.relu(&self.stem.1.forward(&self.stem.0.forward(x)?, pass)?)?)?;
         out = visit(1, ops::max_pool2x2(&out)?)?;
         for (k, (name, stage)) in self.stages.iter().enumerate() {

@@ -10,7 +10,7 @@
 use super::{Arch, Classifier, ModelSpec, Tapped};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Result, Tensor};
 use crate::engine::{Layer, Plan};
 use candle_nn::VarBuilder;
 
@@ -143,15 +143,7 @@ impl Classifier for SimpleCnn {
         let mut x = x.clone();
         let mut tapped = None;
         // `features[k]` in the seed's numbering: 4i conv, 4i+1 BatchNorm (after CBAM), 4i+2 ReLU, 4i+3 max-pool.
-        let mut visit = |k: usize, x: Tensor| -> Result<Tensor> {
-            if tap != Some(k) {
-                return Ok(x);
-            }
-            let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
-            let x = x.broadcast_add(&probe)?;
-            tapped = Some(Tapped { activation: x.detach(), probe });
-            Ok(x)
-        };
+        let mut visit = |k: usize, x: Tensor| super::tap_if(tap == Some(k), x, &mut tapped);
         for i in 0..CHANNELS.len() {
             if !pass.train && self.cbams.is_empty() && tap != Some(4 * i) {
                 // Evaluation mode: the BatchNorm folds into the convolution (one op instead of two).

@@ -11,7 +11,7 @@
 
 use super::{check_input, Classifier, ModelSpec, Tapped};
 use crate::nn::{self, BatchNorm2d, ConvOptions, Conv2d, Linear, Pass};
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 const WIDTHS: [usize; 3] = [64, 128, 256];
@@ -171,15 +171,7 @@ impl Warn {
     fn run(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Extras)> {
         check_input(self.spec, x)?;
         let mut tapped = None;
-        let mut visit = |k: usize, x: Tensor| -> Result<Tensor> {
-            if tap != Some(k) {
-                return Ok(x);
-            }
-            let probe = Var::zeros(x.shape(), x.dtype(), x.device())?;
-            let x = x.broadcast_add(&probe)?;
-            tapped = Some(Tapped { activation: x.detach(), probe });
-            Ok(x)
-        };
+        let mut visit = |k: usize, x: Tensor| super::tap_if(tap == Some(k), x, &mut tapped);
         let mut out = visit(0, pass.relu(&self.bn0.forward(&self.conv0.forward(x)?, pass)?)?)?;
         // The pre-activated inputs of groups 1 and 2, which attention modules 0 and 1 look at.
         let mut group_inputs = Vec::new();
