@@ -103,23 +103,23 @@ fn check(arch: Arch, dataset: DatasetKind) {
     let eval = m.forward(&x, &whitebox_core::nn::Pass::EVAL).unwrap();
     let grad = attr::ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &TARGETS, Score::Logit).unwrap();
     let mut errors = vec![
-        ("logits_eval", rel_error(&eval, &golden["logits_eval"])),
-        ("grad_eval", rel_error(&grad, &golden["grad_eval"])),
+        ("logits_eval".to_string(), rel_error(&eval, &golden["logits_eval"])),
+        ("grad_eval".to_string(), rel_error(&grad, &golden["grad_eval"])),
     ];
     let maps = m.attention_maps(&x).unwrap();
     assert_eq!(maps.len(), golden.keys().filter(|k| k.starts_with("mask_")).count(), "{spec:?}: number of attention maps");
     for (k, (name, map)) in maps.iter().enumerate() {
         let e = rel_error(map, &golden[&format!("mask_{k}")]);
-        errors.push((Box::leak(format!("mask {name}").into_boxed_str()), e));
+        errors.push((format!("mask {name}"), e));
     }
     // Training mode last: it updates the running statistics, as in PyTorch.
     let train = m.forward(&x, &whitebox_core::nn::Pass::TRAIN).unwrap();
-    errors.push(("logits_train", rel_error(&train, &golden["logits_train"])));
+    errors.push(("logits_train".to_string(), rel_error(&train, &golden["logits_train"])));
     if arch == Arch::Warn {
         let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
         let warn = whitebox_core::models::warn(spec, vb).unwrap();
         let reg = warn.regularisation(&x).unwrap().reshape(1).unwrap();
-        errors.push(("reg_loss", rel_error(&reg, &golden["reg_loss"])));
+        errors.push(("reg_loss".to_string(), rel_error(&reg, &golden["reg_loss"])));
     }
     println!("{arch} {dataset}: {errors:?}");
     // Training mode stacks up to 92 layers of batch statistics: PyTorch's own float32 result is up to 9.7e-5 away

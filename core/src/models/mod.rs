@@ -33,7 +33,6 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 6] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam, Arch::Ran, Arch::Ran92, Arch::Warn];
     /// The small models, cheap enough for every test and the browser demo.
     pub const SMALL: [Arch; 3] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam];
 
