@@ -12,5 +12,7 @@ pub mod params;
 pub mod train;
 pub mod attribution;
 pub mod engine;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod evaluation;
 pub mod render;

@@ -26,9 +26,9 @@ fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> Result<Tensor> {
 fn grad_cam_coarse(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, layer: usize) -> Result<Tensor> {
     let n = x.dim(0)?;
     let (act, grad, (c, h, w)) = match model.engine() {
-        Some(plan) => {
-            let g = plan.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, ReluRule::Standard, Some(layer))?;
-            (g.activation.expect("a layer was asked for"), g.grad, plan.layer_shape(layer))
+        Some(engine) => {
+            let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, ReluRule::Standard, Some(layer))?;
+            (g.activation.expect("a layer was asked for"), g.grad, engine.layer_shape(layer))
         }
         None => {
             let (act, grad) = layer_gradient(model, x, targets, score, ReluRule::Standard, layer)?;
@@ -57,6 +57,11 @@ fn grad_cam_formula(act: &[f32], grad: &[f32], c: usize, hw: usize) -> Vec<f32> 
 fn activation(model: &dyn Classifier, x: &Tensor, layer: usize) -> Result<Tensor> {
     if layer >= model.tap_points() {
         crate::invalid!("layer {layer} does not exist (the model has features 0..{})", model.tap_points());
+    }
+    if let Some(engine) = model.engine() {
+        let n = x.dim(0)?;
+        let (c, h, w) = engine.layer_shape(layer);
+        return Ok(Tensor::from_vec(engine.activation(&x.flatten_all()?.to_vec1::<f32>()?, n, layer)?, (n, c, h, w), x.device())?);
     }
     let (_, tapped) = model.forward_tapped(x, &Pass::EVAL, Some(layer))?;
     Ok(tapped.expect("a tapped layer was asked for").activation)

@@ -45,9 +45,9 @@ pub trait Attribution {
 
 /// ∂S/∂x: the gradient of each image's target score with respect to the input, with the ReLU backward `rule`.
 pub fn input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule) -> Result<Tensor> {
-    if let Some(plan) = model.engine() {
+    if let Some(engine) = model.engine() {
         let n = x.dim(0)?;
-        let g = plan.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, None)?;
+        let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, None)?;
         return Ok(Tensor::from_vec(g.grad, x.shape(), x.device())?);
     }
     autograd_input_gradient(model, x, targets, score, rule)
@@ -64,10 +64,10 @@ pub fn autograd_input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u3
 /// `features[layer]` and ∂S/∂features[layer]. The backward pass stops at the layer: nothing is computed for the
 /// input.
 pub fn layer_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule, layer: usize) -> Result<(Tensor, Tensor)> {
-    if let Some(plan) = model.engine() {
+    if let Some(engine) = model.engine() {
         let n = x.dim(0)?;
-        let g = plan.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, Some(layer))?;
-        let (c, h, w) = plan.layer_shape(layer);
+        let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, Some(layer))?;
+        let (c, h, w) = engine.layer_shape(layer);
         let activation = g.activation.expect("a layer was asked for");
         return Ok((Tensor::from_vec(activation, (n, c, h, w), x.device())?, Tensor::from_vec(g.grad, (n, c, h, w), x.device())?));
     }

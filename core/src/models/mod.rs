@@ -120,7 +120,7 @@ pub trait Classifier: Send + Sync {
 
     /// The evaluation-mode engine for this model's weights, when it has one (CPU, constant weights, supported
     /// layers); the attribution methods use it instead of autograd.
-    fn engine(&self) -> Option<&crate::engine::Plan> {
+    fn engine(&self) -> Option<&dyn crate::engine::Engine> {
         None
     }
 
@@ -165,11 +165,11 @@ pub(crate) fn tap_if(wanted: bool, x: Tensor, tapped: &mut Option<Tapped>) -> ca
 /// candle. Both give the same values (tested with the engine).
 pub fn eval_logits(model: &dyn Classifier, x: &Tensor) -> crate::Result<Tensor> {
     match model.engine() {
-        Some(plan) => {
+        Some(engine) => {
             check_input(model.spec(), x)?;
             let n = x.dim(0)?;
-            let logits = plan.forward(&x.flatten_all()?.to_vec1::<f32>()?, n)?;
-            Ok(Tensor::from_vec(logits, (n, plan.classes()), x.device())?)
+            let logits = engine.forward(&x.flatten_all()?.to_vec1::<f32>()?, n)?;
+            Ok(Tensor::from_vec(logits, (n, engine.classes()), x.device())?)
         }
         None => Ok(model.forward(x, &crate::nn::Pass::EVAL)?),
     }

@@ -107,8 +107,8 @@ impl SimpleCnn {
 }
 
 impl Classifier for SimpleCnn {
-    fn engine(&self) -> Option<&Plan> {
-        self.engine.get_or_init(|| self.build_plan()).as_ref()
+    fn engine(&self) -> Option<&dyn crate::engine::Engine> {
+        self.engine.get_or_init(|| self.build_plan()).as_ref().map(|p| p as &dyn crate::engine::Engine)
     }
 
     fn spec(&self) -> ModelSpec {

@@ -1,4 +1,4 @@
-//! The evaluation-mode engine: forward pass and backward pass of a class score to the input (or to one layer) for
+//! The CPU engine: forward pass and backward pass of a class score to the input (or to one layer) for
 //! the SimpleCNN family, computed directly on `f32` buffers instead of through candle's autograd. Every gradient
 //! method rests on it: vanilla gradients (Simonyan et al. 2014), guided backpropagation (Springenberg et al. 2015)
 //! and DeconvNet (Zeiler & Fergus 2014) differ only in the ReLU backward rule; Grad-CAM (Selvaraju et al. 2017)
@@ -10,6 +10,7 @@
 //! the model's own parameters ([`Plan`]), so the model is still defined once (`models/`); the tests check this
 //! engine against the autograd path for every model, rule and layer.
 
+use super::{Engine, Gradient};
 use crate::attribution::Score;
 use crate::ops::{Geometry, ReluRule};
 use crate::{Error, Result};
@@ -154,16 +155,7 @@ impl Plan {
     /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
     /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
     pub fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
-        self.check_input(x, n)?;
-        if targets.len() != n {
-            crate::invalid!("{} targets for {n} images", targets.len());
-        }
-        if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
-            crate::invalid!("target class {t} is outside 0..{}", self.classes());
-        }
-        if let Some(l) = layer.filter(|&l| l >= self.taps.len()) {
-            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.taps.len());
-        }
+        self.check_request(x, n, targets, layer)?;
         let layer = layer.map(|l| self.taps[l]);
         let per_image = self.input_len();
         let out_len = layer.map_or(per_image, |l| self.len_after(l));
@@ -187,7 +179,28 @@ impl Plan {
         Ok(Gradient { grad, activation: layer.map(|_| activation) })
     }
 
-    fn check_input(&self, x: &[f32], n: usize) -> Result<()> {
+    /// Checks a gradient request: `n` images, one valid target each, an existing layer.
+    pub(crate) fn check_request(&self, x: &[f32], n: usize, targets: &[u32], layer: Option<usize>) -> Result<()> {
+        self.check_input(x, n)?;
+        if targets.len() != n {
+            crate::invalid!("{} targets for {n} images", targets.len());
+        }
+        if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
+            crate::invalid!("target class {t} is outside 0..{}", self.classes());
+        }
+        if let Some(l) = layer.filter(|&l| l >= self.taps.len()) {
+            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.taps.len());
+        }
+        Ok(())
+    }
+
+    /// The layers, the input and output shapes (`shapes[0]`: the input; `shapes[k + 1]`: layer k's output) and the
+    /// taps (`features[j]` is the output of layer `taps[j]`).
+    pub(crate) fn parts(&self) -> (&[Layer], &[(usize, usize, usize)], &[usize]) {
+        (&self.layers, &self.shapes, &self.taps)
+    }
+
+    pub(crate) fn check_input(&self, x: &[f32], n: usize) -> Result<()> {
         let (c, h, w) = self.shapes[0];
         if x.len() != n * c * h * w {
             crate::invalid!("{} values are not {n} images of {c}×{h}×{w}", x.len());
@@ -278,6 +291,28 @@ impl Plan {
     }
 }
 
+impl Engine for Plan {
+    fn plan(&self) -> Option<&Plan> {
+        Some(self)
+    }
+
+    fn classes(&self) -> usize {
+        Plan::classes(self)
+    }
+
+    fn layer_shape(&self, layer: usize) -> (usize, usize, usize) {
+        Plan::layer_shape(self, layer)
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        Plan::forward(self, x, n)
+    }
+
+    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+        Plan::gradient(self, x, n, targets, score, rule, layer)
+    }
+}
+
 /// Every layer's output for a chunk of images (index 0: the input), and for max-pooling layers the position of
 /// each window's maximum (0–3 in scan order).
 struct Activations {
@@ -301,12 +336,6 @@ fn uninit(len: usize) -> Vec<f32> {
 /// result lands in `N×C×H×W` order without a transpose).
 const PER_IMAGE_HW: usize = 128;
 
-/// An engine gradient: `grad`, and the tapped layer's activation when a layer was asked for.
-#[derive(Clone, Debug)]
-pub struct Gradient {
-    pub grad: Vec<f32>,
-    pub activation: Option<Vec<f32>>,
-}
 
 /// ∂S/∂logits for each image: one-hot for the logit; for the probability p_t, p_t·(δ_tj − p_j).
 fn score_gradient(logits: &[f32], targets: &[u32], score: Score, classes: usize) -> Vec<f32> {
@@ -665,24 +694,12 @@ mod tests {
     use super::*;
     use crate::attribution::{autograd_input_gradient, autograd_layer_gradient, input_gradient, layer_gradient};
     use crate::data::DatasetKind;
-    use crate::models::{Arch, Classifier, ModelSpec};
+    use crate::models::{Arch, ModelSpec};
     use crate::nn::Pass;
     use crate::ops::test_util::{random, rel_diff};
-    use crate::params::{init_model, Checkpoint};
+    use crate::engine::constant_model;
+    use crate::params::init_model;
     use candle_core::{Device, Tensor};
-
-    /// A model with constant (checkpoint) weights, and non-trivial BatchNorm statistics.
-    fn constant_model(arch: Arch, dataset: DatasetKind, seed: u64) -> Box<dyn Classifier> {
-        let spec = ModelSpec { arch, dataset };
-        let (map, _) = init_model(spec, seed, &Device::Cpu).unwrap();
-        for (k, v) in map.data().lock().unwrap().iter() {
-            if k.contains("features.1") || k.contains("features.5") || k.contains("features.9") {
-                let r = random(v.dims(), k.len() as u64).unwrap();
-                v.set(&(r.abs().unwrap() + 0.5).unwrap()).unwrap();
-            }
-        }
-        Checkpoint::from_varmap(spec, &map, Default::default()).unwrap().model().unwrap()
-    }
 
     /// The engine equals autograd: logits, input gradients under every ReLU rule and both scores, and every
     /// layer's activation and gradient, on both data sets, over more images than one work unit (19: a partial

@@ -1,0 +1,243 @@
+//! Evaluation-mode engines: what every gradient-based attribution method asks of a model — logits, and the
+//! gradient of a class score with respect to the input or to one layer under a ReLU backward rule — computed
+//! directly on `f32` buffers instead of through candle's autograd.
+//!
+//! - [`Plan`] (`cpu.rs`): the CPU engine, read from a model's own parameters;
+//! - `gpu::GpuPlan` (feature `gpu`): the same plan as WGSL compute kernels on WebGPU, Vulkan, Metal or DX12;
+//! - [`Recorder`] and [`Replay`]: run a method twice around an asynchronous engine (the browser's GPU cannot be
+//!   waited for synchronously): the first run records the gradient requests, the GPU answers them all, the second
+//!   run replays the answers. The methods themselves stay written once, synchronously.
+//!
+//! [`EngineModel`] puts any engine under a model, so that the attribution methods use it.
+
+mod cpu;
+
+pub use cpu::{CbamParams, Layer, Plan};
+
+use crate::attribution::Score;
+use crate::models::{Classifier, ModelSpec, Tapped};
+use crate::nn::{Linear, Pass};
+use crate::ops::ReluRule;
+use crate::Result;
+use candle_core::Tensor;
+use std::sync::{Arc, Mutex};
+
+/// An engine gradient: `grad`, and the tapped layer's activation when a layer was asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradient {
+    pub grad: Vec<f32>,
+    pub activation: Option<Vec<f32>>,
+}
+
+/// An evaluation-mode engine for one model's weights.
+pub trait Engine: Send + Sync {
+    fn classes(&self) -> usize;
+
+    /// `(channels, height, width)` of `features[layer]`.
+    fn layer_shape(&self, layer: usize) -> (usize, usize, usize);
+
+    /// Logits of `n` images (`x`: `n × C×H×W` values, channel-major).
+    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>>;
+
+    /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
+    /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
+    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient>;
+
+    /// The CPU plan, when this engine is one (a GPU engine is built from it).
+    fn plan(&self) -> Option<&Plan> {
+        None
+    }
+
+    /// `features[layer]` of `n` images.
+    fn activation(&self, x: &[f32], n: usize, layer: usize) -> Result<Vec<f32>> {
+        let g = self.gradient(x, n, &vec![0; n], Score::Logit, ReluRule::Standard, Some(layer))?;
+        Ok(g.activation.expect("a layer was asked for"))
+    }
+}
+
+/// One gradient request, as [`Engine::gradient`] takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub targets: Vec<u32>,
+    pub score: Score,
+    pub rule: ReluRule,
+    pub layer: Option<usize>,
+}
+
+/// Records the gradient requests of a run and answers each with zeros of the right shape (checked by the CPU plan,
+/// so a bad request fails here already).
+pub struct Recorder {
+    plan: Plan,
+    requests: Mutex<Vec<Request>>,
+}
+
+impl Recorder {
+    pub fn new(plan: Plan) -> Self {
+        Recorder { plan, requests: Mutex::new(Vec::new()) }
+    }
+
+    /// The requests recorded so far, in order.
+    pub fn take(&self) -> Vec<Request> {
+        std::mem::take(&mut self.requests.lock().expect("not poisoned"))
+    }
+}
+
+impl Engine for Recorder {
+    fn classes(&self) -> usize {
+        self.plan.classes()
+    }
+
+    fn layer_shape(&self, layer: usize) -> (usize, usize, usize) {
+        self.plan.layer_shape(layer)
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.plan.forward(x, n)
+    }
+
+    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+        self.plan.check_request(x, n, targets, layer)?;
+        let len = match layer {
+            Some(l) => {
+                let (c, h, w) = self.plan.layer_shape(l);
+                n * c * h * w
+            }
+            None => x.len(),
+        };
+        let request = Request { x: x.to_vec(), n, targets: targets.to_vec(), score, rule, layer };
+        self.requests.lock().expect("not poisoned").push(request);
+        Ok(Gradient { grad: vec![0.0; len], activation: layer.map(|_| vec![0.0; len]) })
+    }
+}
+
+/// Answers a run's gradient requests with answers computed elsewhere, in order; fails when the run asks for
+/// anything other than what was recorded.
+pub struct Replay {
+    plan: Plan,
+    answers: Mutex<std::collections::VecDeque<(Request, Gradient)>>,
+}
+
+impl Replay {
+    pub fn new(plan: Plan, answers: Vec<(Request, Gradient)>) -> Self {
+        Replay { plan, answers: Mutex::new(answers.into()) }
+    }
+}
+
+impl Engine for Replay {
+    fn classes(&self) -> usize {
+        self.plan.classes()
+    }
+
+    fn layer_shape(&self, layer: usize) -> (usize, usize, usize) {
+        self.plan.layer_shape(layer)
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.plan.forward(x, n)
+    }
+
+    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+        let asked = Request { x: x.to_vec(), n, targets: targets.to_vec(), score, rule, layer };
+        match self.answers.lock().expect("not poisoned").pop_front() {
+            Some((request, answer)) if request == asked => Ok(answer),
+            _ => crate::invalid!("the replayed run asked for a gradient that was not recorded"),
+        }
+    }
+}
+
+/// A model whose evaluation-mode computations go through `engine` (everything else through `model`).
+pub struct EngineModel {
+    pub model: Arc<dyn Classifier>,
+    pub engine: Arc<dyn Engine>,
+}
+
+impl Classifier for EngineModel {
+    fn spec(&self) -> ModelSpec {
+        self.model.spec()
+    }
+
+    fn tap_names(&self) -> Vec<String> {
+        self.model.tap_names()
+    }
+
+    fn last_feature_index(&self) -> usize {
+        self.model.last_feature_index()
+    }
+
+    fn default_gradcam_layer(&self) -> usize {
+        self.model.default_gradcam_layer()
+    }
+
+    fn cam_head(&self) -> Option<&Linear> {
+        self.model.cam_head()
+    }
+
+    fn engine(&self) -> Option<&dyn Engine> {
+        Some(self.engine.as_ref())
+    }
+
+    fn layer_names(&self) -> Vec<(usize, String)> {
+        self.model.layer_names()
+    }
+
+    fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)> {
+        self.model.forward_tapped(x, pass, tap)
+    }
+}
+
+/// A model with constant (checkpoint) weights, and non-trivial BatchNorm statistics (tests).
+#[cfg(test)]
+pub(crate) fn constant_model(arch: crate::models::Arch, dataset: crate::data::DatasetKind, seed: u64) -> Box<dyn Classifier> {
+    use crate::params::{init_model, Checkpoint};
+    let spec = ModelSpec { arch, dataset };
+    let (map, _) = init_model(spec, seed, &candle_core::Device::Cpu).unwrap();
+    for (k, v) in map.data().lock().unwrap().iter() {
+        if k.contains("features.1") || k.contains("features.5") || k.contains("features.9") {
+            let r = crate::ops::test_util::random(v.dims(), k.len() as u64).unwrap();
+            v.set(&(r.abs().unwrap() + 0.5).unwrap()).unwrap();
+        }
+    }
+    Checkpoint::from_varmap(spec, &map, Default::default()).unwrap().model().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::{Ensemble, Explanation, Method, Settings};
+    use crate::data::DatasetKind;
+    use crate::models::{Arch, ModelSpec};
+    use crate::ops::test_util::random;
+    use crate::params::init_model;
+    use candle_core::Device;
+
+    /// Recording a run, answering the requests with the CPU plan and replaying gives the direct result, for every
+    /// method (plain and in an ensemble); a replay that is asked something else fails.
+    #[test]
+    fn record_then_replay_equals_direct() -> Result<()> {
+        let (_, m) = init_model(ModelSpec { arch: Arch::Cam, dataset: DatasetKind::Mnist }, 4, &Device::Cpu)?;
+        let m: Arc<dyn Classifier> = Arc::from(m);
+        let plan = m.engine().expect("constant weights").plan().expect("a CPU plan").clone();
+        let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
+        let t = [3u32, 8];
+        let mut requests: Vec<Explanation> = Method::ALL.into_iter().map(|m| Explanation { settings: Settings { steps: 5, ..Settings::default() }, ..Explanation::of(m) }).collect();
+        requests.push(Explanation { ensemble: Some(Ensemble::VarGrad), samples: 4, ..Explanation::of(Method::Gbgc) });
+        for e in requests {
+            let direct = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
+            let recorder = Arc::new(Recorder::new(plan.clone()));
+            e.run(&EngineModel { model: m.clone(), engine: recorder.clone() }, &x, &t, &mut |_| {})?;
+            let answers = recorder
+                .take()
+                .into_iter()
+                .map(|r| Ok((r.clone(), plan.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let replay = EngineModel { model: m.clone(), engine: Arc::new(Replay::new(plan.clone(), answers)) };
+            let replayed = e.run(&replay, &x, &t, &mut |_| {})?;
+            assert_eq!(direct.flatten_all()?.to_vec1::<f32>()?, replayed.flatten_all()?.to_vec1::<f32>()?, "{}", e.label());
+        }
+        let empty = EngineModel { model: m.clone(), engine: Arc::new(Replay::new(plan, Vec::new())) };
+        assert!(Explanation::of(Method::Vbp).run(&empty, &x, &t, &mut |_| {}).unwrap_err().to_string().contains("not recorded"));
+        Ok(())
+    }
+}

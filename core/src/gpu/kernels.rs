@@ -1,0 +1,88 @@
+//! The compute pipelines, one per WGSL file in `kernels/` (each prefixed with `common.wgsl`), and the parameters
+//! every kernel reads from its uniform buffer.
+
+/// Mirrors `Params` in `kernels/common.wgsl`: sixteen 32-bit words (see the comments there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub total: u32,
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub co: u32,
+    pub ho: u32,
+    pub wo: u32,
+    pub k: u32,
+    pub pad: u32,
+    pub rule: u32,
+    pub flag: u32,
+    pub spare: [u32; 4],
+}
+
+/// Invocations per workgroup (`WORKGROUP` in `common.wgsl`; SwiftShader allows at most 256).
+pub const WORKGROUP: u32 = 256;
+
+/// A compute pipeline and its bind-group layout.
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+fn kernel(device: &wgpu::Device, name: &str, source: &str) -> Kernel {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(name),
+        source: wgpu::ShaderSource::Wgsl(format!("{}\n{source}", include_str!("kernels/common.wgsl")).into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(name),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let layout = pipeline.get_bind_group_layout(0);
+    Kernel { pipeline, layout }
+}
+
+macro_rules! kernels {
+    ($($name:ident),* $(,)?) => {
+        /// Every kernel, by the name of its file.
+        pub struct Kernels {
+            $(pub $name: Kernel,)*
+        }
+
+        impl Kernels {
+            pub fn new(device: &wgpu::Device) -> Self {
+                Kernels { $($name: kernel(device, stringify!($name), include_str!(concat!("kernels/", stringify!($name), ".wgsl"))),)* }
+            }
+        }
+    };
+}
+
+kernels!(
+    conv_forward,
+    conv_input_grad,
+    affine_forward,
+    affine_backward,
+    relu_forward,
+    relu_backward,
+    pool_forward,
+    pool_backward,
+    linear_forward,
+    linear_backward,
+    gap_forward,
+    gap_backward,
+    score_seed,
+    cbam_channel_pool,
+    cbam_mlp,
+    cbam_gate_channels,
+    cbam_spatial_pool,
+    cbam_apply_spatial,
+    cbam_spatial_backward,
+    cbam_x1_grad,
+    cbam_channel_backward,
+    cbam_mlp_backward,
+    cbam_input_grad,
+);

@@ -1,0 +1,77 @@
+//! The GPU engine: the CPU [`Plan`](crate::engine::Plan) as WGSL compute kernels through wgpu, on WebGPU in the
+//! browser and on Vulkan, Metal or DX12 natively. The forward pass and the backward pass of a class score to the
+//! input or to one layer are one command buffer for a whole batch (an IG path, a SmoothGrad ensemble) and one read
+//! back, so every gradient method — vanilla gradients (Simonyan et al. 2014), guided backpropagation (Springenberg
+//! et al. 2015), DeconvNet (Zeiler & Fergus 2014), Input × Gradient, Integrated Gradients (Sundararajan et al. 2017),
+//! Grad-CAM and Guided Grad-CAM (Selvaraju et al. 2017), CAM (Zhou et al. 2016) and the SmoothGrad ensembles — runs
+//! on the GPU through the same method code as on the CPU ([`crate::engine::Engine`]).
+//!
+//! One invocation computes one output value (the lesson of TensorFlow.js's WebGPU backend on emulated adapters:
+//! per-dispatch and read-back costs dominate, so batch, fuse and read back once). Convolutions fold the BatchNorm
+//! that follows them. Pipelines and their bind-group layouts are made once per device, weights are uploaded once per
+//! model, and work buffers are kept between calls.
+
+mod kernels;
+mod plan;
+
+pub use plan::GpuPlan;
+
+use crate::{Error, Result};
+
+/// A GPU device with the compiled kernels.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    kernels: kernels::Kernels,
+    /// The adapter, as people know it ("llvmpipe (LLVM 15.0.6, 256 bits)", "SwiftShader Device", …).
+    pub name: String,
+    /// The graphics API behind it ("Vulkan", "BrowserWebGpu", …).
+    pub backend: String,
+}
+
+fn gpu_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("GPU: {what}: {e}"))
+}
+
+impl Gpu {
+    /// The first adapter that the platform offers (WebGPU in a browser; Vulkan, Metal or DX12 natively), with its
+    /// own limits.
+    pub async fn new() -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends: wgpu::Backends::all(), ..wgpu::InstanceDescriptor::new_without_display_handle() });
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+            .await
+            .map_err(|e| gpu_error("no adapter", e))?;
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("whitebox"),
+                required_features: wgpu::Features::empty(),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| gpu_error("no device", e))?;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernels = kernels::Kernels::new(&device);
+        if let Some(e) = scope.pop().await {
+            return Err(gpu_error("the kernels do not compile", e));
+        }
+        Ok(Gpu { device, queue, kernels, name: info.name, backend: format!("{:?}", info.backend) })
+    }
+
+    /// The largest storage buffer a kernel may bind, in bytes.
+    fn max_binding(&self) -> u64 {
+        let limits = self.device.limits();
+        limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
+    }
+}
+
+/// Blocks until `future` is ready (natively: the GPU's callbacks run inside [`wgpu::Device::poll`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    pollster::block_on(future)
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;
