@@ -5,6 +5,9 @@ use crate::{fsutil, inspect::load_checkpoint, ui};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+use std::sync::Arc;
+use whitebox_core::engine::EngineModel;
+use whitebox_core::models::Classifier;
 use std::path::{Path, PathBuf};
 use whitebox_core::attribution::{self as attr, Attribution, Explanation, Method, Score, Settings};
 use whitebox_core::data::{DatasetKind, ImageSet};
@@ -57,6 +60,21 @@ pub struct AttributeArgs {
     pub raw: Option<PathBuf>,
     pub png: Option<PathBuf>,
     pub colormap: Colormap,
+    /// Compute the gradients on the GPU (wgpu).
+    pub gpu: bool,
+}
+
+/// `model` with its gradients computed on the GPU: fails clearly when there is no adapter or the model has no
+/// engine plan (RAN and WARN run on the CPU only).
+fn on_gpu(model: Box<dyn Classifier>) -> Result<Box<dyn Classifier>> {
+    use whitebox_core::gpu::{block_on, Gpu, GpuPlan};
+    let Some(plan) = model.engine().and_then(|e| e.plan()).cloned() else {
+        bail!("--backend wgpu runs SimpleCNN, CAM and CBAM; {} runs on the CPU", model.spec().arch);
+    };
+    let gpu = block_on(Gpu::new())?;
+    ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
+    let engine = Arc::new(GpuPlan::new(Arc::new(gpu), &plan)?);
+    Ok(Box::new(EngineModel { model: Arc::from(model), engine }))
 }
 
 pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
@@ -68,7 +86,7 @@ pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
         bail!("nothing to write: give --raw FILE.safetensors and/or --png DIR");
     }
     let kind = ck.spec.dataset;
-    let model = ck.model()?;
+    let model = if args.gpu { on_gpu(ck.model()?)? } else { ck.model()? };
     let test = crate::datasets::load(kind, &args.data_dir)?.test;
     let indices = parse_indices(&args.indices, test.len())?;
     let (x, _) = test.batch(&indices, kind, device)?;

@@ -280,6 +280,10 @@ enum Command {
         png: Option<PathBuf>,
         #[arg(long, value_parser = ["gray", "hot", "jet", "viridis"], default_value = "viridis")]
         colormap: String,
+        /// Where the gradients are computed: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; SimpleCNN,
+        /// CAM and CBAM).
+        #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
+        backend: String,
         #[command(flatten)]
         data: DataDir,
     },
@@ -440,7 +444,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Attribute {
             checkpoint, dataset, method, ensemble, n, noise, steps, riemann, layer, target, class, indices, batch, seed,
-            raw, png, colormap, data,
+            raw, png, colormap, backend, data,
         } => {
             use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
             let explanation = whitebox_core::attribution::Explanation {
@@ -462,6 +466,7 @@ fn run(cli: Cli) -> Result<()> {
                     raw,
                     png,
                     colormap: whitebox_core::render::Colormap::parse(&colormap)?,
+                    gpu: backend == "wgpu",
                 },
                 &Device::Cpu,
             )?;

@@ -58,8 +58,8 @@ const server = await serve(dist);
 const browser = await launch();
 const errors = [];
 try {
-  const page = await openPage(browser, server.url, errors);
-  check(await page.locator('#backend').textContent() === 'CPU (WebAssembly)', 'the page shows the backend');
+  const page = await openPage(browser, `${server.url}?backend=cpu`, errors);
+  check(await page.locator('#backend').textContent() === 'CPU (WebAssembly)', 'the page shows the backend (CPU, as asked)');
 
   // Empty canvas: a visible hint, no map.
   check((await page.locator('#timing').textContent()).includes('Draw a digit'), 'an empty canvas asks for a digit');
@@ -185,6 +185,32 @@ try {
   await page.click('#undo');
   const ru = await settle(page);
   check(ru.pixels && ru.predicted !== undefined, 'undo leaves the first stroke and re-explains it');
+
+  // Both backends: a page on WebGPU (SwiftShader here) and a page on the CPU, the same drawn 7, every method and an
+  // ensemble: the maps agree.
+  const gpuPage = await openPage(browser, server.url, errors);
+  const gpuBadge = await gpuPage.locator('#backend').textContent();
+  check(gpuBadge.startsWith('WebGPU'), `the default page computes on WebGPU (badge: ${gpuBadge})`);
+  const cpuPage = await openPage(browser, `${server.url}?backend=cpu`, errors);
+  for (const p of [gpuPage, cpuPage]) {
+    await draw(p, DIGITS[7]);
+    await settle(p);
+  }
+  let worst = 0;
+  for (const [m, e] of [...methods.map((m) => [m, '']), ['gb', 'sg'], ['vbp', 'sg-var']]) {
+    const results = [];
+    for (const p of [gpuPage, cpuPage]) {
+      await p.selectOption('#ensemble', e);
+      await p.selectOption('#method', m);
+      results.push((await settle(p)).maps[m]);
+    }
+    const [gm, cm] = results;
+    const ok = gm && cm && !gm.error && gm.values.length === cm.values.length;
+    const d = ok ? Math.max(...gm.values.map((v, i) => Math.abs(v - cm.values[i]))) : Infinity;
+    worst = Math.max(worst, d);
+    check(ok && d < 1e-3, `WebGPU ${e ? `${e}-` : ''}${m}: the map equals the CPU page's (max |Δ| of display values ${d.toExponential(1)}; ${gm && gm.ms.toFixed(0)} ms vs ${cm && cm.ms.toFixed(0)} ms)`);
+  }
+  await gpuPage.screenshot({ path: path.join(artifacts, 'webgpu-7-sg-var-vbp.png') });
 
   const unexpected = errors.filter((e) => !e.includes('not a safetensors file'));
   check(unexpected.length === 0, `no console errors (${unexpected.join(' | ')})`);

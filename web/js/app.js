@@ -71,7 +71,9 @@ function startWorker() {
 function loadModel(arch) {
   state.ready = false;
   $('backend').textContent = `loading ${arch}…`;
-  worker.postMessage({ type: 'load', arch, url: `weights/mnist/${arch}.safetensors` });
+  // `?backend=cpu` keeps the computation on the CPU; otherwise WebGPU is used when the browser offers it.
+  const backend = new URLSearchParams(location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
+  worker.postMessage({ type: 'load', arch, url: `weights/mnist/${arch}.safetensors`, backend });
 }
 
 function onWorkerMessage(msg) {
@@ -83,8 +85,10 @@ function onWorkerMessage(msg) {
       state.info = msg.info;
       state.methods = msg.methods.map((s) => { const [id, label] = s.split(':'); return { id, label }; });
       $('model').value = msg.arch;
+      state.backend = msg.backend;
       $('backend').textContent = state.backend;
-      $('backend').title = `${msg.info.arch} on ${msg.info.dataset}, weights ${(msg.bytes / 1024).toFixed(0)} KiB loaded in ${msg.ms.toFixed(0)} ms`;
+      $('backend').title = `${msg.info.arch} on ${msg.info.dataset}, weights ${(msg.bytes / 1024).toFixed(0)} KiB loaded in ${msg.ms.toFixed(0)} ms` +
+        (msg.backendNote ? ` (${msg.backendNote})` : '');
       fillMethodControls();
       if (!$('message').classList.contains('info')) showMessage('');
       schedule();
@@ -106,6 +110,11 @@ function onWorkerMessage(msg) {
     case 'progress':
       if (msg.id !== state.lastId) return;
       showProgress(msg.key, msg.fraction, msg.label);
+      break;
+    case 'backend':
+      state.backend = msg.backend;
+      $('backend').textContent = state.backend;
+      showMessage(msg.note);
       break;
     case 'map':
       if (msg.id !== state.lastId) return;

@@ -1,10 +1,14 @@
 // The demo's web worker: all WebAssembly work happens here, so drawing never stutters.
 //
 // Protocol (main → worker):
-//   {type: 'load', arch, url}                       load a model's weights
+//   {type: 'load', arch, url, backend}              load a model's weights; backend 'auto' (WebGPU when the browser
+//                                                   offers an adapter, else the CPU) or 'cpu'
 //   {type: 'work', id, ink?, width?, height?, pixels?, requests, target, render}
 //                                                   classify and explain; a newer 'work' replaces older work
-// (worker → main): 'ready', 'input', 'probs', 'progress', 'map', 'done', 'error'.
+// (worker → main): 'ready', 'input', 'probs', 'progress', 'map', 'done', 'error', 'backend' (after a GPU failure).
+//
+// On WebGPU a map is one awaited GPU computation (the main thread never waits for it); on any GPU error the worker
+// falls back to the CPU for good and says so.
 //
 // Only the newest 'work' message matters: it is kept in `pending`, and a running computation checks for it between
 // steps (each step is a few model passes) and gives up when something newer arrived.
@@ -15,6 +19,11 @@ const wasmReady = init({ module_or_path: './whitebox-web_bg.wasm' });
 let engine = null;
 let pending = null;
 let running = false;
+// The WebGPU device (asked for once), and whether the GPU path is off (chosen, unavailable or failed).
+let gpuDevice = null;
+let gpuAsked = false;
+let gpuOff = false;
+let gpuNote = '';
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 const yieldToEvents = () => new Promise((resolve) => setTimeout(resolve, 0));
@@ -29,7 +38,37 @@ self.onmessage = async (event) => {
   }
 };
 
-async function load({ arch, url }) {
+async function attachGpu(backend) {
+  if (backend === 'cpu') {
+    gpuOff = true;
+    gpuNote = 'CPU chosen';
+    return;
+  }
+  if (!gpuAsked) {
+    gpuAsked = true;
+    if (!self.navigator || !self.navigator.gpu) {
+      gpuNote = 'no WebGPU in this browser';
+    } else {
+      try {
+        gpuDevice = await wasm_bindgen.requestGpu();
+      } catch (err) {
+        gpuNote = `no WebGPU adapter: ${String(err.message || err)}`;
+      }
+    }
+  }
+  if (gpuDevice && !gpuOff) {
+    try {
+      engine.useGpu(gpuDevice);
+    } catch (err) {
+      gpuNote = String(err.message || err);
+    }
+  }
+}
+
+const onGpu = () => engine && engine.hasGpu && !gpuOff;
+const backendName = () => (onGpu() ? `WebGPU (${gpuDevice.name})` : 'CPU (WebAssembly)');
+
+async function load({ arch, url, backend }) {
   const t0 = performance.now();
   try {
     await wasmReady;
@@ -39,8 +78,11 @@ async function load({ arch, url }) {
     const next = new wasm_bindgen.Engine(bytes);
     if (engine) engine.free();
     engine = next;
+    await attachGpu(backend || 'auto');
     post({
       type: 'ready',
+      backend: backendName(),
+      backendNote: gpuNote,
       arch,
       bytes: bytes.length,
       ms: performance.now() - t0,
@@ -75,6 +117,24 @@ async function loop() {
   running = false;
 }
 
+// The map on the CPU, in steps between which newer work can take over (then null).
+async function cpuMap(work, r, request, target, pixels, addMs, setTask) {
+  let t = performance.now();
+  const task = engine.explain(pixels, request, target);
+  setTask(task);
+  let finished = task.step();
+  addMs(performance.now() - t);
+  while (!finished) {
+    post({ type: 'progress', id: work.id, key: r.key, label: request.label, fraction: task.progress() });
+    await yieldToEvents();
+    if (pending) return null; // a newer drawing: this work is stale
+    t = performance.now();
+    finished = task.step();
+    addMs(performance.now() - t);
+  }
+  return task.map();
+}
+
 async function run(work) {
   if (!engine) throw new Error('no model is loaded yet');
   let pixels = work.pixels;
@@ -101,22 +161,24 @@ async function run(work) {
     let task;
     let computeMs = 0;
     try {
-      let t = performance.now();
-      task = engine.explain(pixels, request, target);
-      let finished = task.step();
-      computeMs += performance.now() - t;
-      while (!finished) {
-        post({ type: 'progress', id: work.id, key: r.key, label, fraction: task.progress() });
-        await yieldToEvents();
-        if (pending) return; // a newer drawing: this work is stale
-        t = performance.now();
-        finished = task.step();
-        computeMs += performance.now() - t;
+      let map = null;
+      if (onGpu()) {
+        const t = performance.now();
+        try {
+          map = await engine.explainGpu(pixels, request, target);
+          computeMs = performance.now() - t;
+        } catch (err) {
+          gpuOff = true;
+          gpuNote = `WebGPU failed (${String(err.message || err)}); computing on the CPU`;
+          post({ type: 'backend', backend: backendName(), note: gpuNote });
+        }
+        if (pending) return;
       }
-      const map = task.map();
+      if (!map) map = await cpuMap(work, r, request, target, pixels, (ms) => (computeMs += ms), (t) => (task = t));
+      if (!map) return; // stale
       const rgba = wasm_bindgen.renderMap(pixels, map, engine.dataset, r.method, work.render.colormap, work.render.opacity, work.render.overlay);
       const values = wasm_bindgen.displayValues(map, engine.channels, r.method);
-      post({ type: 'map', id: work.id, key: r.key, label, method: r.method, rgba, values, ms: computeMs }, [rgba.buffer]);
+      post({ type: 'map', id: work.id, key: r.key, label, method: r.method, rgba, values, ms: computeMs, backend: backendName() }, [rgba.buffer]);
     } catch (err) {
       post({ type: 'map', id: work.id, key: r.key, label, method: r.method, error: String(err.message || err) });
     } finally {

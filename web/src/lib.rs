@@ -2,6 +2,9 @@
 //! loads a model's shipped weights into an [`Engine`], asks it for class probabilities, and explains the digit with
 //! a [`Task`] that it advances step by step, so that a newer drawing can replace stale work between steps.
 //!
+//! When the browser offers WebGPU, [`request_gpu`] gives a [`GpuDevice`] and [`Engine::explain_gpu`] computes the same
+//! maps with the GPU engine (`whitebox_core::gpu`), awaiting the GPU without blocking.
+//!
 //! Everything here is plain Rust as well (errors are strings), so the native tests call the same functions.
 
 use candle_core::{Device, Tensor};
@@ -9,6 +12,7 @@ use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 use whitebox_core::attribution::{Ensemble, Explanation, Job, Method, Riemann, Score, Settings};
 use whitebox_core::data::DatasetKind;
+use whitebox_core::gpu::{Gpu, GpuPlan};
 use whitebox_core::models::{Classifier, ModelSpec};
 use whitebox_core::params::Checkpoint;
 use whitebox_core::render::{self, Colormap};
@@ -24,6 +28,29 @@ fn err(e: impl std::fmt::Display) -> String {
 pub struct Engine {
     model: Arc<dyn Classifier>,
     spec: ModelSpec,
+    /// The model on the GPU, once [`Engine::use_gpu`] attached one.
+    gpu: Option<Arc<GpuPlan>>,
+}
+
+/// A GPU adapter and device (WebGPU in the browser).
+#[wasm_bindgen]
+pub struct GpuDevice {
+    gpu: Arc<Gpu>,
+}
+
+#[wasm_bindgen]
+impl GpuDevice {
+    /// The adapter's name ("SwiftShader Device", …).
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.gpu.name.clone()
+    }
+}
+
+/// Asks for a GPU (in the browser: `navigator.gpu`); fails when there is none.
+#[wasm_bindgen(js_name = requestGpu)]
+pub async fn request_gpu() -> Res<GpuDevice> {
+    Ok(GpuDevice { gpu: Arc::new(Gpu::new().await.map_err(err)?) })
 }
 
 #[wasm_bindgen]
@@ -33,7 +60,31 @@ impl Engine {
     pub fn new(weights: &[u8]) -> Res<Engine> {
         let ck = Checkpoint::from_bytes("weights", weights, &Device::Cpu).map_err(err)?;
         let model: Arc<dyn Classifier> = Arc::from(ck.model().map_err(err)?);
-        Ok(Engine { spec: ck.spec, model })
+        Ok(Engine { spec: ck.spec, model, gpu: None })
+    }
+
+    /// Uploads the model to `device`; `explainGpu` then computes on it.
+    #[wasm_bindgen(js_name = useGpu)]
+    pub fn use_gpu(&mut self, device: &GpuDevice) -> Res<()> {
+        let plan = self.model.engine().and_then(|e| e.plan()).ok_or_else(|| format!("{} has no GPU plan", self.spec.arch))?;
+        self.gpu = Some(Arc::new(GpuPlan::new(device.gpu.clone(), plan).map_err(err)?));
+        Ok(())
+    }
+
+    /// Whether a GPU is attached.
+    #[wasm_bindgen(getter, js_name = hasGpu)]
+    pub fn has_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// [`Engine::explain`] on the GPU, as a promise of the raw map (`C×H×W`).
+    #[wasm_bindgen(js_name = explainGpu)]
+    pub fn explain_gpu(&self, pixels: &[f32], request: &Request, target: u32) -> Res<js_sys::Promise> {
+        let map = self.gpu_map(pixels, request, target)?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let v = map.await.map_err(|e| JsValue::from_str(&e))?;
+            Ok(js_sys::Float32Array::from(v.as_slice()).into())
+        }))
     }
 
     #[wasm_bindgen(getter)]
@@ -100,6 +151,26 @@ impl Engine {
             return Err(format!("{} expects {c}×{s}×{s} = {} pixel values, got {}", kind.name(), c * s * s, pixels.len()));
         }
         normalized(pixels, kind).map_err(err)
+    }
+}
+
+/// The Rust side of the engine (not exported to JavaScript).
+impl Engine {
+    /// The wrapper around an already built model (tests).
+    #[doc(hidden)]
+    pub fn from_model(model: Arc<dyn Classifier>) -> Engine {
+        Engine { spec: model.spec(), model, gpu: None }
+    }
+
+    /// The future behind [`Engine::explain_gpu`] (owning what it needs, so that it outlives the call).
+    pub fn gpu_map(&self, pixels: &[f32], request: &Request, target: u32) -> std::result::Result<impl std::future::Future<Output = Res<Vec<f32>>> + 'static, String> {
+        let gpu = self.gpu.clone().ok_or("no GPU is attached (call useGpu first)")?;
+        let x = self.input(pixels)?;
+        let (model, explanation) = (self.model.clone(), request.explanation.clone());
+        Ok(async move {
+            let map = whitebox_core::gpu::explain(&explanation, model, &gpu, &x, &[target]).await.map_err(err)?;
+            map.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)
+        })
     }
 }
 

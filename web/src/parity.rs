@@ -18,7 +18,7 @@ pub const WEIGHTS: [(&str, &[u8]); 3] = [
 const DIGITS: &[u8] = include_bytes!("../../tests/reference/goldens/mnist-simple-cnn.safetensors");
 
 /// (method, ensemble, samples, steps) of every case.
-const CASES: [(&str, &str, usize, usize); 15] = [
+pub const CASES: [(&str, &str, usize, usize); 15] = [
     ("vbp", "", 0, 1),
     ("ib", "", 0, 1),
     ("deconvnet", "", 0, 1),
@@ -42,6 +42,25 @@ pub fn digit(i: usize) -> Vec<f32> {
     let x = tensors["inputs"].get(i).expect("digit index").flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let kind = whitebox_core::data::DatasetKind::Mnist;
     x.iter().map(|v| v * kind.std()[0] + kind.mean()[0]).collect()
+}
+
+/// Every small model on both data sets, for the GPU's parity test: the shipped MNIST weights, and seeded initial
+/// weights for CIFAR-10 (none are shipped). With an input each (`C×H×W` pixels in [0, 1]) and a name.
+pub fn gpu_models() -> Result<Vec<(String, Engine, Vec<f32>)>, String> {
+    use whitebox_core::data::DatasetKind;
+    use whitebox_core::models::{Arch, ModelSpec};
+    let mut out = Vec::new();
+    for (k, (arch, weights)) in WEIGHTS.iter().enumerate() {
+        out.push((format!("mnist/{arch}"), Engine::new(weights)?, digit(k)));
+    }
+    for arch in Arch::SMALL {
+        let spec = ModelSpec { arch, dataset: DatasetKind::Cifar10 };
+        let (map, _) = whitebox_core::params::init_model(spec, 5, &Device::Cpu).map_err(|e| e.to_string())?;
+        let model = whitebox_core::params::Checkpoint::from_varmap(spec, &map, Default::default()).and_then(|c| c.model()).map_err(|e| e.to_string())?;
+        let pixels: Vec<f32> = (0..3 * 32 * 32).map(|i| (i * 7919 % 1013) as f32 / 1013.0).collect();
+        out.push((format!("cifar10/{arch}"), Engine::from_model(std::sync::Arc::from(model)), pixels));
+    }
+    Ok(out)
 }
 
 /// Every case's result, named `model/case`: probabilities, and raw maps.

@@ -38,3 +38,67 @@ fn vbp_map_time() {
         console_log!("WASM (1 thread) {}: {:.2} ms per map", request.label(), (now() - start) / reps as f64);
     }
 }
+
+/// WebGPU (SwiftShader in headless Chromium) equals the WASM CPU engine: every method, IG and ensemble of the
+/// parity cases, on SimpleCNN, CAM and CBAM for MNIST and CIFAR-10, within 1e-4 relative error. Then the time of
+/// SG-50 and IG-50 per map on both backends, with the ratio.
+#[wasm_bindgen_test]
+async fn webgpu_equals_wasm_cpu() {
+    let device = whitebox_web::request_gpu().await.expect("a WebGPU adapter (--enable-unsafe-webgpu)");
+    console_log!("WebGPU adapter: {}", device.name());
+    let mut worst = (0f32, String::new());
+    let mut cases = 0;
+    for (name, mut engine, pixels) in parity::gpu_models().unwrap() {
+        let start = js_sys::Date::now();
+        engine.use_gpu(&device).unwrap();
+        for (method, ensemble, samples, steps) in parity::CASES {
+            if method == "cam" && !engine.has_cam() {
+                continue;
+            }
+            let request = Request::new(method, ensemble, samples, 0.15, steps, -1, "logit").unwrap();
+            let mut task = engine.explain(&pixels, &request, 3).unwrap();
+            while !task.step().unwrap() {}
+            let want = task.map().unwrap();
+            let got = engine.gpu_map(&pixels, &request, 3).unwrap().await.unwrap();
+            let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+            let rel = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            let case = format!("{name}/{}", request.label());
+            assert!(rel < 1e-4, "{case}: relative error {rel:e}");
+            if rel >= worst.0 {
+                worst = (rel, case);
+            }
+            cases += 1;
+        }
+        console_log!("{name}: {:.1} s", (js_sys::Date::now() - start) / 1000.0);
+    }
+    console_log!("WebGPU vs WASM CPU: {cases} cases, worst relative error {:e} ({})", worst.0, worst.1);
+
+    let mut engine = Engine::new(parity::WEIGHTS[0].1).unwrap();
+    engine.use_gpu(&device).unwrap();
+    let pixels = parity::digit(0);
+    let now = || js_sys::Date::now();
+    console_log!("| method | WASM CPU ms/map | WebGPU ms/map | WASM / WebGPU |");
+    for (method, ensemble, samples) in [("vbp", "", 1), ("gb", "", 1), ("gc", "", 1), ("vbp", "sg", 50), ("ig", "", 1)] {
+        let request = Request::new(method, ensemble, samples, 0.15, 50, -1, "logit").unwrap();
+        let reps = 3;
+        let cpu = || {
+            let mut task = engine.explain(&pixels, &request, 7).unwrap();
+            while !task.step().unwrap() {}
+            task.map().unwrap()
+        };
+        cpu();
+        let start = now();
+        for _ in 0..reps {
+            cpu();
+        }
+        let cpu_ms = (now() - start) / reps as f64;
+        engine.gpu_map(&pixels, &request, 7).unwrap().await.unwrap();
+        let start = now();
+        for _ in 0..reps {
+            engine.gpu_map(&pixels, &request, 7).unwrap().await.unwrap();
+        }
+        let gpu_ms = (now() - start) / reps as f64;
+        let label = if method == "ig" { "IG-50".to_string() } else { request.label() };
+        console_log!("| {label} | {cpu_ms:.1} | {gpu_ms:.1} | {:.2}× |", cpu_ms / gpu_ms);
+    }
+}

@@ -69,12 +69,12 @@ pub struct Request {
 /// Records the gradient requests of a run and answers each with zeros of the right shape (checked by the CPU plan,
 /// so a bad request fails here already).
 pub struct Recorder {
-    plan: Plan,
+    plan: Arc<Plan>,
     requests: Mutex<Vec<Request>>,
 }
 
 impl Recorder {
-    pub fn new(plan: Plan) -> Self {
+    pub fn new(plan: Arc<Plan>) -> Self {
         Recorder { plan, requests: Mutex::new(Vec::new()) }
     }
 
@@ -115,12 +115,12 @@ impl Engine for Recorder {
 /// Answers a run's gradient requests with answers computed elsewhere, in order; fails when the run asks for
 /// anything other than what was recorded.
 pub struct Replay {
-    plan: Plan,
+    plan: Arc<Plan>,
     answers: Mutex<std::collections::VecDeque<(Request, Gradient)>>,
 }
 
 impl Replay {
-    pub fn new(plan: Plan, answers: Vec<(Request, Gradient)>) -> Self {
+    pub fn new(plan: Arc<Plan>, answers: Vec<(Request, Gradient)>) -> Self {
         Replay { plan, answers: Mutex::new(answers.into()) }
     }
 }
@@ -218,7 +218,7 @@ mod tests {
     fn record_then_replay_equals_direct() -> Result<()> {
         let (_, m) = init_model(ModelSpec { arch: Arch::Cam, dataset: DatasetKind::Mnist }, 4, &Device::Cpu)?;
         let m: Arc<dyn Classifier> = Arc::from(m);
-        let plan = m.engine().expect("constant weights").plan().expect("a CPU plan").clone();
+        let plan = Arc::new(m.engine().expect("constant weights").plan().expect("a CPU plan").clone());
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
         let mut requests: Vec<Explanation> = Method::ALL.into_iter().map(|m| Explanation { settings: Settings { steps: 5, ..Settings::default() }, ..Explanation::of(m) }).collect();

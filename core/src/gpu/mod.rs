@@ -16,7 +16,12 @@ mod plan;
 
 pub use plan::GpuPlan;
 
+use crate::attribution::Explanation;
+use crate::engine::{EngineModel, Recorder, Replay};
+use crate::models::Classifier;
 use crate::{Error, Result};
+use candle_core::Tensor;
+use std::sync::Arc;
 
 /// A GPU device with the compiled kernels.
 pub struct Gpu {
@@ -57,7 +62,9 @@ impl Gpu {
         if let Some(e) = scope.pop().await {
             return Err(gpu_error("the kernels do not compile", e));
         }
-        Ok(Gpu { device, queue, kernels, name: info.name, backend: format!("{:?}", info.backend) })
+        // Browsers may keep the adapter's name to themselves.
+        let name = [info.name, info.driver, info.driver_info].into_iter().find(|s| !s.is_empty()).unwrap_or_else(|| format!("{:?} adapter", info.device_type));
+        Ok(Gpu { device, queue, kernels, name, backend: format!("{:?}", info.backend) })
     }
 
     /// The largest storage buffer a kernel may bind, in bytes.
@@ -65,6 +72,24 @@ impl Gpu {
         let limits = self.device.limits();
         limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
     }
+}
+
+/// `explanation` of `x` for `targets` with every gradient computed by `gpu`, awaiting the GPU (the browser's way):
+/// the method runs once to record its gradient requests, the GPU answers them (each in one command buffer and one
+/// read-back), and the method runs again on the answers. Ensembles and IG run as one request: `settings.batch` is
+/// raised to hold all their model inputs (up to the plan's own limit per command buffer).
+pub async fn explain(explanation: &Explanation, model: Arc<dyn Classifier>, gpu: &GpuPlan, x: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let units = explanation.samples.max(1) * explanation.settings.steps.max(1);
+    let mut e = explanation.clone();
+    e.settings.batch = e.settings.batch.max(units * x.dim(0)?);
+    let recorder = Arc::new(Recorder::new(gpu.plan().clone()));
+    e.run(&EngineModel { model: model.clone(), engine: recorder.clone() }, x, targets, &mut |_| {})?;
+    let mut answers = Vec::new();
+    for r in recorder.take() {
+        let g = gpu.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer).await?;
+        answers.push((r, g));
+    }
+    e.run(&EngineModel { model, engine: Arc::new(Replay::new(gpu.plan().clone(), answers)) }, x, targets, &mut |_| {})
 }
 
 /// Blocks until `future` is ready (natively: the GPU's callbacks run inside [`wgpu::Device::poll`]).

@@ -16,7 +16,7 @@ const MAX_DISPATCHES: usize = 160;
 /// A model's weights on the GPU, ready to answer gradient requests as [`Plan`] does on the CPU.
 pub struct GpuPlan {
     gpu: Arc<Gpu>,
-    plan: Plan,
+    plan: Arc<Plan>,
     weights: Vec<Weights>,
     work: Mutex<Option<Work>>,
     /// Images per command buffer: every work buffer of that many images fits one storage binding.
@@ -140,7 +140,7 @@ impl GpuPlan {
         let max_len = shapes.iter().map(|(c, h, w)| c * h * w).max().unwrap_or(1).max(2 * shapes[0].1 * shapes[0].2);
         // The read-back buffer holds a gradient and an activation: twice the largest layer.
         let max_rows = (gpu.max_binding() / (8 * max_len as u64)).max(1) as usize;
-        Ok(GpuPlan { gpu, plan: plan.clone(), weights, work: Mutex::new(None), max_rows })
+        Ok(GpuPlan { gpu, plan: Arc::new(plan.clone()), weights, work: Mutex::new(None), max_rows })
     }
 
     /// Caps the images per command buffer (tests split small requests this way).
@@ -150,7 +150,7 @@ impl GpuPlan {
     }
 
     /// The CPU plan this was made from.
-    pub fn plan(&self) -> &Plan {
+    pub fn plan(&self) -> &Arc<Plan> {
         &self.plan
     }
 

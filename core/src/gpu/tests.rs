@@ -126,3 +126,44 @@ fn large_batches_split_and_bad_requests_fail() -> Result<()> {
     assert!(err(Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Standard, Some(99))).contains("does not exist"));
     Ok(())
 }
+
+/// The asynchronous driver (record, answer on the GPU, replay), as the browser uses it, equals the CPU result.
+#[test]
+fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
+    let m: Arc<dyn Classifier> = Arc::from(constant_model(Arch::Cbam, DatasetKind::Cifar10, 4));
+    let on_gpu = GpuPlan::new(gpu(), m.engine().and_then(|e| e.plan()).expect("a CPU plan"))?;
+    let x = random(&[1, 3, 32, 32], 2)?;
+    for e in [
+        Explanation { ensemble: Some(Ensemble::SmoothGrad), samples: 12, settings: Settings { seed: 1, ..Settings::default() }, ..Explanation::of(Method::Vbp) },
+        Explanation::of(Method::Gbgc),
+        Explanation::of(Method::Cam),
+    ] {
+        let want = e.run(m.as_ref(), &x, &[5], &mut |_| {})?;
+        let got = block_on(super::explain(&e, m.clone(), &on_gpu, &x, &[5]))?;
+        let d = rel_to_max(&got, &want)?;
+        assert!(d < 1e-4, "{}: {d}", e.label());
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore]
+fn debug_timing() -> Result<()> {
+    let m = constant_model(Arch::SimpleCnn, DatasetKind::Mnist, 2);
+    let cpu = m.engine().and_then(|e| e.plan()).expect("a CPU plan").clone();
+    let on_gpu = GpuPlan::new(gpu(), &cpu)?;
+    for n in [1usize, 1, 10, 50, 50] {
+        let x = random(&[n, 1, 28, 28], 9)?.flatten_all()?.to_vec1::<f32>()?;
+        let t = vec![1u32; n];
+        let t0 = std::time::Instant::now();
+        Engine::forward(&on_gpu, &x, n)?;
+        let f = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        Engine::gradient(&on_gpu, &x, n, &t, Score::Logit, ReluRule::Standard, None)?;
+        let g = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        cpu.gradient(&x, n, &t, Score::Logit, ReluRule::Standard, None)?;
+        eprintln!("n {n}: gpu forward {f:?} gradient {g:?}; cpu gradient {:?}", t0.elapsed());
+    }
+    Ok(())
+}
