@@ -71,8 +71,10 @@ function startWorker() {
 function loadModel(arch) {
   state.ready = false;
   $('backend').textContent = `loading ${arch}…`;
-  // `?backend=cpu` keeps the computation on the CPU; otherwise WebGPU is used when the browser offers it.
-  const backend = new URLSearchParams(location.search).get('backend') === 'cpu' ? 'cpu' : 'auto';
+  // `?backend=cpu` keeps the computation on the CPU, `?backend=gpu` uses any WebGPU adapter (software ones too);
+  // otherwise WebGPU is used when the browser offers a hardware adapter.
+  const asked = new URLSearchParams(location.search).get('backend');
+  const backend = ['cpu', 'gpu'].includes(asked) ? asked : 'auto';
   worker.postMessage({ type: 'load', arch, url: `weights/mnist/${arch}.safetensors`, backend });
 }
 

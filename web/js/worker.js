@@ -2,7 +2,8 @@
 //
 // Protocol (main → worker):
 //   {type: 'load', arch, url, backend}              load a model's weights; backend 'auto' (WebGPU when the browser
-//                                                   offers an adapter, else the CPU) or 'cpu'
+//                                                   offers a hardware adapter, else the CPU), 'gpu' (WebGPU on any
+//                                                   adapter, software ones too) or 'cpu'
 //   {type: 'work', id, ink?, width?, height?, pixels?, requests, target, render}
 //                                                   classify and explain; a newer 'work' replaces older work
 // (worker → main): 'ready', 'input', 'probs', 'progress', 'map', 'done', 'error', 'backend' (after a GPU failure).
@@ -55,6 +56,11 @@ async function attachGpu(backend) {
         gpuNote = `no WebGPU adapter: ${String(err.message || err)}`;
       }
     }
+  }
+  if (gpuDevice && gpuDevice.software && backend !== 'gpu') {
+    // Measured in headless Chromium: SwiftShader's WebGPU takes 30–60× the WebAssembly path's time per map.
+    gpuOff = true;
+    gpuNote = `the WebGPU adapter runs on the CPU (${gpuDevice.name}), where WebAssembly is faster; ?backend=gpu uses it anyway`;
   }
   if (gpuDevice && !gpuOff) {
     try {

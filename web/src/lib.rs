@@ -45,6 +45,12 @@ impl GpuDevice {
     pub fn name(&self) -> String {
         self.gpu.name.clone()
     }
+
+    /// Whether the adapter runs on the CPU (SwiftShader): there the WebAssembly path is faster.
+    #[wasm_bindgen(getter)]
+    pub fn software(&self) -> bool {
+        self.gpu.software
+    }
 }
 
 /// Asks for a GPU (in the browser: `navigator.gpu`); fails when there is none.

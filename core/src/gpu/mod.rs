@@ -32,6 +32,8 @@ pub struct Gpu {
     pub name: String,
     /// The graphics API behind it ("Vulkan", "BrowserWebGpu", …).
     pub backend: String,
+    /// Whether the adapter runs on the CPU (lavapipe, SwiftShader, a browser's fallback adapter).
+    pub software: bool,
 }
 
 fn gpu_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -64,7 +66,8 @@ impl Gpu {
         }
         // Browsers may keep the adapter's name to themselves.
         let name = [info.name, info.driver, info.driver_info].into_iter().find(|s| !s.is_empty()).unwrap_or_else(|| format!("{:?} adapter", info.device_type));
-        Ok(Gpu { device, queue, kernels, name, backend: format!("{:?}", info.backend) })
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        Ok(Gpu { device, queue, kernels, name, backend: format!("{:?}", info.backend), software })
     }
 
     /// The largest storage buffer a kernel may bind, in bytes.

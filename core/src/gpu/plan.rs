@@ -23,15 +23,37 @@ pub struct GpuPlan {
     max_rows: usize,
 }
 
-/// One layer's parameters. A convolution directly followed by BatchNorm also keeps the folded pair
-/// `(w · scale, b · scale + shift)`, used unless the convolution's own output is asked for.
+/// One layer's parameters. A convolution carries the affine epilogue of its forward kernel: scale 1 and shift 0, and
+/// for a convolution directly followed by BatchNorm also that BatchNorm's (used unless the convolution's own output
+/// is asked for), with `w · scale` for the fused backward pass.
 enum Weights {
     None,
-    Conv { w: wgpu::Buffer, b: wgpu::Buffer, folded: Option<(wgpu::Buffer, wgpu::Buffer)> },
+    Conv { w: wgpu::Buffer, b: wgpu::Buffer, identity: (wgpu::Buffer, wgpu::Buffer), bn: Option<FusedBn> },
     Affine { scale: wgpu::Buffer, shift: wgpu::Buffer },
     Linear { w: wgpu::Buffer, b: wgpu::Buffer },
-    /// CBAM: the MLP, and the spatial convolution with its BatchNorm folded in.
-    Cbam { w1: wgpu::Buffer, b1: wgpu::Buffer, w2: wgpu::Buffer, b2: wgpu::Buffer, conv_w: wgpu::Buffer, conv_b: wgpu::Buffer, hidden: u32, k: u32 },
+    /// CBAM: the MLP, and the spatial convolution with its BatchNorm (`conv_w_scaled` = weight · BatchNorm scale, for
+    /// the backward pass).
+    Cbam {
+        w1: wgpu::Buffer,
+        b1: wgpu::Buffer,
+        w2: wgpu::Buffer,
+        b2: wgpu::Buffer,
+        conv_w: wgpu::Buffer,
+        conv_b: wgpu::Buffer,
+        bn_scale: wgpu::Buffer,
+        bn_shift: wgpu::Buffer,
+        conv_w_scaled: wgpu::Buffer,
+        hidden: u32,
+        k: u32,
+    },
+}
+
+/// The BatchNorm fused into the convolution before it.
+struct FusedBn {
+    scale: wgpu::Buffer,
+    shift: wgpu::Buffer,
+    /// The convolution's weight times the scale of its output channel.
+    w_scaled: wgpu::Buffer,
 }
 
 /// Buffers for `rows` images: every layer's output, max-pooling positions, CBAM's intermediate values, two
@@ -105,16 +127,16 @@ impl GpuPlan {
         for (i, layer) in layers.iter().enumerate() {
             weights.push(match layer {
                 Layer::Conv { weight, bias, c_out, .. } => {
-                    let folded = match layers.get(i + 1) {
+                    let bn = match layers.get(i + 1) {
                         Some(Layer::Affine { scale, shift }) => {
                             let per_out = weight.len() / c_out;
                             let w: Vec<f32> = weight.iter().enumerate().map(|(j, v)| v * scale[j / per_out]).collect();
-                            let b: Vec<f32> = (0..*c_out).map(|o| bias[o] * scale[o] + shift[o]).collect();
-                            Some((upload("conv+bn weight", &w), upload("conv+bn bias", &b)))
+                            Some(FusedBn { scale: upload("bn scale", scale), shift: upload("bn shift", shift), w_scaled: upload("conv weight · scale", &w) })
                         }
                         _ => None,
                     };
-                    Weights::Conv { w: upload("conv weight", weight), b: upload("conv bias", bias), folded }
+                    let identity = (upload("unit scale", &vec![1.0; *c_out]), upload("zero shift", &vec![0.0; *c_out]));
+                    Weights::Conv { w: upload("conv weight", weight), b: upload("conv bias", bias), identity, bn }
                 }
                 Layer::Affine { scale, shift } => Weights::Affine { scale: upload("scale", scale), shift: upload("shift", shift) },
                 Layer::Linear { weight, bias, .. } => Weights::Linear { w: upload("linear weight", weight), b: upload("linear bias", bias) },
@@ -122,14 +144,17 @@ impl GpuPlan {
                     if p.hidden > 64 {
                         crate::invalid!("the GPU's CBAM kernels take at most 64 hidden units, not {}", p.hidden);
                     }
-                    let conv_w: Vec<f32> = p.conv.iter().map(|v| v * p.scale).collect();
+                    let scaled: Vec<f32> = p.conv.iter().map(|v| v * p.scale).collect();
                     Weights::Cbam {
                         w1: upload("cbam w1", &p.w1),
                         b1: upload("cbam b1", &p.b1),
                         w2: upload("cbam w2", &p.w2),
                         b2: upload("cbam b2", &p.b2),
-                        conv_w: upload("cbam spatial weight", &conv_w),
-                        conv_b: upload("cbam spatial bias", &[p.conv_bias * p.scale + p.shift]),
+                        conv_w: upload("cbam spatial weight", &p.conv),
+                        conv_b: upload("cbam spatial bias", &[p.conv_bias]),
+                        bn_scale: upload("cbam spatial bn scale", &[p.scale]),
+                        bn_shift: upload("cbam spatial bn shift", &[p.shift]),
+                        conv_w_scaled: upload("cbam spatial weight · scale", &scaled),
                         hidden: u(p.hidden),
                         k: u(p.k),
                     }
@@ -321,17 +346,21 @@ impl GpuPlan {
             let p = Params { n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), ..Default::default() };
             let mut next = i + 1;
             let (kernel, total, buffers): (&Kernel, usize, Vec<&wgpu::Buffer>) = match (&layers[i], &self.weights[i]) {
-                (Layer::Conv { k: size, pad, .. }, Weights::Conv { w: cw, b, folded }) => {
+                (Layer::Conv { k: size, pad, .. }, Weights::Conv { w: cw, b, identity, bn }) => {
                     let p = Params { k: u(*size), pad: u(*pad), ..p };
-                    let (cw, b) = match folded.as_ref().filter(|_| stop != Some(i)) {
-                        Some((fw, fb)) => {
+                    let (scale, shift) = match bn.as_ref().filter(|_| stop != Some(i)) {
+                        Some(bn) => {
                             fused[i] = true;
                             next = i + 2;
-                            (fw, fb)
+                            (&bn.scale, &bn.shift)
                         }
-                        None => (cw, b),
+                        None => (&identity.0, &identity.1),
                     };
-                    out.push(Dispatch { kernel: &k.conv_forward, params: Params { total: u(n * co * ho * wo), ..p }, buffers: vec![&acts[i], cw, b, &acts[next]] });
+                    out.push(Dispatch {
+                        kernel: &k.conv_forward,
+                        params: Params { total: blocks4(n, co, ho, wo), ..p },
+                        buffers: vec![&acts[i], cw, b, &acts[next], scale, shift],
+                    });
                     i = next;
                     continue;
                 }
@@ -339,7 +368,7 @@ impl GpuPlan {
                 (Layer::Relu, _) => (&k.relu_forward, n * c * h * w, vec![&acts[i], &acts[i + 1]]),
                 (Layer::MaxPool2, _) => (&k.pool_forward, n * co * ho * wo, vec![&acts[i], &acts[i + 1], work.argmax[i].as_ref().expect("pool buffer")]),
                 (Layer::Linear { .. }, Weights::Linear { w: lw, b }) => {
-                    let p = Params { total: u(n * co), c: u(c * h * w), ..p };
+                    let p = Params { total: blocks4(1, n, 1, co), c: u(c * h * w), ..p };
                     out.push(Dispatch { kernel: &k.linear_forward, params: p, buffers: vec![&acts[i], lw, b, &acts[i + 1]] });
                     i = next;
                     continue;
@@ -372,9 +401,9 @@ impl GpuPlan {
             // A convolution fused with this BatchNorm: one step back to the convolution's input.
             if i > 0 && fused[i - 1] {
                 i -= 1;
-                let Weights::Conv { folded: Some((fw, _)), .. } = &self.weights[i] else { unreachable!("fused means folded") };
+                let Weights::Conv { bn: Some(bn), .. } = &self.weights[i] else { unreachable!("fused means a BatchNorm") };
                 let Layer::Conv { k: size, pad, .. } = &layers[i] else { unreachable!("a fused layer is a convolution") };
-                out.push(conv_grad(k, fw, g, dx, n, shapes[i], shapes[i + 1], *size, *pad));
+                out.push(conv_grad(k, &bn.w_scaled, g, dx, n, shapes[i], shapes[i + 1], *size, *pad));
                 continue;
             }
             let ((c, h, w), (co, ho, wo)) = (shapes[i], shapes[i + 1]);
@@ -388,7 +417,7 @@ impl GpuPlan {
                     out.push(Dispatch { kernel: &k.pool_backward, params: Params { total: all, ..p }, buffers: vec![g, work.argmax[i].as_ref().expect("pool buffer"), dx] })
                 }
                 (Layer::Linear { .. }, Weights::Linear { w: lw, .. }) => {
-                    out.push(Dispatch { kernel: &k.linear_backward, params: Params { total: all, c: u(c * h * w), ..p }, buffers: vec![g, lw, dx] })
+                    out.push(Dispatch { kernel: &k.linear_backward, params: Params { total: blocks4(1, n, 1, c * h * w), c: u(c * h * w), ..p }, buffers: vec![g, lw, dx] })
                 }
                 (Layer::GlobalAvgPool, _) => out.push(Dispatch { kernel: &k.gap_backward, params: Params { total: all, ..p }, buffers: vec![g, dx] }),
                 (Layer::Cbam(_), weights) => cbam_backward(k, weights, work.cbam[i].as_ref().expect("CBAM buffers"), &work.acts[i], g, dx, p, out),
@@ -467,6 +496,12 @@ impl GpuPlan {
     }
 }
 
+/// Invocations of the blocked kernels (convolutions, linear layers): `n` × ⌈`blocked`/4⌉ × `rows` × ⌈`cols`/4⌉,
+/// each computing a 4 × 4 block.
+fn blocks4(n: usize, blocked: usize, rows: usize, cols: usize) -> u32 {
+    u(n * blocked.div_ceil(4) * rows * cols.div_ceil(4))
+}
+
 /// Bytes per dispatch in the uniform buffer: one [`Params`], at the device's offset alignment.
 fn uniform_slot(limits: &wgpu::Limits) -> usize {
     size_of::<Params>().next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize)
@@ -484,21 +519,21 @@ fn conv_grad<'a>(
     size: usize,
     pad: usize,
 ) -> Dispatch<'a> {
-    let p = Params { total: u(n * c * h * w), n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), k: u(size), pad: u(pad), ..Default::default() };
+    let p = Params { total: blocks4(n, c, h, w), n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), k: u(size), pad: u(pad), ..Default::default() };
     Dispatch { kernel: &k.conv_input_grad, params: p, buffers: vec![g, weight, dx] }
 }
 
 /// CBAM's forward pass (see `models/cbam.rs`): `p` holds the block's shape.
 fn cbam_forward<'a>(k: &'a Kernels, weights: &'a Weights, b: &'a CbamWork, x: &'a wgpu::Buffer, y: &'a wgpu::Buffer, p: Params, out: &mut Vec<Dispatch<'a>>) {
-    let Weights::Cbam { w1, b1, w2, b2, conv_w, conv_b, hidden, k: size } = weights else { unreachable!("CBAM weights") };
+    let Weights::Cbam { w1, b1, w2, b2, conv_w, conv_b, bn_scale, bn_shift, hidden, k: size, .. } = weights else { unreachable!("CBAM weights") };
     let (n, c, hw) = (p.n, p.c, p.h * p.w);
-    let spatial = Params { total: n * hw, c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
+    let spatial = Params { total: n * p.h * p.w.div_ceil(4), c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
     out.extend([
         Dispatch { kernel: &k.cbam_channel_pool, params: Params { total: n * c, ..p }, buffers: vec![x, &b.desc, &b.carg] },
         Dispatch { kernel: &k.cbam_mlp, params: Params { total: n, k: *hidden, ..p }, buffers: vec![&b.desc, w1, b1, w2, b2, &b.z, &b.gate] },
         Dispatch { kernel: &k.cbam_gate_channels, params: Params { total: n * c * hw, ..p }, buffers: vec![x, &b.gate, &b.x1] },
         Dispatch { kernel: &k.cbam_spatial_pool, params: Params { total: n * hw, ..p }, buffers: vec![&b.x1, &b.pooled, &b.parg] },
-        Dispatch { kernel: &k.conv_forward, params: spatial, buffers: vec![&b.pooled, conv_w, conv_b, &b.t] },
+        Dispatch { kernel: &k.conv_forward, params: spatial, buffers: vec![&b.pooled, conv_w, conv_b, &b.t, bn_scale, bn_shift] },
         Dispatch { kernel: &k.cbam_apply_spatial, params: Params { total: n * c * hw, ..p }, buffers: vec![&b.x1, &b.t, y] },
     ]);
 }
@@ -506,12 +541,12 @@ fn cbam_forward<'a>(k: &'a Kernels, weights: &'a Weights, b: &'a CbamWork, x: &'
 /// CBAM's backward pass from `dy` to `dx`, with the ReLU rule in `p`.
 #[allow(clippy::too_many_arguments)]
 fn cbam_backward<'a>(k: &'a Kernels, weights: &'a Weights, b: &'a CbamWork, x: &'a wgpu::Buffer, dy: &'a wgpu::Buffer, dx: &'a wgpu::Buffer, p: Params, out: &mut Vec<Dispatch<'a>>) {
-    let Weights::Cbam { w1, w2, conv_w, hidden, k: size, .. } = weights else { unreachable!("CBAM weights") };
+    let Weights::Cbam { w1, w2, conv_w_scaled, hidden, k: size, .. } = weights else { unreachable!("CBAM weights") };
     let (n, c, hw) = (p.n, p.c, p.h * p.w);
-    let spatial = Params { total: n * 2 * hw, c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
+    let spatial = Params { total: n * p.h * p.w.div_ceil(4), c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
     out.extend([
         Dispatch { kernel: &k.cbam_spatial_backward, params: Params { total: n * hw, ..p }, buffers: vec![dy, &b.x1, &b.t, &b.dt] },
-        Dispatch { kernel: &k.conv_input_grad, params: spatial, buffers: vec![&b.dt, conv_w, &b.dpooled] },
+        Dispatch { kernel: &k.conv_input_grad, params: spatial, buffers: vec![&b.dt, conv_w_scaled, &b.dpooled] },
         Dispatch { kernel: &k.cbam_x1_grad, params: Params { total: n * c * hw, ..p }, buffers: vec![dy, &b.t, &b.dpooled, &b.parg, &b.dx1] },
         Dispatch { kernel: &k.cbam_channel_backward, params: Params { total: n * c, ..p }, buffers: vec![&b.dx1, x, &b.gate, &b.dlogit] },
         Dispatch { kernel: &k.cbam_mlp_backward, params: Params { total: n, k: *hidden, ..p }, buffers: vec![&b.dlogit, &b.z, w1, w2, &b.dv] },

@@ -91,8 +91,7 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
                 let want = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
                 let got = e.run(&gm, &x, &t, &mut |_| {})?;
                 let d = rel_to_max(&got, &want)?;
-                let l2 = ((&got - &want)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? / want.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?.max(f32::MIN_POSITIVE));
-                eprintln!("{arch} {dataset} {}: max {d:.2e} l2 {l2:.2e}", e.label());
+                assert!(d < 1e-4, "{arch} {dataset} {}: {d}", e.label());
             }
         }
     }
@@ -136,7 +135,7 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     for e in [
         Explanation { ensemble: Some(Ensemble::SmoothGrad), samples: 12, settings: Settings { seed: 1, ..Settings::default() }, ..Explanation::of(Method::Vbp) },
         Explanation::of(Method::Gbgc),
-        Explanation::of(Method::Cam),
+        Explanation::of(Method::Co),
     ] {
         let want = e.run(m.as_ref(), &x, &[5], &mut |_| {})?;
         let got = block_on(super::explain(&e, m.clone(), &on_gpu, &x, &[5]))?;
@@ -146,24 +145,3 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore]
-fn debug_timing() -> Result<()> {
-    let m = constant_model(Arch::SimpleCnn, DatasetKind::Mnist, 2);
-    let cpu = m.engine().and_then(|e| e.plan()).expect("a CPU plan").clone();
-    let on_gpu = GpuPlan::new(gpu(), &cpu)?;
-    for n in [1usize, 1, 10, 50, 50] {
-        let x = random(&[n, 1, 28, 28], 9)?.flatten_all()?.to_vec1::<f32>()?;
-        let t = vec![1u32; n];
-        let t0 = std::time::Instant::now();
-        Engine::forward(&on_gpu, &x, n)?;
-        let f = t0.elapsed();
-        let t0 = std::time::Instant::now();
-        Engine::gradient(&on_gpu, &x, n, &t, Score::Logit, ReluRule::Standard, None)?;
-        let g = t0.elapsed();
-        let t0 = std::time::Instant::now();
-        cpu.gradient(&x, n, &t, Score::Logit, ReluRule::Standard, None)?;
-        eprintln!("n {n}: gpu forward {f:?} gradient {g:?}; cpu gradient {:?}", t0.elapsed());
-    }
-    Ok(())
-}

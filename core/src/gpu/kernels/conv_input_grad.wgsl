@@ -1,7 +1,21 @@
 // The gradient of a stride-1 convolution's input: dx[n, ci, iy, ix] = Σ g[n, o, iy + pad − ky, ix + pad − kx] · w[o, ci, ky, kx].
+// Each invocation computes a block of 4 input channels × 4 neighbouring positions of one row (see conv_forward).
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+// g[plane, oy, ox], or 0 outside the output.
+fn grad_at(plane: u32, oy: i32, ox: i32) -> f32 {
+    let inside = oy >= 0 && oy < i32(p.ho) && ox >= 0 && ox < i32(p.wo);
+    let at = plane + u32(clamp(oy, 0, i32(p.ho) - 1)) * p.wo + u32(clamp(ox, 0, i32(p.wo) - 1));
+    return select(0.0, g[at], inside);
+}
+
+// w[o, ci, ky, kx], or 0 for an input channel beyond the last.
+fn weight_at(o: u32, ci: u32, ky: u32, kx: u32) -> f32 {
+    let at = ((o * p.c + min(ci, p.c - 1u)) * p.k + ky) * p.k + kx;
+    return select(0.0, wt[at], ci < p.c);
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -9,27 +23,44 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.total) {
         return;
     }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let ci = (i / (p.w * p.h)) % p.c;
-    let img = i / (p.w * p.h * p.c);
-    var acc = 0.0;
+    let x_blocks = (p.w + 3u) / 4u;
+    let c_blocks = (p.c + 3u) / 4u;
+    let ix0 = (i % x_blocks) * 4u;
+    let iy = (i / x_blocks) % p.h;
+    let c0 = ((i / (x_blocks * p.h)) % c_blocks) * 4u;
+    let img = i / (x_blocks * p.h * c_blocks);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var o = 0u; o < p.co; o++) {
         let plane = (img * p.co + o) * p.ho * p.wo;
-        let wbase = (o * p.c + ci) * p.k * p.k;
         for (var ky = 0u; ky < p.k; ky++) {
             let oy = i32(iy + p.pad) - i32(ky);
             if (oy < 0 || oy >= i32(p.ho)) {
                 continue;
             }
             for (var kx = 0u; kx < p.k; kx++) {
-                let ox = i32(ix + p.pad) - i32(kx);
-                if (ox < 0 || ox >= i32(p.wo)) {
-                    continue;
-                }
-                acc += g[plane + u32(oy) * p.wo + u32(ox)] * wt[wbase + ky * p.k + kx];
+                let ox = i32(ix0 + p.pad) - i32(kx);
+                let v = vec4<f32>(grad_at(plane, oy, ox), grad_at(plane, oy, ox + 1), grad_at(plane, oy, ox + 2), grad_at(plane, oy, ox + 3));
+                a0 += v * weight_at(o, c0, ky, kx);
+                a1 += v * weight_at(o, c0 + 1u, ky, kx);
+                a2 += v * weight_at(o, c0 + 2u, ky, kx);
+                a3 += v * weight_at(o, c0 + 3u, ky, kx);
             }
         }
     }
-    dx[i] = acc;
+    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    for (var j = 0u; j < 4u; j++) {
+        let ci = c0 + j;
+        if (ci >= p.c) {
+            break;
+        }
+        let row = ((img * p.c + ci) * p.h + iy) * p.w;
+        for (var q = 0u; q < 4u; q++) {
+            if (ix0 + q < p.w) {
+                dx[row + ix0 + q] = acc[j][q];
+            }
+        }
+    }
 }
