@@ -207,17 +207,14 @@ mod tests {
     use super::*;
     use crate::attribution::{Ensemble, Explanation, Method, Settings};
     use crate::data::DatasetKind;
-    use crate::models::{Arch, ModelSpec};
+    use crate::models::Arch;
     use crate::ops::test_util::random;
-    use crate::params::init_model;
-    use candle_core::Device;
 
     /// Recording a run, answering the requests with the CPU plan and replaying gives the direct result, for every
     /// method (plain and in an ensemble); a replay that is asked something else fails.
     #[test]
     fn record_then_replay_equals_direct() -> Result<()> {
-        let (_, m) = init_model(ModelSpec { arch: Arch::Cam, dataset: DatasetKind::Mnist }, 4, &Device::Cpu)?;
-        let m: Arc<dyn Classifier> = Arc::from(m);
+        let m: Arc<dyn Classifier> = Arc::from(constant_model(Arch::Cam, DatasetKind::Mnist, 4));
         let plan = Arc::new(m.engine().expect("constant weights").plan().expect("a CPU plan").clone());
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
