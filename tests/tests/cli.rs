@@ -157,3 +157,27 @@ fn shipped_mnist_checkpoints_reach_their_accuracy() {
         assert!(acc >= min, "{model}: {acc} < {min}");
     }
 }
+
+/// `attribute --backend wgpu` (lavapipe in CI) writes the maps `--backend cpu` writes: CBAM, Guided Grad-CAM in a
+/// SmoothGrad ensemble, four test digits.
+#[test]
+fn attribute_on_the_gpu_equals_the_cpu() {
+    let dir = TempDir::new("gpu-attribute");
+    let checkpoint = repo_root().join("weights/mnist/cbam.safetensors");
+    let data = shared_data();
+    let maps = |backend: &str| {
+        let raw = dir.path().join(format!("{backend}.safetensors"));
+        let out = whitebox(&[
+            "attribute", "--quiet", "--checkpoint", checkpoint.to_str().unwrap(), "--method", "gbgc", "--ensemble", "sg", "--n", "8",
+            "--indices", "0..4", "--backend", backend, "--raw", raw.to_str().unwrap(), "--data-dir", data.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        let t = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap();
+        t["attributions"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let (cpu, gpu) = (maps("cpu"), maps("wgpu"));
+    assert_eq!(cpu.len(), 4 * 784);
+    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = cpu.iter().zip(&gpu).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+    assert!(scale > 0.0 && worst < 1e-4, "relative error {worst}");
+}

@@ -16,6 +16,9 @@ use crate::ops::{Geometry, ReluRule};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// `(channels, height, width)` of one image's activation.
+pub type Shape = (usize, usize, usize);
+
 /// One step of an evaluation-mode network.
 #[derive(Clone, Debug)]
 pub enum Layer {
@@ -196,7 +199,8 @@ impl Plan {
 
     /// The layers, the input and output shapes (`shapes[0]`: the input; `shapes[k + 1]`: layer k's output) and the
     /// taps (`features[j]` is the output of layer `taps[j]`).
-    pub(crate) fn parts(&self) -> (&[Layer], &[(usize, usize, usize)], &[usize]) {
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> (&[Layer], &[Shape], &[usize]) {
         (&self.layers, &self.shapes, &self.taps)
     }
 

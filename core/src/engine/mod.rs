@@ -4,7 +4,7 @@
 //!
 //! - [`Plan`] (`cpu.rs`): the CPU engine, read from a model's own parameters;
 //! - `gpu::GpuPlan` (feature `gpu`): the same plan as WGSL compute kernels on WebGPU, Vulkan, Metal or DX12;
-//! - [`Recorder`] and [`Replay`]: run a method twice around an asynchronous engine (the browser's GPU cannot be
+//! - [`Scripted`] (a recorder, then a replay): run a method twice around an asynchronous engine (the browser's GPU cannot be
 //!   waited for synchronously): the first run records the gradient requests, the GPU answers them all, the second
 //!   run replays the answers. The methods themselves stay written once, synchronously.
 //!
@@ -66,66 +66,39 @@ pub struct Request {
     pub layer: Option<usize>,
 }
 
-/// Records the gradient requests of a run and answers each with zeros of the right shape (checked by the CPU plan,
-/// so a bad request fails here already).
-pub struct Recorder {
+/// A scripted engine: [`Scripted::recorder`] records the gradient requests of a run and answers each with zeros of
+/// the right shape (checked by the CPU plan, so a bad request fails here already); [`Scripted::replay`] answers a
+/// run's requests with answers computed elsewhere, in order, and fails when the run asks for anything other than
+/// what was recorded. Logits come from the CPU plan.
+pub struct Scripted {
     plan: Arc<Plan>,
-    requests: Mutex<Vec<Request>>,
+    script: Mutex<Script>,
 }
 
-impl Recorder {
-    pub fn new(plan: Arc<Plan>) -> Self {
-        Recorder { plan, requests: Mutex::new(Vec::new()) }
+enum Script {
+    Recording(Vec<Request>),
+    Replaying(std::collections::VecDeque<(Request, Gradient)>),
+}
+
+impl Scripted {
+    pub fn recorder(plan: Arc<Plan>) -> Self {
+        Scripted { plan, script: Mutex::new(Script::Recording(Vec::new())) }
     }
 
-    /// The requests recorded so far, in order.
+    pub fn replay(plan: Arc<Plan>, answers: Vec<(Request, Gradient)>) -> Self {
+        Scripted { plan, script: Mutex::new(Script::Replaying(answers.into())) }
+    }
+
+    /// The requests recorded so far, in order (none for a replay).
     pub fn take(&self) -> Vec<Request> {
-        std::mem::take(&mut self.requests.lock().expect("not poisoned"))
+        match &mut *self.script.lock().expect("not poisoned") {
+            Script::Recording(requests) => std::mem::take(requests),
+            Script::Replaying(_) => Vec::new(),
+        }
     }
 }
 
-impl Engine for Recorder {
-    fn classes(&self) -> usize {
-        self.plan.classes()
-    }
-
-    fn layer_shape(&self, layer: usize) -> (usize, usize, usize) {
-        self.plan.layer_shape(layer)
-    }
-
-    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.plan.forward(x, n)
-    }
-
-    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
-        self.plan.check_request(x, n, targets, layer)?;
-        let len = match layer {
-            Some(l) => {
-                let (c, h, w) = self.plan.layer_shape(l);
-                n * c * h * w
-            }
-            None => x.len(),
-        };
-        let request = Request { x: x.to_vec(), n, targets: targets.to_vec(), score, rule, layer };
-        self.requests.lock().expect("not poisoned").push(request);
-        Ok(Gradient { grad: vec![0.0; len], activation: layer.map(|_| vec![0.0; len]) })
-    }
-}
-
-/// Answers a run's gradient requests with answers computed elsewhere, in order; fails when the run asks for
-/// anything other than what was recorded.
-pub struct Replay {
-    plan: Arc<Plan>,
-    answers: Mutex<std::collections::VecDeque<(Request, Gradient)>>,
-}
-
-impl Replay {
-    pub fn new(plan: Arc<Plan>, answers: Vec<(Request, Gradient)>) -> Self {
-        Replay { plan, answers: Mutex::new(answers.into()) }
-    }
-}
-
-impl Engine for Replay {
+impl Engine for Scripted {
     fn classes(&self) -> usize {
         self.plan.classes()
     }
@@ -140,9 +113,23 @@ impl Engine for Replay {
 
     fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
         let asked = Request { x: x.to_vec(), n, targets: targets.to_vec(), score, rule, layer };
-        match self.answers.lock().expect("not poisoned").pop_front() {
-            Some((request, answer)) if request == asked => Ok(answer),
-            _ => crate::invalid!("the replayed run asked for a gradient that was not recorded"),
+        match &mut *self.script.lock().expect("not poisoned") {
+            Script::Recording(requests) => {
+                self.plan.check_request(x, n, targets, layer)?;
+                let len = match layer {
+                    Some(l) => {
+                        let (c, h, w) = self.plan.layer_shape(l);
+                        n * c * h * w
+                    }
+                    None => x.len(),
+                };
+                requests.push(asked);
+                Ok(Gradient { grad: vec![0.0; len], activation: layer.map(|_| vec![0.0; len]) })
+            }
+            Script::Replaying(answers) => match answers.pop_front() {
+                Some((request, answer)) if request == asked => Ok(answer),
+                _ => crate::invalid!("the replayed run asked for a gradient that was not recorded"),
+            },
         }
     }
 }
@@ -222,18 +209,18 @@ mod tests {
         requests.push(Explanation { ensemble: Some(Ensemble::VarGrad), samples: 4, ..Explanation::of(Method::Gbgc) });
         for e in requests {
             let direct = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
-            let recorder = Arc::new(Recorder::new(plan.clone()));
+            let recorder = Arc::new(Scripted::recorder(plan.clone()));
             e.run(&EngineModel { model: m.clone(), engine: recorder.clone() }, &x, &t, &mut |_| {})?;
             let answers = recorder
                 .take()
                 .into_iter()
                 .map(|r| Ok((r.clone(), plan.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer)?)))
                 .collect::<Result<Vec<_>>>()?;
-            let replay = EngineModel { model: m.clone(), engine: Arc::new(Replay::new(plan.clone(), answers)) };
+            let replay = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan.clone(), answers)) };
             let replayed = e.run(&replay, &x, &t, &mut |_| {})?;
             assert_eq!(direct.flatten_all()?.to_vec1::<f32>()?, replayed.flatten_all()?.to_vec1::<f32>()?, "{}", e.label());
         }
-        let empty = EngineModel { model: m.clone(), engine: Arc::new(Replay::new(plan, Vec::new())) };
+        let empty = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan, Vec::new())) };
         assert!(Explanation::of(Method::Vbp).run(&empty, &x, &t, &mut |_| {}).unwrap_err().to_string().contains("not recorded"));
         Ok(())
     }

@@ -17,7 +17,7 @@ mod plan;
 pub use plan::GpuPlan;
 
 use crate::attribution::Explanation;
-use crate::engine::{EngineModel, Recorder, Replay};
+use crate::engine::{EngineModel, Scripted};
 use crate::models::Classifier;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -85,14 +85,14 @@ pub async fn explain(explanation: &Explanation, model: Arc<dyn Classifier>, gpu:
     let units = explanation.samples.max(1) * explanation.settings.steps.max(1);
     let mut e = explanation.clone();
     e.settings.batch = e.settings.batch.max(units * x.dim(0)?);
-    let recorder = Arc::new(Recorder::new(gpu.plan().clone()));
+    let recorder = Arc::new(Scripted::recorder(gpu.plan().clone()));
     e.run(&EngineModel { model: model.clone(), engine: recorder.clone() }, x, targets, &mut |_| {})?;
     let mut answers = Vec::new();
     for r in recorder.take() {
         let g = gpu.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer).await?;
         answers.push((r, g));
     }
-    e.run(&EngineModel { model, engine: Arc::new(Replay::new(gpu.plan().clone(), answers)) }, x, targets, &mut |_| {})
+    e.run(&EngineModel { model, engine: Arc::new(Scripted::replay(gpu.plan().clone(), answers)) }, x, targets, &mut |_| {})
 }
 
 /// Blocks until `future` is ready (natively: the GPU's callbacks run inside [`wgpu::Device::poll`]).

@@ -294,6 +294,9 @@ impl GpuPlan {
 
     /// One command buffer for `n` images (at most `max_rows`): the logits, or a gradient (and the tapped
     /// activation).
+    // The work buffers stay locked until their read-back is done: a second request at the same time gets "busy"
+    // (`try_lock`), never another request's values.
+    #[allow(clippy::await_holding_lock)]
     async fn run(&self, x: &[f32], n: usize, out: Output<'_>) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let guard = self.work(n)?;
         let work = guard.as_ref().expect("allocated");
