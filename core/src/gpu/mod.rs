@@ -65,8 +65,9 @@ impl Gpu {
             return Err(gpu_error("the kernels do not compile", e));
         }
         // Browsers may keep the adapter's name to themselves.
-        let name = [info.name, info.driver, info.driver_info].into_iter().find(|s| !s.is_empty()).unwrap_or_else(|| format!("{:?} adapter", info.device_type));
         let software = info.device_type == wgpu::DeviceType::Cpu;
+        let unnamed = if software { "software adapter".to_string() } else { format!("{:?} adapter", info.device_type) };
+        let name = [info.name, info.driver, info.driver_info].into_iter().find(|s| !s.is_empty()).unwrap_or(unnamed);
         Ok(Gpu { device, queue, kernels, name, backend: format!("{:?}", info.backend), software })
     }
 
