@@ -58,7 +58,7 @@ async function attachGpu(backend) {
     }
   }
   if (gpuDevice && gpuDevice.software && backend !== 'gpu') {
-    // Measured in headless Chromium: SwiftShader's WebGPU takes 30–60× the WebAssembly path's time per map.
+    // Measured in headless Chromium: SwiftShader's WebGPU takes 14–25× the WebAssembly path's time per map.
     gpuOff = true;
     gpuNote = `the WebGPU adapter runs on the CPU (${gpuDevice.name}), where WebAssembly is faster; ?backend=gpu uses it anyway`;
   }
