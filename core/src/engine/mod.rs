@@ -12,7 +12,7 @@
 
 mod cpu;
 
-pub use cpu::{CbamParams, Layer, Plan};
+pub use cpu::{CbamParams, Layer, Plan, Shape};
 
 use crate::attribution::Score;
 use crate::models::{Classifier, ModelSpec, Tapped};

@@ -162,9 +162,8 @@ impl GpuPlan {
                 Layer::Relu | Layer::MaxPool2 | Layer::GlobalAvgPool => Weights::None,
             });
         }
-        let max_len = shapes.iter().map(|(c, h, w)| c * h * w).max().unwrap_or(1).max(2 * shapes[0].1 * shapes[0].2);
-        // The read-back buffer holds a gradient and an activation: twice the largest layer.
-        let max_rows = (gpu.max_binding() / (8 * max_len as u64)).max(1) as usize;
+        // The read-back buffer holds a gradient and an activation: twice the largest buffer, 4 bytes a value.
+        let max_rows = (gpu.max_binding() / (8 * largest_buffer(shapes) as u64)).max(1) as usize;
         Ok(GpuPlan { gpu, plan: Arc::new(plan.clone()), weights, work: Mutex::new(None), max_rows })
     }
 
@@ -241,7 +240,7 @@ impl GpuPlan {
         };
         let (layers, shapes, _) = self.plan.parts();
         let len = |(c, h, w): (usize, usize, usize)| c * h * w;
-        let max_len = shapes.iter().copied().map(len).max().unwrap_or(1);
+        let max_len = largest_buffer(shapes);
         let acts = shapes.iter().map(|&s| storage("activation", len(s))).collect();
         let argmax = layers.iter().zip(&shapes[1..]).map(|(l, &s)| matches!(l, Layer::MaxPool2).then(|| storage("argmax", len(s)))).collect();
         let cbam = layers
@@ -497,6 +496,13 @@ impl GpuPlan {
         work.staging.unmap();
         Ok(values)
     }
+}
+
+/// Values per image of the largest work buffer: the largest activation, or CBAM's two pooled maps at the input's
+/// resolution (a bound for any CBAM block's).
+fn largest_buffer(shapes: &[crate::engine::Shape]) -> usize {
+    let (_, h, w) = shapes[0];
+    shapes.iter().map(|(c, h, w)| c * h * w).max().unwrap_or(1).max(2 * h * w)
 }
 
 /// Invocations of the blocked kernels (convolutions, linear layers): `n` × ⌈`blocked`/4⌉ × `rows` × ⌈`cols`/4⌉,
