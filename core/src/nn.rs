@@ -180,6 +180,20 @@ impl BatchNorm2d {
         Ok(y)
     }
 
+    /// The scale γ.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift β.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// Evaluation mode as a per-channel affine map `x·s + t`: `s = γ/√(σ² + ε)`, `t = β − μ·s`.
     pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
         let scale = (&self.weight / (&self.running_var + self.eps)?.sqrt()?)?;
@@ -203,7 +217,7 @@ impl BatchNorm2d {
 
     /// `running = (1 − momentum)·running + momentum·batch`, with the unbiased batch variance, as PyTorch does.
     /// Only has an effect when the running statistics are variables (a model being trained).
-    fn update_running(&self, stats: &BatchStats) -> Result<()> {
+    pub(crate) fn update_running(&self, stats: &BatchStats) -> Result<()> {
         if !self.running_mean.is_variable() {
             return Ok(());
         }

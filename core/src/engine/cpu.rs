@@ -13,6 +13,7 @@
 use super::{Engine, Gradient};
 use crate::attribution::Score;
 use crate::ops::{Geometry, ReluRule};
+use crate::ops::sgemm;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -241,7 +242,7 @@ impl Plan {
                 Layer::Linear { weight, bias, inp, out } => {
                     let mut y: Vec<f32> = (0..n).flat_map(|_| bias.iter().copied()).collect();
                     // y (n×out) += x (n×inp) · Wᵀ (inp×out)
-                    matmul(n, *out, *inp, input, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true);
+                    sgemm(n, *out, *inp, input, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true, false);
                     y
                 }
                 Layer::GlobalAvgPool => input.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),
@@ -281,7 +282,7 @@ impl Plan {
                 Layer::Linear { weight, inp, out, .. } => {
                     let mut dx = vec![0f32; n * inp];
                     // dx (n×inp) = g (n×out) · W (out×inp)
-                    matmul(n, *inp, *out, &grad, (*out as isize, 1), weight, (*inp as isize, 1), &mut dx, false);
+                    sgemm(n, *inp, *out, &grad, (*out as isize, 1), weight, (*inp as isize, 1), &mut dx, false, false);
                     dx
                 }
                 Layer::GlobalAvgPool => {
@@ -363,26 +364,6 @@ fn score_gradient(logits: &[f32], targets: &[u32], score: Score, classes: usize)
     seed
 }
 
-/// `c (m×n, row-major) (+)= a (m×k) · b (k×n)`, with `a` and `b` given by (row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, a: &[f32], a_s: (isize, isize), b: &[f32], b_s: (isize, isize), c: &mut [f32], accumulate: bool) {
-    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul operands too small");
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the sizes are checked above and the strides describe matrices inside the slices.
-    unsafe {
-        gemm::gemm(
-            m, n, k,
-            c.as_mut_ptr(), 1, n as isize, accumulate,
-            a.as_ptr(), a_s.1, a_s.0,
-            b.as_ptr(), b_s.1, b_s.0,
-            1.0, 1.0, false, false, false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// `(C·k·k) × (n·Ho·Wo)` columns of `n` images (the autograd convolution's unfolding, run on this thread).
 fn im2col(x: &[f32], n: usize, shape: (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
     let g = Geometry::stride_one(n, shape, k, pad);
@@ -418,13 +399,13 @@ fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32
         // Per image: y_i (c_out × hw) = W (c_out × kk) · cols_i (kk × hw), already in N×C×H×W order.
         for (xi, yi) in x.chunks(c * h * w).zip(y.chunks_mut(c_out * hw)) {
             let cols = im2col(xi, 1, shape, k, pad);
-            matmul(c_out, hw, kk, weight, (kk as isize, 1), &cols, (hw as isize, 1), yi, false);
+            sgemm(c_out, hw, kk, weight, (kk as isize, 1), &cols, (hw as isize, 1), yi, false, false);
         }
     } else {
         // Batched: out (c_out × n·hw) = W · cols (kk × n·hw), then to N×C×H×W.
         let cols = im2col(x, n, shape, k, pad);
         let mut out = uninit(c_out * n * hw);
-        matmul(c_out, n * hw, kk, weight, (kk as isize, 1), &cols, ((n * hw) as isize, 1), &mut out, false);
+        sgemm(c_out, n * hw, kk, weight, (kk as isize, 1), &cols, ((n * hw) as isize, 1), &mut out, false, false);
         for o in 0..c_out {
             for ni in 0..n {
                 y[(ni * c_out + o) * hw..][..hw].copy_from_slice(&out[o * n * hw + ni * hw..][..hw]);
@@ -447,7 +428,7 @@ fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight:
         let mut dx = vec![0f32; n * c * h * w];
         let mut dcols = uninit(kk * hw);
         for (gi, dxi) in grad.chunks(c_out * hw).zip(dx.chunks_mut(c * h * w)) {
-            matmul(kk, hw, c_out, weight, (1, kk as isize), gi, (hw as isize, 1), &mut dcols, false);
+            sgemm(kk, hw, c_out, weight, (1, kk as isize), gi, (hw as isize, 1), &mut dcols, false, false);
             col2im_into(&dcols, 1, shape, k, pad, dxi);
         }
         return dx;
@@ -460,7 +441,7 @@ fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight:
         }
     }
     let mut dcols = uninit(kk * n * hw);
-    matmul(kk, n * hw, c_out, weight, (1, kk as isize), &g, ((n * hw) as isize, 1), &mut dcols, false);
+    sgemm(kk, n * hw, c_out, weight, (1, kk as isize), &g, ((n * hw) as isize, 1), &mut dcols, false, false);
     col2im(&dcols, n, shape, k, pad)
 }
 

@@ -141,12 +141,35 @@ pub trait Classifier: Send + Sync {
         Ok((logits, loss))
     }
 
+    /// One training step's forward and backward pass for `labels`: the loss of [`Classifier::training_loss`] and
+    /// the gradient of every trainable parameter. Also updates BatchNorm running statistics, as a training-mode
+    /// forward pass does. By default through candle's autograd ([`autograd_step`]); models with a faster exact
+    /// path use it.
+    fn training_step(&self, x: &Tensor, labels: &Tensor) -> Result<TrainingStep> {
+        autograd_step(self, x, labels)
+    }
+
     /// The logits, and the output of `features[tap]` when asked for.
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)>;
 
     fn forward(&self, x: &Tensor, pass: &Pass) -> candle_core::Result<Tensor> {
         Ok(self.forward_tapped(x, pass, None)?.0)
     }
+}
+
+/// What one training step computed.
+pub struct TrainingStep {
+    /// Training-mode logits (`N×classes`, no autograd graph).
+    pub logits: Tensor,
+    pub loss: f32,
+    pub grads: crate::train::Gradients,
+}
+
+/// [`Classifier::training_step`] through candle's autograd.
+pub fn autograd_step<M: Classifier + ?Sized>(model: &M, x: &Tensor, labels: &Tensor) -> Result<TrainingStep> {
+    let (logits, loss) = model.training_loss(x, labels)?;
+    let grads = loss.backward()?;
+    Ok(TrainingStep { logits: logits.detach(), loss: loss.to_scalar::<f32>()?, grads: grads.into() })
 }
 
 /// When `wanted`, adds a zero probe variable to the activation `x` and records both in `tapped` (the gradient with

@@ -7,7 +7,11 @@
 //! parameter counts and `state_dict` keys match. Unlike the seed, the models return logits: the seed's softmax
 //! inside the model, before a cross-entropy loss, was a bug.
 
-use super::{Arch, Classifier, ModelSpec, Tapped};
+use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
+use crate::ops::BatchStats;
+use crate::train::cnn_step::{Block, Head, Net};
+use crate::train::Gradients;
+use candle_core::DType;
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
 use candle_core::{Result, Tensor};
@@ -106,7 +110,73 @@ impl SimpleCnn {
     }
 }
 
+impl SimpleCnn {
+    /// The parameters as the training step's buffers (SimpleCNN and CAM; CBAM has no such step).
+    fn step_net(&self) -> crate::Result<Net> {
+        let flat = |t: &Tensor| -> crate::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let mut blocks = Vec::with_capacity(self.convs.len());
+        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+            let (c_out, c_in, k, _) = conv.weight().dims4()?;
+            let bias = match conv.bias() {
+                Some(b) => flat(b)?,
+                None => vec![0.0; c_out],
+            };
+            let (gamma, beta) = (flat(bn.weight())?, flat(bn.bias())?);
+            blocks.push(Block { weight: flat(conv.weight())?, bias, gamma, beta, c_in, c_out, k, pad: conv.padding(), eps: bn.eps() as f32 });
+        }
+        let bias = |l: &Linear| l.bias().map_or_else(|| Ok(vec![0.0; l.weight().dim(0)?]), flat);
+        let head = match self.cam_head() {
+            Some(h) => Head::Cam { w: flat(h.weight())?, b: bias(h)? },
+            None => Head::Mlp { w1: flat(self.fc1.weight())?, b1: bias(&self.fc1)?, w2: flat(self.fc2.weight())?, b2: bias(&self.fc2)? },
+        };
+        let kind = self.spec.dataset;
+        Ok(Net { blocks, head, input: (kind.channels(), kind.side(), kind.side()), classes: kind.num_classes() })
+    }
+
+    /// [`Classifier::training_step`] on the CPU's own buffers (`train/cnn_step.rs`).
+    fn buffer_step(&self, x: &Tensor, labels: &Tensor) -> crate::Result<TrainingStep> {
+        super::check_input(self.spec, x)?;
+        let n = x.dim(0)?;
+        let step = self.step_net()?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n)?;
+        let dev = x.device();
+        let mut grads = Gradients::default();
+        let mut put = |param: Option<&Tensor>, grad: Vec<f32>| -> crate::Result<()> {
+            if let Some(p) = param {
+                grads.insert(p, Tensor::from_vec(grad, p.shape(), dev)?);
+            }
+            Ok(())
+        };
+        for ((conv, bn), g) in self.convs.iter().zip(&self.bns).zip(step.blocks) {
+            put(Some(conv.weight()), g.weight)?;
+            put(conv.bias(), g.bias)?;
+            put(Some(bn.weight()), g.gamma)?;
+            put(Some(bn.bias()), g.beta)?;
+            bn.update_running(&BatchStats { mean: g.batch_mean, var: g.batch_var, count: g.count })?;
+        }
+        let head: Vec<&Linear> = match self.cam_head() {
+            Some(h) => vec![h],
+            None => vec![&self.fc1, &self.fc2],
+        };
+        for (layer, g) in head.into_iter().zip(step.head.chunks(2)) {
+            put(Some(layer.weight()), g[0].clone())?;
+            put(layer.bias(), g[1].clone())?;
+        }
+        let logits = Tensor::from_vec(step.logits, (n, self.spec.dataset.num_classes()), dev)?;
+        Ok(TrainingStep { logits, loss: step.loss, grads })
+    }
+}
+
 impl Classifier for SimpleCnn {
+    /// SimpleCNN and CAM on the CPU train through [`SimpleCnn::buffer_step`]; CBAM and other devices through
+    /// autograd.
+    fn training_step(&self, x: &Tensor, labels: &Tensor) -> crate::Result<TrainingStep> {
+        let weight = self.convs[0].weight();
+        if self.cbams.is_empty() && x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+            return self.buffer_step(x, labels);
+        }
+        super::autograd_step(self, x, labels)
+    }
+
     fn engine(&self) -> Option<&dyn crate::engine::Engine> {
         self.engine.get_or_init(|| self.build_plan()).as_ref().map(|p| p as &dyn crate::engine::Engine)
     }

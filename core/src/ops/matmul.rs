@@ -73,6 +73,33 @@ pub fn matmul_right(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.matmul(b)
 }
 
+/// `c (m×n, row-major) (+)= a (m×k) · b (k×n)`, with `a` and `b` given by (row stride, column stride); on the rayon
+/// pool when `parallel` (one large product), else on the calling thread (callers that split the work themselves).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: &[f32], a_s: (isize, isize), b: &[f32], b_s: (isize, isize), c: &mut [f32], accumulate: bool, parallel: bool) {
+    let last = |rows: usize, cols: usize, (rs, cs): (isize, isize)| (rows.max(1) - 1) as isize * rs + (cols.max(1) - 1) as isize * cs + 1;
+    assert!(c.len() >= m * n, "sgemm output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k > 0 {
+        assert!(a.len() as isize >= last(m, k, a_s) && b.len() as isize >= last(k, n, b_s), "sgemm operands too small");
+        assert!(a_s.0 >= 0 && a_s.1 >= 0 && b_s.0 >= 0 && b_s.1 >= 0, "sgemm strides must be non-negative");
+    }
+    let parallelism = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the sizes and strides are checked above, so every element read or written lies inside the slices.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            c.as_mut_ptr(), 1, n as isize, accumulate,
+            a.as_ptr(), a_s.1, a_s.0,
+            b.as_ptr(), b_s.1, b_s.0,
+            1.0, 1.0, false, false, false,
+            parallelism,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

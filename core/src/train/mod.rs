@@ -3,10 +3,11 @@
 //! shuffling of epoch `e` depends only on (seed, e), and [`Trainer::state`] captures everything else.
 
 mod augment;
+pub(crate) mod cnn_step;
 mod optim;
 
 pub use augment::random_crop_flip;
-pub use optim::{Optimizer, OptimizerKind};
+pub use optim::{Gradients, Optimizer, OptimizerKind};
 
 use crate::data::{DatasetKind, ImageSet};
 use crate::models::{Classifier, ModelSpec};
@@ -265,15 +266,14 @@ impl Trainer {
             } else {
                 train.batch(chunk, kind, &self.device)?
             };
-            let (logits, loss) = self.model.training_loss(&x, &y)?;
-            let grads = loss.backward()?;
+            let step = self.model.training_step(&x, &y)?;
             lr = self.config.schedule.rate(self.config.lr, epoch * batches + b, total_steps);
-            self.optimizer.step(&grads, lr)?;
-            let loss_v = loss.to_scalar::<f32>()? as f64;
+            self.optimizer.step(&step.grads, lr)?;
+            let (logits, loss_v) = (step.logits, step.loss as f64);
             if !loss_v.is_finite() {
                 return Err(Error::InvalidArgument(format!("training diverged (loss {loss_v}) at epoch {epoch}, batch {b}: lower the learning rate")));
             }
-            let pred = logits.detach().argmax(D::Minus1)?.to_vec1::<u32>()?;
+            let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             correct += pred.iter().zip(y.to_vec1::<u32>()?).filter(|(p, y)| **p == *y).count();
             loss_sum += loss_v * chunk.len() as f64;
             seen += chunk.len();

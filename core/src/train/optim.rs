@@ -3,7 +3,7 @@
 //! exactly where it stopped.
 
 use crate::{Error, Result};
-use candle_core::{backprop::GradStore, Tensor, Var};
+use candle_core::{backprop::GradStore, Tensor, TensorId, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -22,6 +22,35 @@ impl OptimizerKind {
             "adamw" => Ok(OptimizerKind::AdamW),
             other => Err(Error::InvalidArgument(format!("unknown optimizer '{other}' (expected sgd or adamw)"))),
         }
+    }
+}
+
+/// The gradient of each trainable parameter, by tensor: from candle's autograd or from a model's own training
+/// step.
+#[derive(Default)]
+pub struct Gradients(HashMap<TensorId, Tensor>);
+
+impl Gradients {
+    pub fn insert(&mut self, param: &Tensor, grad: Tensor) {
+        self.0.insert(param.id(), grad);
+    }
+
+    pub fn get(&self, param: &Tensor) -> Option<&Tensor> {
+        self.0.get(&param.id())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<GradStore> for Gradients {
+    fn from(store: GradStore) -> Self {
+        Gradients(store.get_ids().filter_map(|&id| Some((id, store.get_id(id)?.clone()))).collect())
     }
 }
 
@@ -58,10 +87,10 @@ impl Optimizer {
     }
 
     /// One update with learning rate `lr` from the gradients in `grads`.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+    pub fn step(&mut self, grads: &Gradients, lr: f64) -> Result<()> {
         self.step += 1;
         for (name, var) in &self.vars {
-            let Some(grad) = grads.get(var) else { continue };
+            let Some(grad) = grads.get(var.as_tensor()) else { continue };
             // Detached, so the stored buffers never chain autograd graphs across steps.
             let p = &var.as_tensor().detach();
             let update = match self.kind {
@@ -148,7 +177,7 @@ mod tests {
         let mut opt = Optimizer::new(OptimizerKind::Sgd, &map, 0.9, 0.1);
         for want in [0.45f32, -0.2925] {
             let grads = (p.sqr()? * 0.5)?.sum_all()?.backward()?;
-            opt.step(&grads, 0.5)?;
+            opt.step(&grads.into(), 0.5)?;
             let got = p.to_vec1::<f32>()?[0];
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
@@ -166,7 +195,7 @@ mod tests {
         let (mut want, mut buf) = (start, [0f32; 4]);
         for step in 0..3 {
             let grads = (p.sqr()? * 0.5)?.sum_all()?.backward()?;
-            opt.step(&grads, 0.5)?;
+            opt.step(&grads.into(), 0.5)?;
             for i in 0..4 {
                 let g = want[i] + want[i] * 0.1;
                 buf[i] = if step == 0 { g } else { buf[i] * 0.9 + g };
@@ -187,7 +216,7 @@ mod tests {
         let p = map.get(1, "p", candle_nn::Init::Const(2.0), DType::F32, &Device::Cpu)?;
         let mut opt = Optimizer::new(OptimizerKind::AdamW, &map, 0.0, 0.01);
         let grads = (p.sqr()? * 0.5)?.sum_all()?.backward()?;
-        opt.step(&grads, 0.1)?;
+        opt.step(&grads.into(), 0.1)?;
         let got = p.to_vec1::<f32>()?[0];
         assert!((got - (2.0 - 0.1 * (1.0 + 0.02))).abs() < 1e-5, "{got}");
         let state = opt.state()?;

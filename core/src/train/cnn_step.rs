@@ -1,0 +1,474 @@
+//! One training step of the SimpleCNN family (SimpleCNN and its CAM head) on `f32` buffers: forward pass with
+//! batch statistics, mean cross-entropy, and the gradient of every trainable parameter — what candle's autograd
+//! computes for the same model, without its graph.
+//!
+//! Each block is convolution (im2col + GEMM, Chellapilla et al. 2006) → batch normalisation with the batch's
+//! statistics (Ioffe & Szegedy 2015) → ReLU → 2×2 max-pool. The activations stay channel-major over the batch
+//! (`C×N×H×W`), so a convolution's output is one GEMM with no transpose and each channel's statistics are one
+//! contiguous run. BatchNorm, ReLU and pooling run as one pass per channel forward and one backward (the ReLU's
+//! mask is recomputed from the convolution output instead of stored), and the first convolution's input gradient,
+//! which nobody needs, is never computed. The CAM head is global average pooling → linear (Zhou et al. 2016).
+//!
+//! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
+//! this step against candle's autograd on the same model.
+
+use crate::ops::{sgemm, Geometry};
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// One block's parameters: a square convolution (`weight`: `c_out × c_in·k·k`) and its BatchNorm.
+pub(crate) struct Block {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub pad: usize,
+    pub eps: f32,
+}
+
+/// The classifier after the blocks.
+pub(crate) enum Head {
+    /// flatten → linear (`w1`: hidden × inputs) → ReLU → linear (`w2`: classes × hidden).
+    Mlp { w1: Vec<f32>, b1: Vec<f32>, w2: Vec<f32>, b2: Vec<f32> },
+    /// global average pooling → linear (`w`: classes × channels).
+    Cam { w: Vec<f32>, b: Vec<f32> },
+}
+
+pub(crate) struct Net {
+    pub blocks: Vec<Block>,
+    pub head: Head,
+    /// `(channels, height, width)` of one input image.
+    pub input: (usize, usize, usize),
+    pub classes: usize,
+}
+
+/// A block's gradients and the batch statistics its BatchNorm used (for the running-statistics update).
+pub(crate) struct BlockGrads {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub batch_mean: Vec<f32>,
+    /// Biased (divided by the count).
+    pub batch_var: Vec<f32>,
+    /// Values per channel the statistics were taken over (N·H·W).
+    pub count: usize,
+}
+
+/// The head's gradients, in the order of its parameters (`w1, b1, w2, b2` or `w, b`).
+pub(crate) struct Step {
+    /// `n × classes`, row-major.
+    pub logits: Vec<f32>,
+    /// Mean cross-entropy over the batch.
+    pub loss: f32,
+    pub blocks: Vec<BlockGrads>,
+    pub head: Vec<Vec<f32>>,
+}
+
+/// What a block's backward pass needs from its forward pass.
+struct BlockState {
+    /// im2col of the block's input (`c_in·k·k × N·H·W`).
+    cols: Vec<f32>,
+    /// Convolution output, bias included (`c_out × N·H·W`).
+    z: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    /// Position (0–3, scan order) of each pooling window's first maximum (`c_out × N × H/2 × W/2`).
+    argmax: Vec<u8>,
+    /// Input height and width (also the convolution's output size: "same" padding).
+    h: usize,
+    w: usize,
+}
+
+impl Net {
+    fn check(&self, x: &[f32], labels: &[u32], n: usize) -> Result<()> {
+        let (c, h, w) = self.input;
+        if n == 0 || x.len() != n * c * h * w || labels.len() != n {
+            crate::invalid!("a training batch of {n} images needs {} values and {n} labels (got {} and {})", n * c * h * w, x.len(), labels.len());
+        }
+        if let Some(l) = labels.iter().find(|&&l| l as usize >= self.classes) {
+            crate::invalid!("label {l} is outside 0..{}", self.classes);
+        }
+        let mut c_in = c;
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.c_in != c_in || b.weight.len() != b.c_out * b.c_in * b.k * b.k || b.bias.len() != b.c_out || b.gamma.len() != b.c_out || b.beta.len() != b.c_out || 2 * b.pad + 1 != b.k {
+                return Err(Error::InvalidArgument(format!("training step: block {i} does not fit {c_in} input channels with 'same' padding")));
+            }
+            c_in = b.c_out;
+        }
+        Ok(())
+    }
+
+    /// Forward and backward pass of `n` images (`x`: `N×C×H×W`) with their `labels`.
+    pub fn step(&self, x: &[f32], labels: &[u32], n: usize) -> Result<Step> {
+        self.check(x, labels, n)?;
+        let (c, mut h, mut w) = self.input;
+        let mut a = to_channel_major(x, n, c, h * w);
+        let mut states = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            if h < 2 || w < 2 {
+                crate::invalid!("training step: a {h}×{w} activation cannot be max-pooled");
+            }
+            let (pooled, state) = block_forward(b, &a, n, h, w);
+            a = pooled;
+            states.push(state);
+            (h, w) = (h / 2, w / 2);
+        }
+        let c_last = self.blocks.last().map_or(c, |b| b.c_out);
+        let (logits, loss, head, mut grad) = self.head_step(&a, labels, n, c_last, h * w)?;
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for (i, (b, st)) in self.blocks.iter().zip(&states).enumerate().rev() {
+            let (g, dx) = block_backward(b, st, &grad, n, i > 0);
+            blocks.push(g);
+            grad = dx;
+        }
+        blocks.reverse();
+        Ok(Step { logits, loss, blocks, head })
+    }
+
+    /// The head on the last block's output `a` (`c × N × s`): logits, mean loss, the head's gradients and the
+    /// gradient of the loss with respect to `a`.
+    #[allow(clippy::type_complexity)]
+    fn head_step(&self, a: &[f32], labels: &[u32], n: usize, c: usize, s: usize) -> Result<(Vec<f32>, f32, Vec<Vec<f32>>, Vec<f32>)> {
+        let k = self.classes;
+        match &self.head {
+            Head::Mlp { w1, b1, w2, b2 } => {
+                let inp = c * s;
+                let hidden = b1.len();
+                if w1.len() != hidden * inp || w2.len() != k * hidden || b2.len() != k {
+                    crate::invalid!("training step: the classifier does not take {inp} inputs to {k} classes");
+                }
+                // x (N × c·s), the flattening of N×C×H×W.
+                let mut x = vec![0f32; n * inp];
+                for ci in 0..c {
+                    for ni in 0..n {
+                        x[ni * inp + ci * s..][..s].copy_from_slice(&a[(ci * n + ni) * s..][..s]);
+                    }
+                }
+                let mut h1: Vec<f32> = (0..n).flat_map(|_| b1.iter().copied()).collect();
+                sgemm(n, hidden, inp, &x, (inp as isize, 1), w1, (1, inp as isize), &mut h1, true, true);
+                let r: Vec<f32> = h1.iter().map(|v| v.max(0.0)).collect();
+                let mut logits: Vec<f32> = (0..n).flat_map(|_| b2.iter().copied()).collect();
+                sgemm(n, k, hidden, &r, (hidden as isize, 1), w2, (1, hidden as isize), &mut logits, true, true);
+                let (loss, dl) = cross_entropy(&logits, labels, k);
+                // Second layer: dW2 = dLᵀ·r, db2 = Σ dL, dr = dL·W2.
+                let mut dw2 = vec![0f32; k * hidden];
+                sgemm(k, hidden, n, &dl, (1, k as isize), &r, (hidden as isize, 1), &mut dw2, false, true);
+                let db2 = column_sums(&dl, k);
+                let mut dh = vec![0f32; n * hidden];
+                sgemm(n, hidden, k, &dl, (k as isize, 1), w2, (hidden as isize, 1), &mut dh, false, true);
+                dh.iter_mut().zip(&h1).for_each(|(g, &v)| if v <= 0.0 { *g = 0.0 });
+                // First layer: dW1 = dhᵀ·x, db1 = Σ dh, dx = dh·W1.
+                let mut dw1 = vec![0f32; hidden * inp];
+                sgemm(hidden, inp, n, &dh, (1, hidden as isize), &x, (inp as isize, 1), &mut dw1, false, true);
+                let db1 = column_sums(&dh, hidden);
+                let mut dx = vec![0f32; n * inp];
+                sgemm(n, inp, hidden, &dh, (hidden as isize, 1), w1, (inp as isize, 1), &mut dx, false, true);
+                let mut da = vec![0f32; a.len()];
+                for ci in 0..c {
+                    for ni in 0..n {
+                        da[(ci * n + ni) * s..][..s].copy_from_slice(&dx[ni * inp + ci * s..][..s]);
+                    }
+                }
+                Ok((logits, loss, vec![dw1, db1, dw2, db2], da))
+            }
+            Head::Cam { w, b } => {
+                if w.len() != k * c || b.len() != k {
+                    crate::invalid!("training step: the CAM head does not take {c} channels to {k} classes");
+                }
+                let mut pooled = vec![0f32; n * c];
+                for ci in 0..c {
+                    for ni in 0..n {
+                        pooled[ni * c + ci] = a[(ci * n + ni) * s..][..s].iter().sum::<f32>() / s as f32;
+                    }
+                }
+                let mut logits: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
+                sgemm(n, k, c, &pooled, (c as isize, 1), w, (1, c as isize), &mut logits, true, false);
+                let (loss, dl) = cross_entropy(&logits, labels, k);
+                let mut dw = vec![0f32; k * c];
+                sgemm(k, c, n, &dl, (1, k as isize), &pooled, (c as isize, 1), &mut dw, false, false);
+                let db = column_sums(&dl, k);
+                let mut dp = vec![0f32; n * c];
+                sgemm(n, c, k, &dl, (k as isize, 1), w, (c as isize, 1), &mut dp, false, false);
+                let mut da = vec![0f32; a.len()];
+                for ci in 0..c {
+                    for ni in 0..n {
+                        da[(ci * n + ni) * s..][..s].fill(dp[ni * c + ci] / s as f32);
+                    }
+                }
+                Ok((logits, loss, vec![dw, db], da))
+            }
+        }
+    }
+}
+
+/// `N×C×P` → `C×N×P`.
+fn to_channel_major(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> {
+    if c == 1 {
+        return x.to_vec();
+    }
+    let mut out = vec![0f32; x.len()];
+    for ni in 0..n {
+        for ci in 0..c {
+            out[(ci * n + ni) * p..][..p].copy_from_slice(&x[(ni * c + ci) * p..][..p]);
+        }
+    }
+    out
+}
+
+/// Mean cross-entropy of `logits` (`n × k`) and its gradient `(softmax − onehot) / n`.
+fn cross_entropy(logits: &[f32], labels: &[u32], k: usize) -> (f32, Vec<f32>) {
+    let n = labels.len();
+    let mut grad = vec![0f32; n * k];
+    let mut loss = 0f64;
+    for (i, &y) in labels.iter().enumerate() {
+        let z = &logits[i * k..][..k];
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
+        loss += (sum.ln() + max - z[y as usize]) as f64;
+        for (j, g) in grad[i * k..][..k].iter_mut().enumerate() {
+            *g = ((z[j] - max).exp() / sum - if j == y as usize { 1.0 } else { 0.0 }) / n as f32;
+        }
+    }
+    ((loss / n as f64) as f32, grad)
+}
+
+/// Sums over the rows of a row-major `rows × cols` matrix.
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; cols];
+    for row in m.chunks(cols) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
+/// Convolution, batch statistics, BatchNorm + ReLU + 2×2 max-pool of `a` (`c_in × N × h × w`).
+fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize) -> (Vec<f32>, BlockState) {
+    let g = Geometry::stride_one_channel_major(n, (b.c_in, h, w), b.k, b.pad);
+    let (kk, m) = (g.rows(), g.cols());
+    let mut cols = vec![0f32; kk * m];
+    cols.par_chunks_mut(m).enumerate().for_each(|(r, row)| g.im2col_row(a, r, row));
+    let mut z = vec![0f32; b.c_out * m];
+    sgemm(b.c_out, m, kk, &b.weight, (kk as isize, 1), &cols, (m as isize, 1), &mut z, false, true);
+    let stats: Vec<(f32, f32)> = z
+        .par_chunks_mut(m)
+        .zip(&b.bias)
+        .map(|(zc, &bias)| {
+            let (mut s, mut sq) = (0f64, 0f64);
+            for v in zc.iter_mut() {
+                *v += bias;
+                s += *v as f64;
+                sq += (*v as f64) * (*v as f64);
+            }
+            let mean = s / m as f64;
+            (mean as f32, (sq / m as f64 - mean * mean).max(0.0) as f32)
+        })
+        .collect();
+    let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+    let (ho, wo) = (h / 2, w / 2);
+    let per_channel = n * ho * wo;
+    let mut pooled = vec![0f32; b.c_out * per_channel];
+    let mut argmax = vec![0u8; b.c_out * per_channel];
+    pooled.par_chunks_mut(per_channel).zip(argmax.par_chunks_mut(per_channel)).enumerate().for_each(|(ci, (out, arg))| {
+        let scale = b.gamma[ci] / (var[ci] + b.eps).sqrt();
+        let shift = b.beta[ci] - mean[ci] * scale;
+        for ni in 0..n {
+            let plane = &z[(ci * n + ni) * h * w..][..h * w];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, 0u8);
+                    for (q, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                        let v = (plane[(2 * oy + dy) * w + 2 * ox + dx] * scale + shift).max(0.0);
+                        if v > best {
+                            (best, at) = (v, q as u8);
+                        }
+                    }
+                    let o = ni * ho * wo + oy * wo + ox;
+                    (out[o], arg[o]) = (best, at);
+                }
+            }
+        }
+    });
+    (pooled, BlockState { cols, z, mean, var, argmax, h, w })
+}
+
+/// Back-propagates `dp` (gradient of the pooled output) through pooling, ReLU, BatchNorm and the convolution:
+/// the block's gradients and, when `input_grad`, the gradient of its input (`c_in × N × h × w`).
+fn block_backward(b: &Block, st: &BlockState, dp: &[f32], n: usize, input_grad: bool) -> (BlockGrads, Vec<f32>) {
+    let (h, w) = (st.h, st.w);
+    let (ho, wo) = (h / 2, w / 2);
+    let m = n * h * w;
+    let mut dz = vec![0f32; b.c_out * m];
+    // Per channel: route through the pooling, mask by the ReLU, then BatchNorm's backward (the paper's formula).
+    let sums: Vec<[f32; 3]> = dz
+        .par_chunks_mut(m)
+        .enumerate()
+        .map(|(ci, dzc)| {
+            let z = &st.z[ci * m..][..m];
+            let inv_std = 1.0 / (st.var[ci] + b.eps).sqrt();
+            let (mu, scale) = (st.mean[ci], b.gamma[ci] * inv_std);
+            let shift = b.beta[ci] - mu * scale;
+            for ni in 0..n {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let o = ci * n * ho * wo + ni * ho * wo + oy * wo + ox;
+                        let q = st.argmax[o] as usize;
+                        let at = ni * h * w + (2 * oy + q / 2) * w + 2 * ox + q % 2;
+                        if z[at] * scale + shift > 0.0 {
+                            dzc[at] = dp[o];
+                        }
+                    }
+                }
+            }
+            let (mut dbeta, mut dgamma) = (0f64, 0f64);
+            for (&g, &zv) in dzc.iter().zip(z) {
+                dbeta += g as f64;
+                dgamma += (g * (zv - mu) * inv_std) as f64;
+            }
+            let (mb, mg) = ((dbeta / m as f64) as f32, (dgamma / m as f64) as f32);
+            let mut dbias = 0f64;
+            for (g, &zv) in dzc.iter_mut().zip(z) {
+                *g = scale * (*g - mb - (zv - mu) * inv_std * mg);
+                dbias += *g as f64;
+            }
+            [dgamma as f32, dbeta as f32, dbias as f32]
+        })
+        .collect();
+    let kk = b.c_in * b.k * b.k;
+    // dW = dZ (c_out × M) · colsᵀ (M × kk)
+    let mut dweight = vec![0f32; b.c_out * kk];
+    sgemm(b.c_out, kk, m, &dz, (m as isize, 1), &st.cols, (1, m as isize), &mut dweight, false, true);
+    let mut dx = Vec::new();
+    if input_grad {
+        // dcols = Wᵀ (kk × c_out) · dZ (c_out × M), folded back.
+        let mut dcols = vec![0f32; kk * m];
+        sgemm(kk, m, b.c_out, &b.weight, (1, kk as isize), &dz, (m as isize, 1), &mut dcols, false, true);
+        let g = Geometry::stride_one_channel_major(n, (b.c_in, h, w), b.k, b.pad);
+        dx = vec![0f32; b.c_in * m];
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| g.col2im_plane(&dcols, p, plane));
+    }
+    let grads = BlockGrads {
+        weight: dweight,
+        bias: sums.iter().map(|s| s[2]).collect(),
+        gamma: sums.iter().map(|s| s[0]).collect(),
+        beta: sums.iter().map(|s| s[1]).collect(),
+        batch_mean: st.mean.clone(),
+        batch_var: st.var.clone(),
+        count: m,
+    };
+    (grads, dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::data::DatasetKind;
+    use crate::models::{autograd_step, Arch, ModelSpec};
+    use crate::params::init_model;
+    use crate::train::{Optimizer, OptimizerKind};
+    use crate::Result;
+    use candle_core::{Device, Tensor};
+    use candle_nn::VarMap;
+    use rand::{Rng, SeedableRng};
+
+    fn batch(kind: DatasetKind, n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let len = n * kind.channels() * kind.side() * kind.side();
+        let x: Vec<f32> = (0..len).map(|_| rng.random_range(-1.5f32..2.5)).collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..kind.num_classes() as u32)).collect();
+        Ok((Tensor::from_vec(x, (n, kind.channels(), kind.side(), kind.side()), &Device::Cpu)?, Tensor::from_vec(y, n, &Device::Cpu)?))
+    }
+
+    /// Largest difference relative to the largest magnitude of `b` (at least `floor`).
+    fn rel(a: &Tensor, b: &Tensor, floor: f32) -> Result<f32> {
+        let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(a.len(), b.len());
+        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        Ok(d / b.iter().map(|v| v.abs()).fold(floor, f32::max))
+    }
+
+    /// `features.{4i}.bias`: a block's convolution bias.
+    fn conv_bias(name: &str) -> bool {
+        name.strip_prefix("features.").and_then(|r| r.strip_suffix(".bias")).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i % 4 == 0)
+    }
+
+    fn sorted(map: &VarMap) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The buffer step computes what autograd computes on the same model: logits, loss, the gradient of every
+    /// parameter (and no gradient for the CAM model's unused classifier), and the running statistics; and three
+    /// SGD steps on each land on the same weights. SimpleCNN and CAM, MNIST (7×7 → 3×3: odd pooling) and CIFAR-10,
+    /// one image and a batch.
+    #[test]
+    fn equals_autograd() -> Result<()> {
+        for arch in [Arch::SimpleCnn, Arch::Cam] {
+            for kind in [DatasetKind::Mnist, DatasetKind::Cifar10] {
+                for n in [1, 5] {
+                    let spec = ModelSpec { arch, dataset: kind };
+                    let (map_a, model_a) = init_model(spec, 7, &Device::Cpu)?;
+                    let (map_b, model_b) = init_model(spec, 7, &Device::Cpu)?;
+                    let mut opt_a = Optimizer::new(OptimizerKind::Sgd, &map_a, 0.9, 5e-4);
+                    let mut opt_b = Optimizer::new(OptimizerKind::Sgd, &map_b, 0.9, 5e-4);
+                    for step in 0..3 {
+                        let (x, y) = batch(kind, n, 10 * step + n as u64)?;
+                        let a = autograd_step(model_a.as_ref(), &x, &y)?;
+                        let b = model_b.training_step(&x, &y)?;
+                        let what = format!("{arch} {kind:?} n={n} step {step}");
+                        assert!(rel(&b.logits, &a.logits, 1.0)? < 1e-5, "{what}: logits");
+                        assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0), "{what}: loss {} vs {}", b.loss, a.loss);
+                        let mut compared = 0;
+                        for ((name, pa), (_, pb)) in sorted(&map_a).iter().zip(&sorted(&map_b)) {
+                            compared += b.grads.get(pb).is_some() as usize;
+                            match (a.grads.get(pa), b.grads.get(pb)) {
+                                (Some(ga), Some(gb)) if conv_bias(name) => {
+                                    // BatchNorm subtracts the batch mean, so a convolution's bias has no effect and
+                                    // its true gradient is 0: both sides are rounding noise, tiny next to the
+                                    // weight's gradient.
+                                    let weight = name.replace("bias", "weight");
+                                    let (_, pw) = sorted(&map_b).into_iter().find(|(k, _)| *k == weight).unwrap();
+                                    let scale = b.grads.get(&pw).unwrap().abs()?.max_all()?.to_scalar::<f32>()?;
+                                    for g in [ga, gb] {
+                                        let m = g.abs()?.max_all()?.to_scalar::<f32>()?;
+                                        assert!(m < 1e-4 * scale, "{what}: {name}'s gradient {m} is not ≈ 0 (weight's {scale})");
+                                    }
+                                }
+                                (Some(ga), Some(gb)) => {
+                                    let r = rel(gb, ga, 1e-6)?;
+                                    assert!(r < 1e-4, "{what}: gradient of {name} differs by {r}");
+                                }
+                                (None, None) => {}
+                                _ => panic!("{what}: {name} has a gradient on one side only"),
+                            }
+                        }
+                        assert_eq!(compared, if arch == Arch::Cam { 14 } else { 16 }, "{what}: every trainable parameter");
+                        opt_a.step(&a.grads, 0.05)?;
+                        opt_b.step(&b.grads, 0.05)?;
+                    }
+                    for ((name, pa), (_, pb)) in sorted(&map_a).iter().zip(&sorted(&map_b)) {
+                        let r = rel(pb, pa, 1e-3)?;
+                        assert!(r < 1e-4, "{arch} {kind:?} n={n}: {name} after three steps differs by {r}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bad batches are errors, not panics.
+    #[test]
+    fn rejects_bad_batches() -> Result<()> {
+        let spec = ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist };
+        let (_, model) = init_model(spec, 1, &Device::Cpu)?;
+        let (x, _) = batch(DatasetKind::Mnist, 2, 1)?;
+        assert!(model.training_step(&x, &Tensor::new(&[3u32, 10], &Device::Cpu)?).is_err(), "label out of range");
+        assert!(model.training_step(&x, &Tensor::new(&[3u32], &Device::Cpu)?).is_err(), "one label for two images");
+        let (cifar, y) = batch(DatasetKind::Cifar10, 2, 1)?;
+        assert!(model.training_step(&cifar, &y).is_err(), "CIFAR-10 images into an MNIST model");
+        Ok(())
+    }
+}
