@@ -9,7 +9,7 @@
 
 use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::ops::BatchStats;
-use crate::train::cnn_step::{Block, Head, Net};
+use crate::train::cnn_step::{Block, Head, Net, Workspace};
 use crate::train::Gradients;
 use candle_core::DType;
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
@@ -31,6 +31,8 @@ pub struct SimpleCnn {
     cam_head: Option<Linear>,
     /// The evaluation-mode engine, built on first use for constant weights on the CPU.
     engine: std::sync::OnceLock<Option<Plan>>,
+    /// The training step's buffers, kept between steps.
+    workspace: std::sync::Arc<std::sync::Mutex<Workspace>>,
 }
 
 /// Builds the model of `spec` (SimpleCNN, CAM or CBAM) with parameters from `vb`.
@@ -57,7 +59,7 @@ pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
         Arch::Cam | Arch::Cbam => Some(nn::linear(CHANNELS[2], spec.dataset.num_classes(), vb.pp("cam_mlp").pp("mlp").pp(0))?),
         _ => None,
     };
-    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head, engine: std::sync::OnceLock::new() })
+    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head, engine: std::sync::OnceLock::new(), workspace: Default::default() })
 }
 
 impl SimpleCnn {
@@ -137,7 +139,8 @@ impl SimpleCnn {
     fn buffer_step(&self, x: &Tensor, labels: &Tensor) -> crate::Result<TrainingStep> {
         super::check_input(self.spec, x)?;
         let n = x.dim(0)?;
-        let step = self.step_net()?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n)?;
+        let mut workspace = self.workspace.lock().map_err(|_| crate::Error::InvalidArgument("an earlier training step panicked".into()))?;
+        let step = self.step_net()?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n, &mut workspace)?;
         let dev = x.device();
         let mut grads = Gradients::default();
         let mut put = |param: Option<&Tensor>, grad: Vec<f32>| -> crate::Result<()> {

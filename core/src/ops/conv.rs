@@ -17,8 +17,6 @@ pub(crate) struct Geometry {
     kw: usize,
     stride: usize,
     pad: usize,
-    /// The images are stored channel-major (`C×N×H×W`, as the training step keeps them) instead of `N×C×H×W`.
-    channel_major: bool,
 }
 
 impl Geometry {
@@ -49,17 +47,7 @@ impl Geometry {
 
     /// A `k×k` kernel, stride 1.
     pub(crate) fn stride_one(n: usize, (c, h, w): (usize, usize, usize), k: usize, pad: usize) -> Self {
-        Geometry { n, c, h, w, kh: k, kw: k, stride: 1, pad, channel_major: false }
-    }
-
-    /// A `k×k` kernel, stride 1, over images stored channel-major (`C×N×H×W`).
-    pub(crate) fn stride_one_channel_major(n: usize, shape: (usize, usize, usize), k: usize, pad: usize) -> Self {
-        Geometry { channel_major: true, ..Self::stride_one(n, shape, k, pad) }
-    }
-
-    /// Index of the `h×w` plane of image `ni`, channel `ci`.
-    fn plane(&self, ni: usize, ci: usize) -> usize {
-        if self.channel_major { ci * self.n + ni } else { ni * self.c + ci }
+        Geometry { n, c, h, w, kh: k, kw: k, stride: 1, pad }
     }
 
     /// Row `r` of the unfolded matrix of `x` (`row` holds `cols()` zeros; positions in the padding stay zero).
@@ -68,7 +56,7 @@ impl Geometry {
         let (ci, ky, kx) = (r / (self.kh * self.kw), (r / self.kw) % self.kh, r % self.kw);
         let (lo, hi) = self.valid_ox(kx);
         for ni in 0..self.n {
-            let plane = &x[self.plane(ni, ci) * self.h * self.w..][..self.h * self.w];
+            let plane = &x[(ni * self.c + ci) * self.h * self.w..][..self.h * self.w];
             for oy in 0..ho {
                 let Some(iy) = self.input_row(oy, ky) else { continue };
                 let src = &plane[iy * self.w..][..self.w];
@@ -85,11 +73,11 @@ impl Geometry {
         }
     }
 
-    /// Input plane `plane_idx` (in the storage order: see [`Geometry::plane`]) of the folded-back matrix `cols`,
+    /// Input plane `plane_idx` (image `plane_idx / c`, channel `plane_idx % c`) of the folded-back matrix `cols`,
     /// added into `plane`: the adjoint of [`Geometry::im2col_row`].
     pub(crate) fn col2im_plane(&self, cols: &[f32], plane_idx: usize, plane: &mut [f32]) {
         let (ho, wo, per_image, ncols) = (self.out_h(), self.out_w(), self.out_h() * self.out_w(), self.cols());
-        let (ni, ci) = if self.channel_major { (plane_idx % self.n, plane_idx / self.n) } else { (plane_idx / self.c, plane_idx % self.c) };
+        let (ni, ci) = (plane_idx / self.c, plane_idx % self.c);
         for ky in 0..self.kh {
             for kx in 0..self.kw {
                 let r = (ci * self.kh + ky) * self.kw + kx;
@@ -215,7 +203,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
         return conv2d_reference(x, weight, bias, stride, pad);
     }
-    let g = Geometry { n, c, h, w, kh, kw, stride, pad, channel_major: false };
+    let g = Geometry { n, c, h, w, kh, kw, stride, pad };
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
     let y = super::matmul_left(&weight.reshape((o, g.rows()))?, &cols)?;
     let zeros;

@@ -12,7 +12,7 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{sgemm, Geometry};
+use crate::ops::{sgemm, sgemm_long, sgemm_wide};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -68,7 +68,23 @@ pub(crate) struct Step {
     pub head: Vec<Vec<f32>>,
 }
 
-/// What a block's backward pass needs from its forward pass.
+/// The buffers of one step, kept between steps: a step allocates (and the kernel zero-fills and maps) ~140 MB for
+/// a batch of 128 MNIST images, which cost as much as the arithmetic when done afresh every step.
+#[derive(Default)]
+pub(crate) struct Workspace {
+    /// The batch, channel-major.
+    input: Vec<f32>,
+    blocks: Vec<BlockState>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Workspace({} blocks)", self.blocks.len())
+    }
+}
+
+/// One block's buffers: what its backward pass needs from its forward pass, and its gradients.
+#[derive(Default)]
 struct BlockState {
     /// im2col of the block's input (`c_in·k·k × N·H·W`).
     cols: Vec<f32>,
@@ -76,11 +92,22 @@ struct BlockState {
     z: Vec<f32>,
     mean: Vec<f32>,
     var: Vec<f32>,
-    /// Position (0–3, scan order) of each pooling window's first maximum (`c_out × N × H/2 × W/2`).
+    /// The pooled output (`c_out × N × H/2 × W/2`) and the position (0–3, scan order) of each window's first maximum.
+    pooled: Vec<f32>,
     argmax: Vec<u8>,
+    /// Gradients of the convolution output, of the columns and of the block's input.
+    dz: Vec<f32>,
+    dcols: Vec<f32>,
+    dinput: Vec<f32>,
     /// Input height and width (also the convolution's output size: "same" padding).
     h: usize,
     w: usize,
+}
+
+/// `v` as `len` elements whose values the caller overwrites (kept from earlier use, not zeroed).
+fn reuse(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.resize(len, 0.0);
+    &mut v[..len]
 }
 
 impl Net {
@@ -102,28 +129,29 @@ impl Net {
         Ok(())
     }
 
-    /// Forward and backward pass of `n` images (`x`: `N×C×H×W`) with their `labels`.
-    pub fn step(&self, x: &[f32], labels: &[u32], n: usize) -> Result<Step> {
+    /// Forward and backward pass of `n` images (`x`: `N×C×H×W`) with their `labels`, in the buffers of `ws`.
+    pub fn step(&self, x: &[f32], labels: &[u32], n: usize, ws: &mut Workspace) -> Result<Step> {
         self.check(x, labels, n)?;
         let (c, mut h, mut w) = self.input;
-        let mut a = to_channel_major(x, n, c, h * w);
-        let mut states = Vec::with_capacity(self.blocks.len());
-        for b in &self.blocks {
+        to_channel_major(x, n, c, h * w, &mut ws.input);
+        ws.blocks.resize_with(self.blocks.len(), BlockState::default);
+        for (i, b) in self.blocks.iter().enumerate() {
             if h < 2 || w < 2 {
                 crate::invalid!("training step: a {h}×{w} activation cannot be max-pooled");
             }
-            let (pooled, state) = block_forward(b, &a, n, h, w);
-            a = pooled;
-            states.push(state);
+            let (done, rest) = ws.blocks.split_at_mut(i);
+            let input = done.last().map_or(&ws.input, |prev| &prev.pooled);
+            block_forward(b, input, n, h, w, &mut rest[0]);
             (h, w) = (h / 2, w / 2);
         }
         let c_last = self.blocks.last().map_or(c, |b| b.c_out);
-        let (logits, loss, head, mut grad) = self.head_step(&a, labels, n, c_last, h * w)?;
+        let top = ws.blocks.last().map_or(&ws.input, |st| &st.pooled);
+        let (logits, loss, head, top_grad) = self.head_step(top, labels, n, c_last, h * w)?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
-        for (i, (b, st)) in self.blocks.iter().zip(&states).enumerate().rev() {
-            let (g, dx) = block_backward(b, st, &grad, n, i > 0);
-            blocks.push(g);
-            grad = dx;
+        for (i, b) in self.blocks.iter().enumerate().rev() {
+            let (below, from) = ws.blocks.split_at_mut(i + 1);
+            let grad = from.first().map_or(&top_grad, |above| &above.dinput);
+            blocks.push(block_backward(b, &mut below[i], grad, n, i > 0));
         }
         blocks.reverse();
         Ok(Step { logits, loss, blocks, head })
@@ -205,18 +233,14 @@ impl Net {
     }
 }
 
-/// `N×C×P` → `C×N×P`.
-fn to_channel_major(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> {
-    if c == 1 {
-        return x.to_vec();
-    }
-    let mut out = vec![0f32; x.len()];
+/// `N×C×P` → `C×N×P`, into `out`.
+fn to_channel_major(x: &[f32], n: usize, c: usize, p: usize, out: &mut Vec<f32>) {
+    let out = reuse(out, x.len());
     for ni in 0..n {
         for ci in 0..c {
             out[(ci * n + ni) * p..][..p].copy_from_slice(&x[(ni * c + ci) * p..][..p]);
         }
     }
-    out
 }
 
 /// Mean cross-entropy of `logits` (`n × k`) and its gradient `(softmax − onehot) / n`.
@@ -245,43 +269,122 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
-/// Convolution, batch statistics, BatchNorm + ReLU + 2×2 max-pool of `a` (`c_in × N × h × w`).
-fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize) -> (Vec<f32>, BlockState) {
-    let g = Geometry::stride_one_channel_major(n, (b.c_in, h, w), b.k, b.pad);
-    let (kk, m) = (g.rows(), g.cols());
-    let mut cols = vec![0f32; kk * m];
-    cols.par_chunks_mut(m).enumerate().for_each(|(r, row)| g.im2col_row(a, r, row));
-    let mut z = vec![0f32; b.c_out * m];
-    sgemm(b.c_out, m, kk, &b.weight, (kk as isize, 1), &cols, (m as isize, 1), &mut z, false, true);
+/// `(Σ aᵢ, Σ aᵢ·bᵢ)` (`b` empty: `Σ aᵢ` only), in `f32` lanes the compiler vectorises, blocks summed in `f64`.
+fn sums(a: &[f32], b: &[f32]) -> (f64, f64) {
+    const LANES: usize = 16;
+    let (mut s, mut p) = (0f64, 0f64);
+    for (i, block) in a.chunks(1024).enumerate() {
+        let (mut acc_s, mut acc_p) = ([0f32; LANES], [0f32; LANES]);
+        if b.is_empty() {
+            for v in block.chunks(LANES) {
+                v.iter().enumerate().for_each(|(l, &x)| acc_s[l] += x);
+            }
+        } else {
+            for (v, w) in block.chunks(LANES).zip(b[i * 1024..].chunks(LANES)) {
+                for (l, (&x, &y)) in v.iter().zip(w).enumerate() {
+                    acc_s[l] += x;
+                    acc_p[l] += x * y;
+                }
+            }
+        }
+        s += acc_s.iter().sum::<f32>() as f64;
+        p += acc_p.iter().sum::<f32>() as f64;
+    }
+    (s, p)
+}
+
+/// The offset `d − pad` of kernel tap `d` of a "same"-padded kernel, and the output coordinates `o` in `0..len`
+/// whose input coordinate `o + d − pad` lies inside `0..len`.
+fn tap(d: usize, pad: usize, len: usize) -> (isize, std::ops::Range<usize>) {
+    let off = d as isize - pad as isize;
+    let lo = ((-off).max(0) as usize).min(len);
+    let hi = (len as isize - off.max(0)).max(lo as isize) as usize;
+    (off, lo..hi)
+}
+
+/// Zeroes the positions of each `h×w` image in `row` outside `rows × cols`.
+fn zero_outside(row: &mut [f32], h: usize, w: usize, rows: &std::ops::Range<usize>, cols: &std::ops::Range<usize>) {
+    for img in row.chunks_mut(h * w) {
+        img[..rows.start * w].fill(0.0);
+        img[rows.end * w..].fill(0.0);
+        for line in img[rows.start * w..rows.end * w].chunks_mut(w) {
+            line[..cols.start].fill(0.0);
+            line[cols.end..].fill(0.0);
+        }
+    }
+}
+
+/// The ranges `(to, from)` with `to[j] = from[j + shift]` inside `0..m`.
+fn shifted(m: usize, shift: isize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let s = shift.unsigned_abs().min(m);
+    if shift >= 0 { (0..m - s, s..m) } else { (s..m, 0..m - s) }
+}
+
+/// im2col for "same" padding, stride 1, channel-major images (`a`: `c × N × h × w`): each row of `cols`
+/// (`c·k·k × N·h·w`) is its channel's whole `N×h×w` block shifted by the kernel offset — one copy — with the
+/// positions that fall outside their image zeroed. (Copying a few pixels at a time costs several times more.)
+fn im2col_same(a: &[f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, cols: &mut [f32]) {
+    let m = n * h * w;
+    cols.par_chunks_mut(m).enumerate().for_each(|(r, row)| {
+        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let ((dy, rows), (dx, xs)) = (tap(ky, pad, h), tap(kx, pad, w));
+        let (to, from) = shifted(m, dy * w as isize + dx);
+        row[to.clone()].copy_from_slice(&a[ci * m..][..m][from]);
+        row[..to.start].fill(0.0);
+        row[to.end..].fill(0.0);
+        zero_outside(row, h, w, &rows, &xs);
+    });
+}
+
+/// The adjoint of [`im2col_same`]: `dcols` summed back into `dx` (`c × N × h × w`, overwritten). `dcols`' entries
+/// outside their image are zeroed first (the buffer is scratch), so each row adds in as one shifted block.
+fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, dx: &mut [f32]) {
+    let m = n * h * w;
+    dx.par_chunks_mut(m).zip(dcols.par_chunks_mut(k * k * m)).for_each(|(channel, rows)| {
+        channel.fill(0.0);
+        for (t, row) in rows.chunks_mut(m).enumerate() {
+            let ((dy, ys), (dxo, xs)) = (tap(t / k, pad, h), tap(t % k, pad, w));
+            zero_outside(row, h, w, &ys, &xs);
+            let (from, to) = shifted(m, dy * w as isize + dxo);
+            channel[to].iter_mut().zip(&row[from]).for_each(|(d, s)| *d += s);
+        }
+    });
+}
+
+/// Convolution, batch statistics, BatchNorm + ReLU + 2×2 max-pool of `a` (`c_in × N × h × w`), into `st`.
+fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize, st: &mut BlockState) {
+    let (kk, m) = (b.c_in * b.k * b.k, n * h * w);
+    im2col_same(a, (n, h, w), b.k, b.pad, reuse(&mut st.cols, kk * m));
+    let z = reuse(&mut st.z, b.c_out * m);
+    sgemm_wide(b.c_out, m, kk, (&b.weight, (kk as isize, 1)), (&st.cols, (m as isize, 1)), z);
     let stats: Vec<(f32, f32)> = z
         .par_chunks_mut(m)
         .zip(&b.bias)
         .map(|(zc, &bias)| {
-            let (mut s, mut sq) = (0f64, 0f64);
-            for v in zc.iter_mut() {
-                *v += bias;
-                s += *v as f64;
-                sq += (*v as f64) * (*v as f64);
-            }
+            zc.iter_mut().for_each(|v| *v += bias);
+            let (s, sq) = sums(zc, zc);
             let mean = s / m as f64;
             (mean as f32, (sq / m as f64 - mean * mean).max(0.0) as f32)
         })
         .collect();
-    let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+    (st.mean, st.var) = stats.into_iter().unzip();
+    (st.h, st.w) = (h, w);
     let (ho, wo) = (h / 2, w / 2);
     let per_channel = n * ho * wo;
-    let mut pooled = vec![0f32; b.c_out * per_channel];
-    let mut argmax = vec![0u8; b.c_out * per_channel];
-    pooled.par_chunks_mut(per_channel).zip(argmax.par_chunks_mut(per_channel)).enumerate().for_each(|(ci, (out, arg))| {
+    let pooled = reuse(&mut st.pooled, b.c_out * per_channel);
+    st.argmax.resize(b.c_out * per_channel, 0);
+    let (z, mean, var) = (&st.z, &st.mean, &st.var);
+    pooled.par_chunks_mut(per_channel).zip(st.argmax.par_chunks_mut(per_channel)).enumerate().for_each(|(ci, (out, arg))| {
         let scale = b.gamma[ci] / (var[ci] + b.eps).sqrt();
         let shift = b.beta[ci] - mean[ci] * scale;
         for ni in 0..n {
             let plane = &z[(ci * n + ni) * h * w..][..h * w];
             for oy in 0..ho {
+                let (top, bottom) = (&plane[2 * oy * w..][..w], &plane[(2 * oy + 1) * w..][..w]);
                 for ox in 0..wo {
                     let (mut best, mut at) = (f32::NEG_INFINITY, 0u8);
-                    for (q, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                        let v = (plane[(2 * oy + dy) * w + 2 * ox + dx] * scale + shift).max(0.0);
+                    for (q, v) in [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]].into_iter().enumerate() {
+                        let v = (v * scale + shift).max(0.0);
                         if v > best {
                             (best, at) = (v, q as u8);
                         }
@@ -292,74 +395,68 @@ fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize) -> (Vec<f32
             }
         }
     });
-    (pooled, BlockState { cols, z, mean, var, argmax, h, w })
 }
 
 /// Back-propagates `dp` (gradient of the pooled output) through pooling, ReLU, BatchNorm and the convolution:
-/// the block's gradients and, when `input_grad`, the gradient of its input (`c_in × N × h × w`).
-fn block_backward(b: &Block, st: &BlockState, dp: &[f32], n: usize, input_grad: bool) -> (BlockGrads, Vec<f32>) {
+/// the block's gradients and, when `input_grad`, the gradient of its input in `st.dinput` (`c_in × N × h × w`).
+fn block_backward(b: &Block, st: &mut BlockState, dp: &[f32], n: usize, input_grad: bool) -> BlockGrads {
     let (h, w) = (st.h, st.w);
     let (ho, wo) = (h / 2, w / 2);
-    let m = n * h * w;
-    let mut dz = vec![0f32; b.c_out * m];
+    let (m, per_channel) = (n * h * w, n * ho * wo);
+    let dz = reuse(&mut st.dz, b.c_out * m);
+    let (z_all, argmax, mean, var) = (&st.z, &st.argmax, &st.mean, &st.var);
     // Per channel: route through the pooling, mask by the ReLU, then BatchNorm's backward (the paper's formula).
-    let sums: Vec<[f32; 3]> = dz
+    let channel_sums: Vec<[f32; 3]> = dz
         .par_chunks_mut(m)
         .enumerate()
         .map(|(ci, dzc)| {
-            let z = &st.z[ci * m..][..m];
-            let inv_std = 1.0 / (st.var[ci] + b.eps).sqrt();
-            let (mu, scale) = (st.mean[ci], b.gamma[ci] * inv_std);
+            dzc.fill(0.0);
+            let z = &z_all[ci * m..][..m];
+            let inv_std = 1.0 / (var[ci] + b.eps).sqrt();
+            let (mu, scale) = (mean[ci], b.gamma[ci] * inv_std);
             let shift = b.beta[ci] - mu * scale;
-            for ni in 0..n {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let o = ci * n * ho * wo + ni * ho * wo + oy * wo + ox;
-                        let q = st.argmax[o] as usize;
-                        let at = ni * h * w + (2 * oy + q / 2) * w + 2 * ox + q % 2;
-                        if z[at] * scale + shift > 0.0 {
-                            dzc[at] = dp[o];
-                        }
-                    }
+            let (args, grads) = (&argmax[ci * per_channel..][..per_channel], &dp[ci * per_channel..][..per_channel]);
+            for (o, (&q, &g)) in args.iter().zip(grads).enumerate() {
+                let (ni, oy, ox) = (o / (ho * wo), (o / wo) % ho, o % wo);
+                let at = ni * h * w + (2 * oy + q as usize / 2) * w + 2 * ox + q as usize % 2;
+                if z[at] * scale + shift > 0.0 {
+                    dzc[at] = g;
                 }
             }
-            let (mut dbeta, mut dgamma) = (0f64, 0f64);
-            for (&g, &zv) in dzc.iter().zip(z) {
-                dbeta += g as f64;
-                dgamma += (g * (zv - mu) * inv_std) as f64;
-            }
+            // Σ dy and Σ dy·x̂ = (Σ dy·z − μ·Σ dy)/σ.
+            let (dbeta, dyz) = sums(dzc, z);
+            let dgamma = (dyz - mu as f64 * dbeta) * inv_std as f64;
             let (mb, mg) = ((dbeta / m as f64) as f32, (dgamma / m as f64) as f32);
-            let mut dbias = 0f64;
             for (g, &zv) in dzc.iter_mut().zip(z) {
                 *g = scale * (*g - mb - (zv - mu) * inv_std * mg);
-                dbias += *g as f64;
             }
+            let dbias = sums(dzc, &[]).0;
             [dgamma as f32, dbeta as f32, dbias as f32]
         })
         .collect();
     let kk = b.c_in * b.k * b.k;
-    // dW = dZ (c_out × M) · colsᵀ (M × kk)
+    // dWᵀ (kk × c_out) = cols (kk × M) · dZᵀ: this orientation packs faster (64 × 288 × 25,088: 2.1×).
+    let mut dweight_t = vec![0f32; kk * b.c_out];
+    sgemm_long(kk, b.c_out, m, (&st.cols, (m as isize, 1)), (&st.dz, (1, m as isize)), &mut dweight_t);
     let mut dweight = vec![0f32; b.c_out * kk];
-    sgemm(b.c_out, kk, m, &dz, (m as isize, 1), &st.cols, (1, m as isize), &mut dweight, false, true);
-    let mut dx = Vec::new();
+    for (r, row) in dweight_t.chunks(b.c_out).enumerate() {
+        row.iter().enumerate().for_each(|(o, &v)| dweight[o * kk + r] = v);
+    }
     if input_grad {
         // dcols = Wᵀ (kk × c_out) · dZ (c_out × M), folded back.
-        let mut dcols = vec![0f32; kk * m];
-        sgemm(kk, m, b.c_out, &b.weight, (1, kk as isize), &dz, (m as isize, 1), &mut dcols, false, true);
-        let g = Geometry::stride_one_channel_major(n, (b.c_in, h, w), b.k, b.pad);
-        dx = vec![0f32; b.c_in * m];
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(p, plane)| g.col2im_plane(&dcols, p, plane));
+        let dcols = reuse(&mut st.dcols, kk * m);
+        sgemm_wide(kk, m, b.c_out, (&b.weight, (1, kk as isize)), (&st.dz, (m as isize, 1)), dcols);
+        col2im_same(dcols, (n, h, w), b.k, b.pad, reuse(&mut st.dinput, b.c_in * m));
     }
-    let grads = BlockGrads {
+    BlockGrads {
         weight: dweight,
-        bias: sums.iter().map(|s| s[2]).collect(),
-        gamma: sums.iter().map(|s| s[0]).collect(),
-        beta: sums.iter().map(|s| s[1]).collect(),
+        bias: channel_sums.iter().map(|s| s[2]).collect(),
+        gamma: channel_sums.iter().map(|s| s[0]).collect(),
+        beta: channel_sums.iter().map(|s| s[1]).collect(),
         batch_mean: st.mean.clone(),
         batch_var: st.var.clone(),
         count: m,
-    };
-    (grads, dx)
+    }
 }
 
 #[cfg(test)]
@@ -457,6 +554,45 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// The shifted-block im2col and its adjoint equal the general per-image ones (`ops::conv`) on the same images
+    /// stored `N×C×H×W`: odd and even sizes, 3×3 and 5×5 kernels.
+    #[test]
+    fn shifted_im2col_equals_the_general_one() {
+        use crate::ops::Geometry;
+        for (n, c, h, w, k) in [(2, 3, 7, 5, 3), (3, 2, 4, 4, 3), (1, 1, 6, 9, 5), (2, 2, 1, 1, 3)] {
+            let pad = k / 2;
+            let m = n * h * w;
+            let a: Vec<f32> = (0..c * m).map(|i| ((i * 37 % 101) as f32) - 50.0).collect();
+            // The same images, N×C×H×W.
+            let mut nchw = vec![0f32; c * m];
+            for ci in 0..c {
+                for ni in 0..n {
+                    nchw[(ni * c + ci) * h * w..][..h * w].copy_from_slice(&a[(ci * n + ni) * h * w..][..h * w]);
+                }
+            }
+            let g = Geometry::stride_one(n, (c, h, w), k, pad);
+            let mut want = vec![0f32; g.rows() * g.cols()];
+            for (r, row) in want.chunks_mut(g.cols()).enumerate() {
+                g.im2col_row(&nchw, r, row);
+            }
+            let mut got = vec![f32::NAN; c * k * k * m];
+            super::im2col_same(&a, (n, h, w), k, pad, &mut got);
+            assert_eq!(got, want, "im2col {n}×{c}×{h}×{w}, k = {k}");
+            let mut dcols: Vec<f32> = (0..c * k * k * m).map(|i| (i % 13) as f32).collect();
+            let mut want_dx = vec![0f32; c * m];
+            for (p, plane) in want_dx.chunks_mut(h * w).enumerate() {
+                g.col2im_plane(&dcols, p, plane);
+            }
+            let mut dx = vec![f32::NAN; c * m];
+            super::col2im_same(&mut dcols, (n, h, w), k, pad, &mut dx);
+            for ci in 0..c {
+                for ni in 0..n {
+                    assert_eq!(&dx[(ci * n + ni) * h * w..][..h * w], &want_dx[(ni * c + ci) * h * w..][..h * w], "col2im {n}×{c}×{h}×{w}, k = {k}");
+                }
+            }
+        }
     }
 
     /// Bad batches are errors, not panics.
