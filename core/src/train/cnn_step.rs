@@ -272,19 +272,29 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
 /// `(Σ aᵢ, Σ aᵢ·bᵢ)` (`b` empty: `Σ aᵢ` only), in `f32` lanes the compiler vectorises, blocks summed in `f64`.
 fn sums(a: &[f32], b: &[f32]) -> (f64, f64) {
     const LANES: usize = 16;
+    const BLOCK: usize = 1024;
     let (mut s, mut p) = (0f64, 0f64);
-    for (i, block) in a.chunks(1024).enumerate() {
+    for (i, block) in a.chunks(BLOCK).enumerate() {
         let (mut acc_s, mut acc_p) = ([0f32; LANES], [0f32; LANES]);
+        let mut xs = block.chunks_exact(LANES);
         if b.is_empty() {
-            for v in block.chunks(LANES) {
-                v.iter().enumerate().for_each(|(l, &x)| acc_s[l] += x);
+            for x in &mut xs {
+                let x: &[f32; LANES] = x.try_into().expect("exact chunk");
+                (0..LANES).for_each(|l| acc_s[l] += x[l]);
             }
+            xs.remainder().iter().for_each(|&x| acc_s[0] += x);
         } else {
-            for (v, w) in block.chunks(LANES).zip(b[i * 1024..].chunks(LANES)) {
-                for (l, (&x, &y)) in v.iter().zip(w).enumerate() {
-                    acc_s[l] += x;
-                    acc_p[l] += x * y;
-                }
+            let mut ys = b[i * BLOCK..][..block.len()].chunks_exact(LANES);
+            for (x, y) in (&mut xs).zip(&mut ys) {
+                let (x, y): (&[f32; LANES], &[f32; LANES]) = (x.try_into().expect("exact chunk"), y.try_into().expect("exact chunk"));
+                (0..LANES).for_each(|l| {
+                    acc_s[l] += x[l];
+                    acc_p[l] += x[l] * y[l];
+                });
+            }
+            for (&x, &y) in xs.remainder().iter().zip(ys.remainder()) {
+                acc_s[0] += x;
+                acc_p[0] += x * y;
             }
         }
         s += acc_s.iter().sum::<f32>() as f64;
@@ -416,11 +426,16 @@ fn block_backward(b: &Block, st: &mut BlockState, dp: &[f32], n: usize, input_gr
             let (mu, scale) = (mean[ci], b.gamma[ci] * inv_std);
             let shift = b.beta[ci] - mu * scale;
             let (args, grads) = (&argmax[ci * per_channel..][..per_channel], &dp[ci * per_channel..][..per_channel]);
-            for (o, (&q, &g)) in args.iter().zip(grads).enumerate() {
-                let (ni, oy, ox) = (o / (ho * wo), (o / wo) % ho, o % wo);
-                let at = ni * h * w + (2 * oy + q as usize / 2) * w + 2 * ox + q as usize % 2;
-                if z[at] * scale + shift > 0.0 {
-                    dzc[at] = g;
+            for ni in 0..n {
+                for oy in 0..ho {
+                    let o = (ni * ho + oy) * wo;
+                    let top = ni * h * w + 2 * oy * w;
+                    for (ox, (&q, &g)) in args[o..o + wo].iter().zip(&grads[o..o + wo]).enumerate() {
+                        let at = top + (q as usize >> 1) * w + 2 * ox + (q as usize & 1);
+                        if z[at] * scale + shift > 0.0 {
+                            dzc[at] = g;
+                        }
+                    }
                 }
             }
             // Σ dy and Σ dy·x̂ = (Σ dy·z − μ·Σ dy)/σ.

@@ -3,7 +3,8 @@
 //! exactly where it stopped.
 
 use crate::{Error, Result};
-use candle_core::{backprop::GradStore, Tensor, TensorId, Var};
+use candle_core::{backprop::GradStore, DType, Tensor, TensorId, Var};
+use rayon::prelude::*;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -93,6 +94,15 @@ impl Optimizer {
             let Some(grad) = grads.get(var.as_tensor()) else { continue };
             // Detached, so the stored buffers never chain autograd graphs across steps.
             let p = &var.as_tensor().detach();
+            if self.kind == OptimizerKind::Sgd && fused_sgd_applies(p, grad) {
+                let previous = self.first.get(name).filter(|_| self.momentum > 0.0);
+                let (new_p, buf) = sgd_fused(p, grad, previous, self.momentum, self.weight_decay, lr)?;
+                if self.momentum > 0.0 {
+                    self.first.insert(name.clone(), buf);
+                }
+                var.set(&new_p)?;
+                continue;
+            }
             let update = match self.kind {
                 OptimizerKind::Sgd => {
                     let g = if self.weight_decay > 0.0 { (grad + (p * self.weight_decay)?)? } else { grad.clone() };
@@ -162,10 +172,43 @@ impl Optimizer {
     }
 }
 
+fn fused_sgd_applies(p: &Tensor, grad: &Tensor) -> bool {
+    p.device().is_cpu() && p.dtype() == DType::F32 && grad.dtype() == DType::F32 && p.shape() == grad.shape()
+}
+
+/// One SGD step in a single pass over the CPU buffers, with the same `f32` operations in the same order as the
+/// tensor formulation (`g = ∇ + λ·p`, `b = μ·b + g`, `p − lr·b`): the same numbers, without the six intermediate
+/// tensors (for SimpleCNN's 1.2 M-weight layer, 10 % of a training step).
+fn sgd_fused(p: &Tensor, grad: &Tensor, previous: Option<&Tensor>, momentum: f64, weight_decay: f64, lr: f64) -> Result<(Tensor, Tensor)> {
+    let (mu, wd, lr) = (momentum as f32, weight_decay as f32, lr as f32);
+    let prev = previous.map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose()?;
+    let (new_p, buf) = crate::ops::with_f32(p, |pv| {
+        crate::ops::with_f32(grad, |gv| {
+            let (mut new_p, mut buf) = (vec![0f32; pv.len()], vec![0f32; pv.len()]);
+            const CHUNK: usize = 1 << 14;
+            new_p.par_chunks_mut(CHUNK).zip(buf.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (np, b))| {
+                let at = c * CHUNK;
+                for i in 0..np.len() {
+                    let (p, g) = (pv[at + i], gv[at + i]);
+                    let g = if wd > 0.0 { g + p * wd } else { g };
+                    b[i] = match &prev {
+                        Some(prev) => prev[at + i] * mu + g,
+                        None => g,
+                    };
+                    np[i] = p - b[i] * lr;
+                }
+            });
+            (new_p, buf)
+        })
+    })??;
+    let (shape, dev) = (p.shape(), p.device());
+    Ok((Tensor::from_vec(new_p, shape, dev)?, Tensor::from_vec(buf, shape, dev)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     /// Two SGD steps on f(p) = p²/2 (∇ = p) with μ = 0.9, λ = 0.1, lr = 0.5, from p = 1:
     /// g₁ = 1 + 0.1 = 1.1, b₁ = 1.1, p₁ = 1 − 0.55 = 0.45;
@@ -205,6 +248,27 @@ mod tests {
             for i in 0..4 {
                 assert!((got[i] - want[i]).abs() < 1e-6, "step {step} element {i}: {} vs {}", got[i], want[i]);
             }
+        }
+        Ok(())
+    }
+
+    /// The fused SGD pass gives bit for bit what the tensor formula gives, with and without a momentum buffer.
+    #[test]
+    fn fused_sgd_equals_the_tensor_formula() -> Result<()> {
+        let dev = Device::Cpu;
+        let vals = |seed: u32| -> Vec<f32> { (0..40_000u32).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 2000) as f32 / 1000.0 - 1.0).collect() };
+        let (p, g, b) = (Tensor::from_vec(vals(1), (200, 200), &dev)?, Tensor::from_vec(vals(2), (200, 200), &dev)?, Tensor::from_vec(vals(3), (200, 200), &dev)?);
+        let (mu, wd, lr) = (0.9, 5e-4, 0.01);
+        for previous in [None, Some(&b)] {
+            let g2 = (&g + (&p * wd)?)?;
+            let buf = match previous {
+                Some(b) => ((b * mu)? + &g2)?,
+                None => g2,
+            };
+            let want = (&p - (&buf * lr)?)?;
+            let (got, got_buf) = sgd_fused(&p, &g, previous, mu, wd, lr)?;
+            assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want.flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(got_buf.flatten_all()?.to_vec1::<f32>()?, buf.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(())
     }
