@@ -176,8 +176,9 @@ impl Net {
                         x[ni * inp + ci * s..][..s].copy_from_slice(&a[(ci * n + ni) * s..][..s]);
                     }
                 }
-                let mut h1: Vec<f32> = (0..n).flat_map(|_| b1.iter().copied()).collect();
-                sgemm(n, hidden, inp, &x, (inp as isize, 1), w1, (1, inp as isize), &mut h1, true, true);
+                let mut h1 = vec![0f32; n * hidden];
+                sgemm_wide(n, hidden, inp, (&x, (inp as isize, 1)), (w1, (1, inp as isize)), &mut h1);
+                h1.chunks_mut(hidden).for_each(|row| row.iter_mut().zip(b1).for_each(|(v, b)| *v += b));
                 let r: Vec<f32> = h1.iter().map(|v| v.max(0.0)).collect();
                 let mut logits: Vec<f32> = (0..n).flat_map(|_| b2.iter().copied()).collect();
                 sgemm(n, k, hidden, &r, (hidden as isize, 1), w2, (1, hidden as isize), &mut logits, true, true);
@@ -191,10 +192,10 @@ impl Net {
                 dh.iter_mut().zip(&h1).for_each(|(g, &v)| if v <= 0.0 { *g = 0.0 });
                 // First layer: dW1 = dhᵀ·x, db1 = Σ dh, dx = dh·W1.
                 let mut dw1 = vec![0f32; hidden * inp];
-                sgemm(hidden, inp, n, &dh, (1, hidden as isize), &x, (inp as isize, 1), &mut dw1, false, true);
+                sgemm_wide(hidden, inp, n, (&dh, (1, hidden as isize)), (&x, (inp as isize, 1)), &mut dw1);
                 let db1 = column_sums(&dh, hidden);
                 let mut dx = vec![0f32; n * inp];
-                sgemm(n, inp, hidden, &dh, (hidden as isize, 1), w1, (inp as isize, 1), &mut dx, false, true);
+                sgemm_wide(n, inp, hidden, (&dh, (hidden as isize, 1)), (w1, (inp as isize, 1)), &mut dx);
                 let mut da = vec![0f32; a.len()];
                 for ci in 0..c {
                     for ni in 0..n {
