@@ -12,7 +12,7 @@
 
 use super::{Engine, Gradient};
 use crate::attribution::Score;
-use crate::ops::{Geometry, ReluRule};
+use crate::ops::{col2im_same, im2col_same, Geometry, ReluRule};
 use crate::ops::sgemm;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -389,6 +389,45 @@ fn col2im_into(cols: &[f32], n: usize, shape: (usize, usize, usize), k: usize, p
     }
 }
 
+/// im2col of `n` images (`x`: `N×C×H×W`) as `C·k·k × N·Ho·Wo` columns, on this thread. "Same" padding (every
+/// convolution of the models here) copies whole shifted planes ([`im2col_same`], on the channel-major order; for
+/// one image that is the image itself); other paddings go row by row.
+fn unfold(x: &[f32], n: usize, shape: (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+    let (c, h, w) = shape;
+    if 2 * pad + 1 != k {
+        return im2col(x, n, shape, k, pad);
+    }
+    let mut cols = uninit(c * k * k * n * h * w);
+    if n == 1 {
+        im2col_same(x, (1, h, w), k, pad, &mut cols, false);
+    } else {
+        im2col_same(&transpose_planes(x, n, c, h * w), (n, h, w), k, pad, &mut cols, false);
+    }
+    cols
+}
+
+/// The adjoint of [`unfold`]: `cols` (scratch, overwritten) summed back into `n` images `N×C×H×W`.
+fn fold(cols: &mut [f32], n: usize, shape: (usize, usize, usize), k: usize, pad: usize) -> Vec<f32> {
+    let (c, h, w) = shape;
+    if 2 * pad + 1 != k {
+        return col2im(cols, n, shape, k, pad);
+    }
+    let mut dx = uninit(n * c * h * w);
+    col2im_same(cols, (n, h, w), k, pad, &mut dx, false);
+    if n == 1 { dx } else { transpose_planes(&dx, c, n, h * w) }
+}
+
+/// `A×B×P` planes → `B×A×P` (between `N×C×H×W` and channel-major `C×N×H×W`).
+fn transpose_planes(x: &[f32], a: usize, b: usize, p: usize) -> Vec<f32> {
+    let mut out = uninit(x.len());
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * p..][..p].copy_from_slice(&x[(i * b + j) * p..][..p]);
+        }
+    }
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32], bias: &[f32], c_out: usize, k: usize, pad: usize) -> Vec<f32> {
     let (c, h, w) = shape;
@@ -398,19 +437,15 @@ fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32
     if hw >= PER_IMAGE_HW {
         // Per image: y_i (c_out × hw) = W (c_out × kk) · cols_i (kk × hw), already in N×C×H×W order.
         for (xi, yi) in x.chunks(c * h * w).zip(y.chunks_mut(c_out * hw)) {
-            let cols = im2col(xi, 1, shape, k, pad);
+            let cols = unfold(xi, 1, shape, k, pad);
             sgemm(c_out, hw, kk, weight, (kk as isize, 1), &cols, (hw as isize, 1), yi, false, false);
         }
     } else {
         // Batched: out (c_out × n·hw) = W · cols (kk × n·hw), then to N×C×H×W.
-        let cols = im2col(x, n, shape, k, pad);
+        let cols = unfold(x, n, shape, k, pad);
         let mut out = uninit(c_out * n * hw);
         sgemm(c_out, n * hw, kk, weight, (kk as isize, 1), &cols, ((n * hw) as isize, 1), &mut out, false, false);
-        for o in 0..c_out {
-            for ni in 0..n {
-                y[(ni * c_out + o) * hw..][..hw].copy_from_slice(&out[o * n * hw + ni * hw..][..hw]);
-            }
-        }
+        y = transpose_planes(&out, c_out, n, hw);
     }
     for (j, plane) in y.chunks_mut(hw).enumerate() {
         let b = bias[j % c_out];
@@ -425,24 +460,19 @@ fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight:
     let kk = c * k * k;
     if hw >= PER_IMAGE_HW {
         // Per image: dcols_i (kk × hw) = Wᵀ (kk × c_out) · g_i (c_out × hw), folded back at once.
-        let mut dx = vec![0f32; n * c * h * w];
+        let mut dx = Vec::with_capacity(n * c * h * w);
         let mut dcols = uninit(kk * hw);
-        for (gi, dxi) in grad.chunks(c_out * hw).zip(dx.chunks_mut(c * h * w)) {
+        for gi in grad.chunks(c_out * hw) {
             sgemm(kk, hw, c_out, weight, (1, kk as isize), gi, (hw as isize, 1), &mut dcols, false, false);
-            col2im_into(&dcols, 1, shape, k, pad, dxi);
+            dx.extend(fold(&mut dcols, 1, shape, k, pad));
         }
         return dx;
     }
-    // Batched: g (c_out × n·hw) gathered from the N×C×H×W gradient, dcols (kk × n·hw) = Wᵀ · g.
-    let mut g = uninit(c_out * n * hw);
-    for ni in 0..n {
-        for o in 0..c_out {
-            g[o * n * hw + ni * hw..][..hw].copy_from_slice(&grad[(ni * c_out + o) * hw..][..hw]);
-        }
-    }
+    // Batched: g (c_out × n·hw) from the N×C×H×W gradient, dcols (kk × n·hw) = Wᵀ · g.
+    let g = transpose_planes(grad, n, c_out, hw);
     let mut dcols = uninit(kk * n * hw);
     sgemm(kk, n * hw, c_out, weight, (1, kk as isize), &g, ((n * hw) as isize, 1), &mut dcols, false, false);
-    col2im(&dcols, n, shape, k, pad)
+    fold(&mut dcols, n, shape, k, pad)
 }
 
 /// The ReLU backward `rule` for gradient `g` at pre-activation `x`.

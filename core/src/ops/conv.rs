@@ -101,6 +101,77 @@ impl Geometry {
     }
 }
 
+/// The offset `d − pad` of kernel tap `d` of a "same"-padded kernel, and the output coordinates `o` in `0..len`
+/// whose input coordinate `o + d − pad` lies inside `0..len`.
+fn tap(d: usize, pad: usize, len: usize) -> (isize, std::ops::Range<usize>) {
+    let off = d as isize - pad as isize;
+    let lo = ((-off).max(0) as usize).min(len);
+    let hi = (len as isize - off.max(0)).max(lo as isize) as usize;
+    (off, lo..hi)
+}
+
+/// Zeroes the positions of each `h×w` image in `row` outside `rows × cols`.
+fn zero_outside(row: &mut [f32], h: usize, w: usize, rows: &std::ops::Range<usize>, cols: &std::ops::Range<usize>) {
+    for img in row.chunks_mut(h * w) {
+        img[..rows.start * w].fill(0.0);
+        img[rows.end * w..].fill(0.0);
+        for line in img[rows.start * w..rows.end * w].chunks_mut(w) {
+            line[..cols.start].fill(0.0);
+            line[cols.end..].fill(0.0);
+        }
+    }
+}
+
+/// The ranges `(to, from)` with `to[j] = from[j + shift]` inside `0..m`.
+fn shifted(m: usize, shift: isize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let s = shift.unsigned_abs().min(m);
+    if shift >= 0 { (0..m - s, s..m) } else { (s..m, 0..m - s) }
+}
+
+/// im2col for "same" padding, stride 1, channel-major images (`a`: `c × N × h × w`; one image is simply
+/// `c × h × w`): each row of `cols` (`c·k·k × N·h·w`) is its channel's whole `N×h×w` block shifted by the kernel
+/// offset — one copy — with the positions that fall outside their image zeroed. (Copying a few pixels at a time,
+/// as [`Geometry::im2col_row`] must for `N×C×H×W` batches, costs several times more.) Rows on the rayon pool when
+/// `parallel`.
+pub(crate) fn im2col_same(a: &[f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, cols: &mut [f32], parallel: bool) {
+    let m = n * h * w;
+    let row = |(r, row): (usize, &mut [f32])| {
+        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+        let ((dy, rows), (dx, xs)) = (tap(ky, pad, h), tap(kx, pad, w));
+        let (to, from) = shifted(m, dy * w as isize + dx);
+        row[to.clone()].copy_from_slice(&a[ci * m..][..m][from]);
+        row[..to.start].fill(0.0);
+        row[to.end..].fill(0.0);
+        zero_outside(row, h, w, &rows, &xs);
+    };
+    if parallel {
+        cols.par_chunks_mut(m).enumerate().for_each(row);
+    } else {
+        cols.chunks_mut(m).enumerate().for_each(row);
+    }
+}
+
+/// The adjoint of [`im2col_same`]: `dcols` summed back into `dx` (`c × N × h × w`, overwritten). `dcols`' entries
+/// outside their image are zeroed first (the buffer is scratch), so each row adds in as one shifted block.
+/// Channels on the rayon pool when `parallel`.
+pub(crate) fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, dx: &mut [f32], parallel: bool) {
+    let m = n * h * w;
+    let channel = |(channel, rows): (&mut [f32], &mut [f32])| {
+        channel.fill(0.0);
+        for (t, row) in rows.chunks_mut(m).enumerate() {
+            let ((dy, ys), (dxo, xs)) = (tap(t / k, pad, h), tap(t % k, pad, w));
+            zero_outside(row, h, w, &ys, &xs);
+            let (from, to) = shifted(m, dy * w as isize + dxo);
+            channel[to].iter_mut().zip(&row[from]).for_each(|(d, s)| *d += s);
+        }
+    };
+    if parallel {
+        dx.par_chunks_mut(m).zip(dcols.par_chunks_mut(k * k * m)).for_each(channel);
+    } else {
+        dx.chunks_mut(m).zip(dcols.chunks_mut(k * k * m)).for_each(channel);
+    }
+}
+
 /// Unfolds `N×C×H×W` into a `(C·kh·kw) × (N·Ho·Wo)` matrix.
 struct Im2Col(Geometry);
 /// Folds the matrix back, summing overlapping contributions: the adjoint of [`Im2Col`].

@@ -12,7 +12,7 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{sgemm, sgemm_long, sgemm_wide};
+use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -304,68 +304,10 @@ fn sums(a: &[f32], b: &[f32]) -> (f64, f64) {
     (s, p)
 }
 
-/// The offset `d − pad` of kernel tap `d` of a "same"-padded kernel, and the output coordinates `o` in `0..len`
-/// whose input coordinate `o + d − pad` lies inside `0..len`.
-fn tap(d: usize, pad: usize, len: usize) -> (isize, std::ops::Range<usize>) {
-    let off = d as isize - pad as isize;
-    let lo = ((-off).max(0) as usize).min(len);
-    let hi = (len as isize - off.max(0)).max(lo as isize) as usize;
-    (off, lo..hi)
-}
-
-/// Zeroes the positions of each `h×w` image in `row` outside `rows × cols`.
-fn zero_outside(row: &mut [f32], h: usize, w: usize, rows: &std::ops::Range<usize>, cols: &std::ops::Range<usize>) {
-    for img in row.chunks_mut(h * w) {
-        img[..rows.start * w].fill(0.0);
-        img[rows.end * w..].fill(0.0);
-        for line in img[rows.start * w..rows.end * w].chunks_mut(w) {
-            line[..cols.start].fill(0.0);
-            line[cols.end..].fill(0.0);
-        }
-    }
-}
-
-/// The ranges `(to, from)` with `to[j] = from[j + shift]` inside `0..m`.
-fn shifted(m: usize, shift: isize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-    let s = shift.unsigned_abs().min(m);
-    if shift >= 0 { (0..m - s, s..m) } else { (s..m, 0..m - s) }
-}
-
-/// im2col for "same" padding, stride 1, channel-major images (`a`: `c × N × h × w`): each row of `cols`
-/// (`c·k·k × N·h·w`) is its channel's whole `N×h×w` block shifted by the kernel offset — one copy — with the
-/// positions that fall outside their image zeroed. (Copying a few pixels at a time costs several times more.)
-fn im2col_same(a: &[f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, cols: &mut [f32]) {
-    let m = n * h * w;
-    cols.par_chunks_mut(m).enumerate().for_each(|(r, row)| {
-        let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let ((dy, rows), (dx, xs)) = (tap(ky, pad, h), tap(kx, pad, w));
-        let (to, from) = shifted(m, dy * w as isize + dx);
-        row[to.clone()].copy_from_slice(&a[ci * m..][..m][from]);
-        row[..to.start].fill(0.0);
-        row[to.end..].fill(0.0);
-        zero_outside(row, h, w, &rows, &xs);
-    });
-}
-
-/// The adjoint of [`im2col_same`]: `dcols` summed back into `dx` (`c × N × h × w`, overwritten). `dcols`' entries
-/// outside their image are zeroed first (the buffer is scratch), so each row adds in as one shifted block.
-fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, dx: &mut [f32]) {
-    let m = n * h * w;
-    dx.par_chunks_mut(m).zip(dcols.par_chunks_mut(k * k * m)).for_each(|(channel, rows)| {
-        channel.fill(0.0);
-        for (t, row) in rows.chunks_mut(m).enumerate() {
-            let ((dy, ys), (dxo, xs)) = (tap(t / k, pad, h), tap(t % k, pad, w));
-            zero_outside(row, h, w, &ys, &xs);
-            let (from, to) = shifted(m, dy * w as isize + dxo);
-            channel[to].iter_mut().zip(&row[from]).for_each(|(d, s)| *d += s);
-        }
-    });
-}
-
 /// Convolution, batch statistics, BatchNorm + ReLU + 2×2 max-pool of `a` (`c_in × N × h × w`), into `st`.
 fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize, st: &mut BlockState) {
     let (kk, m) = (b.c_in * b.k * b.k, n * h * w);
-    im2col_same(a, (n, h, w), b.k, b.pad, reuse(&mut st.cols, kk * m));
+    im2col_same(a, (n, h, w), b.k, b.pad, reuse(&mut st.cols, kk * m), true);
     let z = reuse(&mut st.z, b.c_out * m);
     sgemm_wide(b.c_out, m, kk, (&b.weight, (kk as isize, 1)), (&st.cols, (m as isize, 1)), z);
     let stats: Vec<(f32, f32)> = z
@@ -462,7 +404,7 @@ fn block_backward(b: &Block, st: &mut BlockState, dp: &[f32], n: usize, input_gr
         // dcols = Wᵀ (kk × c_out) · dZ (c_out × M), folded back.
         let dcols = reuse(&mut st.dcols, kk * m);
         sgemm_wide(kk, m, b.c_out, (&b.weight, (1, kk as isize)), (&st.dz, (m as isize, 1)), dcols);
-        col2im_same(dcols, (n, h, w), b.k, b.pad, reuse(&mut st.dinput, b.c_in * m));
+        col2im_same(dcols, (n, h, w), b.k, b.pad, reuse(&mut st.dinput, b.c_in * m), true);
     }
     BlockGrads {
         weight: dweight,
@@ -594,7 +536,7 @@ mod tests {
                 g.im2col_row(&nchw, r, row);
             }
             let mut got = vec![f32::NAN; c * k * k * m];
-            super::im2col_same(&a, (n, h, w), k, pad, &mut got);
+            crate::ops::im2col_same(&a, (n, h, w), k, pad, &mut got, n > 1);
             assert_eq!(got, want, "im2col {n}×{c}×{h}×{w}, k = {k}");
             let mut dcols: Vec<f32> = (0..c * k * k * m).map(|i| (i % 13) as f32).collect();
             let mut want_dx = vec![0f32; c * m];
@@ -602,7 +544,7 @@ mod tests {
                 g.col2im_plane(&dcols, p, plane);
             }
             let mut dx = vec![f32::NAN; c * m];
-            super::col2im_same(&mut dcols, (n, h, w), k, pad, &mut dx);
+            crate::ops::col2im_same(&mut dcols, (n, h, w), k, pad, &mut dx, n > 1);
             for ci in 0..c {
                 for ni in 0..n {
                     assert_eq!(&dx[(ci * n + ni) * h * w..][..h * w], &want_dx[(ni * c + ci) * h * w..][..h * w], "col2im {n}×{c}×{h}×{w}, k = {k}");
