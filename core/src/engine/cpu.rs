@@ -12,7 +12,7 @@
 
 use super::{Engine, Gradient};
 use crate::attribution::Score;
-use crate::ops::{col2im_same, im2col_same, Geometry, ReluRule};
+use crate::ops::{col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
 use crate::ops::sgemm;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -415,17 +415,6 @@ fn fold(cols: &mut [f32], n: usize, shape: (usize, usize, usize), k: usize, pad:
     let mut dx = uninit(n * c * h * w);
     col2im_same(cols, (n, h, w), k, pad, &mut dx, false);
     if n == 1 { dx } else { transpose_planes(&dx, c, n, h * w) }
-}
-
-/// `A×B×P` planes → `B×A×P` (between `N×C×H×W` and channel-major `C×N×H×W`).
-fn transpose_planes(x: &[f32], a: usize, b: usize, p: usize) -> Vec<f32> {
-    let mut out = uninit(x.len());
-    for i in 0..a {
-        for j in 0..b {
-            out[(j * a + i) * p..][..p].copy_from_slice(&x[(i * b + j) * p..][..p]);
-        }
-    }
-    out
 }
 
 #[allow(clippy::too_many_arguments)]

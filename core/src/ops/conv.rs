@@ -172,6 +172,22 @@ pub(crate) fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k
     }
 }
 
+/// `A×B×P` planes → `B×A×P` (between `N×C×H×W` and the channel-major `C×N×H×W`).
+pub(crate) fn transpose_planes(x: &[f32], a: usize, b: usize, p: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    transpose_planes_into(x, a, b, p, &mut out);
+    out
+}
+
+/// [`transpose_planes`] into `out`.
+pub(crate) fn transpose_planes_into(x: &[f32], a: usize, b: usize, p: usize, out: &mut [f32]) {
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * p..][..p].copy_from_slice(&x[(i * b + j) * p..][..p]);
+        }
+    }
+}
+
 /// Unfolds `N×C×H×W` into a `(C·kh·kw) × (N·Ho·Wo)` matrix.
 struct Im2Col(Geometry);
 /// Folds the matrix back, summing overlapping contributions: the adjoint of [`Im2Col`].

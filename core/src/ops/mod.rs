@@ -13,7 +13,7 @@ mod upsample;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub use conv::{conv2d, conv2d_reference};
-pub(crate) use conv::{col2im_same, im2col_same, Geometry};
+pub(crate) use conv::{col2im_same, im2col_same, transpose_planes, transpose_planes_into, Geometry};
 pub use matmul::{matmul_left, matmul_right};
 pub(crate) use matmul::{sgemm, sgemm_long, sgemm_wide};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};

@@ -12,7 +12,7 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide};
+use crate::ops::{col2im_same, im2col_same, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -133,7 +133,7 @@ impl Net {
     pub fn step(&self, x: &[f32], labels: &[u32], n: usize, ws: &mut Workspace) -> Result<Step> {
         self.check(x, labels, n)?;
         let (c, mut h, mut w) = self.input;
-        to_channel_major(x, n, c, h * w, &mut ws.input);
+        transpose_planes_into(x, n, c, h * w, reuse(&mut ws.input, x.len()));
         ws.blocks.resize_with(self.blocks.len(), BlockState::default);
         for (i, b) in self.blocks.iter().enumerate() {
             if h < 2 || w < 2 {
@@ -169,40 +169,16 @@ impl Net {
                 if w1.len() != hidden * inp || w2.len() != k * hidden || b2.len() != k {
                     crate::invalid!("training step: the classifier does not take {inp} inputs to {k} classes");
                 }
-                // x (N × c·s), the flattening of N×C×H×W.
-                let mut x = vec![0f32; n * inp];
-                for ci in 0..c {
-                    for ni in 0..n {
-                        x[ni * inp + ci * s..][..s].copy_from_slice(&a[(ci * n + ni) * s..][..s]);
-                    }
-                }
-                let mut h1 = vec![0f32; n * hidden];
-                sgemm_wide(n, hidden, inp, (&x, (inp as isize, 1)), (w1, (1, inp as isize)), &mut h1);
-                h1.chunks_mut(hidden).for_each(|row| row.iter_mut().zip(b1).for_each(|(v, b)| *v += b));
+                // x (N × c·s): the flattening of N×C×H×W.
+                let x = transpose_planes(a, c, n, s);
+                let h1 = linear_forward(&x, w1, b1, n);
                 let r: Vec<f32> = h1.iter().map(|v| v.max(0.0)).collect();
-                let mut logits: Vec<f32> = (0..n).flat_map(|_| b2.iter().copied()).collect();
-                sgemm(n, k, hidden, &r, (hidden as isize, 1), w2, (1, hidden as isize), &mut logits, true, true);
+                let logits = linear_forward(&r, w2, b2, n);
                 let (loss, dl) = cross_entropy(&logits, labels, k);
-                // Second layer: dW2 = dLᵀ·r, db2 = Σ dL, dr = dL·W2.
-                let mut dw2 = vec![0f32; k * hidden];
-                sgemm(k, hidden, n, &dl, (1, k as isize), &r, (hidden as isize, 1), &mut dw2, false, true);
-                let db2 = column_sums(&dl, k);
-                let mut dh = vec![0f32; n * hidden];
-                sgemm(n, hidden, k, &dl, (k as isize, 1), w2, (hidden as isize, 1), &mut dh, false, true);
+                let (dw2, db2, mut dh) = linear_backward(&r, w2, &dl, n);
                 dh.iter_mut().zip(&h1).for_each(|(g, &v)| if v <= 0.0 { *g = 0.0 });
-                // First layer: dW1 = dhᵀ·x, db1 = Σ dh, dx = dh·W1.
-                let mut dw1 = vec![0f32; hidden * inp];
-                sgemm_wide(hidden, inp, n, (&dh, (1, hidden as isize)), (&x, (inp as isize, 1)), &mut dw1);
-                let db1 = column_sums(&dh, hidden);
-                let mut dx = vec![0f32; n * inp];
-                sgemm_wide(n, inp, hidden, (&dh, (hidden as isize, 1)), (w1, (inp as isize, 1)), &mut dx);
-                let mut da = vec![0f32; a.len()];
-                for ci in 0..c {
-                    for ni in 0..n {
-                        da[(ci * n + ni) * s..][..s].copy_from_slice(&dx[ni * inp + ci * s..][..s]);
-                    }
-                }
-                Ok((logits, loss, vec![dw1, db1, dw2, db2], da))
+                let (dw1, db1, dx) = linear_backward(&x, w1, &dh, n);
+                Ok((logits, loss, vec![dw1, db1, dw2, db2], transpose_planes(&dx, n, c, s)))
             }
             Head::Cam { w, b } => {
                 if w.len() != k * c || b.len() != k {
@@ -214,14 +190,9 @@ impl Net {
                         pooled[ni * c + ci] = a[(ci * n + ni) * s..][..s].iter().sum::<f32>() / s as f32;
                     }
                 }
-                let mut logits: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
-                sgemm(n, k, c, &pooled, (c as isize, 1), w, (1, c as isize), &mut logits, true, false);
+                let logits = linear_forward(&pooled, w, b, n);
                 let (loss, dl) = cross_entropy(&logits, labels, k);
-                let mut dw = vec![0f32; k * c];
-                sgemm(k, c, n, &dl, (1, k as isize), &pooled, (c as isize, 1), &mut dw, false, false);
-                let db = column_sums(&dl, k);
-                let mut dp = vec![0f32; n * c];
-                sgemm(n, c, k, &dl, (k as isize, 1), w, (c as isize, 1), &mut dp, false, false);
+                let (dw, db, dp) = linear_backward(&pooled, w, &dl, n);
                 let mut da = vec![0f32; a.len()];
                 for ci in 0..c {
                     for ni in 0..n {
@@ -234,14 +205,23 @@ impl Net {
     }
 }
 
-/// `N×C×P` → `C×N×P`, into `out`.
-fn to_channel_major(x: &[f32], n: usize, c: usize, p: usize, out: &mut Vec<f32>) {
-    let out = reuse(out, x.len());
-    for ni in 0..n {
-        for ci in 0..c {
-            out[(ci * n + ni) * p..][..p].copy_from_slice(&x[(ni * c + ci) * p..][..p]);
-        }
-    }
+/// `y = x·Wᵀ + b` for `n` rows `x` (`w`: `out × in`, row-major).
+fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n: usize) -> Vec<f32> {
+    let (out, inp) = (b.len(), w.len() / b.len());
+    let mut y = vec![0f32; n * out];
+    sgemm_wide(n, out, inp, (x, (inp as isize, 1)), (w, (1, inp as isize)), &mut y);
+    y.chunks_mut(out).for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+    y
+}
+
+/// The gradients `(dW, db, dx)` of [`linear_forward`] from `dy` (`n × out`): `dW = dyᵀ·x`, `db = Σ dy`, `dx = dy·W`.
+fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (out, inp) = (dy.len() / n, x.len() / n);
+    let mut dw = vec![0f32; out * inp];
+    sgemm_wide(out, inp, n, (dy, (1, out as isize)), (x, (inp as isize, 1)), &mut dw);
+    let mut dx = vec![0f32; n * inp];
+    sgemm_wide(n, inp, out, (dy, (out as isize, 1)), (w, (inp as isize, 1)), &mut dx);
+    (dw, column_sums(dy, out), dx)
 }
 
 /// Mean cross-entropy of `logits` (`n × k`) and its gradient `(softmax − onehot) / n`.
