@@ -135,24 +135,30 @@ pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
 /// sums added. One product splitting itself would divide the small `c` (64 × 288 × 25,088: 45 → 204 GFLOP/s).
 pub(crate) fn sgemm_long(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_s): Operand, c: &mut [f32]) {
     assert!(c.len() >= m * n && fits(a.len(), m, k, a_s) && fits(b.len(), k, n, b_s), "sgemm operands do not fit");
-    let partial = (0..k.div_ceil(BLOCK))
+    // A fixed split of k (not the thread pool's), summed in a fixed order: the same bits on every run, whatever
+    // the scheduling, so training stays deterministic and resumable.
+    const PARTS: usize = 8;
+    let blocks = k.div_ceil(BLOCK);
+    let per_part = blocks.div_ceil(PARTS).max(1);
+    let sums: Vec<Vec<f32>> = (0..blocks.div_ceil(per_part))
         .into_par_iter()
-        .fold(
-            || vec![0f32; m * n],
-            |mut acc, t| {
+        .map(|part| {
+            let mut acc = vec![0f32; m * n];
+            for t in part * per_part..((part + 1) * per_part).min(blocks) {
                 let (lo, hi) = (t * BLOCK, ((t + 1) * BLOCK).min(k));
                 // SAFETY: rows lo..hi of `b` and columns lo..hi of `a` lie inside the checked operands; `acc` is this
                 // task's own buffer.
                 unsafe {
                     gemm_raw(m, n, hi - lo, acc.as_mut_ptr(), n as isize, true, a.as_ptr().offset(lo as isize * a_s.1), a_s, b.as_ptr().offset(lo as isize * b_s.0), b_s, false)
                 };
-                acc
-            },
-        )
-        .reduce_with(|mut x, y| {
-            x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-            x
-        });
+            }
+            acc
+        })
+        .collect();
+    let partial = sums.into_iter().reduce(|mut x, y| {
+        x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+        x
+    });
     match partial {
         Some(sum) => c[..m * n].copy_from_slice(&sum),
         None => c[..m * n].fill(0.0),
