@@ -12,7 +12,7 @@
 
 use super::{Engine, Gradient};
 use crate::attribution::Score;
-use crate::ops::{col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
+use crate::ops::{affine_relu_pool, col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
 use crate::ops::sgemm;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -150,8 +150,7 @@ impl Plan {
         let mut logits = vec![0f32; n * classes];
         let per_image = self.input_len();
         logits.par_chunks_mut(CHUNK * classes).zip(x.par_chunks(CHUNK * per_image)).for_each(|(out, xs)| {
-            let acts = self.forward_chunk(xs, xs.len() / per_image);
-            out.copy_from_slice(acts.values.last().expect("logits"));
+            out.copy_from_slice(&self.infer_chunk(xs, xs.len() / per_image));
         });
         Ok(logits)
     }
@@ -219,42 +218,84 @@ impl Plan {
         let mut argmax = vec![Vec::new(); self.layers.len()];
         let mut cbam: Vec<Option<CbamState>> = (0..self.layers.len()).map(|_| None).collect();
         acts.push(x.to_vec());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let input = acts.last().expect("previous activation");
-            let (c, h, w) = self.shapes[i];
-            let y = match layer {
-                Layer::Conv { weight, bias, c_out, k, pad, .. } => conv_forward(input, n, (c, h, w), weight, bias, *c_out, *k, *pad),
-                Layer::Affine { scale, shift } => {
-                    let hw = h * w;
-                    let mut y = uninit(input.len());
-                    for (j, (plane, src)) in y.chunks_mut(hw).zip(input.chunks(hw)).enumerate() {
-                        let (s, t) = (scale[j % c], shift[j % c]);
-                        plane.iter_mut().zip(src).for_each(|(v, &x)| *v = x * s + t);
-                    }
-                    y
-                }
-                Layer::Relu => input.iter().map(|&v| v.max(0.0)).collect(),
-                Layer::MaxPool2 => {
-                    let (y, arg) = pool_forward(input, n * c, h, w);
-                    argmax[i] = arg;
-                    y
-                }
-                Layer::Linear { weight, bias, inp, out } => {
-                    let mut y: Vec<f32> = (0..n).flat_map(|_| bias.iter().copied()).collect();
-                    // y (n×out) += x (n×inp) · Wᵀ (inp×out)
-                    sgemm(n, *out, *inp, input, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true, false);
-                    y
-                }
-                Layer::GlobalAvgPool => input.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),
-                Layer::Cbam(p) => {
-                    let (y, state) = cbam_forward(p, input, n, (c, h, w));
-                    cbam[i] = Some(state);
-                    y
-                }
-            };
+        for i in 0..self.layers.len() {
+            let (y, saved) = self.layer_forward(i, acts.last().expect("previous activation"), n);
+            match saved {
+                Saved::Nothing => {}
+                Saved::Argmax(a) => argmax[i] = a,
+                Saved::Cbam(state) => cbam[i] = Some(state),
+            }
             acts.push(y);
         }
         Activations { values: acts, argmax, cbam }
+    }
+
+    /// The logits of `n` images, keeping only the current activation: BatchNorm (affine), ReLU and 2×2 pooling in
+    /// a row run as one pass per plane, other element-wise layers in place, and pooling without its argmax.
+    /// Equal, bit for bit, to the last of [`Plan::forward_chunk`]'s activations.
+    fn infer_chunk(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let mut current = std::borrow::Cow::Borrowed(x);
+        let mut i = 0;
+        while i < self.layers.len() {
+            let (c, h, w) = self.shapes[i];
+            let hw = h * w;
+            match (&self.layers[i], self.layers.get(i + 1), self.layers.get(i + 2)) {
+                (Layer::Affine { scale, shift }, Some(Layer::Relu), Some(Layer::MaxPool2)) => {
+                    let (ho, wo) = (h / 2, w / 2);
+                    let mut y = uninit(n * c * ho * wo);
+                    for (j, (plane, out)) in current.chunks(hw).zip(y.chunks_mut(ho * wo)).enumerate() {
+                        affine_relu_pool(plane, (h, w), (scale[j % c], shift[j % c]), out, None);
+                    }
+                    current = y.into();
+                    i += 3;
+                    continue;
+                }
+                (Layer::Affine { scale, shift }, ..) => {
+                    for (j, plane) in current.to_mut().chunks_mut(hw).enumerate() {
+                        let (s, t) = (scale[j % c], shift[j % c]);
+                        plane.iter_mut().for_each(|v| *v = *v * s + t);
+                    }
+                }
+                (Layer::Relu, ..) => current.to_mut().iter_mut().for_each(|v| *v = v.max(0.0)),
+                _ => current = self.layer_forward(i, &current, n).0.into(),
+            }
+            i += 1;
+        }
+        current.into_owned()
+    }
+
+    /// Layer `i`'s output for `n` images, and what its backward pass needs.
+    fn layer_forward(&self, i: usize, input: &[f32], n: usize) -> (Vec<f32>, Saved) {
+        let (c, h, w) = self.shapes[i];
+        let y = match &self.layers[i] {
+            Layer::Conv { weight, bias, c_out, k, pad, .. } => conv_forward(input, n, (c, h, w), weight, bias, *c_out, *k, *pad),
+            Layer::Affine { scale, shift } => {
+                let hw = h * w;
+                let mut y = uninit(input.len());
+                for (j, (plane, src)) in y.chunks_mut(hw).zip(input.chunks(hw)).enumerate() {
+                    let (s, t) = (scale[j % c], shift[j % c]);
+                    plane.iter_mut().zip(src).for_each(|(v, &x)| *v = x * s + t);
+                }
+                y
+            }
+            Layer::Relu => input.iter().map(|&v| v.max(0.0)).collect(),
+            Layer::MaxPool2 => {
+                let (y, arg) = pool_forward(input, n * c, h, w);
+                return (y, Saved::Argmax(arg));
+            }
+            Layer::Linear { weight, bias, inp, out } => {
+                let mut y: Vec<f32> = (0..n).flat_map(|_| bias.iter().copied()).collect();
+                // y (n×out) += x (n×inp) · Wᵀ (inp×out)
+                sgemm(n, *out, *inp, input, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true, false);
+                y
+            }
+            Layer::GlobalAvgPool => input.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),
+            Layer::Cbam(p) => {
+                let (y, state) = cbam_forward(p, input, n, (c, h, w));
+                return (y, Saved::Cbam(state));
+            }
+        };
+        (y, Saved::Nothing)
     }
 
     /// Back-propagates `grad` (of the last layer's output) down to the input of layer `stop`.
@@ -316,6 +357,14 @@ impl Engine for Plan {
     fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
         Plan::gradient(self, x, n, targets, score, rule, layer)
     }
+}
+
+/// What a layer's backward pass needs from its forward pass besides its input.
+enum Saved {
+    Nothing,
+    /// Pooling: the position (0–3 in scan order) of each window's maximum.
+    Argmax(Vec<u8>),
+    Cbam(CbamState),
 }
 
 /// Every layer's output for a chunk of images (index 0: the input), and for max-pooling layers the position of
@@ -718,7 +767,10 @@ mod tests {
                 let n = 19;
                 let x = (random(&[n, c, s, s], 5)? * 2.0)?;
                 let targets: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-                let logits = plan.forward(&x.flatten_all()?.to_vec1()?, n)?;
+                let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let logits = plan.forward(&xv, n)?;
+                // The inference pass (fused, in place) equals the last activation of the recorded pass exactly.
+                assert_eq!(&logits, plan.plan().expect("a CPU plan").forward_chunk(&xv, n).values.last().expect("logits"), "{arch} {dataset} inference pass");
                 let want = m.forward(&x, &Pass::EVAL)?;
                 assert!(rel_diff(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want)? < 1e-5, "{arch} {dataset} logits");
                 for rule in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconv] {

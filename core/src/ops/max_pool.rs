@@ -19,6 +19,46 @@ pub(crate) fn window_argmax([a, b, c, d]: [f32; 4]) -> u8 {
     if wins(bottom, top) { bottom_i } else { top_i }
 }
 
+/// The value [`window_argmax`] picks.
+#[inline]
+fn window_max([a, b, c, d]: [f32; 4]) -> f32 {
+    let pick = |new: f32, old: f32| if new > old || new.is_nan() { new } else { old };
+    pick(pick(d, c), pick(b, a))
+}
+
+/// One `h×w` plane through `v ↦ max(v·scale + shift, 0)` (BatchNorm as an affine map, then ReLU) and 2×2
+/// max-pooling in one pass: the pooled values into `out` (`h/2 × w/2`) and, when `arg` is given, the position of
+/// each window's maximum as [`window_argmax`] picks it. Equal, bit for bit, to the three layers one after another.
+pub(crate) fn affine_relu_pool(plane: &[f32], (h, w): (usize, usize), (scale, shift): (f32, f32), out: &mut [f32], arg: Option<&mut [u8]>) {
+    let (ho, wo) = (h / 2, w / 2);
+    if ho == 0 || wo == 0 {
+        return;
+    }
+    let window = |top: &[f32], bottom: &[f32], ox: usize| {
+        [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]].map(|v| (v * scale + shift).max(0.0))
+    };
+    let rows = |oy: usize| (&plane[2 * oy * w..][..w], &plane[(2 * oy + 1) * w..][..w]);
+    match arg {
+        // Values only (inference): branch-free, so the compiler vectorises it.
+        None => {
+            for (oy, row) in out.chunks_exact_mut(wo).take(ho).enumerate() {
+                let (top, bottom) = rows(oy);
+                row.iter_mut().enumerate().for_each(|(ox, o)| *o = window_max(window(top, bottom, ox)));
+            }
+        }
+        Some(arg) => {
+            for (oy, (row, arg_row)) in out.chunks_exact_mut(wo).zip(arg.chunks_exact_mut(wo)).take(ho).enumerate() {
+                let (top, bottom) = rows(oy);
+                for (ox, (o, a)) in row.iter_mut().zip(arg_row).enumerate() {
+                    let values = window(top, bottom, ox);
+                    *a = window_argmax(values);
+                    *o = values[*a as usize];
+                }
+            }
+        }
+    }
+}
+
 /// Index (within the input plane) of the maximum of the 2×2 window at output `(oy, ox)`.
 #[inline]
 fn argmax(plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {

@@ -17,7 +17,7 @@ pub(crate) use conv::{col2im_same, im2col_same, transpose_planes, transpose_plan
 pub use matmul::{matmul_left, matmul_right};
 pub(crate) use matmul::{sgemm, sgemm_long, sgemm_wide};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
-pub(crate) use max_pool::window_argmax;
+pub(crate) use max_pool::{affine_relu_pool, window_argmax};
 pub use relu::{relu, ReluRule};
 pub use upsample::upsample_bilinear_aligned;
 

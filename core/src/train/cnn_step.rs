@@ -12,7 +12,7 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{col2im_same, im2col_same, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
+use crate::ops::{affine_relu_pool, col2im_same, im2col_same, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -311,21 +311,9 @@ fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize, st: &mut Bl
         let scale = b.gamma[ci] / (var[ci] + b.eps).sqrt();
         let shift = b.beta[ci] - mean[ci] * scale;
         for ni in 0..n {
+            let o = ni * ho * wo;
             let plane = &z[(ci * n + ni) * h * w..][..h * w];
-            for oy in 0..ho {
-                let (top, bottom) = (&plane[2 * oy * w..][..w], &plane[(2 * oy + 1) * w..][..w]);
-                for ox in 0..wo {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, 0u8);
-                    for (q, v) in [top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]].into_iter().enumerate() {
-                        let v = (v * scale + shift).max(0.0);
-                        if v > best {
-                            (best, at) = (v, q as u8);
-                        }
-                    }
-                    let o = ni * ho * wo + oy * wo + ox;
-                    (out[o], arg[o]) = (best, at);
-                }
-            }
+            affine_relu_pool(plane, (h, w), (scale, shift), &mut out[o..][..ho * wo], Some(&mut arg[o..][..ho * wo]));
         }
     });
 }
