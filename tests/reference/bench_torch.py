@@ -1,7 +1,7 @@
 """PyTorch's side of the CPU kernel benchmark (`cargo run --release -p whitebox --bin bench-kernels`): SimpleCNN on
 MNIST- and CIFAR-10-shaped inputs, the same batches, hyper-parameters and thread count as whitebox.
 
-Prints one JSON object: {"mnist": {"train": img/s, "infer128": img/s, "infer1": img/s, "vbp_ms": ms, "gb_ms": ms},
+Prints one JSON object: {"mnist": {"train": img/s, "train1": img/s, "infer128": img/s, "infer1": img/s, "vbp_ms": ms, "gb_ms": ms},
 "cifar10": {...}, "sgemm_gflops": GFLOP/s}.
 Usage: python bench_torch.py THREADS BATCHES
 """
@@ -43,16 +43,18 @@ def bench(dataset, batches):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def train(n=batches):
+    def train(n=batches, batch=128):
         model.train()
         for b in range(n):
-            xb, yb = x[b * 128 : (b + 1) * 128], y[b * 128 : (b + 1) * 128]
+            xb, yb = x[b * batch : (b + 1) * batch], y[b * batch : (b + 1) * batch]
             opt.zero_grad()
             loss_fn(model(xb), yb).backward()
             opt.step()
 
     train(2)
     out = {"train": rate(train, batches * 128)}
+    ones = min(256, len(x))
+    out["train1"] = rate(lambda: train(ones, 1), ones)
     model.eval()
 
     def infer(batch):

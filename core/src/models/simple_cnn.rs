@@ -9,9 +9,9 @@
 
 use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::ops::BatchStats;
-use crate::train::cnn_step::{Block, Head, Net, Workspace};
+use crate::train::cnn_step::{Block, Head, Net, Values, Workspace};
 use crate::train::Gradients;
-use candle_core::DType;
+use candle_core::{CpuStorage, DType, Storage};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
 use candle_core::{Result, Tensor};
@@ -113,23 +113,58 @@ impl SimpleCnn {
 }
 
 impl SimpleCnn {
-    /// The parameters as the training step's buffers (SimpleCNN and CAM; CBAM has no such step).
-    fn step_net(&self) -> crate::Result<Net> {
-        let flat = |t: &Tensor| -> crate::Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    /// The tensors the training step reads, in the order [`SimpleCnn::step_net`] takes their values: per block the
+    /// convolution's weight and bias (when it has one) and the BatchNorm's weight and bias, then the head's weights and
+    /// biases.
+    fn step_tensors(&self) -> Vec<&Tensor> {
+        let mut out = Vec::new();
+        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+            out.push(conv.weight());
+            out.extend(conv.bias());
+            out.extend([bn.weight(), bn.bias()]);
+        }
+        for layer in self.step_head() {
+            out.push(layer.weight());
+            out.extend(layer.bias());
+        }
+        out
+    }
+
+    /// The linear layers of the head the training step runs.
+    fn step_head(&self) -> Vec<&Linear> {
+        match self.cam_head() {
+            Some(h) => vec![h],
+            None => vec![&self.fc1, &self.fc2],
+        }
+    }
+
+    /// The network of the training step (SimpleCNN and CAM; CBAM has no such step) on `values`, the contents of
+    /// [`SimpleCnn::step_tensors`] in order.
+    fn step_net<'a>(&self, values: &[&'a [f32]]) -> crate::Result<Net<'a>> {
+        let mut values = values.iter().map(|&v| Values::Borrowed(v));
+        let mut next = || values.next().ok_or_else(|| crate::Error::InvalidArgument("training step: too few parameters".into()));
         let mut blocks = Vec::with_capacity(self.convs.len());
         for (conv, bn) in self.convs.iter().zip(&self.bns) {
             let (c_out, c_in, k, _) = conv.weight().dims4()?;
-            let bias = match conv.bias() {
-                Some(b) => flat(b)?,
-                None => vec![0.0; c_out],
-            };
-            let (gamma, beta) = (flat(bn.weight())?, flat(bn.bias())?);
-            blocks.push(Block { weight: flat(conv.weight())?, bias, gamma, beta, c_in, c_out, k, pad: conv.padding(), eps: bn.eps() as f32 });
+            let weight = next()?;
+            let bias = if conv.bias().is_some() { next()? } else { Values::Owned(vec![0.0; c_out]) };
+            let (gamma, beta) = (next()?, next()?);
+            blocks.push(Block { weight, bias, gamma, beta, c_in, c_out, k, pad: conv.padding(), eps: bn.eps() as f32 });
         }
-        let bias = |l: &Linear| l.bias().map_or_else(|| Ok(vec![0.0; l.weight().dim(0)?]), flat);
-        let head = match self.cam_head() {
-            Some(h) => Head::Cam { w: flat(h.weight())?, b: bias(h)? },
-            None => Head::Mlp { w1: flat(self.fc1.weight())?, b1: bias(&self.fc1)?, w2: flat(self.fc2.weight())?, b2: bias(&self.fc2)? },
+        let mut linear = |l: &Linear| -> crate::Result<(Values<'a>, Values<'a>)> {
+            let w = next()?;
+            let b = if l.bias().is_some() { next()? } else { Values::Owned(vec![0.0; l.weight().dim(0)?]) };
+            Ok((w, b))
+        };
+        let head = match self.step_head()[..] {
+            [h] => {
+                let (w, b) = linear(h)?;
+                Head::Cam { w, b }
+            }
+            _ => {
+                let ((w1, b1), (w2, b2)) = (linear(&self.fc1)?, linear(&self.fc2)?);
+                Head::Mlp { w1, b1, w2, b2 }
+            }
         };
         let kind = self.spec.dataset;
         Ok(Net { blocks, head, input: (kind.channels(), kind.side(), kind.side()), classes: kind.num_classes() })
@@ -140,7 +175,18 @@ impl SimpleCnn {
         super::check_input(self.spec, x)?;
         let n = x.dim(0)?;
         let mut workspace = self.workspace.lock().map_err(|_| crate::Error::InvalidArgument("an earlier training step panicked".into()))?;
-        let step = self.step_net()?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n, &mut workspace)?;
+        // The parameters are read in place (a read lock on each tensor's storage for the step's duration).
+        let tensors = self.step_tensors();
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let values = guards
+            .iter()
+            .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
+                (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
+                _ => Err(crate::Error::InvalidArgument("training step: parameters must be contiguous f32 on the CPU".into())),
+            })
+            .collect::<crate::Result<Vec<&[f32]>>>()?;
+        let step = self.step_net(&values)?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n, &mut workspace)?;
+        drop(guards);
         let dev = x.device();
         let mut grads = Gradients::default();
         let mut put = |param: Option<&Tensor>, grad: Vec<f32>| -> crate::Result<()> {
@@ -156,13 +202,11 @@ impl SimpleCnn {
             put(Some(bn.bias()), g.beta)?;
             bn.update_running(&BatchStats { mean: g.batch_mean, var: g.batch_var, count: g.count })?;
         }
-        let head: Vec<&Linear> = match self.cam_head() {
-            Some(h) => vec![h],
-            None => vec![&self.fc1, &self.fc2],
-        };
-        for (layer, g) in head.into_iter().zip(step.head.chunks(2)) {
-            put(Some(layer.weight()), g[0].clone())?;
-            put(layer.bias(), g[1].clone())?;
+        let mut head_grads = step.head.into_iter();
+        for layer in self.step_head() {
+            let (w, b) = (head_grads.next(), head_grads.next());
+            put(Some(layer.weight()), w.unwrap_or_default())?;
+            put(layer.bias(), b.unwrap_or_default())?;
         }
         let logits = Tensor::from_vec(step.logits, (n, self.spec.dataset.num_classes()), dev)?;
         Ok(TrainingStep { logits, loss: step.loss, grads })

@@ -115,9 +115,10 @@ fn zero_outside(row: &mut [f32], h: usize, w: usize, rows: &std::ops::Range<usiz
     for img in row.chunks_mut(h * w) {
         img[..rows.start * w].fill(0.0);
         img[rows.end * w..].fill(0.0);
-        for line in img[rows.start * w..rows.end * w].chunks_mut(w) {
-            line[..cols.start].fill(0.0);
-            line[cols.end..].fill(0.0);
+        // At most `pad` columns on either side: one strided pass per column (a fill per line would be a memset call
+        // for one or two values).
+        for x in (0..cols.start).chain(cols.end..w) {
+            img[rows.start * w..rows.end * w].iter_mut().skip(x).step_by(w).for_each(|v| *v = 0.0);
         }
     }
 }
@@ -145,7 +146,7 @@ pub(crate) fn im2col_same(a: &[f32], (n, h, w): (usize, usize, usize), k: usize,
         zero_outside(row, h, w, &rows, &xs);
     };
     if parallel {
-        cols.par_chunks_mut(m).enumerate().for_each(row);
+        cols.par_chunks_mut(m).with_min_len(super::grain(m)).enumerate().for_each(row);
     } else {
         cols.chunks_mut(m).enumerate().for_each(row);
     }
@@ -166,7 +167,7 @@ pub(crate) fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k
         }
     };
     if parallel {
-        dx.par_chunks_mut(m).zip(dcols.par_chunks_mut(k * k * m)).for_each(channel);
+        dx.par_chunks_mut(m).zip(dcols.par_chunks_mut(k * k * m)).with_min_len(super::grain(k * k * m)).for_each(channel);
     } else {
         dx.chunks_mut(m).zip(dcols.chunks_mut(k * k * m)).for_each(channel);
     }

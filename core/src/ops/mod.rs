@@ -18,6 +18,12 @@ pub use matmul::{matmul_left, matmul_right};
 pub(crate) use matmul::{sgemm, sgemm_long, sgemm_wide};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 pub(crate) use max_pool::{affine_relu_pool, window_argmax};
+
+/// Rows per rayon task when each row holds `len` values: at least 32 k values per task (for one image, the
+/// scheduling would otherwise cost more than the work).
+pub(crate) fn grain(len: usize) -> usize {
+    (1usize << 15).div_ceil(len.max(1))
+}
 pub use relu::{relu, ReluRule};
 pub use upsample::upsample_bilinear_aligned;
 

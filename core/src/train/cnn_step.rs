@@ -12,16 +12,20 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{affine_relu_pool, col2im_same, im2col_same, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
+use crate::ops::{affine_relu_pool, col2im_same, grain, im2col_same, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
 use crate::{Error, Result};
+use std::borrow::Cow;
 use rayon::prelude::*;
 
+/// The values of a parameter: borrowed from the model's own tensor (no copy per step), or owned.
+pub(crate) type Values<'a> = Cow<'a, [f32]>;
+
 /// One block's parameters: a square convolution (`weight`: `c_out × c_in·k·k`) and its BatchNorm.
-pub(crate) struct Block {
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-    pub gamma: Vec<f32>,
-    pub beta: Vec<f32>,
+pub(crate) struct Block<'a> {
+    pub weight: Values<'a>,
+    pub bias: Values<'a>,
+    pub gamma: Values<'a>,
+    pub beta: Values<'a>,
     pub c_in: usize,
     pub c_out: usize,
     pub k: usize,
@@ -30,16 +34,16 @@ pub(crate) struct Block {
 }
 
 /// The classifier after the blocks.
-pub(crate) enum Head {
+pub(crate) enum Head<'a> {
     /// flatten → linear (`w1`: hidden × inputs) → ReLU → linear (`w2`: classes × hidden).
-    Mlp { w1: Vec<f32>, b1: Vec<f32>, w2: Vec<f32>, b2: Vec<f32> },
+    Mlp { w1: Values<'a>, b1: Values<'a>, w2: Values<'a>, b2: Values<'a> },
     /// global average pooling → linear (`w`: classes × channels).
-    Cam { w: Vec<f32>, b: Vec<f32> },
+    Cam { w: Values<'a>, b: Values<'a> },
 }
 
-pub(crate) struct Net {
-    pub blocks: Vec<Block>,
-    pub head: Head,
+pub(crate) struct Net<'a> {
+    pub blocks: Vec<Block<'a>>,
+    pub head: Head<'a>,
     /// `(channels, height, width)` of one input image.
     pub input: (usize, usize, usize),
     pub classes: usize,
@@ -110,7 +114,7 @@ fn reuse(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-impl Net {
+impl Net<'_> {
     fn check(&self, x: &[f32], labels: &[u32], n: usize) -> Result<()> {
         let (c, h, w) = self.input;
         if n == 0 || x.len() != n * c * h * w || labels.len() != n {
@@ -292,7 +296,8 @@ fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize, st: &mut Bl
     sgemm_wide(b.c_out, m, kk, (&b.weight, (kk as isize, 1)), (&st.cols, (m as isize, 1)), z);
     let stats: Vec<(f32, f32)> = z
         .par_chunks_mut(m)
-        .zip(&b.bias)
+        .with_min_len(grain(m))
+        .zip(&b.bias[..])
         .map(|(zc, &bias)| {
             zc.iter_mut().for_each(|v| *v += bias);
             let (s, sq) = sums(zc, zc);
@@ -307,7 +312,7 @@ fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize, st: &mut Bl
     let pooled = reuse(&mut st.pooled, b.c_out * per_channel);
     st.argmax.resize(b.c_out * per_channel, 0);
     let (z, mean, var) = (&st.z, &st.mean, &st.var);
-    pooled.par_chunks_mut(per_channel).zip(st.argmax.par_chunks_mut(per_channel)).enumerate().for_each(|(ci, (out, arg))| {
+    pooled.par_chunks_mut(per_channel).zip(st.argmax.par_chunks_mut(per_channel)).with_min_len(grain(m)).enumerate().for_each(|(ci, (out, arg))| {
         let scale = b.gamma[ci] / (var[ci] + b.eps).sqrt();
         let shift = b.beta[ci] - mean[ci] * scale;
         for ni in 0..n {
@@ -329,6 +334,7 @@ fn block_backward(b: &Block, st: &mut BlockState, dp: &[f32], n: usize, input_gr
     // Per channel: route through the pooling, mask by the ReLU, then BatchNorm's backward (the paper's formula).
     let channel_sums: Vec<[f32; 3]> = dz
         .par_chunks_mut(m)
+        .with_min_len(grain(m))
         .enumerate()
         .map(|(ci, dzc)| {
             dzc.fill(0.0);

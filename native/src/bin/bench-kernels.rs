@@ -1,6 +1,6 @@
 //! CPU kernels against PyTorch, in one run: SimpleCNN on MNIST- and CIFAR-10-shaped batches (random inputs, the same
 //! shapes and hyper-parameters on both sides), both pinned to the same thread count. Prints images/s for training
-//! (batch 128, SGD with momentum 0.9 and weight decay 5e-4), inference (batch 128 and batch 1), and milliseconds for
+//! (batch 128 and batch 1, SGD with momentum 0.9 and weight decay 5e-4), inference (batch 128 and batch 1), and milliseconds for
 //! one image's VBP and GB map, with ratios; and the fraction of the machine's sgemm peak each side reaches in
 //! training.
 //!
@@ -68,11 +68,16 @@ fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64
     // The seed's hyper-parameters (batch 128, SGD lr 0.01, momentum 0.9, weight decay 5e-4, constant rate), as the
     // PyTorch script; no augmentation on either side.
     let config = TrainConfig { epochs: 1000, seed: 1, augment: false, ..TrainConfig::seed_defaults(kind) };
-    let mut trainer = Trainer::new(spec, config, &Device::Cpu)?;
+    let mut trainer = Trainer::new(spec, config.clone(), &Device::Cpu)?;
     let all: Vec<usize> = (0..n).collect();
     trainer.train_epoch(&set, &all[..256.min(n)], &mut |_, _, _| {})?;
     let mut out = BTreeMap::new();
     out.insert("train", rate(n, || Ok(trainer.train_epoch(&set, &all, &mut |_, _, _| {}).map(|_| ())?))?);
+    // Batch 1: one SGD step per image (BatchNorm over one image's positions).
+    let ones = &all[..256.min(n)];
+    let mut single = Trainer::new(spec, TrainConfig { batch_size: 1, ..config }, &Device::Cpu)?;
+    single.train_epoch(&set, &ones[..2], &mut |_, _, _| {})?;
+    out.insert("train1", rate(ones.len(), || Ok(single.train_epoch(&set, ones, &mut |_, _, _| {}).map(|_| ())?))?);
     let model = trainer.checkpoint(BTreeMap::new())?.model()?;
     let (x, _) = set.batch(&all, kind, &Device::Cpu)?;
     out.insert(
@@ -131,13 +136,21 @@ fn main() -> Result<()> {
         .env("OMP_NUM_THREADS", threads.to_string())
         .output()
         .ok()
-        .filter(|o| o.status.success())
+        .filter(|o| {
+            if !o.status.success() {
+                let err = String::from_utf8_lossy(&o.stderr);
+                let tail: Vec<&str> = err.lines().rev().take(3).collect();
+                eprintln!("{} failed: {}", script.display(), tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            }
+            o.status.success()
+        })
         .and_then(|o| serde_json::from_slice(&o.stdout).ok());
     println!("SimpleCNN, {threads} threads, {batches} batches of 128 random images per timing (best of 3; saliency: median of 30)");
     println!("| data set | measure | whitebox | PyTorch | whitebox / PyTorch |");
     println!("| --- | --- | ---: | ---: | ---: |");
     let rows = [
         ("train", "training, batch 128 (images/s)", false),
+        ("train1", "training, batch 1 (images/s)", false),
         ("infer128", "inference, batch 128 (images/s)", false),
         ("infer1", "inference, batch 1 (images/s)", false),
         ("vbp_ms", "VBP map, one image (ms)", true),
@@ -172,7 +185,7 @@ fn main() -> Result<()> {
         );
     }
     if torch.is_none() {
-        println!("(PyTorch not run: `{python}` could not import torch and captum; set --python or WHITEBOX_PYTHON)");
+        println!("(PyTorch not run: `{python}` could not run the PyTorch script (torch and captum needed); set --python or WHITEBOX_PYTHON)");
     }
     Ok(())
 }
