@@ -3,7 +3,7 @@
 //! exactly where it stopped.
 
 use crate::{Error, Result};
-use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, TensorId, Var};
+use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, TensorId, Var};
 use rayon::prelude::*;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
@@ -172,18 +172,27 @@ fn fused_sgd_applies(p: &Tensor, grad: &Tensor) -> bool {
     p.device().is_cpu() && p.dtype() == DType::F32 && grad.dtype() == DType::F32 && p.shape() == grad.shape() && p.is_contiguous() && grad.is_contiguous()
 }
 
-/// One SGD step in place, in two passes over the CPU buffers, with the same `f32` operations in the same order as
-/// the tensor formulation (`g = ∇ + λ·p`, `b = μ·b + g` or `b = g` on the `first` step, `p − lr·b`): the same
-/// numbers, without the intermediate tensors and copies (for SimpleCNN's 1.2 M-weight layer they were most of a
-/// batch-1 training step). `p` is the parameter's own storage; `buf` (the momentum buffer) is overwritten.
+/// One SGD step in place, in one pass over the CPU buffers, with the same `f32` operations in the same order as the
+/// tensor formulation (`g = ∇ + λ·p`, `b = μ·b + g` or `b = g` on the `first` step, `p − lr·b`): the same numbers,
+/// without the intermediate tensors and copies (for SimpleCNN's 1.2 M-weight layer they were most of a batch-1
+/// training step). `p` is the parameter's own storage; `buf` (the momentum buffer, never `p` itself) is
+/// overwritten.
 fn sgd_in_place(p: &Tensor, grad: &Tensor, buf: &Tensor, first: bool, momentum: f64, weight_decay: f64, lr: f64) -> Result<()> {
-    let (mu, wd, lr) = (momentum as f32, weight_decay as f32, lr as f32);
-    buf.inplace_op3(p, grad, &MomentumUpdate { mu, wd, first })?;
-    p.inplace_op2(buf, &Descend { lr })?;
+    let rule = SgdRule { mu: momentum as f32, wd: weight_decay as f32, lr: lr as f32, first };
+    // The momentum buffer's storage (write lock), then the parameter's (write lock) with the gradient (read lock).
+    buf.inplace_op1(&WithMomentum { p, grad, rule })?;
     Ok(())
 }
 
-/// Elements per rayon task of the in-place updates.
+#[derive(Clone, Copy)]
+struct SgdRule {
+    mu: f32,
+    wd: f32,
+    lr: f32,
+    first: bool,
+}
+
+/// Elements per rayon task of the in-place update.
 const SGD_CHUNK: usize = 1 << 14;
 
 /// The contiguous `f32` values of a CPU storage.
@@ -201,52 +210,50 @@ fn values_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a 
     }
 }
 
-/// `b ← μ·b + (∇ + λ·p)`, or `b ← ∇ + λ·p` on the first step.
-struct MomentumUpdate {
-    mu: f32,
-    wd: f32,
-    first: bool,
+/// Runs on the momentum buffer's storage: hands it to [`SgdStep`] on the parameter's.
+struct WithMomentum<'a> {
+    p: &'a Tensor,
+    grad: &'a Tensor,
+    rule: SgdRule,
 }
 
-impl InplaceOp3 for MomentumUpdate {
+impl InplaceOp1 for WithMomentum<'_> {
     fn name(&self) -> &'static str {
         "whitebox-sgd-momentum"
     }
 
-    fn cpu_fwd(&self, b: &mut CpuStorage, bl: &Layout, p: &CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        let (b, p, g) = (values_mut(b, bl)?, values(p, pl)?, values(g, gl)?);
+    fn cpu_fwd(&self, b: &mut CpuStorage, bl: &Layout) -> candle_core::Result<()> {
+        let momentum = std::sync::Mutex::new(values_mut(b, bl)?);
+        self.p.inplace_op2(self.grad, &SgdStep { momentum, rule: self.rule })
+    }
+}
+
+/// `g = ∇ + λ·p`, `b ← μ·b + g` (or `g`), `p ← p − lr·b`, element by element.
+struct SgdStep<'a> {
+    momentum: std::sync::Mutex<&'a mut [f32]>,
+    rule: SgdRule,
+}
+
+impl InplaceOp2 for SgdStep<'_> {
+    fn name(&self) -> &'static str {
+        "whitebox-sgd-step"
+    }
+
+    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+        let (p, g) = (values_mut(p, pl)?, values(g, gl)?);
+        let mut b = self.momentum.lock().map_err(|_| candle_core::Error::Msg("in-place SGD: poisoned lock".into()))?;
         if b.len() != p.len() || g.len() != p.len() {
             candle_core::bail!("in-place SGD: {} parameters, {} gradients, {} momenta", p.len(), g.len(), b.len());
         }
-        let Self { mu, wd, first } = *self;
-        b.par_chunks_mut(SGD_CHUNK).zip(p.par_chunks(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(|((b, p), g)| {
-            for ((b, &p), &g) in b.iter_mut().zip(p).zip(g) {
-                let g = if wd > 0.0 { g + p * wd } else { g };
+        let rule = self.rule;
+        p.par_chunks_mut(SGD_CHUNK).zip(b.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(|((p, b), g)| {
+            // The rule as locals (not read through the closure's reference on every element), so the loop vectorises.
+            let SgdRule { mu, wd, lr, first } = rule;
+            for ((p, b), &g) in p.iter_mut().zip(b.iter_mut()).zip(g) {
+                let g = if wd > 0.0 { g + *p * wd } else { g };
                 *b = if first { g } else { *b * mu + g };
+                *p -= *b * lr;
             }
-        });
-        Ok(())
-    }
-}
-
-/// `p ← p − lr·b`.
-struct Descend {
-    lr: f32,
-}
-
-impl InplaceOp2 for Descend {
-    fn name(&self) -> &'static str {
-        "whitebox-sgd-descend"
-    }
-
-    fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<()> {
-        let (p, b) = (values_mut(p, pl)?, values(b, bl)?);
-        if b.len() != p.len() {
-            candle_core::bail!("in-place SGD: {} parameters, {} momenta", p.len(), b.len());
-        }
-        let lr = self.lr;
-        p.par_chunks_mut(SGD_CHUNK).zip(b.par_chunks(SGD_CHUNK)).for_each(|(p, b)| {
-            p.iter_mut().zip(b).for_each(|(p, &b)| *p -= b * lr);
         });
         Ok(())
     }
