@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-/// The repository root.
+/// The repository root. `cargo test` says where the package is at run time; the path compiled in is the fallback,
+/// since a build directory shared between checkouts (as CI's is) keeps the path of the checkout that compiled it.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    let tests = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    tests.parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// `../shared/data` beside the repository (or `$WHITEBOX_SHARED_DATA`): the original MNIST and CIFAR-10 files.

@@ -7,6 +7,10 @@
 //! Captum is run through `tests/reference/bench_captum.py` with `--python` (default: $WHITEBOX_PYTHON, else
 //! python3); when it cannot be imported, the table says so and shows whitebox alone.
 
+#[path = "../bench/common.rs"]
+mod common;
+use common::{arg, repo_root};
+
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::collections::HashMap;
@@ -15,10 +19,6 @@ use std::time::Instant;
 use whitebox_core::attribution::{self as attr, Attribution, Ensemble, Method, NoiseTunnel, Riemann, Score, Settings};
 use whitebox_core::data::{mnist_set, DatasetKind};
 use whitebox_core::params::Checkpoint;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
 
 /// Best rate over internal batch sizes, as for Captum.
 fn best_rate<'a>(
@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     let n_ens: usize = arg(&args, "--ensemble-images").map(|v| v.parse()).transpose()?.unwrap_or(100);
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = repo_root();
     let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
     let checkpoint = root.join("weights/mnist/simple-cnn.safetensors");
     let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());

@@ -6,6 +6,10 @@
 //!
 //! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2]
 
+#[path = "../bench/common.rs"]
+mod common;
+use common::{arg, repo_root};
+
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::PathBuf;
@@ -17,10 +21,6 @@ use whitebox_core::engine::EngineModel;
 use whitebox_core::gpu::{block_on, Gpu, GpuPlan};
 use whitebox_core::models::Classifier;
 use whitebox_core::params::Checkpoint;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
 
 /// Best of two runs: maps per second, one image per call.
 fn rate(model: &dyn Classifier, x: &candle_core::Tensor, targets: &[u32], e: &Explanation) -> Result<f64> {
@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     std::env::set_var("LP_NUM_THREADS", threads.to_string());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = repo_root();
     let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
     let read = |f: &str| std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()));
     let test = mnist_set(

@@ -8,21 +8,20 @@
 //! PyTorch runs `tests/reference/bench_torch.py` with `--python` (default: $WHITEBOX_PYTHON, else python3); when
 //! torch cannot be imported the table says so and shows whitebox alone.
 
+#[path = "../bench/common.rs"]
+mod common;
+use common::{arg, repo_root};
+
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 use whitebox_core::attribution::{input_gradient, Score};
 use whitebox_core::data::{DatasetKind, ImageSet};
 use whitebox_core::models::{eval_logits, Arch, ModelSpec};
 use whitebox_core::ops::ReluRule;
 use whitebox_core::train::{TrainConfig, Trainer};
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
 
 /// Best of three timings of `f`, as `count` items per second.
 fn rate(count: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -128,7 +127,7 @@ fn main() -> Result<()> {
     let ours: Vec<(DatasetKind, BTreeMap<&str, f64>)> =
         [DatasetKind::Mnist, DatasetKind::Cifar10].into_iter().map(|k| Ok((k, bench(k, batches)?))).collect::<Result<_>>()?;
     let our_peak = sgemm_gflops()?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/reference/bench_torch.py");
+    let script = repo_root().join("tests/reference/bench_torch.py");
     let torch: Option<serde_json::Value> = std::process::Command::new(&python)
         .arg(&script)
         .arg(threads.to_string())

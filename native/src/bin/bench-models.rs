@@ -6,6 +6,10 @@
 //! PyTorch runs `tests/reference/bench_attention_models.py` with the seed's `code/` directory; without `--python`
 //! the table shows whitebox alone.
 
+#[path = "../bench/common.rs"]
+mod common;
+use common::{arg, repo_root};
+
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use std::process::Command;
@@ -13,10 +17,6 @@ use std::time::Instant;
 use whitebox_core::data::{DatasetKind, ImageSet};
 use whitebox_core::models::{Arch, ModelSpec};
 use whitebox_core::train::{TrainConfig, Trainer};
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
 
 /// Peak resident memory of this process (`VmHWM`), in MiB.
 fn peak_rss_mib() -> Result<f64> {
@@ -63,7 +63,8 @@ fn main() -> Result<()> {
     }
     let python = arg(&args, "--python");
     let seed_code = arg(&args, "--seed-code");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/reference/bench_attention_models.py");
+    let script = repo_root().join("tests/reference/bench_attention_models.py");
+    let script = script.to_str().context("a repository path that is not UTF-8")?;
     println!("training on the CPU, batch {batch}, {threads} threads, mean of {steps} batches after a warm-up\n");
     println!("| model | data | whitebox s/batch | PyTorch s/batch | speed ratio | whitebox peak MiB | PyTorch peak MiB |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
