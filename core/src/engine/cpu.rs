@@ -399,10 +399,7 @@ fn score_gradient(logits: &[f32], targets: &[u32], score: Score, classes: usize)
         match score {
             Score::Logit => row[t as usize] = 1.0,
             Score::Prob => {
-                let z = &logits[i * classes..(i + 1) * classes];
-                let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
-                let sum: f32 = e.iter().sum();
+                let (e, sum, _) = crate::ops::shifted_exps(&logits[i * classes..(i + 1) * classes]);
                 let pt = e[t as usize] / sum;
                 for (j, r) in row.iter_mut().enumerate() {
                     *r = pt * (if j == t as usize { 1.0 } else { 0.0 } - e[j] / sum);

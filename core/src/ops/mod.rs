@@ -19,6 +19,15 @@ pub(crate) use matmul::{sgemm, sgemm_long, sgemm_wide};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 pub(crate) use max_pool::{affine_relu_pool, window_argmax};
 
+/// The exponentials of a row of logits shifted by their maximum, their sum and the maximum: `e[j] / sum` is the
+/// softmax, `ln(sum) + max` the log-sum-exp (the shift keeps `exp` finite).
+pub(crate) fn shifted_exps(z: &[f32]) -> (Vec<f32>, f32, f32) {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+    let sum = e.iter().sum();
+    (e, sum, max)
+}
+
 /// Rows per rayon task when each row holds `len` values: at least 32 k values per task (for one image, the
 /// scheduling would otherwise cost more than the work).
 pub(crate) fn grain(len: usize) -> usize {

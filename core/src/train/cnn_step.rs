@@ -12,7 +12,7 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{affine_relu_pool, col2im_same, grain, im2col_same, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
+use crate::ops::{affine_relu_pool, col2im_same, grain, im2col_same, shifted_exps, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
 use crate::{Error, Result};
 use std::borrow::Cow;
 use rayon::prelude::*;
@@ -235,11 +235,10 @@ fn cross_entropy(logits: &[f32], labels: &[u32], k: usize) -> (f32, Vec<f32>) {
     let mut loss = 0f64;
     for (i, &y) in labels.iter().enumerate() {
         let z = &logits[i * k..][..k];
-        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
+        let (e, sum, max) = shifted_exps(z);
         loss += (sum.ln() + max - z[y as usize]) as f64;
         for (j, g) in grad[i * k..][..k].iter_mut().enumerate() {
-            *g = ((z[j] - max).exp() / sum - if j == y as usize { 1.0 } else { 0.0 }) / n as f32;
+            *g = (e[j] / sum - if j == y as usize { 1.0 } else { 0.0 }) / n as f32;
         }
     }
     ((loss / n as f64) as f32, grad)
