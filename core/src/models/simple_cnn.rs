@@ -11,7 +11,7 @@ use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::ops::BatchStats;
 use crate::train::cnn_step::{Block, Head, Net, Values, Workspace};
 use crate::train::Gradients;
-use candle_core::{CpuStorage, DType, Storage};
+use candle_core::{DType, Storage};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
 use candle_core::{Result, Tensor};
@@ -156,12 +156,12 @@ impl SimpleCnn {
             let b = if l.bias().is_some() { next()? } else { Values::Owned(vec![0.0; l.weight().dim(0)?]) };
             Ok((w, b))
         };
-        let head = match self.step_head()[..] {
-            [h] => {
+        let head = match self.cam_head() {
+            Some(h) => {
                 let (w, b) = linear(h)?;
                 Head::Cam { w, b }
             }
-            _ => {
+            None => {
                 let ((w1, b1), (w2, b2)) = (linear(&self.fc1)?, linear(&self.fc2)?);
                 Head::Mlp { w1, b1, w2, b2 }
             }
@@ -180,9 +180,9 @@ impl SimpleCnn {
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
         let values = guards
             .iter()
-            .map(|(storage, layout)| match (&**storage, layout.contiguous_offsets()) {
-                (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
-                _ => Err(crate::Error::InvalidArgument("training step: parameters must be contiguous f32 on the CPU".into())),
+            .map(|(storage, layout)| match &**storage {
+                Storage::Cpu(cpu) => Ok(ops::slice_f32(cpu, layout)?),
+                _ => Err(crate::Error::InvalidArgument("training step: parameters must be on the CPU".into())),
             })
             .collect::<crate::Result<Vec<&[f32]>>>()?;
         let step = self.step_net(&values)?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n, &mut workspace)?;

@@ -57,6 +57,14 @@ pub(crate) fn slice_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<
     }
 }
 
+/// [`slice_f32`], writable (for in-place ops).
+pub(crate) fn slice_f32_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&mut data[start..end]),
+        _ => candle_core::bail!("whitebox in-place CPU kernel needs a contiguous f32 tensor, got strides {:?}", layout.stride()),
+    }
+}
+
 /// Wraps a freshly computed buffer as the result of a custom op.
 pub(crate) fn output(data: Vec<f32>, shape: impl Into<Shape>) -> (CpuStorage, Shape) {
     (CpuStorage::F32(data), shape.into())

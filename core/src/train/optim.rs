@@ -86,8 +86,8 @@ impl Optimizer {
             let Some(grad) = grads.get(var.as_tensor()) else { continue };
             // Detached, so the stored buffers never chain autograd graphs across steps.
             let p = &var.as_tensor().detach();
-            if self.kind == OptimizerKind::Sgd && fused_sgd_applies(p, grad) {
-                let previous = self.first.get(name).filter(|b| self.momentum > 0.0 && fused_sgd_applies(b, grad));
+            let previous = self.first.get(name).filter(|_| self.momentum > 0.0);
+            if self.kind == OptimizerKind::Sgd && fused_sgd_applies(p, grad) && previous.is_none_or(|b| fused_sgd_applies(b, grad)) {
                 let (buf, first) = match previous {
                     Some(b) => (b.clone(), false),
                     None => (Tensor::zeros_like(p)?, true),
@@ -195,21 +195,6 @@ struct SgdRule {
 /// Elements per rayon task of the in-place update.
 const SGD_CHUNK: usize = 1 << 14;
 
-/// The contiguous `f32` values of a CPU storage.
-fn values<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("in-place SGD needs contiguous f32 tensors"),
-    }
-}
-
-fn values_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("in-place SGD needs contiguous f32 tensors"),
-    }
-}
-
 /// Runs on the momentum buffer's storage: hands it to [`SgdStep`] on the parameter's.
 struct WithMomentum<'a> {
     p: &'a Tensor,
@@ -223,7 +208,7 @@ impl InplaceOp1 for WithMomentum<'_> {
     }
 
     fn cpu_fwd(&self, b: &mut CpuStorage, bl: &Layout) -> candle_core::Result<()> {
-        let momentum = std::sync::Mutex::new(values_mut(b, bl)?);
+        let momentum = std::sync::Mutex::new(crate::ops::slice_f32_mut(b, bl)?);
         self.p.inplace_op2(self.grad, &SgdStep { momentum, rule: self.rule })
     }
 }
@@ -240,7 +225,7 @@ impl InplaceOp2 for SgdStep<'_> {
     }
 
     fn cpu_fwd(&self, p: &mut CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
-        let (p, g) = (values_mut(p, pl)?, values(g, gl)?);
+        let (p, g) = (crate::ops::slice_f32_mut(p, pl)?, crate::ops::slice_f32(g, gl)?);
         let mut b = self.momentum.lock().map_err(|_| candle_core::Error::Msg("in-place SGD: poisoned lock".into()))?;
         if b.len() != p.len() || g.len() != p.len() {
             candle_core::bail!("in-place SGD: {} parameters, {} gradients, {} momenta", p.len(), g.len(), b.len());
