@@ -6,13 +6,13 @@ mod error;
 pub mod ops;
 
 pub use error::{Error, Result};
+pub mod attribution;
+pub mod engine;
+pub mod evaluation;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod models;
 pub mod nn;
 pub mod params;
-pub mod train;
-pub mod attribution;
-pub mod engine;
-#[cfg(feature = "gpu")]
-pub mod gpu;
-pub mod evaluation;
 pub mod render;
+pub mod train;

@@ -89,7 +89,8 @@ pub fn tensor_shapes(spec: ModelSpec) -> Result<Vec<(String, Vec<usize>)>> {
             layers.push(layer(k));
         }
     }
-    let rank = |k: &str| ["weight", "bias", "running_mean", "running_var"].iter().position(|s| k.ends_with(s)).unwrap_or(4);
+    let rank =
+        |k: &str| ["weight", "bias", "running_mean", "running_var"].iter().position(|s| k.ends_with(s)).unwrap_or(4);
     let mut named: Vec<(usize, usize, String)> =
         order.into_iter().map(|k| (layers.iter().position(|l| *l == layer(&k)).unwrap_or(0), rank(&k), k)).collect();
     named.sort();
@@ -148,15 +149,20 @@ impl Checkpoint {
     /// more than a model, such as a training state).
     pub fn from_bytes_unchecked(name: &str, bytes: &[u8], device: &Device) -> Result<Self> {
         let bad = |what: String| Error::Checkpoint(format!("{name}: {what}"));
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let st =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file ({e})")))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-        let mut metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+        let mut metadata: BTreeMap<String, String> =
+            header.metadata().clone().unwrap_or_default().into_iter().collect();
         drop(st);
         if metadata.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("missing '{FORMAT_KEY}: {FORMAT}' in the header metadata (not a whitebox checkpoint)")));
+            return Err(bad(format!(
+                "missing '{FORMAT_KEY}: {FORMAT}' in the header metadata (not a whitebox checkpoint)"
+            )));
         }
         let arch = Arch::parse(metadata.get("arch").ok_or_else(|| bad("no 'arch' in metadata".into()))?)?;
-        let dataset = DatasetKind::parse(metadata.get("dataset").ok_or_else(|| bad("no 'dataset' in metadata".into()))?)?;
+        let dataset =
+            DatasetKind::parse(metadata.get("dataset").ok_or_else(|| bad("no 'dataset' in metadata".into()))?)?;
         for k in [FORMAT_KEY, "arch", "dataset"] {
             metadata.remove(k);
         }
@@ -212,7 +218,9 @@ mod tests {
         let spec = ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist };
         let (a, _) = init_model(spec, 3, &Device::Cpu)?;
         let (b, _) = init_model(spec, 3, &Device::Cpu)?;
-        let get = |m: &VarMap, k: &str| m.data().lock().unwrap()[k].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let get = |m: &VarMap, k: &str| {
+            m.data().lock().unwrap()[k].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         assert_eq!(get(&a, "features.0.weight"), get(&b, "features.0.weight"));
         // U(±1/√fan_in) with fan_in = 1·3·3 = 9: every value within ±1/3, and they spread across it.
         let w = get(&a, "features.0.weight");

@@ -18,8 +18,10 @@ pub struct Chart {
 }
 
 /// Tableau's ten colours (matplotlib's default cycle), then grey.
-const PALETTE: [&str; 11] =
-    ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#444444"];
+const PALETTE: [&str; 11] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#444444",
+];
 
 const PANEL_W: f64 = 460.0;
 const PANEL_H: f64 = 330.0;
@@ -42,7 +44,8 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -60,23 +63,66 @@ fn panel(out: &mut String, chart: &Chart, ox: f64, oy: f64) {
     let (y0, y1) = range(chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
     let px = |x: f64| ox + left + (x - x0) / (x1 - x0) * w;
     let py = |y: f64| oy + top + h - (y - y0) / (y1 - y0) * h;
-    let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}" font-size="15" font-weight="bold" text-anchor="middle">{}</text>"#, ox + left + w / 2.0, oy + 24.0, escape(&chart.title));
-    let _ = writeln!(out, r##"<rect x="{:.1}" y="{:.1}" width="{w:.1}" height="{h:.1}" fill="none" stroke="#333"/>"##, ox + left, oy + top);
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="15" font-weight="bold" text-anchor="middle">{}</text>"#,
+        ox + left + w / 2.0,
+        oy + 24.0,
+        escape(&chart.title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect x="{:.1}" y="{:.1}" width="{w:.1}" height="{h:.1}" fill="none" stroke="#333"/>"##,
+        ox + left,
+        oy + top
+    );
     for t in ticks(x0, x1) {
         let x = px(t);
-        let _ = writeln!(out, r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"##, oy + top, oy + top + h, oy + top + h + 15.0, fmt_tick(t));
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"##,
+            oy + top,
+            oy + top + h,
+            oy + top + h + 15.0,
+            fmt_tick(t)
+        );
     }
     for t in ticks(y0, y1) {
         let y = py(t);
-        let _ = writeln!(out, r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##, ox + left, ox + left + w, ox + left - 5.0, y + 4.0, fmt_tick(t));
+        let _ = writeln!(
+            out,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            ox + left,
+            ox + left + w,
+            ox + left - 5.0,
+            y + 4.0,
+            fmt_tick(t)
+        );
     }
-    let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#, ox + left + w / 2.0, oy + PANEL_H - 12.0, escape(&chart.x_label));
-    let _ = writeln!(out, r#"<text transform="translate({:.1},{:.1}) rotate(-90)" font-size="12" text-anchor="middle">{}</text>"#, ox + 16.0, oy + top + h / 2.0, escape(&chart.y_label));
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
+        ox + left + w / 2.0,
+        oy + PANEL_H - 12.0,
+        escape(&chart.x_label)
+    );
+    let _ = writeln!(
+        out,
+        r#"<text transform="translate({:.1},{:.1}) rotate(-90)" font-size="12" text-anchor="middle">{}</text>"#,
+        ox + 16.0,
+        oy + top + h / 2.0,
+        escape(&chart.y_label)
+    );
     for s in &chart.series {
         let color = PALETTE[s.color % PALETTE.len()];
         let dash = if s.dashed { r#" stroke-dasharray="5,4""# } else { "" };
-        let points: Vec<String> = s.points.iter().filter(|p| p.1.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8"{dash} points="{}"/>"#, points.join(" "));
+        let points: Vec<String> =
+            s.points.iter().filter(|p| p.1.is_finite()).map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8"{dash} points="{}"/>"#,
+            points.join(" ")
+        );
         if s.points.len() <= 12 {
             for &(x, y) in s.points.iter().filter(|p| p.1.is_finite()) {
                 let _ = writeln!(out, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{color}"/>"#, px(x), py(y));
@@ -89,7 +135,14 @@ fn panel(out: &mut String, chart: &Chart, ox: f64, oy: f64) {
         let (lx, ly) = (ox + PANEL_W + 4.0, oy + top + 8.0 + row * k as f64);
         let color = PALETTE[s.color % PALETTE.len()];
         let dash = if s.dashed { r#" stroke-dasharray="5,4""# } else { "" };
-        let _ = writeln!(out, r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#, lx + 22.0, lx + 27.0, ly + 4.0, escape(&s.name));
+        let _ = writeln!(
+            out,
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+            lx + 22.0,
+            lx + 27.0,
+            ly + 4.0,
+            escape(&s.name)
+        );
     }
 }
 

@@ -80,10 +80,9 @@ pub fn load(kind: DatasetKind, dir: &Path) -> Result<Loaded> {
 /// CIFAR-10 has one official source.
 fn default_sources(kind: DatasetKind) -> Vec<String> {
     match kind {
-        DatasetKind::Mnist => vec![
-            "https://yann.lecun.com/exdb/mnist/".into(),
-            "https://ossci-datasets.s3.amazonaws.com/mnist/".into(),
-        ],
+        DatasetKind::Mnist => {
+            vec!["https://yann.lecun.com/exdb/mnist/".into(), "https://ossci-datasets.s3.amazonaws.com/mnist/".into()]
+        }
         DatasetKind::Cifar10 => vec!["https://www.cs.toronto.edu/~kriz/".into()],
     }
 }
@@ -120,8 +119,13 @@ fn verify(name: &str, content: &[u8], expected: &str) -> Result<()> {
 /// file directly) that file.
 fn read_from(source: &str, name: &str) -> Result<Vec<u8>> {
     if source.starts_with("http://") || source.starts_with("https://") {
-        let url = if source.ends_with(name) { source.to_string() } else { format!("{}/{name}", source.trim_end_matches('/')) };
-        let response = ureq::get(&url).timeout(std::time::Duration::from_secs(60)).call().with_context(|| format!("GET {url}"))?;
+        let url = if source.ends_with(name) {
+            source.to_string()
+        } else {
+            format!("{}/{name}", source.trim_end_matches('/'))
+        };
+        let response =
+            ureq::get(&url).timeout(std::time::Duration::from_secs(60)).call().with_context(|| format!("GET {url}"))?;
         let len = response.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
         let pb = ui::bytes_bar(len, name.to_string());
         let mut bytes = Vec::with_capacity(len.unwrap_or(0) as usize);

@@ -5,12 +5,12 @@ use crate::{fsutil, inspect::load_checkpoint, ui};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
-use std::sync::Arc;
-use whitebox_core::engine::EngineModel;
-use whitebox_core::models::Classifier;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use whitebox_core::attribution::{self as attr, Attribution, Explanation, Method, Score, Settings};
 use whitebox_core::data::{DatasetKind, ImageSet};
+use whitebox_core::engine::EngineModel;
+use whitebox_core::models::Classifier;
 use whitebox_core::render::{self, Aggregation, Canvas, Colormap};
 
 /// `0..8`, `3,5,7` or `5` → indices.
@@ -18,8 +18,10 @@ pub fn parse_indices(s: &str, len: usize) -> Result<Vec<usize>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once("..") {
-            let a: usize = if a.is_empty() { 0 } else { a.parse().with_context(|| format!("bad index range '{part}'"))? };
-            let b: usize = if b.is_empty() { len } else { b.parse().with_context(|| format!("bad index range '{part}'"))? };
+            let a: usize =
+                if a.is_empty() { 0 } else { a.parse().with_context(|| format!("bad index range '{part}'"))? };
+            let b: usize =
+                if b.is_empty() { len } else { b.parse().with_context(|| format!("bad index range '{part}'"))? };
             out.extend(a..b);
         } else {
             out.push(part.parse().with_context(|| format!("bad index '{part}'"))?);
@@ -104,7 +106,10 @@ pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
             ("attributions".to_string(), maps.clone()),
             ("inputs".to_string(), x.clone()),
             ("targets".to_string(), Tensor::new(targets.as_slice(), device)?),
-            ("indices".to_string(), Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), device)?),
+            (
+                "indices".to_string(),
+                Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), device)?,
+            ),
         ]);
         let bytes = safetensors_bytes(&tensors, &label)?;
         fsutil::write_atomic(path, &bytes)?;
@@ -148,7 +153,12 @@ struct Column {
 
 impl Column {
     fn new(label: impl Into<String>, maps: &Tensor, min_max: bool) -> Result<Self> {
-        Ok(Column { label: label.into(), channels: maps.dim(1)?, maps: maps.flatten_from(1)?.to_vec2::<f32>()?, min_max })
+        Ok(Column {
+            label: label.into(),
+            channels: maps.dim(1)?,
+            maps: maps.flatten_from(1)?.to_vec2::<f32>()?,
+            min_max,
+        })
     }
 }
 
@@ -164,7 +174,13 @@ struct ModelFigure {
 /// per-layer figure (Grad-CAM at each of the model's named layers: SimpleCNN's conv blocks, RAN's stages — the
 /// seed's "saliency maps of RAN by layers"), and, for models with attention maps of their own (RAN's soft masks,
 /// WARN's heads), the attention figure.
-pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>, data_dir: &Path, device: &Device) -> Result<()> {
+pub fn coherence(
+    checkpoints: &[PathBuf],
+    out: &Path,
+    layers_out: Option<&Path>,
+    data_dir: &Path,
+    device: &Device,
+) -> Result<()> {
     let scale = 3;
     let mut figures: Vec<ModelFigure> = Vec::new();
     let mut kind = None;
@@ -180,7 +196,8 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
         let (x, y) = test.batch(&idx, ck.spec.dataset, device)?;
         let targets = y.to_vec1::<u32>()?;
         inputs = x.flatten_from(1)?.to_vec2::<f32>()?;
-        let mut methods = vec![Method::Vbp, Method::Ib, Method::DeconvNet, Method::Gb, Method::Ig, Method::Gc, Method::Gbgc];
+        let mut methods =
+            vec![Method::Vbp, Method::Ib, Method::DeconvNet, Method::Gb, Method::Ig, Method::Gc, Method::Gbgc];
         if model.cam_head().is_some() {
             methods.push(Method::Cam);
         }
@@ -188,7 +205,8 @@ pub fn coherence(checkpoints: &[PathBuf], out: &Path, layers_out: Option<&Path>,
         let pb = ui::bar((methods.len() + model.layer_names().len()) as u64, format!("{}", ck.spec.arch));
         let mut columns = Vec::new();
         for m in methods {
-            let maps = attr::method(m, &settings, model.as_ref()).attribute(model.as_ref(), &x, &targets, Score::Logit)?;
+            let maps =
+                attr::method(m, &settings, model.as_ref()).attribute(model.as_ref(), &x, &targets, Score::Logit)?;
             columns.push(Column::new(m.label(), &maps, m == Method::Cam)?);
             pb.inc(1);
         }

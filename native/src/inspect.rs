@@ -35,7 +35,13 @@ pub fn accuracy_table(spec: ModelSpec, eval: &Evaluation) -> Result<String> {
     Ok(format!("{header}\n{rule}\n{row}"))
 }
 
-pub fn eval(checkpoint: &Path, dataset: Option<DatasetKind>, data_dir: &Path, limit: Option<usize>, device: &Device) -> Result<()> {
+pub fn eval(
+    checkpoint: &Path,
+    dataset: Option<DatasetKind>,
+    data_dir: &Path,
+    limit: Option<usize>,
+    device: &Device,
+) -> Result<()> {
     let ck = load_checkpoint(checkpoint, device)?;
     if let Some(d) = dataset.filter(|d| *d != ck.spec.dataset) {
         bail!("{} is a {} model; it cannot be evaluated on {d}", checkpoint.display(), ck.spec.dataset);

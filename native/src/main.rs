@@ -416,7 +416,19 @@ fn run(cli: Cli) -> Result<()> {
             fsutil::write_atomic(&out, &bytes)?;
             println!("{}: {} images", out.display(), bytes.len() / (1 + test.image_len()));
         }
-        Command::Train { dataset, model, training, optimizer, momentum, weight_decay, augment, limit, out, device: dev, data } => {
+        Command::Train {
+            dataset,
+            model,
+            training,
+            optimizer,
+            momentum,
+            weight_decay,
+            augment,
+            limit,
+            out,
+            device: dev,
+            data,
+        } => {
             let dataset: DatasetKind = dataset.into();
             let spec = ModelSpec { arch: model.into(), dataset };
             let defaults = training.config(dataset)?;
@@ -443,8 +455,25 @@ fn run(cli: Cli) -> Result<()> {
             inspect::eval(&checkpoint, dataset.map(Into::into), &dir, limit, &device(dev)?)?;
         }
         Command::Attribute {
-            checkpoint, dataset, method, ensemble, n, noise, steps, riemann, layer, target, class, indices, batch, seed,
-            raw, png, colormap, backend, data,
+            checkpoint,
+            dataset,
+            method,
+            ensemble,
+            n,
+            noise,
+            steps,
+            riemann,
+            layer,
+            target,
+            class,
+            indices,
+            batch,
+            seed,
+            raw,
+            png,
+            colormap,
+            backend,
+            data,
         } => {
             use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
             let explanation = whitebox_core::attribution::Explanation {
@@ -476,7 +505,18 @@ fn run(cli: Cli) -> Result<()> {
             explain::coherence(&checkpoint, &out, layers_out.as_deref(), &dir, &Device::Cpu)?;
         }
         Command::Selectivity {
-            checkpoint, methods, steps, pixels_per_step, sample, sample_seed, fill, ranking, ig_steps, out, shard, data,
+            checkpoint,
+            methods,
+            steps,
+            pixels_per_step,
+            sample,
+            sample_seed,
+            fill,
+            ranking,
+            ig_steps,
+            out,
+            shard,
+            data,
         } => {
             use whitebox_core::evaluation::{Fill, Ranking, SelectivityConfig};
             let spec = inspect::load_checkpoint(&checkpoint, &Device::Cpu)?.spec;
@@ -484,7 +524,13 @@ fn run(cli: Cli) -> Result<()> {
             evaluate::selectivity::run(evaluate::selectivity::SelectivityArgs {
                 checkpoint,
                 methods: evaluate::parse_methods(&methods)?,
-                config: SelectivityConfig { steps, pixels_per_step, fill: Fill::parse(&fill)?, ranking: Ranking::parse(&ranking)?, batch: 500 },
+                config: SelectivityConfig {
+                    steps,
+                    pixels_per_step,
+                    fill: Fill::parse(&fill)?,
+                    ranking: Ranking::parse(&ranking)?,
+                    batch: 500,
+                },
                 sample,
                 sample_seed,
                 ig_steps,

@@ -63,7 +63,14 @@ pub fn load_state(path: &Path, spec: ModelSpec, device: &Device) -> Result<(Trai
     let bytes = fsutil::read(path)?;
     let ck = Checkpoint::from_bytes_unchecked(&path.display().to_string(), &bytes, device)?;
     if ck.spec != spec {
-        bail!("{} holds a {} {} run, not {} {}", path.display(), ck.spec.arch, ck.spec.dataset, spec.arch, spec.dataset);
+        bail!(
+            "{} holds a {} {} run, not {} {}",
+            path.display(),
+            ck.spec.arch,
+            ck.spec.dataset,
+            spec.arch,
+            spec.dataset
+        );
     }
     let epochs_done: usize = ck.metadata.get("epochs_done").context("state without epoch count")?.parse()?;
     let history = serde_json::from_str(ck.metadata.get("history").context("state without history")?)?;
@@ -154,7 +161,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let started = std::time::Instant::now();
     while trainer.epochs_done < config.epochs {
         let epoch = trainer.epochs_done + 1;
-        let entry = run_epoch(&mut trainer, &train, &split.train, &train, &split.validation, &format!("epoch {epoch}/{}", config.epochs), &device)?;
+        let entry = run_epoch(
+            &mut trainer,
+            &train,
+            &split.train,
+            &train,
+            &split.validation,
+            &format!("epoch {epoch}/{}", config.epochs),
+            &device,
+        )?;
         let train_loss = entry.train_loss;
         let train_acc = entry.train_acc;
         ui::note(format!(
@@ -175,7 +190,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             fsutil::write_atomic(&out.join(BEST), &bytes)?;
         }
         fsutil::write_atomic(&out.join(LOG), serde_json::to_string_pretty(&log)?.as_bytes())?;
-        save_state(&state_path, &trainer.state()?, BTreeMap::from([("log".to_string(), serde_json::to_string(&log)?)]))?;
+        save_state(
+            &state_path,
+            &trainer.state()?,
+            BTreeMap::from([("log".to_string(), serde_json::to_string(&log)?)]),
+        )?;
     }
     ui::note(format!(
         "done in {:.0} s: best validation accuracy {:.4} at epoch {}; checkpoint {}",

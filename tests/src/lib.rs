@@ -11,7 +11,8 @@ use std::sync::Arc;
 /// The repository root. `cargo test` says where the package is at run time; the path compiled in is the fallback,
 /// since a build directory shared between checkouts (as CI's is) keeps the path of the checkout that compiled it.
 pub fn repo_root() -> PathBuf {
-    let tests = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let tests =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     tests.parent().expect("tests/ has a parent").to_path_buf()
 }
 
@@ -26,7 +27,11 @@ pub fn whitebox_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join(format!("whitebox{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "{} is missing: build it first (`cargo build --release -p whitebox --bins`) or run `bash .ci/run`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo build --release -p whitebox --bins`) or run `bash .ci/run`",
+        bin.display()
+    );
     bin
 }
 
@@ -88,10 +93,13 @@ pub fn serve(files: HashMap<String, Vec<u8>>) -> String {
                 let path = request_line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
                 let response = match files.get(&path) {
                     Some(body) => {
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                         stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body))
                     }
-                    None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                    None => {
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    }
                 };
                 let _ = response;
             });
@@ -102,10 +110,15 @@ pub fn serve(files: HashMap<String, Vec<u8>>) -> String {
 
 /// The four MNIST files of the shared data, by canonical name.
 pub fn mnist_files() -> HashMap<String, Vec<u8>> {
-    ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-        .iter()
-        .map(|n| (n.to_string(), std::fs::read(shared_data().join("mnist").join(n)).expect("shared MNIST file")))
-        .collect()
+    [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), std::fs::read(shared_data().join("mnist").join(n)).expect("shared MNIST file")))
+    .collect()
 }
 
 /// Lists what a directory holds, recursively (relative paths), to check nothing was left behind.

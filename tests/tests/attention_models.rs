@@ -60,7 +60,8 @@ fn value(name: &str, shape: &[usize]) -> Tensor {
 /// differences between classes are what decides.
 fn rel_error(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    let center = |t: &Tensor| if t.rank() == 2 { t.broadcast_sub(&t.mean_keepdim(1).unwrap()).unwrap() } else { t.clone() };
+    let center =
+        |t: &Tensor| if t.rank() == 2 { t.broadcast_sub(&t.mean_keepdim(1).unwrap()).unwrap() } else { t.clone() };
     let (a, b) = (center(a), center(b));
     let d = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12)
@@ -101,13 +102,18 @@ fn check(arch: Arch, dataset: DatasetKind) {
     let (map, m) = model(spec);
     let x = value("input", golden["grad_eval"].dims());
     let eval = m.forward(&x, &whitebox_core::nn::Pass::EVAL).unwrap();
-    let grad = attr::ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &TARGETS, Score::Logit).unwrap();
+    let grad =
+        attr::ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &TARGETS, Score::Logit).unwrap();
     let mut errors = vec![
         ("logits_eval".to_string(), rel_error(&eval, &golden["logits_eval"])),
         ("grad_eval".to_string(), rel_error(&grad, &golden["grad_eval"])),
     ];
     let maps = m.attention_maps(&x).unwrap();
-    assert_eq!(maps.len(), golden.keys().filter(|k| k.starts_with("mask_")).count(), "{spec:?}: number of attention maps");
+    assert_eq!(
+        maps.len(),
+        golden.keys().filter(|k| k.starts_with("mask_")).count(),
+        "{spec:?}: number of attention maps"
+    );
     for (k, (name, map)) in maps.iter().enumerate() {
         let e = rel_error(map, &golden[&format!("mask_{k}")]);
         errors.push((format!("mask {name}"), e));

@@ -64,7 +64,9 @@ fn check(arch: &str) {
         ("gc", attr::GradCam { layer: 8 }.attribute(m, x, &targets, Score::Logit).unwrap()),
         (
             "gbgc",
-            attr::GuidedGradCam { layer: 8, interpolation: Interpolation::Nearest }.attribute(m, x, &targets, Score::Logit).unwrap(),
+            attr::GuidedGradCam { layer: 8, interpolation: Interpolation::Nearest }
+                .attribute(m, x, &targets, Score::Logit)
+                .unwrap(),
         ),
         ("sg_vbp", tunnel("vbp", Ensemble::SmoothGrad)),
         ("sg_sq_vbp", tunnel("vbp", Ensemble::SmoothGradSquared)),

@@ -1,9 +1,9 @@
 //! The `whitebox` command line end to end: parameter counts, bad data, training with kill and resume, and the
 //! accuracy of the shipped checkpoints on the full MNIST test set.
 
+use candle_core::Device;
 use std::path::Path;
 use std::process::Command;
-use candle_core::Device;
 use whitebox_core::params::Checkpoint;
 use whitebox_e2e::*;
 
@@ -53,12 +53,23 @@ fn bad_data_files_give_clear_errors() {
     let dir = TempDir::new("bad-data");
     let tiny = dir.path().join("tiny");
     let trained = whitebox(&[
-        "train", "--dataset", "mnist", "--epochs", "1", "--limit", "200", "--data-dir", shared_data().to_str().unwrap(),
-        "--out", tiny.to_str().unwrap(), "--quiet",
+        "train",
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "1",
+        "--limit",
+        "200",
+        "--data-dir",
+        shared_data().to_str().unwrap(),
+        "--out",
+        tiny.to_str().unwrap(),
+        "--quiet",
     ]);
     assert!(trained.status.success(), "{}", stderr(&trained));
     let ck = tiny.join("best.safetensors");
-    let eval = |data: &Path| whitebox(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    let eval =
+        |data: &Path| whitebox(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     type Corrupt = fn(&mut Vec<u8>);
     let cases: [(&str, &str, Corrupt, &str); 4] = [
         ("truncated", "t10k-images-idx3-ubyte", |b| b.truncate(b.len() - 1000), "(truncated)"),
@@ -86,8 +97,24 @@ fn bad_data_files_give_clear_errors() {
 
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--dataset", "mnist", "--model", "cbam", "--epochs", "3", "--limit", "640", "--batch-size", "64",
-        "--seed", "5", "--data-dir", data, "--out", out, "--quiet",
+        "train",
+        "--dataset",
+        "mnist",
+        "--model",
+        "cbam",
+        "--epochs",
+        "3",
+        "--limit",
+        "640",
+        "--batch-size",
+        "64",
+        "--seed",
+        "5",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--quiet",
     ]
 }
 
@@ -126,11 +153,14 @@ fn training_resumes_after_a_kill_with_identical_results() {
     let resumed = whitebox(&train_args(d, b_s));
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(epochs_of(&b.join("log.json")), reference);
-    let load = |p: &Path| Checkpoint::from_bytes("best", &std::fs::read(p.join("best.safetensors")).unwrap(), &Device::Cpu).unwrap();
+    let load = |p: &Path| {
+        Checkpoint::from_bytes("best", &std::fs::read(p.join("best.safetensors")).unwrap(), &Device::Cpu).unwrap()
+    };
     let (ca, cb) = (load(&a), load(&b));
     assert_eq!(ca.metadata, cb.metadata);
     for (k, t) in &ca.tensors {
-        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap() == cb.tensors[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == cb.tensors[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(same, "{k} differs between the resumed and the uninterrupted run");
     }
     assert!(!list_dir(&b).iter().any(|p| p.contains(".tmp")), "{:?}", list_dir(&b));
@@ -148,7 +178,14 @@ fn training_resumes_after_a_kill_with_identical_results() {
 fn shipped_mnist_checkpoints_reach_their_accuracy() {
     for (model, min) in [("simple-cnn", 0.992), ("cam", 0.988), ("cbam", 0.993)] {
         let ck = repo_root().join(format!("weights/mnist/{model}.safetensors"));
-        let out = whitebox(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data-dir", shared_data().to_str().unwrap(), "--quiet"]);
+        let out = whitebox(&[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data-dir",
+            shared_data().to_str().unwrap(),
+            "--quiet",
+        ]);
         assert!(out.status.success(), "{model}: {}", stderr(&out));
         let text = stdout(&out);
         let line = text.lines().find(|l| l.starts_with("test accuracy:")).expect("accuracy line");
@@ -168,8 +205,24 @@ fn attribute_on_the_gpu_equals_the_cpu() {
     let maps = |backend: &str| {
         let raw = dir.path().join(format!("{backend}.safetensors"));
         let out = whitebox(&[
-            "attribute", "--quiet", "--checkpoint", checkpoint.to_str().unwrap(), "--method", "gbgc", "--ensemble", "sg", "--n", "8",
-            "--indices", "0..4", "--backend", backend, "--raw", raw.to_str().unwrap(), "--data-dir", data.to_str().unwrap(),
+            "attribute",
+            "--quiet",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--method",
+            "gbgc",
+            "--ensemble",
+            "sg",
+            "--n",
+            "8",
+            "--indices",
+            "0..4",
+            "--backend",
+            backend,
+            "--raw",
+            raw.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
         let t = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap();

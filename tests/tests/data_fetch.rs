@@ -21,7 +21,15 @@ fn fetches_mnist_verifies_and_is_idempotent() {
         ]
     );
     // A second fetch finds the verified data and does nothing.
-    let again = whitebox(&["data", "fetch", "mnist", "--from", "http://127.0.0.1:9/unreachable/", "--data-dir", data.to_str().unwrap()]);
+    let again = whitebox(&[
+        "data",
+        "fetch",
+        "mnist",
+        "--from",
+        "http://127.0.0.1:9/unreachable/",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("already"), "{}", stderr(&again));
 }

@@ -14,8 +14,26 @@ const CHECKPOINT: &str = "weights/mnist/simple-cnn.safetensors";
 /// A small sweep: 600 training images (480 train, 120 validation), 200 test images, one epoch, two thresholds.
 fn sweep_args<'a>(mode: &'a str, out: &'a str, data: &'a str, checkpoint: &'a str) -> Vec<&'a str> {
     vec![
-        mode, "--checkpoint", checkpoint, "--methods", "vbp,random", "--thresholds", "0.3,0.9", "--limit", "600",
-        "--test-limit", "200", "--epochs", "2", "--lr", "0.05", "--data-dir", data, "--out", out, "--quiet",
+        mode,
+        "--checkpoint",
+        checkpoint,
+        "--methods",
+        "vbp,random",
+        "--thresholds",
+        "0.3,0.9",
+        "--limit",
+        "600",
+        "--test-limit",
+        "200",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--quiet",
     ]
 }
 
@@ -24,7 +42,8 @@ fn checkpoint() -> String {
 }
 
 fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{} is not complete JSON: {e}", path.display()))
+    serde_json::from_slice(&std::fs::read(path).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not complete JSON: {e}", path.display()))
 }
 
 /// Every visible (not dot-prefixed) file under `units/` and `selectivity/` is a complete result.
@@ -95,8 +114,22 @@ fn reduced_roar_kar_and_selectivity_sweep_end_to_end() {
     assert!(stderr(&refused).contains("other settings"), "{}", stderr(&refused));
 
     let sel = whitebox(&[
-        "selectivity", "--checkpoint", &ck, "--methods", "vbp,random", "--steps", "4", "--pixels-per-step", "3",
-        "--sample", "0.005", "--data-dir", &data, "--out", &out, "--quiet",
+        "selectivity",
+        "--checkpoint",
+        &ck,
+        "--methods",
+        "vbp,random",
+        "--steps",
+        "4",
+        "--pixels-per-step",
+        "3",
+        "--sample",
+        "0.005",
+        "--data-dir",
+        &data,
+        "--out",
+        &out,
+        "--quiet",
     ]);
     assert!(sel.status.success(), "{}", stderr(&sel));
     let all = results(dir.path());
@@ -117,7 +150,10 @@ fn reduced_roar_kar_and_selectivity_sweep_end_to_end() {
         assert!(md.contains(needle), "report lacks {needle}:\n{md}");
     }
     let svg = std::fs::read_to_string(dir.path().join("report/roar-kar.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("VBP (seed)") && svg.contains("<polyline"), "the seed's curves are drawn beside ours");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("VBP (seed)") && svg.contains("<polyline"),
+        "the seed's curves are drawn beside ours"
+    );
     assert!(std::fs::read_to_string(dir.path().join("report/selectivity.svg")).unwrap().contains("Random"));
 }
 
@@ -137,7 +173,13 @@ impl Moments {
 /// the first half of the uninterrupted run's duration (each restart resumes, so later kills land later in the
 /// work) before letting it finish; after every kill each visible result file must be
 /// complete. Returns how many kills hit a running process.
-fn straight_and_killed(args: impl Fn(&str) -> Vec<String>, straight: &Path, killed: &Path, kills: usize, moments: &mut Moments) -> usize {
+fn straight_and_killed(
+    args: impl Fn(&str) -> Vec<String>,
+    straight: &Path,
+    killed: &Path,
+    kills: usize,
+    moments: &mut Moments,
+) -> usize {
     let run = |dir: &Path| {
         let a = args(&dir.to_string_lossy());
         let o = Command::new(whitebox_bin()).args(&a).output().unwrap();
@@ -149,7 +191,8 @@ fn straight_and_killed(args: impl Fn(&str) -> Vec<String>, straight: &Path, kill
     let mut hits = 0;
     for k in 0..kills {
         let a = args(&killed.to_string_lossy());
-        let mut child = Command::new(whitebox_bin()).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            Command::new(whitebox_bin()).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         // Early enough to land while the process still runs even when this run goes faster than the straight one.
         let wait = moments.next_ms(duration / 8, duration.max(8) / 2);
         let started = Instant::now();
@@ -182,12 +225,30 @@ fn killed_sweeps_resume_to_the_uninterrupted_results() {
     let owned = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<Vec<_>>();
     let mut hits = 0;
     for mode in ["roar", "kar"] {
-        hits += straight_and_killed(|out| owned(sweep_args(mode, out, &data, &ck)), straight.path(), killed.path(), 3, &mut moments);
+        hits += straight_and_killed(
+            |out| owned(sweep_args(mode, out, &data, &ck)),
+            straight.path(),
+            killed.path(),
+            3,
+            &mut moments,
+        );
     }
     let selectivity = |out: &str| {
         owned(vec![
-            "selectivity", "--checkpoint", &ck, "--methods", "vbp,gb", "--steps", "30", "--sample", "0.02", "--data-dir", &data,
-            "--out", out, "--quiet",
+            "selectivity",
+            "--checkpoint",
+            &ck,
+            "--methods",
+            "vbp,gb",
+            "--steps",
+            "30",
+            "--sample",
+            "0.02",
+            "--data-dir",
+            &data,
+            "--out",
+            out,
+            "--quiet",
         ])
     };
     hits += straight_and_killed(selectivity, straight.path(), killed.path(), 3, &mut moments);
@@ -212,7 +273,11 @@ fn two_shards_in_separate_processes_cover_every_unit_once() {
     let mut k8s = Command::new(whitebox_bin());
     k8s.args(&args).args(["--shard-count", "2"]).env("JOB_COMPLETION_INDEX", "0");
     let mut slurm = Command::new(whitebox_bin());
-    slurm.args(&args).env("SLURM_ARRAY_TASK_ID", "1").env("SLURM_ARRAY_TASK_COUNT", "2").env("SLURM_ARRAY_TASK_MIN", "0");
+    slurm
+        .args(&args)
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2")
+        .env("SLURM_ARRAY_TASK_MIN", "0");
     let children: Vec<_> = [k8s, slurm].iter_mut().map(|c| c.stderr(Stdio::piped()).spawn().unwrap()).collect();
     for c in children {
         let o = c.wait_with_output().unwrap();
@@ -220,7 +285,13 @@ fn two_shards_in_separate_processes_cover_every_unit_once() {
     }
     let units = results(dir.path());
     // The sweep's order: baseline, then vbp at 0.3 and 0.9, then random at 0.3 and 0.9.
-    let order = ["baseline-s223", "roar-vbp-t0.30-s223", "roar-vbp-t0.90-s223", "roar-random-t0.30-s223", "roar-random-t0.90-s223"];
+    let order = [
+        "baseline-s223",
+        "roar-vbp-t0.30-s223",
+        "roar-vbp-t0.90-s223",
+        "roar-random-t0.30-s223",
+        "roar-random-t0.90-s223",
+    ];
     assert_eq!(units.len(), order.len(), "{:?}", units.keys());
     for (i, id) in order.iter().enumerate() {
         let v = &units[&format!("units/{id}.json")];

@@ -72,7 +72,8 @@ impl Engine {
     /// Uploads the model to `device`; `explainGpu` then computes on it.
     #[wasm_bindgen(js_name = useGpu)]
     pub fn use_gpu(&mut self, device: &GpuDevice) -> Res<()> {
-        let plan = self.model.engine().and_then(|e| e.plan()).ok_or_else(|| format!("{} has no GPU plan", self.spec.arch))?;
+        let plan =
+            self.model.engine().and_then(|e| e.plan()).ok_or_else(|| format!("{} has no GPU plan", self.spec.arch))?;
         self.gpu = Some(Arc::new(GpuPlan::new(device.gpu.clone(), plan).map_err(err)?));
         Ok(())
     }
@@ -154,7 +155,12 @@ impl Engine {
         let kind = self.spec.dataset;
         let (c, s) = (kind.channels(), kind.side());
         if pixels.len() != c * s * s {
-            return Err(format!("{} expects {c}×{s}×{s} = {} pixel values, got {}", kind.name(), c * s * s, pixels.len()));
+            return Err(format!(
+                "{} expects {c}×{s}×{s} = {} pixel values, got {}",
+                kind.name(),
+                c * s * s,
+                pixels.len()
+            ));
         }
         normalized(pixels, kind).map_err(err)
     }
@@ -169,7 +175,12 @@ impl Engine {
     }
 
     /// The future behind [`Engine::explain_gpu`] (owning what it needs, so that it outlives the call).
-    pub fn gpu_map(&self, pixels: &[f32], request: &Request, target: u32) -> std::result::Result<impl std::future::Future<Output = Res<Vec<f32>>> + 'static, String> {
+    pub fn gpu_map(
+        &self,
+        pixels: &[f32],
+        request: &Request,
+        target: u32,
+    ) -> std::result::Result<impl std::future::Future<Output = Res<Vec<f32>>> + 'static, String> {
         let gpu = self.gpu.clone().ok_or("no GPU is attached (call useGpu first)")?;
         let x = self.input(pixels)?;
         let (model, explanation) = (self.model.clone(), request.explanation.clone());
@@ -183,7 +194,8 @@ impl Engine {
 /// `pixels` in [0, 1] → the model's normalised `1×C×H×W` input.
 fn normalized(pixels: &[f32], kind: DatasetKind) -> whitebox_core::Result<Tensor> {
     let plane = pixels.len() / kind.channels();
-    let values: Vec<f32> = pixels.iter().enumerate().map(|(i, &v)| (v - kind.mean()[i / plane]) / kind.std()[i / plane]).collect();
+    let values: Vec<f32> =
+        pixels.iter().enumerate().map(|(i, &v)| (v - kind.mean()[i / plane]) / kind.std()[i / plane]).collect();
     Ok(Tensor::from_vec(values, (1, kind.channels(), kind.side(), kind.side()), &Device::Cpu)?)
 }
 
@@ -198,7 +210,15 @@ impl Request {
     /// `method`: vbp, ib, deconvnet, gb, ig, gc, gbgc, cam, co, random, sobel; `ensemble`: "" (none), sg, sg-sq or
     /// sg-var; `layer` < 0 for the model's default; `score`: "logit" or "prob".
     #[wasm_bindgen(constructor)]
-    pub fn new(method: &str, ensemble: &str, samples: usize, noise: f64, steps: usize, layer: i32, score: &str) -> Res<Request> {
+    pub fn new(
+        method: &str,
+        ensemble: &str,
+        samples: usize,
+        noise: f64,
+        steps: usize,
+        layer: i32,
+        score: &str,
+    ) -> Res<Request> {
         let method = Method::parse(method).map_err(err)?;
         let ensemble = if ensemble.is_empty() { None } else { Some(Ensemble::parse(ensemble).map_err(err)?) };
         if ensemble.is_some() && !(1..=1000).contains(&samples) {
@@ -267,7 +287,15 @@ impl Task {
 /// A map as RGBA pixels (`H×W×4`) in `colormap`: over the image (`overlay` true, mixed by `opacity` × value) or
 /// alone. Scaling for display follows the method (see `render::display_values`).
 #[wasm_bindgen(js_name = renderMap)]
-pub fn render_map(pixels: &[f32], map: &[f32], dataset: &str, method: &str, colormap: &str, opacity: f32, overlay: bool) -> Res<Vec<u8>> {
+pub fn render_map(
+    pixels: &[f32],
+    map: &[f32],
+    dataset: &str,
+    method: &str,
+    colormap: &str,
+    opacity: f32,
+    overlay: bool,
+) -> Res<Vec<u8>> {
     let kind = DatasetKind::parse(dataset).map_err(err)?;
     let method = Method::parse(method).map_err(err)?;
     let colormap = Colormap::parse(colormap).map_err(err)?;
@@ -275,8 +303,12 @@ pub fn render_map(pixels: &[f32], map: &[f32], dataset: &str, method: &str, colo
         return Err(format!("{} pixel values for a map of {}", pixels.len(), map.len()));
     }
     let values = render::display_values(map, kind.channels(), method).map_err(err)?;
-    let image = render::denormalize_rgb(normalized(pixels, kind).map_err(err)?.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?.as_slice(), kind);
-    let rgb = if overlay { render::overlay(&image, &values, colormap, opacity) } else { render::heat_rgb(&values, colormap) };
+    let image = render::denormalize_rgb(
+        normalized(pixels, kind).map_err(err)?.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?.as_slice(),
+        kind,
+    );
+    let rgb =
+        if overlay { render::overlay(&image, &values, colormap, opacity) } else { render::heat_rgb(&values, colormap) };
     Ok(rgb.iter().flat_map(|p| [p[0], p[1], p[2], 255]).collect())
 }
 

@@ -56,7 +56,9 @@ pub fn gpu_models() -> Result<Vec<(String, Engine, Vec<f32>)>, String> {
     for arch in Arch::SMALL {
         let spec = ModelSpec { arch, dataset: DatasetKind::Cifar10 };
         let (map, _) = whitebox_core::params::init_model(spec, 5, &Device::Cpu).map_err(|e| e.to_string())?;
-        let model = whitebox_core::params::Checkpoint::from_varmap(spec, &map, Default::default()).and_then(|c| c.model()).map_err(|e| e.to_string())?;
+        let model = whitebox_core::params::Checkpoint::from_varmap(spec, &map, Default::default())
+            .and_then(|c| c.model())
+            .map_err(|e| e.to_string())?;
         let pixels: Vec<f32> = (0..3 * 32 * 32).map(|i| (i * 7919 % 1013) as f32 / 1013.0).collect();
         out.push((format!("cifar10/{arch}"), Engine::from_model(std::sync::Arc::from(model)), pixels));
     }
@@ -95,13 +97,18 @@ pub fn to_bytes(cases: &[(String, Vec<f32>)]) -> Vec<u8> {
 /// Compares `cases` with the golden bytes: every case present, each within `tolerance` relative error (max
 /// |difference| / max |golden|). Returns the worst relative error and its case.
 pub fn compare(cases: &[(String, Vec<f32>)], golden: &[u8], tolerance: f32) -> Result<(f32, String), String> {
-    let want: HashMap<String, Tensor> = candle_core::safetensors::load_buffer(golden, &Device::Cpu).map_err(|e| e.to_string())?;
+    let want: HashMap<String, Tensor> =
+        candle_core::safetensors::load_buffer(golden, &Device::Cpu).map_err(|e| e.to_string())?;
     if want.len() != cases.len() {
         return Err(format!("{} cases, the golden file has {}", cases.len(), want.len()));
     }
     let mut worst = (0.0f32, String::new());
     for (name, got) in cases {
-        let w = want.get(name).ok_or_else(|| format!("{name} is missing from the golden file"))?.to_vec1::<f32>().map_err(|e| e.to_string())?;
+        let w = want
+            .get(name)
+            .ok_or_else(|| format!("{name} is missing from the golden file"))?
+            .to_vec1::<f32>()
+            .map_err(|e| e.to_string())?;
         if w.len() != got.len() {
             return Err(format!("{name}: {} values, golden has {}", got.len(), w.len()));
         }

@@ -76,7 +76,8 @@ fn native_golden_is_current() -> Res<()> {
     if std::env::var_os("WHITEBOX_BLESS").is_some() {
         std::fs::write(&path, parity::to_bytes(&cases)).map_err(err)?;
     }
-    let golden = std::fs::read(&path).map_err(|e| format!("{}: {e} (run with WHITEBOX_BLESS=1 to create it)", path.display()))?;
+    let golden = std::fs::read(&path)
+        .map_err(|e| format!("{}: {e} (run with WHITEBOX_BLESS=1 to create it)", path.display()))?;
     let (worst, case) = parity::compare(&cases, &golden, 1e-5)?;
     assert!(cases.len() >= 3 * 15, "{} cases", cases.len());
     println!("native vs golden: worst relative error {worst:e} ({case})");

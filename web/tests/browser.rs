@@ -78,7 +78,8 @@ async fn webgpu_equals_wasm_cpu() {
     let pixels = parity::digit(0);
     let now = || js_sys::Date::now();
     console_log!("| method | WASM CPU ms/map | WebGPU ms/map | WASM / WebGPU |");
-    for (method, ensemble, samples) in [("vbp", "", 1), ("gb", "", 1), ("gc", "", 1), ("vbp", "sg", 50), ("ig", "", 1)] {
+    for (method, ensemble, samples) in [("vbp", "", 1), ("gb", "", 1), ("gc", "", 1), ("vbp", "sg", 50), ("ig", "", 1)]
+    {
         let request = Request::new(method, ensemble, samples, 0.15, 50, -1, "logit").unwrap();
         let reps = 3;
         let cpu = || {

@@ -27,7 +27,14 @@ pub struct Explanation {
 impl Explanation {
     /// A plain method with default settings.
     pub fn of(method: Method) -> Self {
-        Explanation { method, ensemble: None, samples: 50, noise_level: 0.15, settings: Settings::default(), score: Score::Logit }
+        Explanation {
+            method,
+            ensemble: None,
+            samples: 50,
+            noise_level: 0.15,
+            settings: Settings::default(),
+            score: Score::Logit,
+        }
     }
 
     pub fn label(&self) -> String {
@@ -48,7 +55,13 @@ impl Explanation {
     }
 
     /// Attributions of `x` for `targets`, in chunks of images, calling `on_chunk` with each chunk's size.
-    pub fn run(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], on_chunk: &mut dyn FnMut(usize)) -> Result<Tensor> {
+    pub fn run(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        targets: &[u32],
+        on_chunk: &mut dyn FnMut(usize),
+    ) -> Result<Tensor> {
         let base = method(self.method, &self.settings, model);
         let tunnel;
         let attribution: &dyn Attribution = match self.ensemble {
@@ -66,7 +79,12 @@ impl Explanation {
         let mut parts = Vec::with_capacity(n.div_ceil(per_call));
         for start in (0..n).step_by(per_call) {
             let len = per_call.min(n - start);
-            parts.push(attribution.attribute(model, &x.narrow(0, start, len)?, &targets[start..start + len], self.score)?);
+            parts.push(attribution.attribute(
+                model,
+                &x.narrow(0, start, len)?,
+                &targets[start..start + len],
+                self.score,
+            )?);
             on_chunk(len);
         }
         Ok(Tensor::cat(&parts, 0)?)
@@ -92,7 +110,8 @@ impl Explanation {
         }
         let base = method(self.method, &self.settings, model.as_ref());
         // Model inputs per sample or step: an ensemble of IG runs all of IG's steps for each sample.
-        let inputs_per_unit = if self.ensemble.is_some() && self.method == Method::Ig { self.settings.steps.max(1) } else { 1 };
+        let inputs_per_unit =
+            if self.ensemble.is_some() && self.method == Method::Ig { self.settings.steps.max(1) } else { 1 };
         let per_chunk = samples_per_chunk(self.settings.batch, n * inputs_per_unit);
         let plan = match (self.ensemble, self.method) {
             (Some(kind), _) => {
@@ -100,7 +119,11 @@ impl Explanation {
                 Plan::Ensemble { base, noisy, sums: Some(EnsembleSums::new(kind, n)) }
             }
             (None, Method::Ig) => {
-                let ig = IntegratedGradients { steps: self.settings.steps, riemann: self.settings.riemann, batch: self.settings.batch };
+                let ig = IntegratedGradients {
+                    steps: self.settings.steps,
+                    riemann: self.settings.riemann,
+                    batch: self.settings.batch,
+                };
                 let (scaled, weights) = ig.scaled_inputs(x)?;
                 Plan::Integrated { scaled, sums: Some(IntegralSums::new(weights, n)) }
             }
@@ -159,7 +182,9 @@ impl Job {
         let k = self.per_chunk.min(self.units - self.done);
         let chunk_targets: Vec<u32> = (0..k).flat_map(|_| self.targets.iter().copied()).collect();
         match &mut self.plan {
-            Plan::Once { base } => self.result = Some(base.attribute(self.model.as_ref(), &self.x, &self.targets, self.score)?),
+            Plan::Once { base } => {
+                self.result = Some(base.attribute(self.model.as_ref(), &self.x, &self.targets, self.score)?)
+            }
             Plan::Integrated { scaled, sums } => {
                 let rows = scaled.narrow(0, self.done * n, k * n)?;
                 let grads = input_gradient(self.model.as_ref(), &rows, &chunk_targets, self.score, ReluRule::Standard)?;
@@ -167,14 +192,21 @@ impl Job {
             }
             Plan::Ensemble { base, noisy, sums } => {
                 let rows = noisy.narrow(0, self.done * n, k * n)?;
-                sums.as_mut().expect("not finished").add(&base.attribute(self.model.as_ref(), &rows, &chunk_targets, self.score)?)?;
+                sums.as_mut().expect("not finished").add(&base.attribute(
+                    self.model.as_ref(),
+                    &rows,
+                    &chunk_targets,
+                    self.score,
+                )?)?;
             }
         }
         self.done += k;
         if self.done == self.units {
             match &mut self.plan {
                 Plan::Once { .. } => {}
-                Plan::Integrated { sums, .. } => self.result = Some(sums.take().expect("finished once").finish(&self.x)?),
+                Plan::Integrated { sums, .. } => {
+                    self.result = Some(sums.take().expect("finished once").finish(&self.x)?)
+                }
                 Plan::Ensemble { sums, .. } => self.result = Some(sums.take().expect("finished once").finish()?),
             }
         }
@@ -206,7 +238,10 @@ mod tests {
         let t = [3u32, 8];
         let mut requests = Vec::new();
         for m in Method::ALL {
-            requests.push(Explanation { settings: Settings { steps: 7, batch: 4, ..Settings::default() }, ..Explanation::of(m) });
+            requests.push(Explanation {
+                settings: Settings { steps: 7, batch: 4, ..Settings::default() },
+                ..Explanation::of(m)
+            });
         }
         for e in [Ensemble::SmoothGrad, Ensemble::SmoothGradSquared, Ensemble::VarGrad] {
             requests.push(Explanation {

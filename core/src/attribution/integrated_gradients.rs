@@ -140,7 +140,13 @@ impl Attribution for IntegratedGradients {
         for first in (0..self.steps).step_by(per_chunk) {
             let k = per_chunk.min(self.steps - first);
             let chunk_targets: Vec<u32> = (0..k).flat_map(|_| targets.iter().copied()).collect();
-            sums.add(&input_gradient(model, &scaled.narrow(0, first * n, k * n)?, &chunk_targets, score, ReluRule::Standard)?)?;
+            sums.add(&input_gradient(
+                model,
+                &scaled.narrow(0, first * n, k * n)?,
+                &chunk_targets,
+                score,
+                ReluRule::Standard,
+            )?)?;
         }
         sums.finish(x)
     }

@@ -27,7 +27,14 @@ fn grad_cam_coarse(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: S
     let n = x.dim(0)?;
     let (act, grad, (c, h, w)) = match model.engine() {
         Some(engine) => {
-            let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, ReluRule::Standard, Some(layer))?;
+            let g = engine.gradient(
+                &x.flatten_all()?.to_vec1::<f32>()?,
+                n,
+                targets,
+                score,
+                ReluRule::Standard,
+                Some(layer),
+            )?;
             (g.activation.expect("a layer was asked for"), g.grad, engine.layer_shape(layer))
         }
         None => {
@@ -61,7 +68,11 @@ fn activation(model: &dyn Classifier, x: &Tensor, layer: usize) -> Result<Tensor
     if let Some(engine) = model.engine() {
         let n = x.dim(0)?;
         let (c, h, w) = engine.layer_shape(layer);
-        return Ok(Tensor::from_vec(engine.activation(&x.flatten_all()?.to_vec1::<f32>()?, n, layer)?, (n, c, h, w), x.device())?);
+        return Ok(Tensor::from_vec(
+            engine.activation(&x.flatten_all()?.to_vec1::<f32>()?, n, layer)?,
+            (n, c, h, w),
+            x.device(),
+        )?);
     }
     let (_, tapped) = model.forward_tapped(x, &Pass::EVAL, Some(layer))?;
     Ok(tapped.expect("a tapped layer was asked for").activation)
@@ -108,7 +119,10 @@ impl Attribution for Cam {
     /// Needs a model with a CAM head; the score setting does not apply (CAM reads the head's weights).
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], _score: Score) -> Result<Tensor> {
         let Some(head) = model.cam_head() else {
-            crate::invalid!("CAM needs a model with a CAM head (global average pooling + linear), not {}", model.spec().arch);
+            crate::invalid!(
+                "CAM needs a model with a CAM head (global average pooling + linear), not {}",
+                model.spec().arch
+            );
         };
         let act = activation(model, x, model.last_feature_index())?;
         let idx = Tensor::from_slice(targets, targets.len(), x.device())?;

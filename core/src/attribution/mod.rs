@@ -44,7 +44,13 @@ pub trait Attribution {
 }
 
 /// ∂S/∂x: the gradient of each image's target score with respect to the input, with the ReLU backward `rule`.
-pub fn input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule) -> Result<Tensor> {
+pub fn input_gradient(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    score: Score,
+    rule: ReluRule,
+) -> Result<Tensor> {
     if let Some(engine) = model.engine() {
         let n = x.dim(0)?;
         let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, None)?;
@@ -54,7 +60,13 @@ pub fn input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score
 }
 
 /// [`input_gradient`] through candle's autograd (models without an engine, and the engine's tests).
-pub fn autograd_input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule) -> Result<Tensor> {
+pub fn autograd_input_gradient(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    score: Score,
+    rule: ReluRule,
+) -> Result<Tensor> {
     let input = Var::from_tensor(x)?;
     let (scores, _) = target_scores(model, input.as_tensor(), targets, score, rule, None)?;
     let grads = scores.sum_all()?.backward()?;
@@ -63,19 +75,36 @@ pub fn autograd_input_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u3
 
 /// `features[layer]` and ∂S/∂features[layer]. The backward pass stops at the layer: nothing is computed for the
 /// input.
-pub fn layer_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule, layer: usize) -> Result<(Tensor, Tensor)> {
+pub fn layer_gradient(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    score: Score,
+    rule: ReluRule,
+    layer: usize,
+) -> Result<(Tensor, Tensor)> {
     if let Some(engine) = model.engine() {
         let n = x.dim(0)?;
         let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, Some(layer))?;
         let (c, h, w) = engine.layer_shape(layer);
         let activation = g.activation.expect("a layer was asked for");
-        return Ok((Tensor::from_vec(activation, (n, c, h, w), x.device())?, Tensor::from_vec(g.grad, (n, c, h, w), x.device())?));
+        return Ok((
+            Tensor::from_vec(activation, (n, c, h, w), x.device())?,
+            Tensor::from_vec(g.grad, (n, c, h, w), x.device())?,
+        ));
     }
     autograd_layer_gradient(model, x, targets, score, rule, layer)
 }
 
 /// [`layer_gradient`] through candle's autograd.
-pub fn autograd_layer_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score, rule: ReluRule, layer: usize) -> Result<(Tensor, Tensor)> {
+pub fn autograd_layer_gradient(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    score: Score,
+    rule: ReluRule,
+    layer: usize,
+) -> Result<(Tensor, Tensor)> {
     let (scores, tapped) = target_scores(model, x, targets, score, rule, Some(layer))?;
     let tapped = tapped.expect("a tapped layer was asked for");
     let grads = scores.sum_all()?.backward()?;
@@ -172,7 +201,8 @@ impl Method {
     }
 
     /// The ids of [`Method::ALL`], for command-line value lists.
-    pub const IDS: [&'static str; 11] = ["vbp", "ib", "deconvnet", "gb", "ig", "gc", "gbgc", "cam", "co", "random", "sobel"];
+    pub const IDS: [&'static str; 11] =
+        ["vbp", "ib", "deconvnet", "gb", "ig", "gc", "gbgc", "cam", "co", "random", "sobel"];
 
     /// An id, case-insensitive, ignoring `-` and `_`; `deconv` and `gradcam` are accepted too.
     pub fn parse(s: &str) -> Result<Self> {
@@ -182,10 +212,9 @@ impl Method {
             "gradcam" => "gc",
             other => other,
         };
-        Method::ALL
-            .into_iter()
-            .find(|m| m.id() == alias)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown method '{s}' (expected one of {})", Method::IDS.join(", "))))
+        Method::ALL.into_iter().find(|m| m.id() == alias).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown method '{s}' (expected one of {})", Method::IDS.join(", ")))
+        })
     }
 
     pub fn label(self) -> &'static str {

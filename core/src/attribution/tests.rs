@@ -41,7 +41,11 @@ fn digit_like(n: usize, seed: u64) -> Tensor {
         .map(|p| {
             let (y, x) = ((p / 28) as f32 - 14.0, (p % 28) as f32 - 14.0);
             let r = (x * x / 16.0 + y * y / 64.0).sqrt();
-            if (r - 1.0).abs() < 0.35 { 2.8 } else { -0.42 }
+            if (r - 1.0).abs() < 0.35 {
+                2.8
+            } else {
+                -0.42
+            }
         })
         .collect();
     let blob = Tensor::from_vec(blob, (1, 1, 28, 28), &Device::Cpu).unwrap();
@@ -69,7 +73,11 @@ fn integrated_gradients_completeness() -> Result<()> {
         let (fx, f0) = (logits_of(m.as_ref(), &x, &t), logits_of(m.as_ref(), &x.zeros_like()?, &t));
         for i in 0..t.len() {
             let delta = fx[i] - f0[i];
-            assert!((sums[i] - delta).abs() <= 0.01 * delta.abs().max(1e-3), "{arch} image {i}: Σ = {}, Δf = {delta}", sums[i]);
+            assert!(
+                (sums[i] - delta).abs() <= 0.01 * delta.abs().max(1e-3),
+                "{arch} image {i}: Σ = {}, Δf = {delta}",
+                sums[i]
+            );
         }
     }
     Ok(())
@@ -143,7 +151,10 @@ fn grad_cam_equals_cam_on_the_cam_model() -> Result<()> {
     let gc = GradCam { layer: last }.attribute(m.as_ref(), &x, &t, Score::Logit)?;
     let want = (resize(&coarse.relu()?, 28, 28, Interpolation::Bilinear)? / (h * wd) as f64)?;
     assert!(rel_diff(&gc, &want)? < 1e-5);
-    assert!(coarse.min_all()?.to_scalar::<f32>()? < 0.0 && coarse.max_all()?.to_scalar::<f32>()? > 0.0, "both signs occur");
+    assert!(
+        coarse.min_all()?.to_scalar::<f32>()? < 0.0 && coarse.max_all()?.to_scalar::<f32>()? > 0.0,
+        "both signs occur"
+    );
     Ok(())
 }
 
@@ -185,13 +196,31 @@ fn batched_equals_unbatched() -> Result<()> {
             continue; // one draw per call, not per image
         }
         for i in 0..5 {
-            let one = method(method_kind, &s, m.as_ref()).attribute(m.as_ref(), &x.narrow(0, i, 1)?, &t[i..=i], Score::Logit)?;
+            let one = method(method_kind, &s, m.as_ref()).attribute(
+                m.as_ref(),
+                &x.narrow(0, i, 1)?,
+                &t[i..=i],
+                Score::Logit,
+            )?;
             assert!(rel_diff(&one, &whole.narrow(0, i, 1)?)? < 1e-4, "{method_kind:?} image {i}");
         }
     }
     let base = ModifiedGradient::new(ReluRule::Standard);
-    let nt = |batch| NoiseTunnel { base: &base, kind: Ensemble::VarGrad, samples: 6, noise_level: 0.2, batch, seed: 3, noise: None };
-    assert!(rel_diff(&nt(4).attribute(m.as_ref(), &x, &t, Score::Logit)?, &nt(100).attribute(m.as_ref(), &x, &t, Score::Logit)?)? < 1e-5);
+    let nt = |batch| NoiseTunnel {
+        base: &base,
+        kind: Ensemble::VarGrad,
+        samples: 6,
+        noise_level: 0.2,
+        batch,
+        seed: 3,
+        noise: None,
+    };
+    assert!(
+        rel_diff(
+            &nt(4).attribute(m.as_ref(), &x, &t, Score::Logit)?,
+            &nt(100).attribute(m.as_ref(), &x, &t, Score::Logit)?
+        )? < 1e-5
+    );
     Ok(())
 }
 
@@ -200,8 +229,12 @@ fn bad_requests_are_errors() {
     let m = model(Arch::SimpleCnn);
     let x = input(2, 7);
     let err = |r: Result<Tensor>| r.unwrap_err().to_string();
-    assert!(err(ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &[1], Score::Logit)).contains("1 targets for 2 images"));
-    assert!(err(ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &[1, 10], Score::Logit)).contains("outside 0..10"));
-    assert!(err(GradCam { layer: 12 }.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("layer 12 does not exist"));
+    assert!(err(ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &[1], Score::Logit))
+        .contains("1 targets for 2 images"));
+    assert!(err(ModifiedGradient::new(ReluRule::Standard).attribute(m.as_ref(), &x, &[1, 10], Score::Logit))
+        .contains("outside 0..10"));
+    assert!(
+        err(GradCam { layer: 12 }.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("layer 12 does not exist")
+    );
     assert!(err(Cam.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("CAM head"));
 }

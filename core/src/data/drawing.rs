@@ -18,7 +18,8 @@ pub fn mnist_from_drawing(ink: &[f32], width: usize, height: usize) -> Result<Op
     }
     let Some((x0, y0, x1, y1)) = bounding_box(ink, width, height) else { return Ok(None) };
     let (bw, bh) = (x1 - x0, y1 - y0);
-    let crop: Vec<f32> = (y0..y1).flat_map(|y| ink[y * width + x0..y * width + x1].iter().map(|v| v.clamp(0.0, 1.0))).collect();
+    let crop: Vec<f32> =
+        (y0..y1).flat_map(|y| ink[y * width + x0..y * width + x1].iter().map(|v| v.clamp(0.0, 1.0))).collect();
     let scale = BOX as f64 / bw.max(bh) as f64;
     let tw = ((bw as f64 * scale).round() as usize).clamp(1, BOX);
     let th = ((bh as f64 * scale).round() as usize).clamp(1, BOX);
@@ -90,7 +91,11 @@ fn resample_line(src: &[f32], n: usize) -> Vec<f32> {
                 acc += w * v as f64;
                 norm += w;
             }
-            if norm > 0.0 { (acc / norm) as f32 } else { 0.0 }
+            if norm > 0.0 {
+                (acc / norm) as f32
+            } else {
+                0.0
+            }
         })
         .collect()
 }

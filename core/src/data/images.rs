@@ -87,7 +87,10 @@ impl ImageSet {
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             if i >= self.len() {
-                return Err(Error::InvalidArgument(format!("image index {i} is out of range (set has {})", self.len())));
+                return Err(Error::InvalidArgument(format!(
+                    "image index {i} is out of range (set has {})",
+                    self.len()
+                )));
             }
             pixels.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
@@ -113,7 +116,10 @@ impl ImageSet {
         let mut out = Vec::with_capacity(indices.len() * self.image_len());
         for &i in indices {
             if i >= self.len() {
-                return Err(Error::InvalidArgument(format!("image index {i} is out of range (set has {})", self.len())));
+                return Err(Error::InvalidArgument(format!(
+                    "image index {i} is out of range (set has {})",
+                    self.len()
+                )));
             }
             for (c, chunk) in self.image(i).chunks_exact(plane).enumerate() {
                 let (m, s) = (mean[c], std[c]);
@@ -125,7 +131,11 @@ impl ImageSet {
 
     /// The images at `indices` as a normalised `N×C×H×W` tensor, and their labels as a `u32` tensor.
     pub fn batch(&self, indices: &[usize], kind: DatasetKind, device: &Device) -> Result<(Tensor, Tensor)> {
-        let x = Tensor::from_vec(self.normalized(indices, kind)?, (indices.len(), self.channels, self.height, self.width), device)?;
+        let x = Tensor::from_vec(
+            self.normalized(indices, kind)?,
+            (indices.len(), self.channels, self.height, self.width),
+            device,
+        )?;
         let y: Vec<u32> = indices.iter().map(|&i| self.labels[i] as u32).collect();
         Ok((x, Tensor::from_vec(y, indices.len(), device)?))
     }
@@ -134,7 +144,12 @@ impl ImageSet {
         if self.channels != kind.channels() || self.height != kind.side() || self.width != kind.side() {
             return Err(Error::InvalidArgument(format!(
                 "images are {}x{}x{}, but {kind} expects {}x{}x{}",
-                self.channels, self.height, self.width, kind.channels(), kind.side(), kind.side()
+                self.channels,
+                self.height,
+                self.width,
+                kind.channels(),
+                kind.side(),
+                kind.side()
             )));
         }
         Ok(())

@@ -38,7 +38,10 @@ fn be_u32(file: &str, bytes: &[u8], at: usize, what: &str) -> Result<u32> {
 pub fn parse_idx_images(file: &str, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     let magic = be_u32(file, bytes, 0, "magic number")?;
     if magic != IDX_IMAGES_MAGIC {
-        return Err(Error::data(file, format!("wrong magic number {magic:#010x}, expected {IDX_IMAGES_MAGIC:#010x} (IDX images)")));
+        return Err(Error::data(
+            file,
+            format!("wrong magic number {magic:#010x}, expected {IDX_IMAGES_MAGIC:#010x} (IDX images)"),
+        ));
     }
     let count = be_u32(file, bytes, 4, "image count")? as usize;
     let rows = be_u32(file, bytes, 8, "row count")? as usize;
@@ -67,7 +70,10 @@ pub fn parse_idx_images(file: &str, bytes: &[u8]) -> Result<(usize, usize, usize
 pub fn parse_idx_labels(file: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     let magic = be_u32(file, bytes, 0, "magic number")?;
     if magic != IDX_LABELS_MAGIC {
-        return Err(Error::data(file, format!("wrong magic number {magic:#010x}, expected {IDX_LABELS_MAGIC:#010x} (IDX labels)")));
+        return Err(Error::data(
+            file,
+            format!("wrong magic number {magic:#010x}, expected {IDX_LABELS_MAGIC:#010x} (IDX labels)"),
+        ));
     }
     let count = be_u32(file, bytes, 4, "label count")? as usize;
     if bytes.len() != count + 8 {

@@ -37,7 +37,9 @@ impl DatasetKind {
         match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
             "mnist" => Ok(DatasetKind::Mnist),
             "cifar10" => Ok(DatasetKind::Cifar10),
-            other => Err(crate::Error::InvalidArgument(format!("unknown dataset '{other}' (expected mnist or cifar10)"))),
+            other => {
+                Err(crate::Error::InvalidArgument(format!("unknown dataset '{other}' (expected mnist or cifar10)")))
+            }
         }
     }
 
@@ -78,8 +80,16 @@ impl DatasetKind {
     pub fn class_names(self) -> [&'static str; 10] {
         match self {
             DatasetKind::Mnist => [
-                "0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
-                "8 - eight", "9 - nine",
+                "0 - zero",
+                "1 - one",
+                "2 - two",
+                "3 - three",
+                "4 - four",
+                "5 - five",
+                "6 - six",
+                "7 - seven",
+                "8 - eight",
+                "9 - nine",
             ],
             DatasetKind::Cifar10 => {
                 ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

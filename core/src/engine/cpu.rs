@@ -12,8 +12,8 @@
 
 use super::{Engine, Gradient};
 use crate::attribution::Score;
-use crate::ops::{affine_relu_pool, col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
 use crate::ops::sgemm;
+use crate::ops::{affine_relu_pool, col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -24,14 +24,29 @@ pub type Shape = (usize, usize, usize);
 #[derive(Clone, Debug)]
 pub enum Layer {
     /// Square convolution, stride 1: `weight` is `out × (in·k·k)`, row-major.
-    Conv { weight: Vec<f32>, bias: Vec<f32>, c_in: usize, c_out: usize, k: usize, pad: usize },
+    Conv {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        pad: usize,
+    },
     /// Per-channel `x·scale + shift`: batch normalisation in evaluation mode.
-    Affine { scale: Vec<f32>, shift: Vec<f32> },
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
     Relu,
     /// 2×2 max-pooling, stride 2, floor mode; gradients go to the first maximum of each window.
     MaxPool2,
     /// `x·Wᵀ + b` on the flattened input: `weight` is `out × in`.
-    Linear { weight: Vec<f32>, bias: Vec<f32>, inp: usize, out: usize },
+    Linear {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        inp: usize,
+        out: usize,
+    },
     /// Mean over the spatial positions.
     GlobalAvgPool,
     /// A CBAM attention block (Woo et al. 2018), as the seed defines it (see `models/cbam.rs`).
@@ -57,7 +72,13 @@ pub struct CbamParams {
 impl CbamParams {
     fn check(&self, c: usize) -> std::result::Result<(), String> {
         let h = self.hidden;
-        if self.w1.len() != h * c || self.b1.len() != h || self.w2.len() != c * h || self.b2.len() != c || self.conv.len() != 2 * self.k * self.k || self.k.is_multiple_of(2) {
+        if self.w1.len() != h * c
+            || self.b1.len() != h
+            || self.w2.len() != c * h
+            || self.b2.len() != c
+            || self.conv.len() != 2 * self.k * self.k
+            || self.k.is_multiple_of(2)
+        {
             return Err(format!("CBAM parameters do not fit {c} channels"));
         }
         Ok(())
@@ -157,7 +178,15 @@ impl Plan {
 
     /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
     /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
-    pub fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+    pub fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient> {
         self.check_request(x, n, targets, layer)?;
         let layer = layer.map(|l| self.taps[l]);
         let per_image = self.input_len();
@@ -268,7 +297,9 @@ impl Plan {
     fn layer_forward(&self, i: usize, input: &[f32], n: usize) -> (Vec<f32>, Saved) {
         let (c, h, w) = self.shapes[i];
         let y = match &self.layers[i] {
-            Layer::Conv { weight, bias, c_out, k, pad, .. } => conv_forward(input, n, (c, h, w), weight, bias, *c_out, *k, *pad),
+            Layer::Conv { weight, bias, c_out, k, pad, .. } => {
+                conv_forward(input, n, (c, h, w), weight, bias, *c_out, *k, *pad)
+            }
             Layer::Affine { scale, shift } => {
                 let hw = h * w;
                 let mut y = uninit(input.len());
@@ -299,12 +330,21 @@ impl Plan {
     }
 
     /// Back-propagates `grad` (of the last layer's output) down to the input of layer `stop`.
-    fn backward_chunk(&self, acts: &Activations, mut grad: Vec<f32>, n: usize, rule: ReluRule, stop: usize) -> Vec<f32> {
+    fn backward_chunk(
+        &self,
+        acts: &Activations,
+        mut grad: Vec<f32>,
+        n: usize,
+        rule: ReluRule,
+        stop: usize,
+    ) -> Vec<f32> {
         for i in (stop..self.layers.len()).rev() {
             let (c, h, w) = self.shapes[i];
             let input = &acts.values[i];
             grad = match &self.layers[i] {
-                Layer::Conv { weight, c_out, k, pad, .. } => conv_input_grad(&grad, n, (c, h, w), weight, *c_out, *k, *pad),
+                Layer::Conv { weight, c_out, k, pad, .. } => {
+                    conv_input_grad(&grad, n, (c, h, w), weight, *c_out, *k, *pad)
+                }
                 Layer::Affine { scale, .. } => {
                     let hw = h * w;
                     for (j, plane) in grad.chunks_mut(hw).enumerate() {
@@ -330,7 +370,9 @@ impl Plan {
                     let hw = h * w;
                     grad.iter().flat_map(|&g| std::iter::repeat_n(g / hw as f32, hw)).collect()
                 }
-                Layer::Cbam(p) => cbam_backward(p, acts.cbam[i].as_ref().expect("CBAM state"), input, &grad, n, (c, h, w), rule),
+                Layer::Cbam(p) => {
+                    cbam_backward(p, acts.cbam[i].as_ref().expect("CBAM state"), input, &grad, n, (c, h, w), rule)
+                }
             };
         }
         grad
@@ -354,7 +396,15 @@ impl Engine for Plan {
         Plan::forward(self, x, n)
     }
 
-    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+    fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient> {
         Plan::gradient(self, x, n, targets, score, rule, layer)
     }
 }
@@ -389,7 +439,6 @@ fn uninit(len: usize) -> Vec<f32> {
 /// Output planes at least this large are computed one image at a time (the matrix product is wide enough, and the
 /// result lands in `N×C×H×W` order without a transpose).
 const PER_IMAGE_HW: usize = 128;
-
 
 /// ∂S/∂logits for each image: one-hot for the logit; for the probability p_t, p_t·(δ_tj − p_j).
 fn score_gradient(logits: &[f32], targets: &[u32], score: Score, classes: usize) -> Vec<f32> {
@@ -460,11 +509,24 @@ fn fold(cols: &mut [f32], n: usize, shape: (usize, usize, usize), k: usize, pad:
     }
     let mut dx = uninit(n * c * h * w);
     col2im_same(cols, (n, h, w), k, pad, &mut dx, false);
-    if n == 1 { dx } else { transpose_planes(&dx, c, n, h * w) }
+    if n == 1 {
+        dx
+    } else {
+        transpose_planes(&dx, c, n, h * w)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32], bias: &[f32], c_out: usize, k: usize, pad: usize) -> Vec<f32> {
+fn conv_forward(
+    x: &[f32],
+    n: usize,
+    shape: (usize, usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    c_out: usize,
+    k: usize,
+    pad: usize,
+) -> Vec<f32> {
     let (c, h, w) = shape;
     let hw = (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1);
     let kk = c * k * k;
@@ -489,7 +551,15 @@ fn conv_forward(x: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32
     y
 }
 
-fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight: &[f32], c_out: usize, k: usize, pad: usize) -> Vec<f32> {
+fn conv_input_grad(
+    grad: &[f32],
+    n: usize,
+    shape: (usize, usize, usize),
+    weight: &[f32],
+    c_out: usize,
+    k: usize,
+    pad: usize,
+) -> Vec<f32> {
     let (c, h, w) = shape;
     let hw = (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1);
     let kk = c * k * k;
@@ -513,8 +583,20 @@ fn conv_input_grad(grad: &[f32], n: usize, shape: (usize, usize, usize), weight:
 /// The ReLU backward `rule` for gradient `g` at pre-activation `x`.
 fn relu_backward(rule: ReluRule, g: f32, x: f32) -> f32 {
     match rule {
-        ReluRule::Standard => if x > 0.0 { g } else { 0.0 },
-        ReluRule::Guided => if x > 0.0 && g > 0.0 { g } else { 0.0 },
+        ReluRule::Standard => {
+            if x > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        ReluRule::Guided => {
+            if x > 0.0 && g > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
         ReluRule::Deconv => g.max(0.0),
     }
 }
@@ -542,7 +624,10 @@ struct CbamState {
 
 /// `v` (`c`) through `w` (`rows × c`) + `b`.
 fn affine_rows(w: &[f32], b: &[f32], v: &[f32]) -> Vec<f32> {
-    b.iter().enumerate().map(|(r, &bias)| bias + w[r * v.len()..][..v.len()].iter().zip(v).map(|(a, x)| a * x).sum::<f32>()).collect()
+    b.iter()
+        .enumerate()
+        .map(|(r, &bias)| bias + w[r * v.len()..][..v.len()].iter().zip(v).map(|(a, x)| a * x).sum::<f32>())
+        .collect()
 }
 
 /// `g` (`rows`) back through `w` (`rows × cols`): `wᵀ·g`.
@@ -629,7 +714,15 @@ fn cbam_forward(p: &CbamParams, x: &[f32], n: usize, (c, h, w): (usize, usize, u
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cbam_backward(p: &CbamParams, st: &CbamState, x: &[f32], dy: &[f32], n: usize, (c, h, w): (usize, usize, usize), rule: ReluRule) -> Vec<f32> {
+fn cbam_backward(
+    p: &CbamParams,
+    st: &CbamState,
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    (c, h, w): (usize, usize, usize),
+    rule: ReluRule,
+) -> Vec<f32> {
     let hw = h * w;
     let hid = p.hidden;
     // y = x1 · g (spatial): the gradient of x1 directly, and of the spatial pre-activation through sigmoid ∘ ReLU.
@@ -676,7 +769,8 @@ fn cbam_backward(p: &CbamParams, st: &CbamState, x: &[f32], dy: &[f32], n: usize
         }
         let dr = affine_rows_t(&p.w2, &dlogit, hid);
         for (z, is_max) in [(&st.z_avg, false), (&st.z_max, true)] {
-            let dz: Vec<f32> = dr.iter().zip(&z[i * hid..][..hid]).map(|(&g, &zv)| relu_backward(rule, g, zv)).collect();
+            let dz: Vec<f32> =
+                dr.iter().zip(&z[i * hid..][..hid]).map(|(&g, &zv)| relu_backward(rule, g, zv)).collect();
             let dv = affine_rows_t(&p.w1, &dz, c);
             for ch in 0..c {
                 let base = (i * c + ch) * hw;
@@ -744,10 +838,10 @@ mod tests {
     use super::*;
     use crate::attribution::{autograd_input_gradient, autograd_layer_gradient, input_gradient, layer_gradient};
     use crate::data::DatasetKind;
+    use crate::engine::constant_model;
     use crate::models::{Arch, ModelSpec};
     use crate::nn::Pass;
     use crate::ops::test_util::{random, rel_diff};
-    use crate::engine::constant_model;
     use crate::params::init_model;
     use candle_core::{Device, Tensor};
 
@@ -767,9 +861,16 @@ mod tests {
                 let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let logits = plan.forward(&xv, n)?;
                 // The inference pass (fused, in place) equals the last activation of the recorded pass exactly.
-                assert_eq!(&logits, plan.plan().expect("a CPU plan").forward_chunk(&xv, n).values.last().expect("logits"), "{arch} {dataset} inference pass");
+                assert_eq!(
+                    &logits,
+                    plan.plan().expect("a CPU plan").forward_chunk(&xv, n).values.last().expect("logits"),
+                    "{arch} {dataset} inference pass"
+                );
                 let want = m.forward(&x, &Pass::EVAL)?;
-                assert!(rel_diff(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want)? < 1e-5, "{arch} {dataset} logits");
+                assert!(
+                    rel_diff(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want)? < 1e-5,
+                    "{arch} {dataset} logits"
+                );
                 for rule in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconv] {
                     for score in [Score::Logit, Score::Prob] {
                         let fast = input_gradient(m.as_ref(), &x, &targets, score, rule)?;
@@ -780,7 +881,8 @@ mod tests {
                 }
                 for layer in 0..m.tap_points() {
                     let (fa, fg) = layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
-                    let (sa, sg) = autograd_layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
+                    let (sa, sg) =
+                        autograd_layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
                     assert!(rel_diff(&fa, &sa)? < 1e-5, "{arch} {dataset} layer {layer} activation");
                     assert!(rel_diff(&fg, &sg)? < 1e-4, "{arch} {dataset} layer {layer} gradient");
                 }
@@ -792,7 +894,8 @@ mod tests {
     /// No engine for weights being trained.
     #[test]
     fn no_engine_while_training() {
-        let (_, training) = init_model(ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist }, 1, &Device::Cpu).unwrap();
+        let (_, training) =
+            init_model(ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist }, 1, &Device::Cpu).unwrap();
         assert!(training.engine().is_none());
     }
 
@@ -822,8 +925,16 @@ mod tests {
             want[i] = 0.5;
         }
         assert_eq!(g, want);
-        assert!(plan.gradient(&x, 1, &[2], Score::Logit, ReluRule::Standard, None).unwrap_err().to_string().contains("outside 0..2"));
-        assert!(plan.gradient(&x, 2, &[0, 0], Score::Logit, ReluRule::Standard, None).unwrap_err().to_string().contains("not 2 images"));
+        assert!(plan
+            .gradient(&x, 1, &[2], Score::Logit, ReluRule::Standard, None)
+            .unwrap_err()
+            .to_string()
+            .contains("outside 0..2"));
+        assert!(plan
+            .gradient(&x, 2, &[0, 0], Score::Logit, ReluRule::Standard, None)
+            .unwrap_err()
+            .to_string()
+            .contains("not 2 images"));
         Ok(())
     }
 }

@@ -41,7 +41,15 @@ pub trait Engine: Send + Sync {
 
     /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
     /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
-    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient>;
+    fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient>;
 
     /// The CPU plan, when this engine is one (a GPU engine is built from it).
     fn plan(&self) -> Option<&Plan> {
@@ -111,7 +119,15 @@ impl Engine for Scripted {
         self.plan.forward(x, n)
     }
 
-    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+    fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient> {
         let asked = Request { x: x.to_vec(), n, targets: targets.to_vec(), score, rule, layer };
         match &mut *self.script.lock().expect("not poisoned") {
             Script::Recording(requests) => {
@@ -169,14 +185,23 @@ impl Classifier for EngineModel {
         self.model.layer_names()
     }
 
-    fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)> {
+    fn forward_tapped(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        tap: Option<usize>,
+    ) -> candle_core::Result<(Tensor, Option<Tapped>)> {
         self.model.forward_tapped(x, pass, tap)
     }
 }
 
 /// A model with constant (checkpoint) weights, and non-trivial BatchNorm statistics (tests).
 #[cfg(test)]
-pub(crate) fn constant_model(arch: crate::models::Arch, dataset: crate::data::DatasetKind, seed: u64) -> Box<dyn Classifier> {
+pub(crate) fn constant_model(
+    arch: crate::models::Arch,
+    dataset: crate::data::DatasetKind,
+    seed: u64,
+) -> Box<dyn Classifier> {
     use crate::params::{init_model, Checkpoint};
     let spec = ModelSpec { arch, dataset };
     let (map, _) = init_model(spec, seed, &candle_core::Device::Cpu).unwrap();
@@ -205,7 +230,10 @@ mod tests {
         let plan = Arc::new(m.engine().expect("constant weights").plan().expect("a CPU plan").clone());
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
-        let mut requests: Vec<Explanation> = Method::ALL.into_iter().map(|m| Explanation { settings: Settings { steps: 5, ..Settings::default() }, ..Explanation::of(m) }).collect();
+        let mut requests: Vec<Explanation> = Method::ALL
+            .into_iter()
+            .map(|m| Explanation { settings: Settings { steps: 5, ..Settings::default() }, ..Explanation::of(m) })
+            .collect();
         requests.push(Explanation { ensemble: Some(Ensemble::VarGrad), samples: 4, ..Explanation::of(Method::Gbgc) });
         for e in requests {
             let direct = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
@@ -218,10 +246,19 @@ mod tests {
                 .collect::<Result<Vec<_>>>()?;
             let replay = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan.clone(), answers)) };
             let replayed = e.run(&replay, &x, &t, &mut |_| {})?;
-            assert_eq!(direct.flatten_all()?.to_vec1::<f32>()?, replayed.flatten_all()?.to_vec1::<f32>()?, "{}", e.label());
+            assert_eq!(
+                direct.flatten_all()?.to_vec1::<f32>()?,
+                replayed.flatten_all()?.to_vec1::<f32>()?,
+                "{}",
+                e.label()
+            );
         }
         let empty = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan, Vec::new())) };
-        assert!(Explanation::of(Method::Vbp).run(&empty, &x, &t, &mut |_| {}).unwrap_err().to_string().contains("not recorded"));
+        assert!(Explanation::of(Method::Vbp)
+            .run(&empty, &x, &t, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("not recorded"));
         Ok(())
     }
 }

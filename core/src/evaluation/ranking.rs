@@ -49,7 +49,11 @@ pub fn most_relevant_first(relevance: &[f32]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..relevance.len() as u32).collect();
     let key = |i: u32| {
         let v = relevance[i as usize];
-        if v.is_nan() { f32::NEG_INFINITY } else { v }
+        if v.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            v
+        }
     };
     order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     order

@@ -67,7 +67,11 @@ pub fn selectivity(
     }
     let plane = images.height * images.width;
     if config.steps * config.pixels_per_step > plane {
-        crate::invalid!("{} steps of {} pixels remove more than the {plane} pixels of an image", config.steps, config.pixels_per_step);
+        crate::invalid!(
+            "{} steps of {} pixels remove more than the {plane} pixels of an image",
+            config.steps,
+            config.pixels_per_step
+        );
     }
     if state.removed.is_empty() {
         state.removed = vec![vec![]; n];
@@ -154,7 +158,8 @@ mod tests {
         let spec = ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist };
         let (_, model) = init_model(spec, 3, &Device::Cpu)?;
         let set = images(3);
-        let config = SelectivityConfig { steps: 4, pixels_per_step: 2, fill: Fill::Zero, ranking: Ranking::Signed, batch: 2 };
+        let config =
+            SelectivityConfig { steps: 4, pixels_per_step: 2, fill: Fill::Zero, ranking: Ranking::Signed, batch: 2 };
         let vbp = Explanation::of(Method::Vbp);
         let mut full = SelectivityState::default();
         let mut saved = vec![];
@@ -174,7 +179,9 @@ mod tests {
         for step in 0..4 {
             let (x, _) = current.batch(&[0, 1, 2], DatasetKind::Mnist, &Device::Cpu)?;
             let labels: Vec<u32> = set.labels.iter().map(|&l| l as u32).collect();
-            let g = input_gradient(model.as_ref(), &x, &labels, Score::Logit, ReluRule::Standard)?.flatten_all()?.to_vec1::<f32>()?;
+            let g = input_gradient(model.as_ref(), &x, &labels, Score::Logit, ReluRule::Standard)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             for i in 0..3 {
                 let removed = &full.removed[i][..step * 2];
                 let mut left: Vec<(f32, u32)> =

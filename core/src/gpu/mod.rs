@@ -44,9 +44,15 @@ impl Gpu {
     /// The first adapter that the platform offers (WebGPU in a browser; Vulkan, Metal or DX12 natively), with its
     /// own limits.
     pub async fn new() -> Result<Gpu> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends: wgpu::Backends::all(), ..wgpu::InstanceDescriptor::new_without_display_handle() });
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::all(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
         let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
             .await
             .map_err(|e| gpu_error("no adapter", e))?;
         let info = adapter.get_info();
@@ -82,7 +88,13 @@ impl Gpu {
 /// the method runs once to record its gradient requests, the GPU answers them (each in one command buffer and one
 /// read-back), and the method runs again on the answers. Ensembles and IG run as one request: `settings.batch` is
 /// raised to hold all their model inputs (up to the plan's own limit per command buffer).
-pub async fn explain(explanation: &Explanation, model: Arc<dyn Classifier>, gpu: &GpuPlan, x: &Tensor, targets: &[u32]) -> Result<Tensor> {
+pub async fn explain(
+    explanation: &Explanation,
+    model: Arc<dyn Classifier>,
+    gpu: &GpuPlan,
+    x: &Tensor,
+    targets: &[u32],
+) -> Result<Tensor> {
     let units = explanation.samples.max(1) * explanation.settings.steps.max(1);
     let mut e = explanation.clone();
     e.settings.batch = e.settings.batch.max(units * x.dim(0)?);
@@ -93,7 +105,12 @@ pub async fn explain(explanation: &Explanation, model: Arc<dyn Classifier>, gpu:
         let g = gpu.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer).await?;
         answers.push((r, g));
     }
-    e.run(&EngineModel { model, engine: Arc::new(Scripted::replay(gpu.plan().clone(), answers)) }, x, targets, &mut |_| {})
+    e.run(
+        &EngineModel { model, engine: Arc::new(Scripted::replay(gpu.plan().clone(), answers)) },
+        x,
+        targets,
+        &mut |_| {},
+    )
 }
 
 /// Blocks until `future` is ready (natively: the GPU's callbacks run inside [`wgpu::Device::poll`]).

@@ -28,9 +28,20 @@ pub struct GpuPlan {
 /// is asked for), with `w · scale` for the fused backward pass.
 enum Weights {
     None,
-    Conv { w: wgpu::Buffer, b: wgpu::Buffer, identity: (wgpu::Buffer, wgpu::Buffer), bn: Option<FusedBn> },
-    Affine { scale: wgpu::Buffer, shift: wgpu::Buffer },
-    Linear { w: wgpu::Buffer, b: wgpu::Buffer },
+    Conv {
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+        identity: (wgpu::Buffer, wgpu::Buffer),
+        bn: Option<FusedBn>,
+    },
+    Affine {
+        scale: wgpu::Buffer,
+        shift: wgpu::Buffer,
+    },
+    Linear {
+        w: wgpu::Buffer,
+        b: wgpu::Buffer,
+    },
     /// CBAM: the MLP, and the spatial convolution with its BatchNorm (`conv_w_scaled` = weight · BatchNorm scale, for
     /// the backward pass).
     Cbam {
@@ -131,15 +142,23 @@ impl GpuPlan {
                         Some(Layer::Affine { scale, shift }) => {
                             let per_out = weight.len() / c_out;
                             let w: Vec<f32> = weight.iter().enumerate().map(|(j, v)| v * scale[j / per_out]).collect();
-                            Some(FusedBn { scale: upload("bn scale", scale), shift: upload("bn shift", shift), w_scaled: upload("conv weight · scale", &w) })
+                            Some(FusedBn {
+                                scale: upload("bn scale", scale),
+                                shift: upload("bn shift", shift),
+                                w_scaled: upload("conv weight · scale", &w),
+                            })
                         }
                         _ => None,
                     };
                     let identity = (upload("unit scale", &vec![1.0; *c_out]), upload("zero shift", &vec![0.0; *c_out]));
                     Weights::Conv { w: upload("conv weight", weight), b: upload("conv bias", bias), identity, bn }
                 }
-                Layer::Affine { scale, shift } => Weights::Affine { scale: upload("scale", scale), shift: upload("shift", shift) },
-                Layer::Linear { weight, bias, .. } => Weights::Linear { w: upload("linear weight", weight), b: upload("linear bias", bias) },
+                Layer::Affine { scale, shift } => {
+                    Weights::Affine { scale: upload("scale", scale), shift: upload("shift", shift) }
+                }
+                Layer::Linear { weight, bias, .. } => {
+                    Weights::Linear { w: upload("linear weight", weight), b: upload("linear bias", bias) }
+                }
                 Layer::Cbam(p) => {
                     if p.hidden > 64 {
                         crate::invalid!("the GPU's CBAM kernels take at most 64 hidden units, not {}", p.hidden);
@@ -194,7 +213,15 @@ impl GpuPlan {
     }
 
     /// As [`Plan::gradient`].
-    pub async fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+    pub async fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient> {
         self.plan.check_request(x, n, targets, layer)?;
         let (mut grad, mut activation) = (Vec::new(), layer.map(|_| Vec::new()));
         for (start, m) in self.chunks(n) {
@@ -242,7 +269,11 @@ impl GpuPlan {
         let len = |(c, h, w): (usize, usize, usize)| c * h * w;
         let max_len = largest_buffer(shapes);
         let acts = shapes.iter().map(|&s| storage("activation", len(s))).collect();
-        let argmax = layers.iter().zip(&shapes[1..]).map(|(l, &s)| matches!(l, Layer::MaxPool2).then(|| storage("argmax", len(s)))).collect();
+        let argmax = layers
+            .iter()
+            .zip(&shapes[1..])
+            .map(|(l, &s)| matches!(l, Layer::MaxPool2).then(|| storage("argmax", len(s))))
+            .collect();
         let cbam = layers
             .iter()
             .zip(shapes)
@@ -319,7 +350,11 @@ impl GpuPlan {
                 let classes = u(self.plan.classes());
                 let flag = u32::from(score == Score::Prob);
                 let p = Params { total: u(n), n: u(n), c: classes, flag, ..Default::default() };
-                dispatches.push(Dispatch { kernel: &k.score_seed, params: p, buffers: vec![&work.acts[layers.len()], &work.targets, &work.grads[0]] });
+                dispatches.push(Dispatch {
+                    kernel: &k.score_seed,
+                    params: p,
+                    buffers: vec![&work.acts[layers.len()], &work.targets, &work.grads[0]],
+                });
                 let end = stop.map_or(0, |s| s + 1);
                 let cur = self.backward_dispatches(work, n, end, rule, &fused, &mut dispatches);
                 results.push((&work.grads[cur], len(end)));
@@ -336,7 +371,12 @@ impl GpuPlan {
 
     /// The forward pass into `work.acts`; `stop` (a layer whose output is asked for) is never fused away. Also
     /// returns, per layer, whether a convolution was fused with the BatchNorm after it.
-    fn forward_dispatches<'a>(&'a self, work: &'a Work, n: usize, stop: Option<usize>) -> (Vec<Dispatch<'a>>, Vec<bool>) {
+    fn forward_dispatches<'a>(
+        &'a self,
+        work: &'a Work,
+        n: usize,
+        stop: Option<usize>,
+    ) -> (Vec<Dispatch<'a>>, Vec<bool>) {
         let k = &self.gpu.kernels;
         let (layers, shapes, _) = self.plan.parts();
         let acts = &work.acts;
@@ -345,7 +385,8 @@ impl GpuPlan {
         let mut i = 0;
         while i < layers.len() {
             let ((c, h, w), (co, ho, wo)) = (shapes[i], shapes[i + 1]);
-            let p = Params { n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), ..Default::default() };
+            let p =
+                Params { n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), ..Default::default() };
             let mut next = i + 1;
             let (kernel, total, buffers): (&Kernel, usize, Vec<&wgpu::Buffer>) = match (&layers[i], &self.weights[i]) {
                 (Layer::Conv { k: size, pad, .. }, Weights::Conv { w: cw, b, identity, bn }) => {
@@ -366,18 +407,36 @@ impl GpuPlan {
                     i = next;
                     continue;
                 }
-                (Layer::Affine { .. }, Weights::Affine { scale, shift }) => (&k.affine_forward, n * c * h * w, vec![&acts[i], scale, shift, &acts[i + 1]]),
+                (Layer::Affine { .. }, Weights::Affine { scale, shift }) => {
+                    (&k.affine_forward, n * c * h * w, vec![&acts[i], scale, shift, &acts[i + 1]])
+                }
                 (Layer::Relu, _) => (&k.relu_forward, n * c * h * w, vec![&acts[i], &acts[i + 1]]),
-                (Layer::MaxPool2, _) => (&k.pool_forward, n * co * ho * wo, vec![&acts[i], &acts[i + 1], work.argmax[i].as_ref().expect("pool buffer")]),
+                (Layer::MaxPool2, _) => (
+                    &k.pool_forward,
+                    n * co * ho * wo,
+                    vec![&acts[i], &acts[i + 1], work.argmax[i].as_ref().expect("pool buffer")],
+                ),
                 (Layer::Linear { .. }, Weights::Linear { w: lw, b }) => {
                     let p = Params { total: blocks4(1, n, 1, co), c: u(c * h * w), ..p };
-                    out.push(Dispatch { kernel: &k.linear_forward, params: p, buffers: vec![&acts[i], lw, b, &acts[i + 1]] });
+                    out.push(Dispatch {
+                        kernel: &k.linear_forward,
+                        params: p,
+                        buffers: vec![&acts[i], lw, b, &acts[i + 1]],
+                    });
                     i = next;
                     continue;
                 }
                 (Layer::GlobalAvgPool, _) => (&k.gap_forward, n * c, vec![&acts[i], &acts[i + 1]]),
                 (Layer::Cbam(_), weights) => {
-                    cbam_forward(k, weights, work.cbam[i].as_ref().expect("CBAM buffers"), &acts[i], &acts[i + 1], p, &mut out);
+                    cbam_forward(
+                        k,
+                        weights,
+                        work.cbam[i].as_ref().expect("CBAM buffers"),
+                        &acts[i],
+                        &acts[i + 1],
+                        p,
+                        &mut out,
+                    );
                     i = next;
                     continue;
                 }
@@ -391,7 +450,15 @@ impl GpuPlan {
 
     /// The backward pass from `grads[0]` (∂S/∂logits) down to the input of layer `end`; returns which of the two
     /// gradient buffers holds the result.
-    fn backward_dispatches<'a>(&'a self, work: &'a Work, n: usize, end: usize, rule: ReluRule, fused: &[bool], out: &mut Vec<Dispatch<'a>>) -> usize {
+    fn backward_dispatches<'a>(
+        &'a self,
+        work: &'a Work,
+        n: usize,
+        end: usize,
+        rule: ReluRule,
+        fused: &[bool],
+        out: &mut Vec<Dispatch<'a>>,
+    ) -> usize {
         let k = &self.gpu.kernels;
         let (layers, shapes, _) = self.plan.parts();
         let mut cur = 0;
@@ -403,26 +470,67 @@ impl GpuPlan {
             // A convolution fused with this BatchNorm: one step back to the convolution's input.
             if i > 0 && fused[i - 1] {
                 i -= 1;
-                let Weights::Conv { bn: Some(bn), .. } = &self.weights[i] else { unreachable!("fused means a BatchNorm") };
-                let Layer::Conv { k: size, pad, .. } = &layers[i] else { unreachable!("a fused layer is a convolution") };
+                let Weights::Conv { bn: Some(bn), .. } = &self.weights[i] else {
+                    unreachable!("fused means a BatchNorm")
+                };
+                let Layer::Conv { k: size, pad, .. } = &layers[i] else {
+                    unreachable!("a fused layer is a convolution")
+                };
                 out.push(conv_grad(k, &bn.w_scaled, g, dx, n, shapes[i], shapes[i + 1], *size, *pad));
                 continue;
             }
             let ((c, h, w), (co, ho, wo)) = (shapes[i], shapes[i + 1]);
-            let p = Params { n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), rule: rule_id(rule), ..Default::default() };
+            let p = Params {
+                n: u(n),
+                c: u(c),
+                h: u(h),
+                w: u(w),
+                co: u(co),
+                ho: u(ho),
+                wo: u(wo),
+                rule: rule_id(rule),
+                ..Default::default()
+            };
             let all = u(n * c * h * w);
             match (&layers[i], &self.weights[i]) {
-                (Layer::Conv { k: size, pad, .. }, Weights::Conv { w: cw, .. }) => out.push(conv_grad(k, cw, g, dx, n, shapes[i], shapes[i + 1], *size, *pad)),
-                (Layer::Affine { .. }, Weights::Affine { scale, .. }) => out.push(Dispatch { kernel: &k.affine_backward, params: Params { total: all, ..p }, buffers: vec![g, scale, dx] }),
-                (Layer::Relu, _) => out.push(Dispatch { kernel: &k.relu_backward, params: Params { total: all, ..p }, buffers: vec![g, &work.acts[i], dx] }),
-                (Layer::MaxPool2, _) => {
-                    out.push(Dispatch { kernel: &k.pool_backward, params: Params { total: all, ..p }, buffers: vec![g, work.argmax[i].as_ref().expect("pool buffer"), dx] })
+                (Layer::Conv { k: size, pad, .. }, Weights::Conv { w: cw, .. }) => {
+                    out.push(conv_grad(k, cw, g, dx, n, shapes[i], shapes[i + 1], *size, *pad))
                 }
-                (Layer::Linear { .. }, Weights::Linear { w: lw, .. }) => {
-                    out.push(Dispatch { kernel: &k.linear_backward, params: Params { total: blocks4(1, n, 1, c * h * w), c: u(c * h * w), ..p }, buffers: vec![g, lw, dx] })
-                }
-                (Layer::GlobalAvgPool, _) => out.push(Dispatch { kernel: &k.gap_backward, params: Params { total: all, ..p }, buffers: vec![g, dx] }),
-                (Layer::Cbam(_), weights) => cbam_backward(k, weights, work.cbam[i].as_ref().expect("CBAM buffers"), &work.acts[i], g, dx, p, out),
+                (Layer::Affine { .. }, Weights::Affine { scale, .. }) => out.push(Dispatch {
+                    kernel: &k.affine_backward,
+                    params: Params { total: all, ..p },
+                    buffers: vec![g, scale, dx],
+                }),
+                (Layer::Relu, _) => out.push(Dispatch {
+                    kernel: &k.relu_backward,
+                    params: Params { total: all, ..p },
+                    buffers: vec![g, &work.acts[i], dx],
+                }),
+                (Layer::MaxPool2, _) => out.push(Dispatch {
+                    kernel: &k.pool_backward,
+                    params: Params { total: all, ..p },
+                    buffers: vec![g, work.argmax[i].as_ref().expect("pool buffer"), dx],
+                }),
+                (Layer::Linear { .. }, Weights::Linear { w: lw, .. }) => out.push(Dispatch {
+                    kernel: &k.linear_backward,
+                    params: Params { total: blocks4(1, n, 1, c * h * w), c: u(c * h * w), ..p },
+                    buffers: vec![g, lw, dx],
+                }),
+                (Layer::GlobalAvgPool, _) => out.push(Dispatch {
+                    kernel: &k.gap_backward,
+                    params: Params { total: all, ..p },
+                    buffers: vec![g, dx],
+                }),
+                (Layer::Cbam(_), weights) => cbam_backward(
+                    k,
+                    weights,
+                    work.cbam[i].as_ref().expect("CBAM buffers"),
+                    &work.acts[i],
+                    g,
+                    dx,
+                    p,
+                    out,
+                ),
                 _ => unreachable!("weights are made per layer kind"),
             }
         }
@@ -431,7 +539,12 @@ impl GpuPlan {
 
     /// Encodes `dispatches` in one compute pass, copies `results` into the read-back buffer, submits, and reads
     /// them back (concatenated), turning GPU errors into [`crate::Error`]s.
-    async fn submit_and_read(&self, work: &Work, dispatches: &[Dispatch<'_>], results: &[(&wgpu::Buffer, usize)]) -> Result<Vec<f32>> {
+    async fn submit_and_read(
+        &self,
+        work: &Work,
+        dispatches: &[Dispatch<'_>],
+        results: &[(&wgpu::Buffer, usize)],
+    ) -> Result<Vec<f32>> {
         if dispatches.len() > MAX_DISPATCHES {
             crate::invalid!("the GPU plan needs {} dispatches, more than {MAX_DISPATCHES}", dispatches.len());
         }
@@ -447,7 +560,8 @@ impl GpuPlan {
         self.gpu.queue.write_buffer(&work.params, 0, &params);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("whitebox") });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("whitebox"), timestamp_writes: None });
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("whitebox"), timestamp_writes: None });
             for (slot, d) in dispatches.iter().enumerate() {
                 if d.params.total == 0 {
                     continue;
@@ -460,8 +574,17 @@ impl GpuPlan {
                         size: wgpu::BufferSize::new(size_of::<Params>() as u64),
                     }),
                 }];
-                entries.extend(d.buffers.iter().enumerate().map(|(j, b)| wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() }));
-                let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &d.kernel.layout, entries: &entries });
+                entries.extend(
+                    d.buffers
+                        .iter()
+                        .enumerate()
+                        .map(|(j, b)| wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() }),
+                );
+                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &d.kernel.layout,
+                    entries: &entries,
+                });
                 let groups = d.params.total.div_ceil(WORKGROUP);
                 let x = groups.min(limits.max_compute_workgroups_per_dimension);
                 pass.set_pipeline(&d.kernel.pipeline);
@@ -528,38 +651,115 @@ fn conv_grad<'a>(
     size: usize,
     pad: usize,
 ) -> Dispatch<'a> {
-    let p = Params { total: blocks4(n, c, h, w), n: u(n), c: u(c), h: u(h), w: u(w), co: u(co), ho: u(ho), wo: u(wo), k: u(size), pad: u(pad), ..Default::default() };
+    let p = Params {
+        total: blocks4(n, c, h, w),
+        n: u(n),
+        c: u(c),
+        h: u(h),
+        w: u(w),
+        co: u(co),
+        ho: u(ho),
+        wo: u(wo),
+        k: u(size),
+        pad: u(pad),
+        ..Default::default()
+    };
     Dispatch { kernel: &k.conv_input_grad, params: p, buffers: vec![g, weight, dx] }
 }
 
 /// CBAM's forward pass (see `models/cbam.rs`): `p` holds the block's shape.
-fn cbam_forward<'a>(k: &'a Kernels, weights: &'a Weights, b: &'a CbamWork, x: &'a wgpu::Buffer, y: &'a wgpu::Buffer, p: Params, out: &mut Vec<Dispatch<'a>>) {
-    let Weights::Cbam { w1, b1, w2, b2, conv_w, conv_b, bn_scale, bn_shift, hidden, k: size, .. } = weights else { unreachable!("CBAM weights") };
+fn cbam_forward<'a>(
+    k: &'a Kernels,
+    weights: &'a Weights,
+    b: &'a CbamWork,
+    x: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
+    p: Params,
+    out: &mut Vec<Dispatch<'a>>,
+) {
+    let Weights::Cbam { w1, b1, w2, b2, conv_w, conv_b, bn_scale, bn_shift, hidden, k: size, .. } = weights else {
+        unreachable!("CBAM weights")
+    };
     let (n, c, hw) = (p.n, p.c, p.h * p.w);
-    let spatial = Params { total: n * p.h * p.w.div_ceil(4), c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
+    let spatial =
+        Params { total: n * p.h * p.w.div_ceil(4), c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
     out.extend([
-        Dispatch { kernel: &k.cbam_channel_pool, params: Params { total: n * c, ..p }, buffers: vec![x, &b.desc, &b.carg] },
-        Dispatch { kernel: &k.cbam_mlp, params: Params { total: n, k: *hidden, ..p }, buffers: vec![&b.desc, w1, b1, w2, b2, &b.z, &b.gate] },
-        Dispatch { kernel: &k.cbam_gate_channels, params: Params { total: n * c * hw, ..p }, buffers: vec![x, &b.gate, &b.x1] },
-        Dispatch { kernel: &k.cbam_spatial_pool, params: Params { total: n * hw, ..p }, buffers: vec![&b.x1, &b.pooled, &b.parg] },
-        Dispatch { kernel: &k.conv_forward, params: spatial, buffers: vec![&b.pooled, conv_w, conv_b, &b.t, bn_scale, bn_shift] },
-        Dispatch { kernel: &k.cbam_apply_spatial, params: Params { total: n * c * hw, ..p }, buffers: vec![&b.x1, &b.t, y] },
+        Dispatch {
+            kernel: &k.cbam_channel_pool,
+            params: Params { total: n * c, ..p },
+            buffers: vec![x, &b.desc, &b.carg],
+        },
+        Dispatch {
+            kernel: &k.cbam_mlp,
+            params: Params { total: n, k: *hidden, ..p },
+            buffers: vec![&b.desc, w1, b1, w2, b2, &b.z, &b.gate],
+        },
+        Dispatch {
+            kernel: &k.cbam_gate_channels,
+            params: Params { total: n * c * hw, ..p },
+            buffers: vec![x, &b.gate, &b.x1],
+        },
+        Dispatch {
+            kernel: &k.cbam_spatial_pool,
+            params: Params { total: n * hw, ..p },
+            buffers: vec![&b.x1, &b.pooled, &b.parg],
+        },
+        Dispatch {
+            kernel: &k.conv_forward,
+            params: spatial,
+            buffers: vec![&b.pooled, conv_w, conv_b, &b.t, bn_scale, bn_shift],
+        },
+        Dispatch {
+            kernel: &k.cbam_apply_spatial,
+            params: Params { total: n * c * hw, ..p },
+            buffers: vec![&b.x1, &b.t, y],
+        },
     ]);
 }
 
 /// CBAM's backward pass from `dy` to `dx`, with the ReLU rule in `p`.
 #[allow(clippy::too_many_arguments)]
-fn cbam_backward<'a>(k: &'a Kernels, weights: &'a Weights, b: &'a CbamWork, x: &'a wgpu::Buffer, dy: &'a wgpu::Buffer, dx: &'a wgpu::Buffer, p: Params, out: &mut Vec<Dispatch<'a>>) {
+fn cbam_backward<'a>(
+    k: &'a Kernels,
+    weights: &'a Weights,
+    b: &'a CbamWork,
+    x: &'a wgpu::Buffer,
+    dy: &'a wgpu::Buffer,
+    dx: &'a wgpu::Buffer,
+    p: Params,
+    out: &mut Vec<Dispatch<'a>>,
+) {
     let Weights::Cbam { w1, w2, conv_w_scaled, hidden, k: size, .. } = weights else { unreachable!("CBAM weights") };
     let (n, c, hw) = (p.n, p.c, p.h * p.w);
-    let spatial = Params { total: n * p.h * p.w.div_ceil(4), c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
+    let spatial =
+        Params { total: n * p.h * p.w.div_ceil(4), c: 2, co: 1, ho: p.h, wo: p.w, k: *size, pad: size / 2, ..p };
     out.extend([
-        Dispatch { kernel: &k.cbam_spatial_backward, params: Params { total: n * hw, ..p }, buffers: vec![dy, &b.x1, &b.t, &b.dt] },
+        Dispatch {
+            kernel: &k.cbam_spatial_backward,
+            params: Params { total: n * hw, ..p },
+            buffers: vec![dy, &b.x1, &b.t, &b.dt],
+        },
         Dispatch { kernel: &k.conv_input_grad, params: spatial, buffers: vec![&b.dt, conv_w_scaled, &b.dpooled] },
-        Dispatch { kernel: &k.cbam_x1_grad, params: Params { total: n * c * hw, ..p }, buffers: vec![dy, &b.t, &b.dpooled, &b.parg, &b.dx1] },
-        Dispatch { kernel: &k.cbam_channel_backward, params: Params { total: n * c, ..p }, buffers: vec![&b.dx1, x, &b.gate, &b.dlogit] },
-        Dispatch { kernel: &k.cbam_mlp_backward, params: Params { total: n, k: *hidden, ..p }, buffers: vec![&b.dlogit, &b.z, w1, w2, &b.dv] },
-        Dispatch { kernel: &k.cbam_input_grad, params: Params { total: n * c * hw, ..p }, buffers: vec![&b.dx1, &b.gate, &b.dv, &b.carg, dx] },
+        Dispatch {
+            kernel: &k.cbam_x1_grad,
+            params: Params { total: n * c * hw, ..p },
+            buffers: vec![dy, &b.t, &b.dpooled, &b.parg, &b.dx1],
+        },
+        Dispatch {
+            kernel: &k.cbam_channel_backward,
+            params: Params { total: n * c, ..p },
+            buffers: vec![&b.dx1, x, &b.gate, &b.dlogit],
+        },
+        Dispatch {
+            kernel: &k.cbam_mlp_backward,
+            params: Params { total: n, k: *hidden, ..p },
+            buffers: vec![&b.dlogit, &b.z, w1, w2, &b.dv],
+        },
+        Dispatch {
+            kernel: &k.cbam_input_grad,
+            params: Params { total: n * c * hw, ..p },
+            buffers: vec![&b.dx1, &b.gate, &b.dv, &b.carg, dx],
+        },
     ]);
 }
 
@@ -578,7 +778,15 @@ impl crate::engine::Engine for GpuPlan {
         super::block_on(GpuPlan::forward(self, x, n))
     }
 
-    fn gradient(&self, x: &[f32], n: usize, targets: &[u32], score: Score, rule: ReluRule, layer: Option<usize>) -> Result<Gradient> {
+    fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient> {
         super::block_on(GpuPlan::gradient(self, x, n, targets, score, rule, layer))
     }
 }

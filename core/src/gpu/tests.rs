@@ -16,7 +16,10 @@ use std::sync::{Arc, OnceLock};
 /// One device for all tests (lavapipe compiles the kernels once).
 fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(block_on(Gpu::new()).expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)"))).clone()
+    GPU.get_or_init(|| {
+        Arc::new(block_on(Gpu::new()).expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)"))
+    })
+    .clone()
 }
 
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
@@ -53,7 +56,11 @@ fn gpu_engine_equals_cpu_engine() -> Result<()> {
                 let got = Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Guided, Some(layer))?;
                 let (ga, wa) = (got.activation.expect("asked"), want.activation.expect("asked"));
                 assert!(max_rel(&ga, &wa) < 1e-5, "{arch} {dataset} layer {layer} activation: {}", max_rel(&ga, &wa));
-                assert!(max_rel(&got.grad, &want.grad) < 1e-4, "{arch} {dataset} layer {layer} gradient: {}", max_rel(&got.grad, &want.grad));
+                assert!(
+                    max_rel(&got.grad, &want.grad) < 1e-4,
+                    "{arch} {dataset} layer {layer} gradient: {}",
+                    max_rel(&got.grad, &want.grad)
+                );
             }
         }
     }
@@ -84,10 +91,23 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
                 .filter(|&method| method != Method::Cam || m.cam_head().is_some())
                 .map(|method| Explanation { settings: settings.clone(), ..Explanation::of(method) })
                 .collect();
-            for (kind, method) in [(Ensemble::SmoothGrad, Method::Vbp), (Ensemble::SmoothGradSquared, Method::Gb), (Ensemble::VarGrad, Method::Gbgc)] {
-                requests.push(Explanation { ensemble: Some(kind), samples: 10, settings: settings.clone(), ..Explanation::of(method) });
+            for (kind, method) in [
+                (Ensemble::SmoothGrad, Method::Vbp),
+                (Ensemble::SmoothGradSquared, Method::Gb),
+                (Ensemble::VarGrad, Method::Gbgc),
+            ] {
+                requests.push(Explanation {
+                    ensemble: Some(kind),
+                    samples: 10,
+                    settings: settings.clone(),
+                    ..Explanation::of(method)
+                });
             }
-            requests.push(Explanation { score: Score::Prob, settings: settings.clone(), ..Explanation::of(Method::Ig) });
+            requests.push(Explanation {
+                score: Score::Prob,
+                settings: settings.clone(),
+                ..Explanation::of(Method::Ig)
+            });
             for e in requests {
                 let want = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
                 let got = e.run(&gm, &x, &t, &mut |_| {})?;
@@ -137,9 +157,12 @@ fn large_batches_split_and_bad_requests_fail() -> Result<()> {
     assert!(max_rel(&got.grad, &want.grad) < 1e-4);
     assert!(max_rel(&got.activation.unwrap(), &want.activation.unwrap()) < 1e-5);
     let err = |r: Result<crate::engine::Gradient>| r.unwrap_err().to_string();
-    assert!(err(Engine::gradient(&on_gpu, &x, n, &[10; 8], Score::Logit, ReluRule::Standard, None)).contains("outside 0..10"));
-    assert!(err(Engine::gradient(&on_gpu, &x[1..], n, &targets, Score::Logit, ReluRule::Standard, None)).contains("not 8 images"));
-    assert!(err(Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Standard, Some(99))).contains("does not exist"));
+    assert!(err(Engine::gradient(&on_gpu, &x, n, &[10; 8], Score::Logit, ReluRule::Standard, None))
+        .contains("outside 0..10"));
+    assert!(err(Engine::gradient(&on_gpu, &x[1..], n, &targets, Score::Logit, ReluRule::Standard, None))
+        .contains("not 8 images"));
+    assert!(err(Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Standard, Some(99)))
+        .contains("does not exist"));
     Ok(())
 }
 
@@ -150,7 +173,12 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     let on_gpu = GpuPlan::new(gpu(), m.engine().and_then(|e| e.plan()).expect("a CPU plan"))?;
     let x = random(&[1, 3, 32, 32], 2)?;
     for e in [
-        Explanation { ensemble: Some(Ensemble::SmoothGrad), samples: 12, settings: Settings { seed: 1, ..Settings::default() }, ..Explanation::of(Method::Vbp) },
+        Explanation {
+            ensemble: Some(Ensemble::SmoothGrad),
+            samples: 12,
+            settings: Settings { seed: 1, ..Settings::default() },
+            ..Explanation::of(Method::Vbp)
+        },
         Explanation::of(Method::Gbgc),
         Explanation::of(Method::Co),
     ] {
@@ -161,4 +189,3 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     }
     Ok(())
 }
-

@@ -45,7 +45,9 @@ impl Cbam {
 
     /// The parameters as the evaluation-mode engine takes them.
     pub(crate) fn engine_params(&self) -> Option<crate::engine::CbamParams> {
-        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok();
+        let flat = |t: &Tensor| {
+            t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
+        };
         let (hidden, _) = self.mlp_in.weight().dims2().ok()?;
         let (_, _, k, _) = self.spatial_conv.weight().dims4().ok()?;
         let (scale, shift) = self.spatial_bn.eval_affine().ok()?;
@@ -62,5 +64,4 @@ impl Cbam {
             shift: flat(&shift)?[0],
         })
     }
-
 }

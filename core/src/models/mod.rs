@@ -150,7 +150,12 @@ pub trait Classifier: Send + Sync {
     }
 
     /// The logits, and the output of `features[tap]` when asked for.
-    fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> candle_core::Result<(Tensor, Option<Tapped>)>;
+    fn forward_tapped(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        tap: Option<usize>,
+    ) -> candle_core::Result<(Tensor, Option<Tapped>)>;
 
     fn forward(&self, x: &Tensor, pass: &Pass) -> candle_core::Result<Tensor> {
         Ok(self.forward_tapped(x, pass, None)?.0)
@@ -242,10 +247,11 @@ mod tests {
     /// Keys follow the seed's `state_dict`.
     #[test]
     fn keys_follow_the_seed() -> Result<()> {
-        let names: Vec<String> = crate::params::tensor_shapes(ModelSpec { arch: Arch::Cbam, dataset: DatasetKind::Mnist })?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let names: Vec<String> =
+            crate::params::tensor_shapes(ModelSpec { arch: Arch::Cbam, dataset: DatasetKind::Mnist })?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
         for k in [
             "features.0.weight",
             "features.1.running_mean",

@@ -10,7 +10,7 @@
 //! the model, before a cross-entropy loss, is left out, as for SimpleCNN).
 
 use super::{check_input, Classifier, ModelSpec, Tapped};
-use crate::nn::{self, BatchNorm2d, ConvOptions, Conv2d, Linear, Pass};
+use crate::nn::{self, BatchNorm2d, Conv2d, ConvOptions, Linear, Pass};
 use crate::ops;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -55,11 +55,8 @@ impl ResidualUnit {
                 out = pass.relu(&out)?;
             }
         }
-        let identity = if self.project {
-            self.downsample.1.forward(&self.downsample.0.forward(x)?, pass)?
-        } else {
-            x.clone()
-        };
+        let identity =
+            if self.project { self.downsample.1.forward(&self.downsample.0.forward(x)?, pass)? } else { x.clone() };
         pass.relu(&(out + identity)?)
     }
 }
@@ -113,12 +110,21 @@ struct AttentionModule {
 
 /// Keys `residual_unit_in`, `trunk_b.0`, `trunk_b.1`, `softmask_b.residual_unit`, `softmask_b.conv`,
 /// `residual_unit_out`.
-fn attention_module(in_c: usize, out_c: usize, sizes: &[usize], skips: usize, vb: &VarBuilder) -> Result<AttentionModule> {
+fn attention_module(
+    in_c: usize,
+    out_c: usize,
+    sizes: &[usize],
+    skips: usize,
+    vb: &VarBuilder,
+) -> Result<AttentionModule> {
     let mask = vb.pp("softmask_b");
     let plain = ConvOptions { bias: false, ..ConvOptions::default() };
     Ok(AttentionModule {
         unit_in: residual_unit(in_c, out_c, 1, &vb.pp("residual_unit_in"))?,
-        trunk: [residual_unit(out_c, out_c, 1, &vb.pp("trunk_b").pp(0))?, residual_unit(out_c, out_c, 1, &vb.pp("trunk_b").pp(1))?],
+        trunk: [
+            residual_unit(out_c, out_c, 1, &vb.pp("trunk_b").pp(0))?,
+            residual_unit(out_c, out_c, 1, &vb.pp("trunk_b").pp(1))?,
+        ],
         mask: SoftMaskBranch {
             unit: residual_unit(out_c, out_c, 1, &mask.pp("residual_unit"))?,
             conv: nn::conv2d_with(out_c, out_c, 1, plain, mask.pp("conv"))?,
@@ -163,13 +169,17 @@ pub fn ran(spec: ModelSpec, depth: usize, vb: VarBuilder) -> Result<Ran> {
     // The up-sampling sizes, rounded up: 28 → 14, 7, 4; 32 → 16, 8, 4.
     let sizes: Vec<usize> = [2, 4, 8].iter().map(|d| side.div_ceil(*d)).collect();
     let conv = vb.pp("conv");
-    let stem = (
-        nn::conv2d(spec.dataset.channels(), 64, 5, 2, conv.pp(0))?,
-        nn::batch_norm2d(64, conv.pp(1))?,
-    );
+    let stem = (nn::conv2d(spec.dataset.channels(), 64, 5, 2, conv.pp(0))?, nn::batch_norm2d(64, conv.pp(1))?);
     use StageSpec::*;
     let layout: &[StageSpec] = match depth {
-        56 => &[Unit(64, 256, 1), Att(256, 128, 0, 2), Unit(128, 512, 2), Att(512, 256, 1, 1), Unit(256, 1024, 2), Att(1024, 512, 2, 0)],
+        56 => &[
+            Unit(64, 256, 1),
+            Att(256, 128, 0, 2),
+            Unit(128, 512, 2),
+            Att(512, 256, 1, 1),
+            Unit(256, 1024, 2),
+            Att(1024, 512, 2, 0),
+        ],
         92 => &[
             Unit(64, 256, 1),
             Att(256, 128, 0, 2),
@@ -223,7 +233,13 @@ enum StageSpec {
 impl Ran {
     /// The forward pass, tapping `features[tap]` and collecting the soft masks when `masks` is given.
     /// Features: 0 stem, 1 max-pool, 2.. the stages, then the three tail units.
-    fn run(&self, x: &Tensor, pass: &Pass, tap: Option<usize>, mut masks: Option<&mut Vec<(String, Tensor)>>) -> Result<(Tensor, Option<Tapped>)> {
+    fn run(
+        &self,
+        x: &Tensor,
+        pass: &Pass,
+        tap: Option<usize>,
+        mut masks: Option<&mut Vec<(String, Tensor)>>,
+    ) -> Result<(Tensor, Option<Tapped>)> {
         check_input(self.spec, x)?;
         let mut tapped = None;
         let mut visit = |k: usize, x: Tensor| super::tap_if(tap == Some(k), x, &mut tapped);

@@ -8,14 +8,14 @@
 //! inside the model, before a cross-entropy loss, was a bug.
 
 use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
+use crate::engine::{Layer, Plan};
+use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
+use crate::ops;
 use crate::ops::BatchStats;
 use crate::train::cnn_step::{Block, Head, Net, Values, Workspace};
 use crate::train::Gradients;
 use candle_core::{DType, Storage};
-use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
-use crate::ops;
 use candle_core::{Result, Tensor};
-use crate::engine::{Layer, Plan};
 use candle_nn::VarBuilder;
 
 const CHANNELS: [usize; 3] = [32, 64, 128];
@@ -56,10 +56,22 @@ pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
     let fc1 = nn::linear(CHANNELS[2] * side * side, 1024, classifier.pp(0))?;
     let fc2 = nn::linear(1024, spec.dataset.num_classes(), classifier.pp(2))?;
     let cam_head = match spec.arch {
-        Arch::Cam | Arch::Cbam => Some(nn::linear(CHANNELS[2], spec.dataset.num_classes(), vb.pp("cam_mlp").pp("mlp").pp(0))?),
+        Arch::Cam | Arch::Cbam => {
+            Some(nn::linear(CHANNELS[2], spec.dataset.num_classes(), vb.pp("cam_mlp").pp("mlp").pp(0))?)
+        }
         _ => None,
     };
-    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head, engine: std::sync::OnceLock::new(), workspace: Default::default() })
+    Ok(SimpleCnn {
+        spec,
+        convs,
+        bns,
+        cbams,
+        fc1,
+        fc2,
+        cam_head,
+        engine: std::sync::OnceLock::new(),
+        workspace: Default::default(),
+    })
 }
 
 impl SimpleCnn {
@@ -69,7 +81,9 @@ impl SimpleCnn {
         if weight.is_variable() || !weight.device().is_cpu() {
             return None;
         }
-        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok();
+        let flat = |t: &Tensor| {
+            t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
+        };
         let mut layers = Vec::new();
         let mut taps = Vec::new();
         for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
@@ -142,7 +156,8 @@ impl SimpleCnn {
     /// [`SimpleCnn::step_tensors`] in order.
     fn step_net<'a>(&self, values: &[&'a [f32]]) -> crate::Result<Net<'a>> {
         let mut values = values.iter().map(|&v| Values::Borrowed(v));
-        let mut next = || values.next().ok_or_else(|| crate::Error::InvalidArgument("training step: too few parameters".into()));
+        let mut next =
+            || values.next().ok_or_else(|| crate::Error::InvalidArgument("training step: too few parameters".into()));
         let mut blocks = Vec::with_capacity(self.convs.len());
         for (conv, bn) in self.convs.iter().zip(&self.bns) {
             let (c_out, c_in, k, _) = conv.weight().dims4()?;
@@ -174,7 +189,10 @@ impl SimpleCnn {
     fn buffer_step(&self, x: &Tensor, labels: &Tensor) -> crate::Result<TrainingStep> {
         super::check_input(self.spec, x)?;
         let n = x.dim(0)?;
-        let mut workspace = self.workspace.lock().map_err(|_| crate::Error::InvalidArgument("an earlier training step panicked".into()))?;
+        let mut workspace = self
+            .workspace
+            .lock()
+            .map_err(|_| crate::Error::InvalidArgument("an earlier training step panicked".into()))?;
         // The parameters are read in place (a read lock on each tensor's storage for the step's duration).
         let tensors = self.step_tensors();
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
@@ -185,7 +203,12 @@ impl SimpleCnn {
                 _ => Err(crate::Error::InvalidArgument("training step: parameters must be on the CPU".into())),
             })
             .collect::<crate::Result<Vec<&[f32]>>>()?;
-        let step = self.step_net(&values)?.step(&x.flatten_all()?.to_vec1::<f32>()?, &labels.to_vec1::<u32>()?, n, &mut workspace)?;
+        let step = self.step_net(&values)?.step(
+            &x.flatten_all()?.to_vec1::<f32>()?,
+            &labels.to_vec1::<u32>()?,
+            n,
+            &mut workspace,
+        )?;
         drop(guards);
         let dev = x.device();
         let mut grads = Gradients::default();

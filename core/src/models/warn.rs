@@ -10,7 +10,7 @@
 //! modules. The constant `att_head.diag` buffer of the seed's `state_dict` (one minus the identity) is not stored.
 
 use super::{check_input, Classifier, ModelSpec, Tapped};
-use crate::nn::{self, BatchNorm2d, ConvOptions, Conv2d, Linear, Pass};
+use crate::nn::{self, BatchNorm2d, Conv2d, ConvOptions, Linear, Pass};
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -106,10 +106,15 @@ impl AttentionModule {
 fn overlap_loss(mask: &Tensor) -> Result<Tensor> {
     let (n, heads, h, w) = mask.dims4()?;
     let (ho, wo) = (h / 2, w / 2);
-    let pooled = mask.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)?.reshape((n, heads, ho, 2, wo, 2))?.mean(5)?.mean(3)?;
+    let pooled =
+        mask.narrow(2, 0, 2 * ho)?.narrow(3, 0, 2 * wo)?.reshape((n, heads, ho, 2, wo, 2))?.mean(5)?.mean(3)?;
     let flat = pooled.reshape((n, heads, ho * wo))?;
     let gram = flat.matmul(&flat.t()?)?;
-    let off_diagonal = Tensor::ones((heads, heads), mask.dtype(), mask.device())?.sub(&Tensor::eye(heads, mask.dtype(), mask.device())?)?;
+    let off_diagonal = Tensor::ones((heads, heads), mask.dtype(), mask.device())?.sub(&Tensor::eye(
+        heads,
+        mask.dtype(),
+        mask.device(),
+    )?)?;
     gram.broadcast_mul(&off_diagonal)?.sqr()?.mean_all()
 }
 
@@ -141,7 +146,9 @@ pub fn warn(spec: ModelSpec, vb: VarBuilder) -> Result<Warn> {
         let vg = vb.pp(format!("group_{g}"));
         let stride = if g == 0 { 1 } else { 2 };
         let blocks = (0..BLOCKS)
-            .map(|i| block(if i == 0 { ni } else { no }, no, if i == 0 { stride } else { 1 }, vg.pp(format!("block_{i}"))))
+            .map(|i| {
+                block(if i == 0 { ni } else { no }, no, if i == 0 { stride } else { 1 }, vg.pp(format!("block_{i}")))
+            })
             .collect::<Result<Vec<_>>>()?;
         groups.push(blocks);
         ni = no;
@@ -223,7 +230,10 @@ impl Classifier for Warn {
     }
 
     fn layer_names(&self) -> Vec<(usize, String)> {
-        (0..WIDTHS.len()).map(|g| (BLOCKS * (g + 1), format!("Group{g}"))).chain([(self.last_feature_index(), "Group2+BN".into())]).collect()
+        (0..WIDTHS.len())
+            .map(|g| (BLOCKS * (g + 1), format!("Group{g}")))
+            .chain([(self.last_feature_index(), "Group2+BN".into())])
+            .collect()
     }
 
     fn attention_maps(&self, x: &Tensor) -> Result<Vec<(String, Tensor)>> {

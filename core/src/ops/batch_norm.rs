@@ -122,16 +122,18 @@ impl CustomOp3 for BatchNormTrain {
                 (dx, dgamma, dbeta)
             })
         })??;
-        Ok((
-            Some(tensor_like(dx, (n, c, h, w), x)?),
-            Some(tensor_like(dgamma, c, x)?),
-            Some(tensor_like(dbeta, c, x)?),
-        ))
+        Ok((Some(tensor_like(dx, (n, c, h, w), x)?), Some(tensor_like(dgamma, c, x)?), Some(tensor_like(dbeta, c, x)?)))
     }
 }
 
 /// Training-mode batch normalisation of `x` (`N×C×H×W`); the batch statistics are written to `stats`.
-pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, stats: &Arc<Mutex<BatchStats>>) -> Result<Tensor> {
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    stats: &Arc<Mutex<BatchStats>>,
+) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         let op = BatchNormTrain { eps: eps as f32, own: Mutex::default(), report: stats.clone() };
         return x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op);
@@ -252,7 +254,11 @@ mod tests {
         let (rm, rv) = (random(&[3], 4)?, (random(&[3], 5)?.abs()? + 0.5)?);
         let y = batch_norm_eval(&x, &g, &b, &rm, &rv, 1e-5)?;
         let r = |t: &Tensor| t.reshape((1, 3, 1, 1));
-        let want = x.broadcast_sub(&r(&rm)?)?.broadcast_div(&r(&(&rv + 1e-5)?.sqrt()?)?)?.broadcast_mul(&r(&g)?)?.broadcast_add(&r(&b)?)?;
+        let want = x
+            .broadcast_sub(&r(&rm)?)?
+            .broadcast_div(&r(&(&rv + 1e-5)?.sqrt()?)?)?
+            .broadcast_mul(&r(&g)?)?
+            .broadcast_add(&r(&b)?)?;
         assert!(rel_diff(&y, &want)? < 1e-6);
         Ok(())
     }

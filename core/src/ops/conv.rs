@@ -126,7 +126,11 @@ fn zero_outside(row: &mut [f32], h: usize, w: usize, rows: &std::ops::Range<usiz
 /// The ranges `(to, from)` with `to[j] = from[j + shift]` inside `0..m`.
 fn shifted(m: usize, shift: isize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
     let s = shift.unsigned_abs().min(m);
-    if shift >= 0 { (0..m - s, s..m) } else { (s..m, 0..m - s) }
+    if shift >= 0 {
+        (0..m - s, s..m)
+    } else {
+        (s..m, 0..m - s)
+    }
 }
 
 /// im2col for "same" padding, stride 1, channel-major images (`a`: `c × N × h × w`; one image is simply
@@ -134,7 +138,14 @@ fn shifted(m: usize, shift: isize) -> (std::ops::Range<usize>, std::ops::Range<u
 /// offset — one copy — with the positions that fall outside their image zeroed. (Copying a few pixels at a time,
 /// as [`Geometry::im2col_row`] must for `N×C×H×W` batches, costs several times more.) Rows on the rayon pool when
 /// `parallel`.
-pub(crate) fn im2col_same(a: &[f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, cols: &mut [f32], parallel: bool) {
+pub(crate) fn im2col_same(
+    a: &[f32],
+    (n, h, w): (usize, usize, usize),
+    k: usize,
+    pad: usize,
+    cols: &mut [f32],
+    parallel: bool,
+) {
     let m = n * h * w;
     let row = |(r, row): (usize, &mut [f32])| {
         let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
@@ -155,7 +166,14 @@ pub(crate) fn im2col_same(a: &[f32], (n, h, w): (usize, usize, usize), k: usize,
 /// The adjoint of [`im2col_same`]: `dcols` summed back into `dx` (`c × N × h × w`, overwritten). `dcols`' entries
 /// outside their image are zeroed first (the buffer is scratch), so each row adds in as one shifted block.
 /// Channels on the rayon pool when `parallel`.
-pub(crate) fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k: usize, pad: usize, dx: &mut [f32], parallel: bool) {
+pub(crate) fn col2im_same(
+    dcols: &mut [f32],
+    (n, h, w): (usize, usize, usize),
+    k: usize,
+    pad: usize,
+    dx: &mut [f32],
+    parallel: bool,
+) {
     let m = n * h * w;
     let channel = |(channel, rows): (&mut [f32], &mut [f32])| {
         channel.fill(0.0);
@@ -167,7 +185,10 @@ pub(crate) fn col2im_same(dcols: &mut [f32], (n, h, w): (usize, usize, usize), k
         }
     };
     if parallel {
-        dx.par_chunks_mut(m).zip(dcols.par_chunks_mut(k * k * m)).with_min_len(super::grain(k * k * m)).for_each(channel);
+        dx.par_chunks_mut(m)
+            .zip(dcols.par_chunks_mut(k * k * m))
+            .with_min_len(super::grain(k * k * m))
+            .for_each(channel);
     } else {
         dx.chunks_mut(m).zip(dcols.chunks_mut(k * k * m)).for_each(channel);
     }
@@ -268,7 +289,11 @@ impl CustomOp2 for ToChannelsFirst {
             }
             let dbias: Vec<f32> = (0..o)
                 .into_par_iter()
-                .map(|oi| (0..n).map(|ni| g[(ni * o + oi) * plane..][..plane].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
+                .map(|oi| {
+                    (0..n)
+                        .map(|ni| g[(ni * o + oi) * plane..][..plane].iter().map(|&v| v as f64).sum::<f64>())
+                        .sum::<f64>() as f32
+                })
                 .collect();
             (dy, Some(dbias))
         })?;
@@ -307,7 +332,13 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize,
 }
 
 /// The same convolution with candle's own kernels: the reference the fast path is tested against.
-pub fn conv2d_reference(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
+pub fn conv2d_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
     let y = x.conv2d(weight, pad, stride, 1, 1)?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),

@@ -55,7 +55,11 @@ impl CustomOp1 for ConstMatmul {
 }
 
 fn fast_path(constant: &Tensor, x: &Tensor) -> bool {
-    !constant.track_op() && constant.device().is_cpu() && x.device().is_cpu() && x.dtype() == DType::F32 && constant.dtype() == DType::F32
+    !constant.track_op()
+        && constant.device().is_cpu()
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && constant.dtype() == DType::F32
 }
 
 /// `a · b` for 2-D tensors, skipping the gradient of `a` when it is a constant.
@@ -88,15 +92,58 @@ fn fits(len: usize, rows: usize, cols: usize, (rs, cs): (isize, isize)) -> bool 
 /// `a` (`m×k`), `b` (`k×n`) and `c` (`m×n`) must lie inside their allocations, and no other thread may touch the
 /// part of `c` written here.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(m: usize, n: usize, k: usize, c: *mut f32, c_rs: isize, accumulate: bool, a: *const f32, a_s: (isize, isize), b: *const f32, b_s: (isize, isize), parallel: bool) {
+unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    c_rs: isize,
+    accumulate: bool,
+    a: *const f32,
+    a_s: (isize, isize),
+    b: *const f32,
+    b_s: (isize, isize),
+    parallel: bool,
+) {
     let parallelism = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    gemm::gemm(m, n, k, c, 1, c_rs, accumulate, a, a_s.1, a_s.0, b, b_s.1, b_s.0, 1.0, 1.0, false, false, false, parallelism);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_rs,
+        accumulate,
+        a,
+        a_s.1,
+        a_s.0,
+        b,
+        b_s.1,
+        b_s.0,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
 }
 
 /// `c (m×n, row-major) (+)= a (m×k) · b (k×n)`, with `a` and `b` given by (row stride, column stride); on the rayon
 /// pool when `parallel` (one large product), else on the calling thread (callers that split the work themselves).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: &[f32], a_s: (isize, isize), b: &[f32], b_s: (isize, isize), c: &mut [f32], accumulate: bool, parallel: bool) {
+pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_s: (isize, isize),
+    b: &[f32],
+    b_s: (isize, isize),
+    c: &mut [f32],
+    accumulate: bool,
+    parallel: bool,
+) {
     assert!(c.len() >= m * n && fits(a.len(), m, k, a_s) && fits(b.len(), k, n, b_s), "sgemm operands do not fit");
     if m == 0 || n == 0 {
         return;
@@ -126,7 +173,21 @@ pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
         let (lo, hi) = (t * BLOCK, ((t + 1) * BLOCK).min(n));
         let out = out;
         // SAFETY: columns lo..hi of `b` and `c` lie inside the checked operands, and each task writes its own columns.
-        unsafe { gemm_raw(m, hi - lo, k, out.0.add(lo), n as isize, false, a.as_ptr(), a_s, b.as_ptr().offset(lo as isize * b_s.1), b_s, false) }
+        unsafe {
+            gemm_raw(
+                m,
+                hi - lo,
+                k,
+                out.0.add(lo),
+                n as isize,
+                false,
+                a.as_ptr(),
+                a_s,
+                b.as_ptr().offset(lo as isize * b_s.1),
+                b_s,
+                false,
+            )
+        }
     });
 }
 
@@ -149,7 +210,19 @@ pub(crate) fn sgemm_long(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
                 // SAFETY: rows lo..hi of `b` and columns lo..hi of `a` lie inside the checked operands; `acc` is this
                 // task's own buffer.
                 unsafe {
-                    gemm_raw(m, n, hi - lo, acc.as_mut_ptr(), n as isize, true, a.as_ptr().offset(lo as isize * a_s.1), a_s, b.as_ptr().offset(lo as isize * b_s.0), b_s, false)
+                    gemm_raw(
+                        m,
+                        n,
+                        hi - lo,
+                        acc.as_mut_ptr(),
+                        n as isize,
+                        true,
+                        a.as_ptr().offset(lo as isize * a_s.1),
+                        a_s,
+                        b.as_ptr().offset(lo as isize * b_s.0),
+                        b_s,
+                        false,
+                    )
                 };
             }
             acc
@@ -201,7 +274,9 @@ mod tests {
     /// The split products equal the plain one: ragged last blocks, strided (transposed) operands, k = 0.
     #[test]
     fn split_products_equal_the_plain_product() {
-        let rand = |len: usize, seed: u64| -> Vec<f32> { (0..len).map(|i| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0).collect() };
+        let rand = |len: usize, seed: u64| -> Vec<f32> {
+            (0..len).map(|i| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        };
         for (m, n, k) in [(3, 1300, 7), (5, 9, 1100), (2, 2, 0), (1, 513, 1)] {
             let a = rand(m * k, 1);
             let b = rand(k * n, 2);
@@ -213,7 +288,9 @@ mod tests {
                     want[i * n + j] = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
                 }
             }
-            for (name, f) in [("wide", sgemm_wide as fn(usize, usize, usize, Operand, Operand, &mut [f32])), ("long", sgemm_long)] {
+            for (name, f) in
+                [("wide", sgemm_wide as fn(usize, usize, usize, Operand, Operand, &mut [f32])), ("long", sgemm_long)]
+            {
                 let mut got = vec![7f32; m * n];
                 f(m, n, k, (&a, (k as isize, 1)), (&bt, (1, k as isize)), &mut got);
                 let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);

@@ -16,7 +16,11 @@ pub(crate) fn window_argmax([a, b, c, d]: [f32; 4]) -> u8 {
     let wins = |new: f32, old: f32| new > old || new.is_nan();
     let (top, top_i) = if wins(b, a) { (b, 1) } else { (a, 0) };
     let (bottom, bottom_i) = if wins(d, c) { (d, 3) } else { (c, 2) };
-    if wins(bottom, top) { bottom_i } else { top_i }
+    if wins(bottom, top) {
+        bottom_i
+    } else {
+        top_i
+    }
 }
 
 /// The value [`window_argmax`] picks.
@@ -29,7 +33,13 @@ fn window_max([a, b, c, d]: [f32; 4]) -> f32 {
 /// One `h×w` plane through `v ↦ max(v·scale + shift, 0)` (BatchNorm as an affine map, then ReLU) and 2×2
 /// max-pooling in one pass: the pooled values into `out` (`h/2 × w/2`) and, when `arg` is given, the position of
 /// each window's maximum as [`window_argmax`] picks it. Equal, bit for bit, to the three layers one after another.
-pub(crate) fn affine_relu_pool(plane: &[f32], (h, w): (usize, usize), (scale, shift): (f32, f32), out: &mut [f32], arg: Option<&mut [u8]>) {
+pub(crate) fn affine_relu_pool(
+    plane: &[f32],
+    (h, w): (usize, usize),
+    (scale, shift): (f32, f32),
+    out: &mut [f32],
+    arg: Option<&mut [u8]>,
+) {
     let (ho, wo) = (h / 2, w / 2);
     if ho == 0 || wo == 0 {
         return;

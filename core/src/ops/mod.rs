@@ -12,12 +12,12 @@ mod relu;
 mod upsample;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
-pub use conv::{conv2d, conv2d_reference};
 pub(crate) use conv::{col2im_same, im2col_same, transpose_planes, transpose_planes_into, Geometry};
+pub use conv::{conv2d, conv2d_reference};
 pub use matmul::{matmul_left, matmul_right};
 pub(crate) use matmul::{sgemm, sgemm_long, sgemm_wide};
-pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 pub(crate) use max_pool::{affine_relu_pool, window_argmax};
+pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 
 /// The exponentials of a row of logits shifted by their maximum, their sum and the maximum: `e[j] / sum` is the
 /// softmax, `ln(sum) + max` the log-sum-exp (the shift keeps `exp` finite).
@@ -61,7 +61,10 @@ pub(crate) fn slice_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<
 pub(crate) fn slice_f32_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(data), Some((start, end))) => Ok(&mut data[start..end]),
-        _ => candle_core::bail!("whitebox in-place CPU kernel needs a contiguous f32 tensor, got strides {:?}", layout.stride()),
+        _ => candle_core::bail!(
+            "whitebox in-place CPU kernel needs a contiguous f32 tensor, got strides {:?}",
+            layout.stride()
+        ),
     }
 }
 

@@ -74,7 +74,10 @@ mod tests {
         c.blit(&[[255, 0, 0], [0, 255, 0]], 2, 1, 1, 1, 2);
         // Pixel (0, 0) covers x, y ∈ [1, 3), pixel (1, 0) covers x ∈ [3, 5).
         let at = |x: usize, y: usize| c.pixels[y * 20 + x];
-        assert_eq!((at(0, 1), at(1, 1), at(2, 2), at(3, 2), at(4, 1), at(5, 1)), ([0; 3], [255, 0, 0], [255, 0, 0], [0, 255, 0], [0, 255, 0], [0; 3]));
+        assert_eq!(
+            (at(0, 1), at(1, 1), at(2, 2), at(3, 2), at(4, 1), at(5, 1)),
+            ([0; 3], [255, 0, 0], [255, 0, 0], [0, 255, 0], [0, 255, 0], [0; 3])
+        );
         c.text("I", 10, 0, 1, [9, 9, 9]);
         assert!(c.pixels.iter().any(|p| *p == [9, 9, 9]));
         let png = c.encode_png()?;

@@ -28,7 +28,9 @@ impl Colormap {
             "hot" => Ok(Colormap::Hot),
             "jet" => Ok(Colormap::Jet),
             "viridis" => Ok(Colormap::Viridis),
-            other => Err(crate::Error::InvalidArgument(format!("unknown colormap '{other}' (gray, hot, jet, viridis)"))),
+            other => {
+                Err(crate::Error::InvalidArgument(format!("unknown colormap '{other}' (gray, hot, jet, viridis)")))
+            }
         }
     }
 

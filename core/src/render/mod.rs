@@ -50,7 +50,9 @@ pub fn normalize(map: &[f32], channels: usize, aggregation: Aggregation, percent
     let top = match sorted.len() {
         0 => 0.0,
         // A sparse map's percentile can be zero: then its maximum scales it.
-        n => Some(sorted[((percentile / 100.0) * (n - 1) as f32).round() as usize]).filter(|&t| t > 0.0).unwrap_or(sorted[n - 1]),
+        n => Some(sorted[((percentile / 100.0) * (n - 1) as f32).round() as usize])
+            .filter(|&t| t > 0.0)
+            .unwrap_or(sorted[n - 1]),
     };
     Ok(merged.iter().map(|&v| if top > 0.0 && v.is_finite() { (v / top).min(1.0) } else { 0.0 }).collect())
 }
@@ -59,7 +61,8 @@ pub fn normalize(map: &[f32], channels: usize, aggregation: Aggregation, percent
 /// is not evidence for or against (CAM, feature-map means), where |a| would saturate.
 pub fn normalize_min_max(map: &[f32], channels: usize) -> Result<Vec<f32>> {
     let plane = plane_len(map, channels)?;
-    let mean: Vec<f32> = (0..plane).map(|p| (0..channels).map(|c| map[c * plane + p]).sum::<f32>() / channels as f32).collect();
+    let mean: Vec<f32> =
+        (0..plane).map(|p| (0..channels).map(|c| map[c * plane + p]).sum::<f32>() / channels as f32).collect();
     let (lo, hi) = mean.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     Ok(mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 }).collect())
 }
@@ -123,7 +126,10 @@ mod tests {
         assert_eq!(normalize(&map, 2, Aggregation::MaxAbs, 50.0)?, vec![1.0, 1.0, 0.0]);
         assert_eq!(normalize(&[0.0; 4], 1, Aggregation::MaxAbs, 99.0)?, vec![0.0; 4]);
         // A map that is zero at its 50th percentile is scaled by its maximum.
-        assert_eq!(normalize(&[0.0, 0.0, 0.0, -4.0, 2.0], 1, Aggregation::MaxAbs, 50.0)?, vec![0.0, 0.0, 0.0, 1.0, 0.5]);
+        assert_eq!(
+            normalize(&[0.0, 0.0, 0.0, -4.0, 2.0], 1, Aggregation::MaxAbs, 50.0)?,
+            vec![0.0, 0.0, 0.0, 1.0, 0.5]
+        );
         assert!(normalize(&map, 4, Aggregation::MaxAbs, 99.0).is_err());
         Ok(())
     }

@@ -12,10 +12,13 @@
 //! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
 //! this step against candle's autograd on the same model.
 
-use crate::ops::{affine_relu_pool, col2im_same, grain, im2col_same, shifted_exps, sgemm_long, sgemm_wide, transpose_planes, transpose_planes_into};
+use crate::ops::{
+    affine_relu_pool, col2im_same, grain, im2col_same, sgemm_long, sgemm_wide, shifted_exps, transpose_planes,
+    transpose_planes_into,
+};
 use crate::{Error, Result};
-use std::borrow::Cow;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// The values of a parameter: borrowed from the model's own tensor (no copy per step), or owned.
 pub(crate) type Values<'a> = Cow<'a, [f32]>;
@@ -118,15 +121,28 @@ impl Net<'_> {
     fn check(&self, x: &[f32], labels: &[u32], n: usize) -> Result<()> {
         let (c, h, w) = self.input;
         if n == 0 || x.len() != n * c * h * w || labels.len() != n {
-            crate::invalid!("a training batch of {n} images needs {} values and {n} labels (got {} and {})", n * c * h * w, x.len(), labels.len());
+            crate::invalid!(
+                "a training batch of {n} images needs {} values and {n} labels (got {} and {})",
+                n * c * h * w,
+                x.len(),
+                labels.len()
+            );
         }
         if let Some(l) = labels.iter().find(|&&l| l as usize >= self.classes) {
             crate::invalid!("label {l} is outside 0..{}", self.classes);
         }
         let mut c_in = c;
         for (i, b) in self.blocks.iter().enumerate() {
-            if b.c_in != c_in || b.weight.len() != b.c_out * b.c_in * b.k * b.k || b.bias.len() != b.c_out || b.gamma.len() != b.c_out || b.beta.len() != b.c_out || 2 * b.pad + 1 != b.k {
-                return Err(Error::InvalidArgument(format!("training step: block {i} does not fit {c_in} input channels with 'same' padding")));
+            if b.c_in != c_in
+                || b.weight.len() != b.c_out * b.c_in * b.k * b.k
+                || b.bias.len() != b.c_out
+                || b.gamma.len() != b.c_out
+                || b.beta.len() != b.c_out
+                || 2 * b.pad + 1 != b.k
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "training step: block {i} does not fit {c_in} input channels with 'same' padding"
+                )));
             }
             c_in = b.c_out;
         }
@@ -164,7 +180,14 @@ impl Net<'_> {
     /// The head on the last block's output `a` (`c × N × s`): logits, mean loss, the head's gradients and the
     /// gradient of the loss with respect to `a`.
     #[allow(clippy::type_complexity)]
-    fn head_step(&self, a: &[f32], labels: &[u32], n: usize, c: usize, s: usize) -> Result<(Vec<f32>, f32, Vec<Vec<f32>>, Vec<f32>)> {
+    fn head_step(
+        &self,
+        a: &[f32],
+        labels: &[u32],
+        n: usize,
+        c: usize,
+        s: usize,
+    ) -> Result<(Vec<f32>, f32, Vec<Vec<f32>>, Vec<f32>)> {
         let k = self.classes;
         match &self.head {
             Head::Mlp { w1, b1, w2, b2 } => {
@@ -180,7 +203,11 @@ impl Net<'_> {
                 let logits = linear_forward(&r, w2, b2, n);
                 let (loss, dl) = cross_entropy(&logits, labels, k);
                 let (dw2, db2, mut dh) = linear_backward(&r, w2, &dl, n);
-                dh.iter_mut().zip(&h1).for_each(|(g, &v)| if v <= 0.0 { *g = 0.0 });
+                dh.iter_mut().zip(&h1).for_each(|(g, &v)| {
+                    if v <= 0.0 {
+                        *g = 0.0
+                    }
+                });
                 let (dw1, db1, dx) = linear_backward(&x, w1, &dh, n);
                 Ok((logits, loss, vec![dw1, db1, dw2, db2], transpose_planes(&dx, n, c, s)))
             }
@@ -270,7 +297,8 @@ fn sums(a: &[f32], b: &[f32]) -> (f64, f64) {
         } else {
             let mut ys = b[i * BLOCK..][..block.len()].chunks_exact(LANES);
             for (x, y) in (&mut xs).zip(&mut ys) {
-                let (x, y): (&[f32; LANES], &[f32; LANES]) = (x.try_into().expect("exact chunk"), y.try_into().expect("exact chunk"));
+                let (x, y): (&[f32; LANES], &[f32; LANES]) =
+                    (x.try_into().expect("exact chunk"), y.try_into().expect("exact chunk"));
                 (0..LANES).for_each(|l| {
                     acc_s[l] += x[l];
                     acc_p[l] += x[l] * y[l];
@@ -311,15 +339,26 @@ fn block_forward(b: &Block, a: &[f32], n: usize, h: usize, w: usize, st: &mut Bl
     let pooled = reuse(&mut st.pooled, b.c_out * per_channel);
     st.argmax.resize(b.c_out * per_channel, 0);
     let (z, mean, var) = (&st.z, &st.mean, &st.var);
-    pooled.par_chunks_mut(per_channel).zip(st.argmax.par_chunks_mut(per_channel)).with_min_len(grain(m)).enumerate().for_each(|(ci, (out, arg))| {
-        let scale = b.gamma[ci] / (var[ci] + b.eps).sqrt();
-        let shift = b.beta[ci] - mean[ci] * scale;
-        for ni in 0..n {
-            let o = ni * ho * wo;
-            let plane = &z[(ci * n + ni) * h * w..][..h * w];
-            affine_relu_pool(plane, (h, w), (scale, shift), &mut out[o..][..ho * wo], Some(&mut arg[o..][..ho * wo]));
-        }
-    });
+    pooled
+        .par_chunks_mut(per_channel)
+        .zip(st.argmax.par_chunks_mut(per_channel))
+        .with_min_len(grain(m))
+        .enumerate()
+        .for_each(|(ci, (out, arg))| {
+            let scale = b.gamma[ci] / (var[ci] + b.eps).sqrt();
+            let shift = b.beta[ci] - mean[ci] * scale;
+            for ni in 0..n {
+                let o = ni * ho * wo;
+                let plane = &z[(ci * n + ni) * h * w..][..h * w];
+                affine_relu_pool(
+                    plane,
+                    (h, w),
+                    (scale, shift),
+                    &mut out[o..][..ho * wo],
+                    Some(&mut arg[o..][..ho * wo]),
+                );
+            }
+        });
 }
 
 /// Back-propagates `dp` (gradient of the pooled output) through pooling, ReLU, BatchNorm and the convolution:
@@ -406,7 +445,10 @@ mod tests {
         let len = n * kind.channels() * kind.side() * kind.side();
         let x: Vec<f32> = (0..len).map(|_| rng.random_range(-1.5f32..2.5)).collect();
         let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..kind.num_classes() as u32)).collect();
-        Ok((Tensor::from_vec(x, (n, kind.channels(), kind.side(), kind.side()), &Device::Cpu)?, Tensor::from_vec(y, n, &Device::Cpu)?))
+        Ok((
+            Tensor::from_vec(x, (n, kind.channels(), kind.side(), kind.side()), &Device::Cpu)?,
+            Tensor::from_vec(y, n, &Device::Cpu)?,
+        ))
     }
 
     /// Largest difference relative to the largest magnitude of `b` (at least `floor`).
@@ -419,11 +461,15 @@ mod tests {
 
     /// `features.{4i}.bias`: a block's convolution bias.
     fn conv_bias(name: &str) -> bool {
-        name.strip_prefix("features.").and_then(|r| r.strip_suffix(".bias")).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i % 4 == 0)
+        name.strip_prefix("features.")
+            .and_then(|r| r.strip_suffix(".bias"))
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i % 4 == 0)
     }
 
     fn sorted(map: &VarMap) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let mut v: Vec<(String, Tensor)> =
+            map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -448,7 +494,12 @@ mod tests {
                         let b = model_b.training_step(&x, &y)?;
                         let what = format!("{arch} {kind:?} n={n} step {step}");
                         assert!(rel(&b.logits, &a.logits, 1.0)? < 1e-5, "{what}: logits");
-                        assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0), "{what}: loss {} vs {}", b.loss, a.loss);
+                        assert!(
+                            (a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0),
+                            "{what}: loss {} vs {}",
+                            b.loss,
+                            a.loss
+                        );
                         let mut compared = 0;
                         for ((name, pa), (_, pb)) in sorted(&map_a).iter().zip(&sorted(&map_b)) {
                             compared += b.grads.get(pb).is_some() as usize;
@@ -462,7 +513,10 @@ mod tests {
                                     let scale = b.grads.get(&pw).unwrap().abs()?.max_all()?.to_scalar::<f32>()?;
                                     for g in [ga, gb] {
                                         let m = g.abs()?.max_all()?.to_scalar::<f32>()?;
-                                        assert!(m < 1e-4 * scale, "{what}: {name}'s gradient {m} is not ≈ 0 (weight's {scale})");
+                                        assert!(
+                                            m < 1e-4 * scale,
+                                            "{what}: {name}'s gradient {m} is not ≈ 0 (weight's {scale})"
+                                        );
                                     }
                                 }
                                 (Some(ga), Some(gb)) => {
@@ -473,7 +527,11 @@ mod tests {
                                 _ => panic!("{what}: {name} has a gradient on one side only"),
                             }
                         }
-                        assert_eq!(compared, if arch == Arch::Cam { 14 } else { 16 }, "{what}: every trainable parameter");
+                        assert_eq!(
+                            compared,
+                            if arch == Arch::Cam { 14 } else { 16 },
+                            "{what}: every trainable parameter"
+                        );
                         opt_a.step(&a.grads, 0.05)?;
                         opt_b.step(&b.grads, 0.05)?;
                     }
@@ -520,7 +578,11 @@ mod tests {
             crate::ops::col2im_same(&mut dcols, (n, h, w), k, pad, &mut dx, n > 1);
             for ci in 0..c {
                 for ni in 0..n {
-                    assert_eq!(&dx[(ci * n + ni) * h * w..][..h * w], &want_dx[(ni * c + ci) * h * w..][..h * w], "col2im {n}×{c}×{h}×{w}, k = {k}");
+                    assert_eq!(
+                        &dx[(ci * n + ni) * h * w..][..h * w],
+                        &want_dx[(ni * c + ci) * h * w..][..h * w],
+                        "col2im {n}×{c}×{h}×{w}, k = {k}"
+                    );
                 }
             }
         }

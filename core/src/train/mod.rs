@@ -230,7 +230,9 @@ impl Trainer {
 
     /// The order and augmentation draws of epoch `epoch` depend only on the seed and the epoch number.
     fn epoch_rng(&self, epoch: usize) -> rand::rngs::StdRng {
-        rand::rngs::StdRng::seed_from_u64(self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64 + 1))
+        rand::rngs::StdRng::seed_from_u64(
+            self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64 + 1),
+        )
     }
 
     /// Trains one epoch over `train[indices]`; `on_batch(done, total, loss)` reports progress. Returns the mean
@@ -257,8 +259,17 @@ impl Trainer {
             let (x, y) = if self.config.augment {
                 let mut pixels = Vec::with_capacity(chunk.len() * train.image_len());
                 for &i in chunk {
-                    let (dy, dx, flip) = (rng.random_range(-4i32..=4), rng.random_range(-4i32..=4), rng.random_bool(0.5));
-                    pixels.extend(random_crop_flip(train.image(i), train.channels, train.height, train.width, dy, dx, flip));
+                    let (dy, dx, flip) =
+                        (rng.random_range(-4i32..=4), rng.random_range(-4i32..=4), rng.random_bool(0.5));
+                    pixels.extend(random_crop_flip(
+                        train.image(i),
+                        train.channels,
+                        train.height,
+                        train.width,
+                        dy,
+                        dx,
+                        flip,
+                    ));
                 }
                 let labels = chunk.iter().map(|&i| train.labels[i]).collect();
                 let set = ImageSet::new(pixels, labels, train.channels, train.height, train.width)?;
@@ -271,7 +282,9 @@ impl Trainer {
             self.optimizer.step(&step.grads, lr)?;
             let (logits, loss_v) = (step.logits, step.loss as f64);
             if !loss_v.is_finite() {
-                return Err(Error::InvalidArgument(format!("training diverged (loss {loss_v}) at epoch {epoch}, batch {b}: lower the learning rate")));
+                return Err(Error::InvalidArgument(format!(
+                    "training diverged (loss {loss_v}) at epoch {epoch}, batch {b}: lower the learning rate"
+                )));
             }
             let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
             correct += pred.iter().zip(y.to_vec1::<u32>()?).filter(|(p, y)| **p == *y).count();
@@ -299,7 +312,11 @@ mod tests {
             for y in 0..28 {
                 for x in 0..28 {
                     let q = (y / 14) * 2 + x / 14;
-                    pixels.push(if q == class as usize { 220 + rng.random_range(0..20) } else { rng.random_range(0..10) });
+                    pixels.push(if q == class as usize {
+                        220 + rng.random_range(0..20)
+                    } else {
+                        rng.random_range(0..10)
+                    });
                 }
             }
             labels.push(class);
@@ -312,7 +329,8 @@ mod tests {
         let set = toy_set(64);
         let idx: Vec<usize> = (0..64).collect();
         let spec = ModelSpec { arch: Arch::Cbam, dataset: DatasetKind::Mnist };
-        let config = TrainConfig { epochs: 4, batch_size: 4, lr: 0.01, ..TrainConfig::seed_defaults(DatasetKind::Mnist) };
+        let config =
+            TrainConfig { epochs: 4, batch_size: 4, lr: 0.01, ..TrainConfig::seed_defaults(DatasetKind::Mnist) };
         let run = |resume_after: Option<usize>| -> Result<(Vec<f64>, Evaluation)> {
             let mut t = Trainer::new(spec, config.clone(), &Device::Cpu)?;
             let mut losses = vec![];
@@ -344,9 +362,11 @@ mod tests {
         let idx: Vec<usize> = (0..16).collect();
         for arch in [Arch::Ran, Arch::Warn] {
             let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
-            let config = TrainConfig { epochs: 3, batch_size: 8, lr: 0.01, ..TrainConfig::seed_defaults(DatasetKind::Mnist) };
+            let config =
+                TrainConfig { epochs: 3, batch_size: 8, lr: 0.01, ..TrainConfig::seed_defaults(DatasetKind::Mnist) };
             let mut t = Trainer::new(spec, config, &Device::Cpu)?;
-            let losses: Vec<f64> = (0..3).map(|_| t.train_epoch(&set, &idx, &mut |_, _, _| {}).map(|r| r.0)).collect::<Result<_>>()?;
+            let losses: Vec<f64> =
+                (0..3).map(|_| t.train_epoch(&set, &idx, &mut |_, _, _| {}).map(|r| r.0)).collect::<Result<_>>()?;
             assert!(losses[2] < losses[0] * 0.7, "{arch}: loss should fall: {losses:?}");
         }
         Ok(())

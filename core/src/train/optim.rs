@@ -4,8 +4,8 @@
 
 use crate::{Error, Result};
 use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, TensorId, Var};
-use rayon::prelude::*;
 use candle_nn::VarMap;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -87,7 +87,10 @@ impl Optimizer {
             // Detached, so the stored buffers never chain autograd graphs across steps.
             let p = &var.as_tensor().detach();
             let previous = self.first.get(name).filter(|_| self.momentum > 0.0);
-            if self.kind == OptimizerKind::Sgd && fused_sgd_applies(p, grad) && previous.is_none_or(|b| fused_sgd_applies(b, grad)) {
+            if self.kind == OptimizerKind::Sgd
+                && fused_sgd_applies(p, grad)
+                && previous.is_none_or(|b| fused_sgd_applies(b, grad))
+            {
                 let (buf, first) = match previous {
                     Some(b) => (b.clone(), false),
                     None => (Tensor::zeros_like(p)?, true),
@@ -169,7 +172,12 @@ impl Optimizer {
 }
 
 fn fused_sgd_applies(p: &Tensor, grad: &Tensor) -> bool {
-    p.device().is_cpu() && p.dtype() == DType::F32 && grad.dtype() == DType::F32 && p.shape() == grad.shape() && p.is_contiguous() && grad.is_contiguous()
+    p.device().is_cpu()
+        && p.dtype() == DType::F32
+        && grad.dtype() == DType::F32
+        && p.shape() == grad.shape()
+        && p.is_contiguous()
+        && grad.is_contiguous()
 }
 
 /// One SGD step in place, in one pass over the CPU buffers, with the same `f32` operations in the same order as the
@@ -177,7 +185,15 @@ fn fused_sgd_applies(p: &Tensor, grad: &Tensor) -> bool {
 /// without the intermediate tensors and copies (for SimpleCNN's 1.2 M-weight layer they were most of a batch-1
 /// training step). `p` is the parameter's own storage; `buf` (the momentum buffer, never `p` itself) is
 /// overwritten.
-fn sgd_in_place(p: &Tensor, grad: &Tensor, buf: &Tensor, first: bool, momentum: f64, weight_decay: f64, lr: f64) -> Result<()> {
+fn sgd_in_place(
+    p: &Tensor,
+    grad: &Tensor,
+    buf: &Tensor,
+    first: bool,
+    momentum: f64,
+    weight_decay: f64,
+    lr: f64,
+) -> Result<()> {
     let rule = SgdRule { mu: momentum as f32, wd: weight_decay as f32, lr: lr as f32, first };
     // The momentum buffer's storage (write lock), then the parameter's (write lock) with the gradient (read lock).
     buf.inplace_op1(&WithMomentum { p, grad, rule })?;
@@ -231,15 +247,17 @@ impl InplaceOp2 for SgdStep<'_> {
             candle_core::bail!("in-place SGD: {} parameters, {} gradients, {} momenta", p.len(), g.len(), b.len());
         }
         let rule = self.rule;
-        p.par_chunks_mut(SGD_CHUNK).zip(b.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(|((p, b), g)| {
-            // The rule as locals (not read through the closure's reference on every element), so the loop vectorises.
-            let SgdRule { mu, wd, lr, first } = rule;
-            for ((p, b), &g) in p.iter_mut().zip(b.iter_mut()).zip(g) {
-                let g = if wd > 0.0 { g + *p * wd } else { g };
-                *b = if first { g } else { *b * mu + g };
-                *p -= *b * lr;
-            }
-        });
+        p.par_chunks_mut(SGD_CHUNK).zip(b.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(
+            |((p, b), g)| {
+                // The rule as locals (not read through the closure's reference on every element), so the loop vectorises.
+                let SgdRule { mu, wd, lr, first } = rule;
+                for ((p, b), &g) in p.iter_mut().zip(b.iter_mut()).zip(g) {
+                    let g = if wd > 0.0 { g + *p * wd } else { g };
+                    *b = if first { g } else { *b * mu + g };
+                    *p -= *b * lr;
+                }
+            },
+        );
         Ok(())
     }
 }
@@ -295,8 +313,16 @@ mod tests {
     #[test]
     fn in_place_sgd_equals_the_tensor_formula() -> Result<()> {
         let dev = Device::Cpu;
-        let vals = |seed: u32| -> Vec<f32> { (0..40_000u32).map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 2000) as f32 / 1000.0 - 1.0).collect() };
-        let (p, g, b) = (Tensor::from_vec(vals(1), (200, 200), &dev)?, Tensor::from_vec(vals(2), (200, 200), &dev)?, Tensor::from_vec(vals(3), (200, 200), &dev)?);
+        let vals = |seed: u32| -> Vec<f32> {
+            (0..40_000u32)
+                .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed)) % 2000) as f32 / 1000.0 - 1.0)
+                .collect()
+        };
+        let (p, g, b) = (
+            Tensor::from_vec(vals(1), (200, 200), &dev)?,
+            Tensor::from_vec(vals(2), (200, 200), &dev)?,
+            Tensor::from_vec(vals(3), (200, 200), &dev)?,
+        );
         let (mu, wd, lr) = (0.9, 5e-4, 0.01);
         for previous in [None, Some(&b)] {
             let g2 = (&g + (&p * wd)?)?;

@@ -11,6 +11,7 @@ pub fn arg(args: &[String], name: &str) -> Option<String> {
 /// fallback, since a build directory shared between checkouts (as CI's is) keeps the path of the checkout that
 /// compiled it.
 pub fn repo_root() -> PathBuf {
-    let native = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let native =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     native.join("..")
 }

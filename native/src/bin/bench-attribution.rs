@@ -56,7 +56,9 @@ fn main() -> Result<()> {
     let checkpoint = root.join("weights/mnist/simple-cnn.safetensors");
     let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());
 
-    let read = |f: &str| std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()));
+    let read = |f: &str| {
+        std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()))
+    };
     let test = mnist_set(
         ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
         ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),

@@ -44,14 +44,20 @@ fn main() -> Result<()> {
     std::env::set_var("LP_NUM_THREADS", threads.to_string());
     let root = repo_root();
     let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
-    let read = |f: &str| std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()));
+    let read = |f: &str| {
+        std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()))
+    };
     let test = mnist_set(
         ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
         ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
     )?;
     let idx: Vec<usize> = (0..n.min(test.len())).collect();
     let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
-    let ck = Checkpoint::from_bytes("simple-cnn", &std::fs::read(root.join("weights/mnist/simple-cnn.safetensors"))?, &Device::Cpu)?;
+    let ck = Checkpoint::from_bytes(
+        "simple-cnn",
+        &std::fs::read(root.join("weights/mnist/simple-cnn.safetensors"))?,
+        &Device::Cpu,
+    )?;
     let cpu: Arc<dyn Classifier> = Arc::from(ck.model()?);
     let targets = attr::predict(cpu.as_ref(), &x)?;
     let gpu = Arc::new(block_on(Gpu::new())?);
@@ -65,7 +71,12 @@ fn main() -> Result<()> {
         ("SG-50", Explanation { ensemble: Some(Ensemble::SmoothGrad), samples: 50, ..Explanation::of(Method::Vbp) }),
         ("IG-50", Explanation::of(Method::Ig)),
     ];
-    println!("attribution maps/s, SimpleCNN MNIST, {} images one at a time, {threads} threads; GPU: {} ({})", idx.len(), gpu.name, gpu.backend);
+    println!(
+        "attribution maps/s, SimpleCNN MNIST, {} images one at a time, {threads} threads; GPU: {} ({})",
+        idx.len(),
+        gpu.name,
+        gpu.backend
+    );
     println!("| method | CPU engine | wgpu | wgpu / CPU |");
     println!("| --- | ---: | ---: | ---: |");
     for (name, e) in requests {

@@ -100,7 +100,10 @@ fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64
     let one = x.narrow(0, 0, 1)?;
     for (name, rule) in [("vbp_ms", ReluRule::Standard), ("gb_ms", ReluRule::Guided)] {
         input_gradient(model.as_ref(), &one, &[3], Score::Logit, rule)?;
-        out.insert(name, median_ms(30, || Ok(input_gradient(model.as_ref(), &one, &[3], Score::Logit, rule).map(|_| ())?))?);
+        out.insert(
+            name,
+            median_ms(30, || Ok(input_gradient(model.as_ref(), &one, &[3], Score::Logit, rule).map(|_| ())?))?,
+        );
     }
     Ok(out)
 }
@@ -124,8 +127,10 @@ fn main() -> Result<()> {
     let batches: usize = arg(&args, "--batches").map(|v| v.parse()).transpose()?.unwrap_or(20);
     let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let ours: Vec<(DatasetKind, BTreeMap<&str, f64>)> =
-        [DatasetKind::Mnist, DatasetKind::Cifar10].into_iter().map(|k| Ok((k, bench(k, batches)?))).collect::<Result<_>>()?;
+    let ours: Vec<(DatasetKind, BTreeMap<&str, f64>)> = [DatasetKind::Mnist, DatasetKind::Cifar10]
+        .into_iter()
+        .map(|k| Ok((k, bench(k, batches)?)))
+        .collect::<Result<_>>()?;
     let our_peak = sgemm_gflops()?;
     let script = repo_root().join("tests/reference/bench_torch.py");
     let torch: Option<serde_json::Value> = std::process::Command::new(&python)
@@ -170,7 +175,10 @@ fn main() -> Result<()> {
     }
     let torch_peak = torch.as_ref().and_then(|t| t["sgemm_gflops"].as_f64());
     println!();
-    println!("sgemm 1024³: whitebox (gemm crate) {our_peak:.1} GFLOP/s, PyTorch {} GFLOP/s", torch_peak.map_or("n/a".into(), |p| format!("{p:.1}")));
+    println!(
+        "sgemm 1024³: whitebox (gemm crate) {our_peak:.1} GFLOP/s, PyTorch {} GFLOP/s",
+        torch_peak.map_or("n/a".into(), |p| format!("{p:.1}"))
+    );
     for (kind, figures) in &ours {
         // Training costs about three forward passes (forward, input gradient, weight gradient).
         let train_flops = 3.0 * forward_flops(*kind);

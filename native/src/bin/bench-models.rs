@@ -66,19 +66,34 @@ fn main() -> Result<()> {
     let script = repo_root().join("tests/reference/bench_attention_models.py");
     let script = script.to_str().context("a repository path that is not UTF-8")?;
     println!("training on the CPU, batch {batch}, {threads} threads, mean of {steps} batches after a warm-up\n");
-    println!("| model | data | whitebox s/batch | PyTorch s/batch | speed ratio | whitebox peak MiB | PyTorch peak MiB |");
+    println!(
+        "| model | data | whitebox s/batch | PyTorch s/batch | speed ratio | whitebox peak MiB | PyTorch peak MiB |"
+    );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
     for arch in ["ran", "warn"] {
         for dataset in ["mnist", "cifar10"] {
-            let common = ["--threads".to_string(), threads.to_string(), "--batch".into(), batch.to_string(), "--steps".into(), steps.to_string()];
-            let out = Command::new(std::env::current_exe()?).args(["--one", arch, "--dataset", dataset]).args(&common).output()?;
+            let common = [
+                "--threads".to_string(),
+                threads.to_string(),
+                "--batch".into(),
+                batch.to_string(),
+                "--steps".into(),
+                steps.to_string(),
+            ];
+            let out = Command::new(std::env::current_exe()?)
+                .args(["--one", arch, "--dataset", dataset])
+                .args(&common)
+                .output()?;
             if !out.status.success() {
                 bail!("{arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
             }
             let (ws, wm) = parse_pair(&String::from_utf8_lossy(&out.stdout)).context("whitebox child output")?;
             let torch = match (&python, &seed_code) {
                 (Some(py), Some(code)) => {
-                    let out = Command::new(py).args([script, "--seed-code", code, "--model", arch, "--dataset", dataset]).args(&common).output()?;
+                    let out = Command::new(py)
+                        .args([script, "--seed-code", code, "--model", arch, "--dataset", dataset])
+                        .args(&common)
+                        .output()?;
                     parse_pair(&String::from_utf8_lossy(&out.stdout))
                 }
                 _ => None,

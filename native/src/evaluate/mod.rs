@@ -25,7 +25,8 @@ pub fn shard_from(flag: Option<&str>, count_flag: Option<usize>) -> Result<Shard
         return Ok(Shard::parse(s)?);
     }
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let number = |name: &str, v: String| v.trim().parse::<usize>().with_context(|| format!("{name}={v} is not a number"));
+    let number =
+        |name: &str, v: String| v.trim().parse::<usize>().with_context(|| format!("{name}={v} is not a number"));
     if let Some(index) = var("SLURM_ARRAY_TASK_ID") {
         let index = number("SLURM_ARRAY_TASK_ID", index)?;
         let min = var("SLURM_ARRAY_TASK_MIN").map(|v| number("SLURM_ARRAY_TASK_MIN", v)).transpose()?.unwrap_or(0);
@@ -99,7 +100,8 @@ pub fn checkpoint_explained(path: &Path, ig_steps: usize) -> Result<(Checkpoint,
 /// Writes `settings` to `path` the first time; afterwards checks that a rerun uses the same settings.
 pub fn check_settings<T: Serialize + DeserializeOwned + PartialEq>(path: &Path, settings: &T) -> Result<()> {
     if path.exists() {
-        let saved: serde_json::Value = serde_json::from_slice(&fsutil::read(path)?).with_context(|| format!("reading {}", path.display()))?;
+        let saved: serde_json::Value =
+            serde_json::from_slice(&fsutil::read(path)?).with_context(|| format!("reading {}", path.display()))?;
         let now = serde_json::to_value(settings)?;
         if saved != now {
             bail!(

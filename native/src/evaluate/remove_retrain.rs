@@ -67,7 +67,9 @@ pub struct Unit {
 impl Unit {
     pub fn id(&self) -> String {
         match (self.mode, self.method) {
-            (Some(mode), Some(method)) => format!("{}-{}-t{:.2}-s{}", mode.name(), method.id(), self.threshold, self.seed),
+            (Some(mode), Some(method)) => {
+                format!("{}-{}-t{:.2}-s{}", mode.name(), method.id(), self.threshold, self.seed)
+            }
             _ => format!("baseline-s{}", self.seed),
         }
     }
@@ -112,7 +114,14 @@ struct Data {
 /// Per-pixel relevance (`N × H·W`) of `method` for every image of `set`, computed in chunks and cached in
 /// `dir/<split>-<start>-<len>.safetensors`. Workers of a sharded sweep start at different chunks (`shard`) and load
 /// what the others have already written, so the maps are not all computed by every worker.
-fn relevance(model: &dyn Classifier, method: Method, args: &SweepArgs, set: &ImageSet, dir: &Path, split: &str) -> Result<Vec<f32>> {
+fn relevance(
+    model: &dyn Classifier,
+    method: Method,
+    args: &SweepArgs,
+    set: &ImageSet,
+    dir: &Path,
+    split: &str,
+) -> Result<Vec<f32>> {
     let kind = model.spec().dataset;
     let plane = set.height * set.width;
     let explanation = explanation(method, args.ig_steps, 128);
@@ -127,12 +136,17 @@ fn relevance(model: &dyn Classifier, method: Method, args: &SweepArgs, set: &Ima
         let values = if path.exists() {
             let loaded = candle_core::safetensors::load_buffer(&fsutil::read(&path)?, &Device::Cpu)
                 .with_context(|| format!("reading cached maps {}", path.display()))?;
-            loaded.get("relevance").with_context(|| format!("{} has no relevance tensor", path.display()))?.flatten_all()?.to_vec1::<f32>()?
+            loaded
+                .get("relevance")
+                .with_context(|| format!("{} has no relevance tensor", path.display()))?
+                .flatten_all()?
+                .to_vec1::<f32>()?
         } else {
             let indices: Vec<usize> = (start..start + len).collect();
             let (x, y) = set.batch(&indices, kind, &Device::Cpu)?;
             let targets = y.to_vec1::<u32>()?;
-            let maps = explanation.run(model, &x, &targets, &mut |n| pb.inc(n as u64))?.flatten_all()?.to_vec1::<f32>()?;
+            let maps =
+                explanation.run(model, &x, &targets, &mut |n| pb.inc(n as u64))?.flatten_all()?.to_vec1::<f32>()?;
             let per = set.image_len();
             let mut values = Vec::with_capacity(len * plane);
             for i in 0..len {
@@ -217,7 +231,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 }
                 let (_, train_rel, test_rel) = maps.as_ref().expect("maps of this method");
                 let train = remove_pixels(&data.train, train_rel, mode, unit.threshold, &fill)?;
-                let test = if args.seed_variant { data.test.clone() } else { remove_pixels(&data.test, test_rel, mode, unit.threshold, &fill)? };
+                let test = if args.seed_variant {
+                    data.test.clone()
+                } else {
+                    remove_pixels(&data.test, test_rel, mode, unit.threshold, &fill)?
+                };
                 (train, test)
             }
             _ => (data.train.clone(), data.test.clone()),
@@ -227,7 +245,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
         write_json(&unit_path(&args.out, &unit), &result)?;
         let _ = std::fs::remove_dir_all(args.out.join("work").join(unit.id()));
         overall.inc(1);
-        overall.suspend(|| ui::note(format!("{:<28} test accuracy {:.4} ({:.0} s)", unit.id(), result.test_accuracy, result.seconds)));
+        overall.suspend(|| {
+            ui::note(format!("{:<28} test accuracy {:.4} ({:.0} s)", unit.id(), result.test_accuracy, result.seconds))
+        });
     }
     overall.finish_and_clear();
     Ok(())
@@ -239,7 +259,14 @@ pub fn unit_path(out: &Path, unit: &Unit) -> PathBuf {
 
 /// Trains a fresh model on `train` (split into train and validation; in the seed's variant the validation images
 /// come unmasked from `original`), resuming from the unit's saved state, and measures it on `test`.
-fn retrain(args: &SweepArgs, spec: ModelSpec, unit: &Unit, train: &ImageSet, test: &ImageSet, original: &ImageSet) -> Result<UnitResult> {
+fn retrain(
+    args: &SweepArgs,
+    spec: ModelSpec,
+    unit: &Unit,
+    train: &ImageSet,
+    test: &ImageSet,
+    original: &ImageSet,
+) -> Result<UnitResult> {
     let device = Device::Cpu;
     let config = TrainConfig { seed: unit.seed, ..args.config.clone() };
     let split = train_validation_split(train.len(), 0.2, SPLIT_SEED)?;
@@ -283,7 +310,10 @@ pub fn results(out: &Path) -> Result<Vec<UnitResult>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     paths.sort();
     for p in paths {

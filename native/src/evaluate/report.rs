@@ -96,7 +96,11 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             let mut series = vec![];
             let mut table = String::new();
             let thresholds: Vec<String> = {
-                let mut t: Vec<(f64, String)> = curves.iter().filter(|((m, _), _)| *m == mode).flat_map(|(_, c)| c.iter().map(|(k, v)| (v.0, k.clone()))).collect();
+                let mut t: Vec<(f64, String)> = curves
+                    .iter()
+                    .filter(|((m, _), _)| *m == mode)
+                    .flat_map(|(_, c)| c.iter().map(|(k, v)| (v.0, k.clone())))
+                    .collect();
                 t.sort_by(|a, b| a.0.total_cmp(&b.0));
                 t.dedup_by(|a, b| a.1 == b.1);
                 t.into_iter().map(|x| x.1).collect()
@@ -104,25 +108,39 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             if thresholds.is_empty() {
                 continue;
             }
-            let _ = writeln!(table, "## {} — test accuracy after retraining, by fraction of pixels removed (seed's in parentheses)\n", mode.name().to_uppercase());
+            let _ = writeln!(
+                table,
+                "## {} — test accuracy after retraining, by fraction of pixels removed (seed's in parentheses)\n",
+                mode.name().to_uppercase()
+            );
             let _ = writeln!(table, "| method | {} |", thresholds.join(" | "));
             let _ = writeln!(table, "|---|{}", "---:|".repeat(thresholds.len()));
             for m in Method::ALL {
                 let Some(curve) = curves.get(&(mode, m.id())) else { continue };
                 let points: Vec<(f64, f64)> = curve.values().map(|(t, accs)| (*t, mean_std(accs).0)).collect();
                 series.push(Series { name: m.label().into(), points, color: color(m), dashed: false });
-                let theirs: Vec<&SeedRoarKar> = seed.roar_kar.iter().filter(|s| s.dataset == dataset && s.model == arch && s.method == m && s.mode == mode).collect();
+                let theirs: Vec<&SeedRoarKar> = seed
+                    .roar_kar
+                    .iter()
+                    .filter(|s| s.dataset == dataset && s.model == arch && s.method == m && s.mode == mode)
+                    .collect();
                 if !theirs.is_empty() {
                     let mut pts: Vec<(f64, f64)> = theirs.iter().map(|s| (s.threshold, s.test_accuracy)).collect();
                     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    series.push(Series { name: format!("{} (seed)", m.label()), points: pts, color: color(m), dashed: true });
+                    series.push(Series {
+                        name: format!("{} (seed)", m.label()),
+                        points: pts,
+                        color: color(m),
+                        dashed: true,
+                    });
                 }
                 let cells: Vec<String> = thresholds
                     .iter()
                     .map(|t| match curve.get(t) {
                         Some((tv, accs)) => {
                             let (mean, std) = mean_std(accs);
-                            let mut cell = if accs.len() > 1 { format!("{mean:.4} ± {std:.4}") } else { format!("{mean:.4}") };
+                            let mut cell =
+                                if accs.len() > 1 { format!("{mean:.4} ± {std:.4}") } else { format!("{mean:.4}") };
                             if let Some(s) = theirs.iter().find(|s| (s.threshold - tv).abs() < 1e-6) {
                                 cell.push_str(&format!(" ({:.4})", s.test_accuracy));
                             }
@@ -139,33 +157,73 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
                 Mode::Roar => "ROAR: most relevant pixels removed",
                 Mode::Kar => "KAR: least relevant pixels removed",
             };
-            charts.push(Chart { title: format!("{what} ({dataset}, {arch})"), x_label: "fraction of pixels removed".into(), y_label: "test accuracy after retraining".into(), series });
+            charts.push(Chart {
+                title: format!("{what} ({dataset}, {arch})"),
+                x_label: "fraction of pixels removed".into(),
+                y_label: "test accuracy after retraining".into(),
+                series,
+            });
         }
         let path = to.join("roar-kar.svg");
         fsutil::write_atomic(&path, figure(&charts, 2).as_bytes())?;
         written.push(path);
         let seconds: f64 = units.iter().map(|u| u.seconds).sum();
-        let _ = writeln!(md, "{} units, {:.1} CPU-hours of work in all; figure: `roar-kar.svg`.\n", units.len(), seconds / 3600.0);
+        let _ = writeln!(
+            md,
+            "{} units, {:.1} CPU-hours of work in all; figure: `roar-kar.svg`.\n",
+            units.len(),
+            seconds / 3600.0
+        );
     }
     if !sel.is_empty() {
         let (arch, dataset) = sel_settings
             .as_ref()
-            .map(|s| (s["arch"].as_str().unwrap_or_default().to_string(), s["dataset"].as_str().unwrap_or_default().to_string()))
+            .map(|s| {
+                (
+                    s["arch"].as_str().unwrap_or_default().to_string(),
+                    s["dataset"].as_str().unwrap_or_default().to_string(),
+                )
+            })
             .unwrap_or_default();
         let mut score = vec![];
         let mut accuracy = vec![];
-        let _ = writeln!(md, "## Selectivity ({dataset}, {arch}) — area under the curve (lower is better; seed's in parentheses)\n");
+        let _ = writeln!(
+            md,
+            "## Selectivity ({dataset}, {arch}) — area under the curve (lower is better; seed's in parentheses)\n"
+        );
         let _ = writeln!(md, "| method | images | steps × pixels | accuracy: start → end | accuracy AUC | score AUC | time (s) |\n|---|---:|---:|---:|---:|---:|---:|");
         for r in &sel {
-            let pts = |v: &[f64]| v.iter().enumerate().map(|(i, &y)| ((i * r.pixels_per_step) as f64, y)).collect::<Vec<_>>();
-            score.push(Series { name: r.label.clone(), points: pts(&r.mean_score), color: color(r.method), dashed: false });
-            accuracy.push(Series { name: r.label.clone(), points: pts(&r.accuracy), color: color(r.method), dashed: false });
-            let theirs = seed.selectivity.iter().find(|s| s.dataset == dataset && s.model == arch && s.method == r.method);
+            let pts =
+                |v: &[f64]| v.iter().enumerate().map(|(i, &y)| ((i * r.pixels_per_step) as f64, y)).collect::<Vec<_>>();
+            score.push(Series {
+                name: r.label.clone(),
+                points: pts(&r.mean_score),
+                color: color(r.method),
+                dashed: false,
+            });
+            accuracy.push(Series {
+                name: r.label.clone(),
+                points: pts(&r.accuracy),
+                color: color(r.method),
+                dashed: false,
+            });
+            let theirs =
+                seed.selectivity.iter().find(|s| s.dataset == dataset && s.model == arch && s.method == r.method);
             let (seed_acc, seed_score) = match theirs {
                 Some(s) => {
                     let p = |v: &[f64]| v.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect::<Vec<_>>();
-                    score.push(Series { name: format!("{} (seed)", r.label), points: p(&s.mean_score), color: color(r.method), dashed: true });
-                    accuracy.push(Series { name: format!("{} (seed)", r.label), points: p(&s.accuracy), color: color(r.method), dashed: true });
+                    score.push(Series {
+                        name: format!("{} (seed)", r.label),
+                        points: p(&s.mean_score),
+                        color: color(r.method),
+                        dashed: true,
+                    });
+                    accuracy.push(Series {
+                        name: format!("{} (seed)", r.label),
+                        points: p(&s.accuracy),
+                        color: color(r.method),
+                        dashed: true,
+                    });
                     let auc = whitebox_core::evaluation::area_under_curve;
                     (format!(" ({:.4})", auc(&s.accuracy)), format!(" ({:.4})", auc(&s.mean_score)))
                 }
@@ -174,12 +232,30 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} × {} | {:.3} → {:.3} | {:.4}{seed_acc} | {:.4}{seed_score} | {:.0} |",
-                r.label, r.images, r.steps, r.pixels_per_step, r.accuracy[0], r.accuracy.last().unwrap_or(&0.0), r.accuracy_auc, r.score_auc, r.seconds
+                r.label,
+                r.images,
+                r.steps,
+                r.pixels_per_step,
+                r.accuracy[0],
+                r.accuracy.last().unwrap_or(&0.0),
+                r.accuracy_auc,
+                r.score_auc,
+                r.seconds
             );
         }
         let charts = [
-            Chart { title: format!("Selectivity: score of the true class ({dataset})"), x_label: "pixels removed".into(), y_label: "mean softmax score".into(), series: score },
-            Chart { title: format!("Selectivity: accuracy ({dataset})"), x_label: "pixels removed".into(), y_label: "accuracy".into(), series: accuracy },
+            Chart {
+                title: format!("Selectivity: score of the true class ({dataset})"),
+                x_label: "pixels removed".into(),
+                y_label: "mean softmax score".into(),
+                series: score,
+            },
+            Chart {
+                title: format!("Selectivity: accuracy ({dataset})"),
+                x_label: "pixels removed".into(),
+                y_label: "accuracy".into(),
+                series: accuracy,
+            },
         ];
         let path = to.join("selectivity.svg");
         fsutil::write_atomic(&path, figure(&charts, 2).as_bytes())?;
