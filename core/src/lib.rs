@@ -15,4 +15,6 @@ pub mod models;
 pub mod nn;
 pub mod params;
 pub mod render;
+#[doc(hidden)]
+pub mod testing;
 pub mod train;

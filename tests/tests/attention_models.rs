@@ -59,12 +59,9 @@ fn value(name: &str, shape: &[usize]) -> Tensor {
 /// max |a − b| / max |b| after removing each row's mean: WARN's outputs are log-probabilities near −ln 10, whose
 /// differences between classes are what decides.
 fn rel_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
     let center =
         |t: &Tensor| if t.rank() == 2 { t.broadcast_sub(&t.mean_keepdim(1).unwrap()).unwrap() } else { t.clone() };
-    let (a, b) = (center(a), center(b));
-    let d = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12)
+    whitebox_core::testing::rel_error(&center(a), &center(b), 1e-12).unwrap()
 }
 
 /// The `__metadata__` of a safetensors file.

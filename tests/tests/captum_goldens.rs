@@ -10,10 +10,7 @@ use whitebox_e2e::repo_root;
 
 /// max |a − b| / max |b|: the relative error of a whole map.
 fn rel_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    d / m.max(1e-12)
+    whitebox_core::testing::rel_error(a, b, 1e-12).unwrap()
 }
 
 /// Largest relative error accepted for `method` on `arch`. Everything is held to 1e-4 except integrated gradients
@@ -77,7 +74,8 @@ fn check(arch: &str) {
     for (name, ours) in &ours {
         let err = rel_error(ours, &golden[*name]);
         eprintln!("{arch} {name:<10} relative error {err:.2e}");
-        if !(err <= tolerance(arch, name)) {
+        // NaN fails too.
+        if err.is_nan() || err > tolerance(arch, name) {
             failures.push(format!("{name}: {err:.2e}"));
         }
         // IG against exact (float64) arithmetic, beside Captum's own f32 distance from it.
@@ -85,7 +83,7 @@ fn check(arch: &str) {
             let (ours_exact, captum_exact) = (rel_error(ours, exact), rel_error(&golden[*name], exact));
             eprintln!("{arch} {name:<10} vs float64: whitebox {ours_exact:.2e}, Captum f32 {captum_exact:.2e}");
             // As close to exact arithmetic as Captum's f32 result is (within 1.5×), or within 1e-3.
-            if !(ours_exact <= (1.5 * captum_exact).max(1e-3)) {
+            if ours_exact.is_nan() || ours_exact > (1.5 * captum_exact).max(1e-3) {
                 failures.push(format!("{name} vs float64: {ours_exact:.2e}"));
             }
         }

@@ -112,9 +112,7 @@ pub fn compare(cases: &[(String, Vec<f32>)], golden: &[u8], tolerance: f32) -> R
         if w.len() != got.len() {
             return Err(format!("{name}: {} values, golden has {}", got.len(), w.len()));
         }
-        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
-        let diff = w.iter().zip(got).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        let rel = diff / scale;
+        let rel = whitebox_core::testing::max_rel_error(got, &w, 1e-30);
         if rel > tolerance || rel.is_nan() {
             return Err(format!("{name}: relative error {rel:e} > {tolerance:e}"));
         }

@@ -60,8 +60,7 @@ async fn webgpu_equals_wasm_cpu() {
             while !task.step().unwrap() {}
             let want = task.map().unwrap();
             let got = engine.gpu_map(&pixels, &request, 3).unwrap().await.unwrap();
-            let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
-            let rel = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            let rel = whitebox_core::testing::max_rel_error(&got, &want, 1e-30);
             let case = format!("{name}/{}", request.label());
             assert!(rel < 1e-4, "{case}: relative error {rel:e}");
             if rel >= worst.0 {

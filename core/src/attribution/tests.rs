@@ -5,8 +5,8 @@
 use super::*;
 use crate::data::DatasetKind;
 use crate::models::{Arch, ModelSpec};
-use crate::ops::test_util::{random, rel_diff};
 use crate::params::init_model;
+use crate::testing::{random, rel_error};
 use candle_core::Device;
 
 fn model(arch: Arch) -> Box<dyn Classifier> {
@@ -98,7 +98,7 @@ fn smoothgrad_without_noise_is_its_base_method() -> Result<()> {
             Ensemble::SmoothGradSquared => plain.sqr()?,
             Ensemble::VarGrad => plain.zeros_like()?,
         };
-        assert!(rel_diff(&got, &want)? < 1e-5, "{kind:?}");
+        assert!(rel_error(&got, &want, 1.0)? < 1e-5, "{kind:?}");
     }
     Ok(())
 }
@@ -114,11 +114,11 @@ fn guided_equals_vanilla_on_a_relu_free_path() -> Result<()> {
     let grad = |rule| layer_gradient(m.as_ref(), &x, &t, Score::Logit, rule, layer).unwrap().1;
     let vanilla = grad(ReluRule::Standard);
     assert!(vanilla.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
-    assert!(rel_diff(&grad(ReluRule::Guided), &vanilla)? < 1e-6);
-    assert!(rel_diff(&grad(ReluRule::Deconv), &vanilla)? < 1e-6);
+    assert!(rel_error(&grad(ReluRule::Guided), &vanilla, 1.0)? < 1e-6);
+    assert!(rel_error(&grad(ReluRule::Deconv), &vanilla, 1.0)? < 1e-6);
     // …while at the input they differ (ReLUs lie on that path).
     let at_input = |rule| input_gradient(m.as_ref(), &x, &t, Score::Logit, rule).unwrap();
-    assert!(rel_diff(&at_input(ReluRule::Guided), &at_input(ReluRule::Standard))? > 1e-3);
+    assert!(rel_error(&at_input(ReluRule::Guided), &at_input(ReluRule::Standard), 1.0)? > 1e-3);
     Ok(())
 }
 
@@ -147,10 +147,10 @@ fn grad_cam_equals_cam_on_the_cam_model() -> Result<()> {
     let wt = m.cam_head().unwrap().weight().index_select(&idx, 0)?.reshape((n, k, 1, 1))?;
     let coarse = act.broadcast_mul(&wt)?.sum_keepdim(1)?;
     let cam = Cam.attribute(m.as_ref(), &x, &t, Score::Logit)?;
-    assert!(rel_diff(&cam, &resize(&coarse, 28, 28, Interpolation::Bilinear)?)? < 1e-5);
+    assert!(rel_error(&cam, &resize(&coarse, 28, 28, Interpolation::Bilinear)?, 1.0)? < 1e-5);
     let gc = GradCam { layer: last }.attribute(m.as_ref(), &x, &t, Score::Logit)?;
     let want = (resize(&coarse.relu()?, 28, 28, Interpolation::Bilinear)? / (h * wd) as f64)?;
-    assert!(rel_diff(&gc, &want)? < 1e-5);
+    assert!(rel_error(&gc, &want, 1.0)? < 1e-5);
     assert!(
         coarse.min_all()?.to_scalar::<f32>()? < 0.0 && coarse.max_all()?.to_scalar::<f32>()? > 0.0,
         "both signs occur"
@@ -191,7 +191,7 @@ fn batched_equals_unbatched() -> Result<()> {
         let whole = method(method_kind, &s, m.as_ref()).attribute(m.as_ref(), &x, &t, Score::Logit)?;
         let small = method(method_kind, &Settings { batch: 3, ..s.clone() }, m.as_ref());
         let chunked_run = small.attribute(m.as_ref(), &x, &t, Score::Logit)?;
-        assert!(rel_diff(&whole, &chunked_run)? < 1e-5, "{method_kind:?}");
+        assert!(rel_error(&whole, &chunked_run, 1.0)? < 1e-5, "{method_kind:?}");
         if method_kind == Method::Random {
             continue; // one draw per call, not per image
         }
@@ -202,7 +202,7 @@ fn batched_equals_unbatched() -> Result<()> {
                 &t[i..=i],
                 Score::Logit,
             )?;
-            assert!(rel_diff(&one, &whole.narrow(0, i, 1)?)? < 1e-4, "{method_kind:?} image {i}");
+            assert!(rel_error(&one, &whole.narrow(0, i, 1)?, 1.0)? < 1e-4, "{method_kind:?} image {i}");
         }
     }
     let base = ModifiedGradient::new(ReluRule::Standard);
@@ -216,9 +216,10 @@ fn batched_equals_unbatched() -> Result<()> {
         noise: None,
     };
     assert!(
-        rel_diff(
+        rel_error(
             &nt(4).attribute(m.as_ref(), &x, &t, Score::Logit)?,
-            &nt(100).attribute(m.as_ref(), &x, &t, Score::Logit)?
+            &nt(100).attribute(m.as_ref(), &x, &t, Score::Logit)?,
+            1.0
         )? < 1e-5
     );
     Ok(())

@@ -841,8 +841,8 @@ mod tests {
     use crate::engine::constant_model;
     use crate::models::{Arch, ModelSpec};
     use crate::nn::Pass;
-    use crate::ops::test_util::{random, rel_diff};
     use crate::params::init_model;
+    use crate::testing::{random, rel_error};
     use candle_core::{Device, Tensor};
 
     /// The engine equals autograd: logits, input gradients under every ReLU rule and both scores, and every
@@ -868,14 +868,14 @@ mod tests {
                 );
                 let want = m.forward(&x, &Pass::EVAL)?;
                 assert!(
-                    rel_diff(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want)? < 1e-5,
+                    rel_error(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want, 1.0)? < 1e-5,
                     "{arch} {dataset} logits"
                 );
                 for rule in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconv] {
                     for score in [Score::Logit, Score::Prob] {
                         let fast = input_gradient(m.as_ref(), &x, &targets, score, rule)?;
                         let slow = autograd_input_gradient(m.as_ref(), &x, &targets, score, rule)?;
-                        let d = rel_diff(&fast, &slow)?;
+                        let d = rel_error(&fast, &slow, 1.0)?;
                         assert!(d < 1e-4, "{arch} {dataset} {rule:?} {score:?}: {d}");
                     }
                 }
@@ -883,8 +883,8 @@ mod tests {
                     let (fa, fg) = layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
                     let (sa, sg) =
                         autograd_layer_gradient(m.as_ref(), &x, &targets, Score::Logit, ReluRule::Standard, layer)?;
-                    assert!(rel_diff(&fa, &sa)? < 1e-5, "{arch} {dataset} layer {layer} activation");
-                    assert!(rel_diff(&fg, &sg)? < 1e-4, "{arch} {dataset} layer {layer} gradient");
+                    assert!(rel_error(&fa, &sa, 1.0)? < 1e-5, "{arch} {dataset} layer {layer} activation");
+                    assert!(rel_error(&fg, &sg, 1.0)? < 1e-4, "{arch} {dataset} layer {layer} gradient");
                 }
             }
         }

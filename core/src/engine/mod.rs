@@ -207,7 +207,7 @@ pub(crate) fn constant_model(
     let (map, _) = init_model(spec, seed, &candle_core::Device::Cpu).unwrap();
     for (k, v) in map.data().lock().unwrap().iter() {
         if k.contains("features.1") || k.contains("features.5") || k.contains("features.9") {
-            let r = crate::ops::test_util::random(v.dims(), k.len() as u64).unwrap();
+            let r = crate::testing::random(v.dims(), k.len() as u64).unwrap();
             v.set(&(r.abs().unwrap() + 0.5).unwrap()).unwrap();
         }
     }
@@ -220,7 +220,7 @@ mod tests {
     use crate::attribution::{Ensemble, Explanation, Method, Settings};
     use crate::data::DatasetKind;
     use crate::models::Arch;
-    use crate::ops::test_util::random;
+    use crate::testing::random;
 
     /// Recording a run, answering the requests with the CPU plan and replaying gives the direct result, for every
     /// method (plain and in an ensemble); a replay that is asked something else fails.

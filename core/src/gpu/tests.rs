@@ -7,10 +7,10 @@ use crate::attribution::{Ensemble, Explanation, Method, Riemann, Score, Settings
 use crate::data::DatasetKind;
 use crate::engine::{constant_model, Engine, EngineModel};
 use crate::models::{Arch, Classifier};
-use crate::ops::test_util::random;
 use crate::ops::ReluRule;
+use crate::testing::random;
+use crate::testing::{max_rel_error, mean_rel_error_t, rel_error};
 use crate::Result;
-use candle_core::Tensor;
 use std::sync::{Arc, OnceLock};
 
 /// One device for all tests (lavapipe compiles the kernels once).
@@ -20,12 +20,6 @@ fn gpu() -> Arc<Gpu> {
         Arc::new(block_on(Gpu::new()).expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)"))
     })
     .clone()
-}
-
-fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
 #[test]
@@ -41,13 +35,13 @@ fn gpu_engine_equals_cpu_engine() -> Result<()> {
             let n = 6;
             let x = (random(&[n, c, s, s], 5)? * 2.0)?.flatten_all()?.to_vec1::<f32>()?;
             let targets: Vec<u32> = (0..n as u32).map(|i| (3 * i) % 10).collect();
-            let d = max_rel(&Engine::forward(&on_gpu, &x, n)?, &cpu.forward(&x, n)?);
+            let d = max_rel_error(&Engine::forward(&on_gpu, &x, n)?, &cpu.forward(&x, n)?, 1.0);
             assert!(d < 1e-5, "{arch} {dataset} logits: {d}");
             for rule in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconv] {
                 for score in [Score::Logit, Score::Prob] {
                     let want = cpu.gradient(&x, n, &targets, score, rule, None)?;
                     let got = Engine::gradient(&on_gpu, &x, n, &targets, score, rule, None)?;
-                    let d = max_rel(&got.grad, &want.grad);
+                    let d = max_rel_error(&got.grad, &want.grad, 1.0);
                     assert!(d < 1e-4, "{arch} {dataset} {rule:?} {score:?}: {d}");
                 }
             }
@@ -55,11 +49,15 @@ fn gpu_engine_equals_cpu_engine() -> Result<()> {
                 let want = cpu.gradient(&x, n, &targets, Score::Logit, ReluRule::Guided, Some(layer))?;
                 let got = Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Guided, Some(layer))?;
                 let (ga, wa) = (got.activation.expect("asked"), want.activation.expect("asked"));
-                assert!(max_rel(&ga, &wa) < 1e-5, "{arch} {dataset} layer {layer} activation: {}", max_rel(&ga, &wa));
                 assert!(
-                    max_rel(&got.grad, &want.grad) < 1e-4,
+                    max_rel_error(&ga, &wa, 1.0) < 1e-5,
+                    "{arch} {dataset} layer {layer} activation: {}",
+                    max_rel_error(&ga, &wa, 1.0)
+                );
+                assert!(
+                    max_rel_error(&got.grad, &want.grad, 1.0) < 1e-4,
                     "{arch} {dataset} layer {layer} gradient: {}",
-                    max_rel(&got.grad, &want.grad)
+                    max_rel_error(&got.grad, &want.grad, 1.0)
                 );
             }
         }
@@ -111,13 +109,13 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
             for e in requests {
                 let want = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
                 let got = e.run(&gm, &x, &t, &mut |_| {})?;
-                let d = rel_to_max(&got, &want)?;
+                let d = rel_error(&got, &want, f32::MIN_POSITIVE)?;
                 if e.method == Method::Ig && e.ensemble.is_none() {
                     // IG sums 20 scaled copies of the input; near α = 0 the feature maps are nearly flat and a
                     // max-pooling window may hold values equal up to rounding, which the CPU's GEMM and the GPU's
                     // direct sums break differently (measured once the CPU build used AVX-512 code: SimpleCNN on
                     // CIFAR-10, 5e-3 at a few pixels). Held to the mean difference, and a looser maximum.
-                    let mean = mean_rel(&got, &want)?;
+                    let mean = mean_rel_error_t(&got, &want, f32::MIN_POSITIVE)?;
                     assert!(mean < 1e-4 && d < 2e-2, "{arch} {dataset} {}: mean {mean}, max {d}", e.label());
                 } else {
                     assert!(d < 1e-4, "{arch} {dataset} {}: {d}", e.label());
@@ -126,20 +124,6 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `|a − b|` over the largest `|b|` (not floored at 1: maps can be small).
-fn rel_to_max(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
-    let scale = b.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
-    Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale)
-}
-
-/// Mean absolute difference relative to the largest magnitude of `b`.
-fn mean_rel(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
-    let scale = b.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
-    Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len().max(1) as f32 / scale)
 }
 
 /// Requests larger than one command buffer are split, and give the same values; bad requests are errors.
@@ -154,8 +138,8 @@ fn large_batches_split_and_bad_requests_fail() -> Result<()> {
     let targets = vec![4u32; n];
     let want = cpu.gradient(&x, n, &targets, Score::Logit, ReluRule::Standard, Some(8))?;
     let got = Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Standard, Some(8))?;
-    assert!(max_rel(&got.grad, &want.grad) < 1e-4);
-    assert!(max_rel(&got.activation.unwrap(), &want.activation.unwrap()) < 1e-5);
+    assert!(max_rel_error(&got.grad, &want.grad, 1.0) < 1e-4);
+    assert!(max_rel_error(&got.activation.unwrap(), &want.activation.unwrap(), 1.0) < 1e-5);
     let err = |r: Result<crate::engine::Gradient>| r.unwrap_err().to_string();
     assert!(err(Engine::gradient(&on_gpu, &x, n, &[10; 8], Score::Logit, ReluRule::Standard, None))
         .contains("outside 0..10"));
@@ -184,7 +168,7 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     ] {
         let want = e.run(m.as_ref(), &x, &[5], &mut |_| {})?;
         let got = block_on(super::explain(&e, m.clone(), &on_gpu, &x, &[5]))?;
-        let d = rel_to_max(&got, &want)?;
+        let d = rel_error(&got, &want, f32::MIN_POSITIVE)?;
         assert!(d < 1e-4, "{}: {d}", e.label());
     }
     Ok(())

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 /// The architectures whitebox defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Arch {
     SimpleCnn,
     Cam,
@@ -27,6 +28,7 @@ pub enum Arch {
     /// Residual Attention Network, depth 56.
     Ran,
     /// Residual Attention Network, depth 92.
+    #[cfg_attr(feature = "clap", value(name = "ran-92"))]
     Ran92,
     /// Wide ResNet 28-4 with attention (Attend and Rectify).
     Warn,
@@ -275,7 +277,7 @@ mod tests {
         for arch in Arch::SMALL {
             let spec = ModelSpec { arch, dataset: DatasetKind::Cifar10 };
             let (_, model) = init_model(spec, 5, &Device::Cpu)?;
-            let x = crate::ops::test_util::random(&[3, 3, 32, 32], 9)?;
+            let x = crate::testing::random(&[3, 3, 32, 32], 9)?;
             let all = model.forward(&x, &Pass::EVAL)?;
             for i in 0..3 {
                 let one = model.forward(&x.narrow(0, i, 1)?, &Pass::EVAL)?;
@@ -304,7 +306,7 @@ mod attention_model_tests {
         for (arch, maps_per_image) in [(Arch::Ran, 3), (Arch::Warn, 12)] {
             let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
             let (_, model) = init_model(spec, 3, &Device::Cpu)?;
-            let x = crate::ops::test_util::random(&[2, 1, 28, 28], 7)?;
+            let x = crate::testing::random(&[2, 1, 28, 28], 7)?;
             let maps = model.attention_maps(&x)?;
             assert_eq!(maps.len(), maps_per_image, "{arch}");
             for (name, m) in &maps {
@@ -349,11 +351,11 @@ mod folding_tests {
         // Non-trivial running statistics and affine parameters.
         for (k, v) in map.data().lock().unwrap().iter() {
             if k.contains("features.1") || k.contains("features.5") || k.contains("features.9") {
-                let r = crate::ops::test_util::random(v.dims(), k.len() as u64)?;
+                let r = crate::testing::random(v.dims(), k.len() as u64)?;
                 v.set(&(r.abs()? + 0.5)?)?;
             }
         }
-        let x = crate::ops::test_util::random(&[3, 1, 28, 28], 4)?;
+        let x = crate::testing::random(&[3, 1, 28, 28], 4)?;
         let run = |tap: Option<usize>| -> candle_core::Result<(Tensor, Tensor)> {
             let xv = Var::from_tensor(&x)?;
             let (logits, _) = model.forward_tapped(&xv, &Pass::EVAL, tap)?;
@@ -364,8 +366,8 @@ mod folding_tests {
         // Tapping features[0] unfolds only block 0; tapping 8 as well covers block 2.
         let unfolded2 = run(Some(8))?;
         for (a, b) in [(&folded, &unfolded), (&folded, &unfolded2)] {
-            assert!(crate::ops::test_util::rel_diff(&a.0, &b.0)? < 1e-5);
-            assert!(crate::ops::test_util::rel_diff(&a.1, &b.1)? < 1e-5);
+            assert!(crate::testing::rel_error(&a.0, &b.0, 1.0)? < 1e-5);
+            assert!(crate::testing::rel_error(&a.1, &b.1, 1.0)? < 1e-5);
         }
         Ok(())
     }

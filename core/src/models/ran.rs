@@ -146,6 +146,8 @@ impl AttentionModule {
     }
 }
 
+// A network holds a few dozen stages, built once: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Stage {
     Unit(ResidualUnit),

@@ -85,24 +85,3 @@ pub(crate) fn dims4(layout: &Layout, op: &str) -> Result<(usize, usize, usize, u
         d => candle_core::bail!("{op} expects an N×C×H×W tensor, got shape {d:?}"),
     }
 }
-
-#[cfg(test)]
-pub(crate) mod test_util {
-    use candle_core::{Device, Result, Tensor};
-    use rand::{Rng, SeedableRng};
-
-    pub fn random(shape: &[usize], seed: u64) -> Result<Tensor> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)
-    }
-
-    /// Largest absolute difference, relative to the largest magnitude of `b` (at least 1).
-    pub fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        assert_eq!(a.dims(), b.dims());
-        let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        let m = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
-        Ok(d / m)
-    }
-}

@@ -79,7 +79,7 @@ mod tests {
             ([0; 3], [255, 0, 0], [255, 0, 0], [0, 255, 0], [0, 255, 0], [0; 3])
         );
         c.text("I", 10, 0, 1, [9, 9, 9]);
-        assert!(c.pixels.iter().any(|p| *p == [9, 9, 9]));
+        assert!(c.pixels.contains(&[9, 9, 9]));
         let png = c.encode_png()?;
         let decoder = png::Decoder::new(std::io::Cursor::new(png));
         let mut reader = decoder.read_info().map_err(|e| Error::InvalidArgument(e.to_string()))?;

@@ -451,14 +451,6 @@ mod tests {
         ))
     }
 
-    /// Largest difference relative to the largest magnitude of `b` (at least `floor`).
-    fn rel(a: &Tensor, b: &Tensor, floor: f32) -> Result<f32> {
-        let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
-        assert_eq!(a.len(), b.len());
-        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        Ok(d / b.iter().map(|v| v.abs()).fold(floor, f32::max))
-    }
-
     /// `features.{4i}.bias`: a block's convolution bias.
     fn conv_bias(name: &str) -> bool {
         name.strip_prefix("features.")
@@ -493,7 +485,7 @@ mod tests {
                         let a = autograd_step(model_a.as_ref(), &x, &y)?;
                         let b = model_b.training_step(&x, &y)?;
                         let what = format!("{arch} {kind:?} n={n} step {step}");
-                        assert!(rel(&b.logits, &a.logits, 1.0)? < 1e-5, "{what}: logits");
+                        assert!(crate::testing::rel_error(&b.logits, &a.logits, 1.0)? < 1e-5, "{what}: logits");
                         assert!(
                             (a.loss - b.loss).abs() < 1e-5 * a.loss.abs().max(1.0),
                             "{what}: loss {} vs {}",
@@ -520,7 +512,7 @@ mod tests {
                                     }
                                 }
                                 (Some(ga), Some(gb)) => {
-                                    let r = rel(gb, ga, 1e-6)?;
+                                    let r = crate::testing::rel_error(gb, ga, 1e-6)?;
                                     assert!(r < 1e-4, "{what}: gradient of {name} differs by {r}");
                                 }
                                 (None, None) => {}
@@ -536,7 +528,7 @@ mod tests {
                         opt_b.step(&b.grads, 0.05)?;
                     }
                     for ((name, pa), (_, pb)) in sorted(&map_a).iter().zip(&sorted(&map_b)) {
-                        let r = rel(pb, pa, 1e-3)?;
+                        let r = crate::testing::rel_error(pb, pa, 1e-3)?;
                         assert!(r < 1e-4, "{arch} {kind:?} n={n}: {name} after three steps differs by {r}");
                     }
                 }
