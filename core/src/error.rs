@@ -12,6 +12,9 @@ pub enum Error {
     /// An argument is out of range or inconsistent with another one.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The GPU failed: no adapter, a device lost or out of memory, a kernel or read-back error.
+    #[error("GPU: {0}")]
+    Gpu(String),
     /// An error from the tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

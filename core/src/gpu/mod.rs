@@ -37,7 +37,7 @@ pub struct Gpu {
 }
 
 fn gpu_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!("GPU: {what}: {e}"))
+    Error::Gpu(format!("{what}: {e}"))
 }
 
 impl Gpu {
@@ -95,6 +95,7 @@ pub async fn explain(
     x: &Tensor,
     targets: &[u32],
 ) -> Result<Tensor> {
+    explanation.validate()?;
     let units = explanation.samples.max(1) * explanation.settings.steps.max(1);
     let mut e = explanation.clone();
     e.settings.batch = e.settings.batch.max(units * x.dim(0)?);
