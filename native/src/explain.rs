@@ -8,33 +8,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use whitebox_core::attribution::{self as attr, Attribution, Explanation, Method, Score, Settings};
-use whitebox_core::data::{DatasetKind, ImageSet};
+use whitebox_core::data::{parse_indices, DatasetKind, ImageSet};
 use whitebox_core::engine::EngineModel;
 use whitebox_core::models::Classifier;
 use whitebox_core::render::{self, Aggregation, Canvas, Colormap};
-
-/// `0..8`, `3,5,7` or `5` → indices.
-pub fn parse_indices(s: &str, len: usize) -> Result<Vec<usize>> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if let Some((a, b)) = part.split_once("..") {
-            let a: usize =
-                if a.is_empty() { 0 } else { a.parse().with_context(|| format!("bad index range '{part}'"))? };
-            let b: usize =
-                if b.is_empty() { len } else { b.parse().with_context(|| format!("bad index range '{part}'"))? };
-            out.extend(a..b);
-        } else {
-            out.push(part.parse().with_context(|| format!("bad index '{part}'"))?);
-        }
-    }
-    if let Some(i) = out.iter().find(|&&i| i >= len) {
-        bail!("index {i} is out of range: the test set has {len} images");
-    }
-    if out.is_empty() {
-        bail!("no image selected by --indices '{s}'");
-    }
-    Ok(out)
-}
 
 /// The rows of one image: input, heat map, overlay.
 fn image_png(input: &[f32], map: &[f32], kind: DatasetKind, title: &str, colormap: Colormap) -> Result<Vec<u8>> {
@@ -247,9 +224,9 @@ pub fn coherence(
             for (c, col) in cols.iter().enumerate() {
                 canvas.text(&col.label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
             }
-            for r in 0..kind.num_classes() {
+            for (r, input) in inputs.iter().enumerate().take(kind.num_classes()) {
                 let y = 40 + r * cell;
-                canvas.blit(&render::denormalize_rgb(&inputs[r], kind), side, side, x0, y, scale);
+                canvas.blit(&render::denormalize_rgb(input, kind), side, side, x0, y, scale);
                 for (c, col) in cols.iter().enumerate() {
                     let method = if col.min_max { Method::Cam } else { Method::Vbp };
                     let v = render::display_values(&col.maps[r], col.channels, method)?;

@@ -6,6 +6,7 @@ mod evaluate;
 mod explain;
 mod fsutil;
 mod inspect;
+mod numbers;
 mod train;
 mod ui;
 
@@ -13,9 +14,11 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use whitebox_core::attribution::Method;
+use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
 use whitebox_core::data::DatasetKind;
+use whitebox_core::evaluation::{Fill, Ranking};
 use whitebox_core::models::{Arch, ModelSpec};
+use whitebox_core::render::Colormap;
 use whitebox_core::train::{OptimizerKind, Schedule, TrainConfig};
 
 #[derive(Parser)]
@@ -29,48 +32,6 @@ struct Cli {
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DatasetArg {
-    Mnist,
-    Cifar10,
-}
-
-impl From<DatasetArg> for DatasetKind {
-    fn from(d: DatasetArg) -> Self {
-        match d {
-            DatasetArg::Mnist => DatasetKind::Mnist,
-            DatasetArg::Cifar10 => DatasetKind::Cifar10,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ModelArg {
-    SimpleCnn,
-    Cam,
-    Cbam,
-    /// Residual Attention Network, depth 56
-    Ran,
-    /// Residual Attention Network, depth 92
-    #[value(name = "ran-92")]
-    Ran92,
-    /// Wide ResNet 28-4 with attention (Attend and Rectify)
-    Warn,
-}
-
-impl From<ModelArg> for Arch {
-    fn from(m: ModelArg) -> Self {
-        match m {
-            ModelArg::SimpleCnn => Arch::SimpleCnn,
-            ModelArg::Cam => Arch::Cam,
-            ModelArg::Cbam => Arch::Cbam,
-            ModelArg::Ran => Arch::Ran,
-            ModelArg::Ran92 => Arch::Ran92,
-            ModelArg::Warn => Arch::Warn,
-        }
-    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,11 +71,11 @@ struct TrainingFlags {
     epochs: usize,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = numbers::positive, allow_negative_numbers = true)]
     lr: f64,
     /// Learning-rate schedule: the seed's constant rate, or cosine annealing.
-    #[arg(long, value_parser = ["constant", "cosine"], default_value = "constant")]
-    schedule: String,
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: Schedule,
     #[arg(long, default_value_t = 223)]
     seed: u64,
 }
@@ -126,7 +87,7 @@ impl TrainingFlags {
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
-            schedule: Schedule::parse(&self.schedule)?,
+            schedule: self.schedule,
             seed: self.seed,
             ..TrainConfig::seed_defaults(dataset)
         })
@@ -141,8 +102,14 @@ struct SweepCli {
     #[arg(long, default_value = "vbp,ib,deconvnet,gb,ig,gc,gbgc,random,sobel,co")]
     methods: String,
     /// Fractions of pixels removed, comma-separated.
-    #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
-    thresholds: String,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = numbers::fraction,
+        allow_negative_numbers = true,
+        default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    )]
+    thresholds: Vec<f64>,
     /// Trainings per setting, with seeds --seed, --seed + 1, …; the report shows mean ± std.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
@@ -155,10 +122,10 @@ struct SweepCli {
     #[arg(long)]
     test_limit: Option<usize>,
     /// What a removed pixel becomes: the data set's mean (Hooker et al.) or black.
-    #[arg(long, value_parser = ["mean", "zero"])]
-    fill: Option<String>,
-    #[arg(long, value_parser = ["signed", "absolute"], default_value = "signed")]
-    ranking: String,
+    #[arg(long, value_enum)]
+    fill: Option<Fill>,
+    #[arg(long, value_enum, default_value = "signed")]
+    ranking: Ranking,
     /// The seed's protocol: mask the training images only, with black; validate and test on unmodified images.
     #[arg(long)]
     seed_variant: bool,
@@ -184,16 +151,16 @@ enum Command {
     /// Train a model; rerunning the same command resumes an interrupted run.
     Train {
         #[arg(long, value_enum)]
-        dataset: DatasetArg,
+        dataset: DatasetKind,
         #[arg(long, value_enum, default_value = "simple-cnn")]
-        model: ModelArg,
+        model: Arch,
         #[command(flatten)]
         training: TrainingFlags,
-        #[arg(long, value_parser = ["sgd", "adamw"], default_value = "sgd")]
-        optimizer: String,
-        #[arg(long, default_value_t = 0.9)]
+        #[arg(long, value_enum, default_value = "sgd")]
+        optimizer: OptimizerKind,
+        #[arg(long, default_value_t = 0.9, value_parser = numbers::momentum, allow_negative_numbers = true)]
         momentum: f64,
-        #[arg(long, default_value_t = 5e-4)]
+        #[arg(long, default_value_t = 5e-4, value_parser = numbers::non_negative, allow_negative_numbers = true)]
         weight_decay: f64,
         /// Random crops and flips (default: on for CIFAR-10, off for MNIST, as the seed).
         #[arg(long)]
@@ -215,7 +182,7 @@ enum Command {
         checkpoint: PathBuf,
         /// Data set (default: the checkpoint's).
         #[arg(long, value_enum)]
-        dataset: Option<DatasetArg>,
+        dataset: Option<DatasetKind>,
         /// Evaluate on the first N test images only.
         #[arg(long)]
         limit: Option<usize>,
@@ -227,9 +194,9 @@ enum Command {
     /// Parameter count and layer list of an architecture.
     Info {
         #[arg(long, value_enum)]
-        model: ModelArg,
+        model: Arch,
         #[arg(long, value_enum)]
-        dataset: DatasetArg,
+        dataset: DatasetKind,
     },
     /// Attribution maps for test images: raw tensors and/or PNG pictures.
     Attribute {
@@ -237,30 +204,30 @@ enum Command {
         checkpoint: PathBuf,
         /// Data set (default: the checkpoint's).
         #[arg(long, value_enum)]
-        dataset: Option<DatasetArg>,
-        #[arg(long, value_parser = Method::IDS)]
-        method: String,
+        dataset: Option<DatasetKind>,
+        #[arg(long, value_enum)]
+        method: Method,
         /// Wrap the method in an ensemble.
-        #[arg(long, value_parser = ["sg", "sg-sq", "sg-var"])]
-        ensemble: Option<String>,
+        #[arg(long, value_enum)]
+        ensemble: Option<Ensemble>,
         /// Ensemble samples.
         #[arg(long, default_value_t = 50)]
         n: usize,
         /// Ensemble noise level: σ = noise × (max − min) of each image.
-        #[arg(long, default_value_t = 0.15)]
+        #[arg(long, default_value_t = 0.15, value_parser = numbers::noise, allow_negative_numbers = true)]
         noise: f64,
         /// IG steps.
         #[arg(long, default_value_t = 50)]
         steps: usize,
         /// IG rule.
-        #[arg(long, value_parser = ["left", "right", "middle", "trapezoid"], default_value = "trapezoid")]
-        riemann: String,
+        #[arg(long, value_enum, default_value = "trapezoid")]
+        riemann: Riemann,
         /// Layer for GC, GB-GC and CO, by index (`whitebox info` lists them; SimpleCNN: the seed's features 0–11).
         #[arg(long)]
         layer: Option<usize>,
         /// Explain the class logit or its softmax probability.
-        #[arg(long, value_parser = ["logit", "prob"], default_value = "logit")]
-        target: String,
+        #[arg(long, value_enum, default_value = "logit")]
+        target: Score,
         /// Explain this class instead of the predicted one.
         #[arg(long)]
         class: Option<u32>,
@@ -278,8 +245,8 @@ enum Command {
         /// Write one PNG per image (input, map, overlay) to this directory.
         #[arg(long)]
         png: Option<PathBuf>,
-        #[arg(long, value_parser = ["gray", "hot", "jet", "viridis"], default_value = "viridis")]
-        colormap: String,
+        #[arg(long, value_enum, default_value = "viridis")]
+        colormap: Colormap,
         /// Where the gradients are computed: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; SimpleCNN,
         /// CAM and CBAM).
         #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
@@ -315,15 +282,15 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         pixels_per_step: usize,
         /// Fraction of the test set, drawn with --sample-seed (the seed: 10 %).
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = 0.1, value_parser = numbers::sample, allow_negative_numbers = true)]
         sample: f64,
         #[arg(long, default_value_t = 0)]
         sample_seed: u64,
         /// What a removed pixel becomes: black as the seed, or the data set's mean.
-        #[arg(long, value_parser = ["zero", "mean"], default_value = "zero")]
-        fill: String,
-        #[arg(long, value_parser = ["signed", "absolute"], default_value = "signed")]
-        ranking: String,
+        #[arg(long, value_enum, default_value = "zero")]
+        fill: Fill,
+        #[arg(long, value_enum, default_value = "signed")]
+        ranking: Ranking,
         /// IG steps.
         #[arg(long, default_value_t = 50)]
         ig_steps: usize,
@@ -362,7 +329,7 @@ enum DataAction {
     /// Download, verify (SHA-256) and store a data set in the data directory.
     Fetch {
         #[arg(value_enum)]
-        dataset: DatasetArg,
+        dataset: DatasetKind,
         /// Base URL or directory to fetch from instead of the canonical sources.
         #[arg(long)]
         from: Option<String>,
@@ -373,7 +340,7 @@ enum DataAction {
     /// image's bytes (channel-major).
     Gallery {
         #[arg(value_enum)]
-        dataset: DatasetArg,
+        dataset: DatasetKind,
         /// Images per class.
         #[arg(long, default_value_t = 3)]
         per_class: usize,
@@ -406,12 +373,12 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data { action: DataAction::Fetch { dataset, from, data } } => {
             let dir = datasets::data_dir(data.data_dir.as_deref());
-            let path = datasets::fetch(dataset.into(), &dir, from.as_deref())?;
+            let path = datasets::fetch(dataset, &dir, from.as_deref())?;
             println!("{}", path.display());
         }
         Command::Data { action: DataAction::Gallery { dataset, per_class, out, data } } => {
             let dir = datasets::data_dir(data.data_dir.as_deref());
-            let test = datasets::load(dataset.into(), &dir)?.test;
+            let test = datasets::load(dataset, &dir)?.test;
             let bytes = datasets::gallery(&test, per_class)?;
             fsutil::write_atomic(&out, &bytes)?;
             println!("{}: {} images", out.display(), bytes.len() / (1 + test.image_len()));
@@ -429,11 +396,10 @@ fn run(cli: Cli) -> Result<()> {
             device: dev,
             data,
         } => {
-            let dataset: DatasetKind = dataset.into();
-            let spec = ModelSpec { arch: model.into(), dataset };
+            let spec = ModelSpec { arch: model, dataset };
             let defaults = training.config(dataset)?;
             let config = TrainConfig {
-                optimizer: OptimizerKind::parse(&optimizer)?,
+                optimizer,
                 momentum,
                 weight_decay,
                 augment: augment.unwrap_or(defaults.augment),
@@ -452,7 +418,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { checkpoint, dataset, limit, device: dev, data } => {
             let dir = datasets::data_dir(data.data_dir.as_deref());
-            inspect::eval(&checkpoint, dataset.map(Into::into), &dir, limit, &device(dev)?)?;
+            inspect::eval(&checkpoint, dataset, &dir, limit, &device(dev)?)?;
         }
         Command::Attribute {
             checkpoint,
@@ -475,26 +441,26 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             data,
         } => {
-            use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
             let explanation = whitebox_core::attribution::Explanation {
-                method: Method::parse(&method)?,
-                ensemble: ensemble.as_deref().map(Ensemble::parse).transpose()?,
+                method,
+                ensemble,
                 samples: n,
                 noise_level: noise,
-                settings: Settings { steps, riemann: Riemann::parse(&riemann)?, layer, batch, seed },
-                score: if target == "prob" { Score::Prob } else { Score::Logit },
+                settings: Settings { steps, riemann, layer, batch, seed },
+                score: target,
             };
+            explanation.validate()?;
             explain::attribute(
                 explain::AttributeArgs {
                     checkpoint,
-                    dataset: dataset.map(Into::into),
+                    dataset,
                     data_dir: datasets::data_dir(data.data_dir.as_deref()),
                     indices,
                     class,
                     explanation,
                     raw,
                     png,
-                    colormap: whitebox_core::render::Colormap::parse(&colormap)?,
+                    colormap,
                     gpu: backend == "wgpu",
                 },
                 &Device::Cpu,
@@ -518,19 +484,13 @@ fn run(cli: Cli) -> Result<()> {
             shard,
             data,
         } => {
-            use whitebox_core::evaluation::{Fill, Ranking, SelectivityConfig};
+            use whitebox_core::evaluation::SelectivityConfig;
             let spec = inspect::load_checkpoint(&checkpoint, &Device::Cpu)?.spec;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/selectivity-{}-{}", spec.dataset, spec.arch)));
             evaluate::selectivity::run(evaluate::selectivity::SelectivityArgs {
                 checkpoint,
                 methods: evaluate::parse_methods(&methods)?,
-                config: SelectivityConfig {
-                    steps,
-                    pixels_per_step,
-                    fill: Fill::parse(&fill)?,
-                    ranking: Ranking::parse(&ranking)?,
-                    batch: 500,
-                },
+                config: SelectivityConfig { steps, pixels_per_step, fill, ranking, batch: 500 },
                 sample,
                 sample_seed,
                 ig_steps,
@@ -547,7 +507,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", path.display());
             }
         }
-        Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model.into(), dataset: dataset.into() })?,
+        Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model, dataset })?,
         Command::Convert { checkpoint, out, dtype } => {
             let dtype = match dtype {
                 DtypeArg::F32 => DType::F32,
@@ -573,18 +533,10 @@ fn report_and_print(out: &std::path::Path) -> Result<()> {
 }
 
 fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
-    use whitebox_core::evaluation::{Fill, Ranking};
     let spec = inspect::load_checkpoint(&a.checkpoint, &Device::Cpu)?.spec;
-    let thresholds = a
-        .thresholds
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<f64>().map_err(|_| anyhow::anyhow!("bad threshold '{t}' (expected a fraction such as 0.5)")))
-        .collect::<Result<Vec<_>>>()?;
     let config = a.training.config(spec.dataset)?;
-    let fill = match (a.fill.as_deref(), a.seed_variant) {
-        (Some(f), _) => Fill::parse(f)?,
+    let fill = match (a.fill, a.seed_variant) {
+        (Some(f), _) => f,
         (None, true) => Fill::Zero,
         (None, false) => Fill::Mean,
     };
@@ -593,13 +545,13 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         checkpoint: a.checkpoint,
         mode,
         methods: evaluate::parse_methods(&a.methods)?,
-        thresholds,
+        thresholds: a.thresholds,
         repeats: a.repeats,
         config,
         limit: a.limit,
         test_limit: a.test_limit,
         fill,
-        ranking: Ranking::parse(&a.ranking)?,
+        ranking: a.ranking,
         seed_variant: a.seed_variant,
         ig_steps: a.ig_steps,
         out: out.clone(),

@@ -24,7 +24,35 @@ pub struct Explanation {
     pub score: Score,
 }
 
+/// The largest request the CLI and the page accept (the page's controls read these through the engine).
+pub mod limits {
+    /// Ensemble samples: 1..=SAMPLES.
+    pub const SAMPLES: usize = 1000;
+    /// IG steps: 1..=STEPS.
+    pub const STEPS: usize = 1000;
+    /// Ensemble noise level: a finite number in [0, NOISE].
+    pub const NOISE: f64 = 10.0;
+}
+
 impl Explanation {
+    /// Checks every number of the request: a clear error for what no computation could use (NaN or infinite
+    /// noise, zero or too many samples or steps, an empty batch).
+    pub fn validate(&self) -> Result<()> {
+        if self.ensemble.is_some() && !(1..=limits::SAMPLES).contains(&self.samples) {
+            crate::invalid!("ensemble samples must be within 1..={}, got {}", limits::SAMPLES, self.samples);
+        }
+        if !(self.noise_level.is_finite() && (0.0..=limits::NOISE).contains(&self.noise_level)) {
+            crate::invalid!("noise level must be a number within [0, {}], got {}", limits::NOISE, self.noise_level);
+        }
+        if !(1..=limits::STEPS).contains(&self.settings.steps) {
+            crate::invalid!("IG steps must be within 1..={}, got {}", limits::STEPS, self.settings.steps);
+        }
+        if self.settings.batch == 0 {
+            crate::invalid!("the batch size must be at least 1");
+        }
+        Ok(())
+    }
+
     /// A plain method with default settings.
     pub fn of(method: Method) -> Self {
         Explanation {
@@ -62,6 +90,7 @@ impl Explanation {
         targets: &[u32],
         on_chunk: &mut dyn FnMut(usize),
     ) -> Result<Tensor> {
+        self.validate()?;
         let base = method(self.method, &self.settings, model);
         let tunnel;
         let attribution: &dyn Attribution = match self.ensemble {
@@ -104,6 +133,7 @@ impl Explanation {
 
     /// The computation for `x` (all images at once) as a [`Job`] of steps of at most `settings.batch` model inputs.
     pub fn job(&self, model: Arc<dyn Classifier>, x: &Tensor, targets: &[u32]) -> Result<Job> {
+        self.validate()?;
         let n = x.dim(0)?;
         if targets.len() != n {
             crate::invalid!("{} targets for {n} images", targets.len());
@@ -225,8 +255,8 @@ mod tests {
     use super::*;
     use crate::data::DatasetKind;
     use crate::models::{Arch, ModelSpec};
-    use crate::ops::test_util::{random, rel_diff};
     use crate::params::init_model;
+    use crate::testing::{random, rel_error};
     use candle_core::Device;
 
     /// Stepwise jobs (small steps) equal the one-call attributions of every method, plain and in every ensemble.
@@ -263,7 +293,7 @@ mod tests {
             }
             assert_eq!(job.progress(), 1.0);
             let stepped = job.finish()?;
-            assert!(rel_diff(&whole, &stepped)? < 1e-5, "{}", r.label());
+            assert!(rel_error(&whole, &stepped, 1.0)? < 1e-5, "{}", r.label());
             // 7 IG steps of 2 images in chunks of 2 steps: 4 steps; 5 samples: 3 steps.
             let want = match (r.ensemble, r.method) {
                 (Some(_), _) => 2,

@@ -9,6 +9,7 @@ use crate::Result;
 use candle_core::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Riemann {
     Left,
     Right,

@@ -12,7 +12,7 @@ mod noise_tunnel;
 mod resize;
 
 pub use baselines::{RandomMap, Sobel};
-pub use explanation::{Explanation, Job};
+pub use explanation::{limits, Explanation, Job};
 pub use gradient::{InputXGradient, ModifiedGradient};
 pub use integrated_gradients::{IntegralSums, IntegratedGradients, Riemann};
 pub use layer_maps::{Cam, ConvOutput, GradCam, GuidedGradCam};
@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 /// Which output is explained: the class logit (default), or its softmax probability (the seed's choice).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Score {
     #[default]
     Logit,
@@ -154,9 +155,11 @@ pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
 /// The method names of the CLI and the papers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
     Vbp,
     Ib,
+    #[cfg_attr(feature = "clap", value(name = "deconvnet"))]
     DeconvNet,
     Gb,
     Ig,

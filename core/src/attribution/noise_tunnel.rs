@@ -14,16 +14,40 @@ use rand::{Rng, SeedableRng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Ensemble {
     #[serde(rename = "sg")]
+    #[cfg_attr(feature = "clap", value(name = "sg"))]
     SmoothGrad,
     #[serde(rename = "sg-sq")]
+    #[cfg_attr(feature = "clap", value(name = "sg-sq"))]
     SmoothGradSquared,
     #[serde(rename = "sg-var")]
+    #[cfg_attr(feature = "clap", value(name = "sg-var"))]
     VarGrad,
 }
 
 impl Ensemble {
+    pub const ALL: [Ensemble; 3] = [Ensemble::SmoothGrad, Ensemble::SmoothGradSquared, Ensemble::VarGrad];
+
+    /// The spelling the command line and the page use.
+    pub fn id(self) -> &'static str {
+        match self {
+            Ensemble::SmoothGrad => "sg",
+            Ensemble::SmoothGradSquared => "sg-sq",
+            Ensemble::VarGrad => "sg-var",
+        }
+    }
+
+    /// The name people know it by.
+    pub fn title(self) -> &'static str {
+        match self {
+            Ensemble::SmoothGrad => "SmoothGrad",
+            Ensemble::SmoothGradSquared => "SmoothGrad²",
+            Ensemble::VarGrad => "VarGrad",
+        }
+    }
+
     pub fn parse(s: &str) -> crate::Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "sg" | "smoothgrad" => Ok(Ensemble::SmoothGrad),

@@ -6,18 +6,23 @@
 mod cifar10;
 mod drawing;
 mod images;
+mod indices;
 mod mnist;
 
 pub use cifar10::{parse_cifar10_batch, parse_cifar10_tar_gz, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES};
 pub use drawing::mnist_from_drawing;
 pub use images::{train_validation_split, ImageSet, Split};
-pub use mnist::{gunzip_if_needed, mnist_set, parse_idx_images, parse_idx_labels, MNIST_FILES};
+pub use indices::parse_indices;
+pub use mnist::{
+    gunzip_if_needed, gunzip_limited, mnist_set, parse_idx_images, parse_idx_labels, MAX_INFLATED, MNIST_FILES,
+};
 
 use serde::{Deserialize, Serialize};
 
 /// The data sets whitebox knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DatasetKind {
     Mnist,
     Cifar10,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// How a map's channels and signs make one relevance per pixel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Ranking {
     /// The attribution summed over channels: evidence for the class first, evidence against it last (the seed's
     /// order: it takes the arg-max of the signed map).

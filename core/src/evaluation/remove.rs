@@ -27,6 +27,7 @@ impl Mode {
 /// What a removed pixel becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Fill {
     /// The data set's per-channel mean (Hooker et al.), at the nearest 8-bit level: about 0 after normalisation.
     Mean,

@@ -1,6 +1,7 @@
 //! Colormaps for heat maps: gray, hot, jet and viridis (matplotlib's, sampled at nine points).
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Colormap {
     Gray,
     Hot,
@@ -22,6 +23,17 @@ const VIRIDIS: [[f32; 3]; 9] = [
 ];
 
 impl Colormap {
+    pub const ALL: [Colormap; 4] = [Colormap::Hot, Colormap::Viridis, Colormap::Jet, Colormap::Gray];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Colormap::Gray => "gray",
+            Colormap::Hot => "hot",
+            Colormap::Jet => "jet",
+            Colormap::Viridis => "viridis",
+        }
+    }
+
     pub fn parse(s: &str) -> crate::Result<Self> {
         match s {
             "gray" | "grey" => Ok(Colormap::Gray),

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 /// Learning-rate schedule over all the steps of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Schedule {
     /// The seed's: the same rate throughout.
     Constant,
@@ -83,8 +84,11 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             crate::invalid!("learning rate must be a positive number (got {})", self.lr);
         }
-        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
-            crate::invalid!("momentum must be in [0, 1) and weight decay ≥ 0");
+        if !(0.0..1.0).contains(&self.momentum) {
+            crate::invalid!("momentum must be a number in [0, 1) (got {})", self.momentum);
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            crate::invalid!("weight decay must be a finite number ≥ 0 (got {})", self.weight_decay);
         }
         Ok(())
     }

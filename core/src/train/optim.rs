@@ -11,8 +11,10 @@ use std::collections::HashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OptimizerKind {
     Sgd,
+    #[cfg_attr(feature = "clap", value(name = "adamw"))]
     AdamW,
 }
 
