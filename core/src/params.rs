@@ -170,6 +170,15 @@ impl Checkpoint {
         for t in tensors.values_mut() {
             *t = t.to_dtype(DType::F32)?;
         }
+        // A NaN or infinite weight would only show later, as a chance-level accuracy or maps of NaN.
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let values = tensors[name].flatten_all()?.to_vec1::<f32>()?;
+            if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(bad(format!("tensor '{name}' holds a non-finite value ({v} at flat index {i})")));
+            }
+        }
         Ok(Checkpoint { spec: ModelSpec { arch, dataset }, tensors, metadata })
     }
 
@@ -246,6 +255,24 @@ mod tests {
         wrong.spec.arch = Arch::Cbam;
         let err = Checkpoint::from_bytes("ck", &wrong.to_bytes(DType::F16)?, &Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("missing tensor 'cbam0."), "{err}");
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut poisoned = back.clone();
+            let w = poisoned.tensors["features.4.weight"].flatten_all()?.to_vec1::<f32>()?;
+            let mut w2 = w.clone();
+            w2[7] = bad;
+            poisoned.tensors.insert(
+                "features.4.weight".into(),
+                Tensor::from_vec(w2, poisoned.tensors["features.4.weight"].shape(), &Device::Cpu)?,
+            );
+            for dtype in [DType::F32, DType::F16] {
+                let err =
+                    Checkpoint::from_bytes("ck", &poisoned.to_bytes(dtype)?, &Device::Cpu).unwrap_err().to_string();
+                assert!(
+                    err.contains("tensor 'features.4.weight' holds a non-finite value") && err.contains("index 7"),
+                    "{err}"
+                );
+            }
+        }
         Ok(())
     }
 }

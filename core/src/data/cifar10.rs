@@ -45,13 +45,16 @@ pub fn parse_cifar10_tar_gz(archive_name: &str, bytes: &[u8]) -> Result<(ImageSe
     let mut archive = tar::Archive::new(decoder);
     let corrupt = |e: std::io::Error| Error::data(archive_name, format!("corrupt archive: {e}"));
     for entry in archive.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
+        let entry = entry.map_err(corrupt)?;
         let path = entry.path().map_err(corrupt)?.to_string_lossy().into_owned();
         let base = path.rsplit('/').next().unwrap_or("").to_string();
         let slot = CIFAR10_TRAIN_FILES.iter().chain([&CIFAR10_TEST_FILE]).position(|f| *f == base);
         if let Some(slot) = slot {
-            let mut data = Vec::with_capacity(RECORD * RECORDS_PER_BATCH);
-            entry.read_to_end(&mut data).map_err(corrupt)?;
+            // The entry's header may claim any size: the buffer grows with what arrives, at most one byte more
+            // than a batch holds.
+            let batch = (RECORD * RECORDS_PER_BATCH) as u64;
+            let mut data = Vec::new();
+            entry.take(batch + 1).read_to_end(&mut data).map_err(corrupt)?;
             found[slot] = Some(parse_cifar10_batch(&format!("{archive_name}:{path}"), &data)?);
         }
     }

@@ -13,8 +13,11 @@ const INK: f32 = 1.0 / 255.0;
 /// `ink`: `height×width` values in [0, 1] (1 = full ink). The 28×28 digit in [0, 1] (MNIST's pixels / 255), or
 /// `None` when nothing is drawn.
 pub fn mnist_from_drawing(ink: &[f32], width: usize, height: usize) -> Result<Option<Vec<f32>>> {
-    if width == 0 || height == 0 || ink.len() != width * height {
-        crate::invalid!("a drawing of {width}×{height} needs {} values, got {}", width * height, ink.len());
+    if width == 0 || height == 0 || width.checked_mul(height) != Some(ink.len()) {
+        crate::invalid!("a drawing of {width}×{height} needs {width}·{height} values, got {}", ink.len());
+    }
+    if let Some(i) = ink.iter().position(|v| !v.is_finite()) {
+        crate::invalid!("the drawing's ink value {i} is {}, not a number in [0, 1]", ink[i]);
     }
     let Some((x0, y0, x1, y1)) = bounding_box(ink, width, height) else { return Ok(None) };
     let (bw, bh) = (x1 - x0, y1 - y0);
@@ -146,7 +149,11 @@ mod tests {
     #[test]
     fn empty_and_bad_drawings() -> Result<()> {
         assert_eq!(mnist_from_drawing(&[0.0; 100], 10, 10)?, None);
-        assert!(mnist_from_drawing(&[0.0; 99], 10, 10).unwrap_err().to_string().contains("needs 100 values"));
+        assert!(mnist_from_drawing(&[0.0; 99], 10, 10).unwrap_err().to_string().contains("needs 10·10 values"));
+        assert!(mnist_from_drawing(&[0.0; 4], usize::MAX, 2).unwrap_err().to_string().contains("got 4"));
+        let mut nan = vec![0.0; 100];
+        nan[42] = f32::NAN;
+        assert!(mnist_from_drawing(&nan, 10, 10).unwrap_err().to_string().contains("ink value 42 is NaN"));
         // A single dot is scaled up to fill the box.
         let mut dot = vec![0.0; 100];
         dot[55] = 1.0;
