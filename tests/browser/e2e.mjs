@@ -61,6 +61,23 @@ try {
   const page = await openPage(browser, server.url, errors);
   check(await page.locator('#backend').textContent() === 'CPU (WebAssembly)', 'the page shows the backend (CPU: the only WebGPU adapter is SwiftShader, a software one)');
 
+  // The controls come from the engine: its option lists and its input limits (core's), nothing spelled in the page.
+  await page.waitForFunction(() => window.whitebox.state.ready, null, { timeout: 30000 });
+  const controls = await page.evaluate(() => ({
+    models: [...document.querySelectorAll('#model option')].map((o) => o.value),
+    ensembles: [...document.querySelectorAll('#ensemble option')].map((o) => o.value),
+    colormaps: [...document.querySelectorAll('#colormap option')].map((o) => o.value),
+    maxSamples: document.getElementById('samples').max,
+    maxSteps: document.getElementById('steps').max,
+    classes: document.querySelectorAll('#target option').length - 1,
+    info: window.whitebox.state.info,
+  }));
+  check(controls.models.join() === 'simple-cnn,cam,cbam' && controls.ensembles.join() === ',sg,sg-sq,sg-var'
+    && controls.colormaps.join() === 'hot,viridis,jet,gray',
+  `the option lists come from the engine (${JSON.stringify(controls)})`);
+  check(controls.maxSamples === '1000' && controls.maxSteps === '1000' && controls.classes === controls.info.classes
+    && controls.info.side === 28 && controls.info.channels === 1, 'the input limits and the class list come from the engine');
+
   // Empty canvas: a visible hint, no map.
   check((await page.locator('#timing').textContent()).includes('Draw a digit'), 'an empty canvas asks for a digit');
 

@@ -2,8 +2,10 @@
 // (worker.js); this thread sends it at most one request per animation frame and draws what comes back.
 
 const $ = (id) => document.getElementById(id);
-const SIDE = 28;
-const CLASSES = 10;
+// The loaded model's image side, channels and classes, and the engine's option lists and input limits, all read
+// from the engine when a model is ready (state.info, state.limits): none is spelled here.
+const side = () => state.info.side;
+const idLabel = (s) => { const [id, label] = s.split(':'); return { id, label }; };
 
 // State the tests read (window.whitebox) and the page renders from.
 const state = {
@@ -12,6 +14,7 @@ const state = {
   arch: 'simple-cnn',
   info: null,
   methods: [],
+  limits: null, // {samples, steps, noise}: the largest request the engine accepts
   strokes: [],
   background: null, // a gallery image (Float32Array 784 in [0, 1]) under the strokes
   pixels: null, // the model input of the last result
@@ -85,13 +88,17 @@ function onWorkerMessage(msg) {
       state.ready = true;
       state.arch = msg.arch;
       state.info = msg.info;
-      state.methods = msg.methods.map((s) => { const [id, label] = s.split(':'); return { id, label }; });
+      state.methods = msg.methods.map(idLabel);
+      const [samples, steps, noise] = msg.limits;
+      state.limits = { samples, steps, noise };
+      fillOptionLists(msg);
       $('model').value = msg.arch;
       state.backend = msg.backend;
       $('backend').textContent = state.backend;
       $('backend').title = `${msg.info.arch} on ${msg.info.dataset}, weights ${(msg.bytes / 1024).toFixed(0)} KiB loaded in ${msg.ms.toFixed(0)} ms` +
         (msg.backendNote ? ` (${msg.backendNote})` : '');
       fillMethodControls();
+      if (!galleryLoaded) loadGallery();
       if (!$('message').classList.contains('info')) showMessage('');
       schedule();
       break;
@@ -150,9 +157,9 @@ function currentRequest(method) {
     key: method,
     method,
     ensemble: $('ensemble').value,
-    samples: clampInt($('samples').value, 1, 200, 50),
-    noise: clampFloat($('noise').value, 0, 1, 0.15),
-    steps: clampInt($('steps').value, 1, 300, 50),
+    samples: clampInt($('samples').value, 1, state.limits.samples, 50),
+    noise: clampFloat($('noise').value, 0, state.limits.noise, 0.15),
+    steps: clampInt($('steps').value, 1, state.limits.steps, 50),
     layer: Number($('layer').value),
   };
 }
@@ -225,7 +232,7 @@ function onMap(msg) {
     return;
   }
   state.maps[msg.key] = { label: msg.label, method: msg.method, values: msg.values, ms: msg.ms, latencyMs };
-  const image = new ImageData(new Uint8ClampedArray(msg.rgba), SIDE, SIDE);
+  const image = new ImageData(new Uint8ClampedArray(msg.rgba), side(), side());
   if ($('compare').checked) {
     const cell = document.querySelector(`#compare-grid [data-key="${msg.key}"]`);
     if (cell) {
@@ -280,7 +287,7 @@ function showProgress(key, fraction, label) {
 function drawProbs() {
   const box = $('probs');
   box.innerHTML = '';
-  for (let c = 0; c < CLASSES; c++) {
+  for (let c = 0; c < (state.info ? state.info.classes : 0); c++) {
     const p = state.probs ? state.probs[c] : 0;
     const row = document.createElement('button');
     row.className = 'prob';
@@ -293,11 +300,17 @@ function drawProbs() {
   }
 }
 
-// Draws grey values in [0, 1] (SIDE × SIDE; none: black) onto a canvas's 2-d context.
+// Draws grey values in [0, 1] (side × side) onto a canvas's 2-d context; none: black.
 function putGrey(ctx, pixels) {
-  const img = ctx.createImageData(SIDE, SIDE);
-  for (let i = 0; i < SIDE * SIDE; i++) {
-    const v = pixels ? Math.round(255 * pixels[i]) : 0;
+  if (!pixels) {
+    ctx.fillStyle = '#000';
+    ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
+    return;
+  }
+  const n = side();
+  const img = ctx.createImageData(n, n);
+  for (let i = 0; i < n * n; i++) {
+    const v = Math.round(255 * pixels[i]);
     img.data.set([v, v, v, 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
@@ -325,6 +338,23 @@ function buildCompareGrid(requests) {
 
 // ---------- controls ----------
 
+// Fills a <select> with {id, label} options, keeping its value when it is still offered.
+function fillSelect(select, options, fallback) {
+  const previous = select.value;
+  select.length = 0;
+  for (const o of options) select.add(new Option(o.label, o.id));
+  select.value = options.some((o) => o.id === previous) && previous !== '' ? previous : fallback;
+}
+
+function fillOptionLists(msg) {
+  fillSelect($('model'), msg.models.map(idLabel), msg.arch);
+  fillSelect($('ensemble'), [{ id: '', label: 'none' }, ...msg.ensembles.map(idLabel)], '');
+  fillSelect($('colormap'), msg.colormaps.map((id) => ({ id, label: id })), msg.colormaps[0]);
+  $('samples').max = String(state.limits.samples);
+  $('steps').max = String(state.limits.steps);
+  $('noise').max = String(state.limits.noise);
+}
+
 function fillMethodControls() {
   const method = $('method');
   const previous = method.value || 'vbp';
@@ -339,7 +369,10 @@ function fillMethodControls() {
   }
   layer.value = prevLayer !== '' && Number(prevLayer) < state.info.tapPoints ? prevLayer : String(state.info.defaultLayer);
   const target = $('target');
-  if (target.options.length === 1) for (let c = 0; c < CLASSES; c++) target.add(new Option(String(c), String(c)));
+  const previousTarget = target.value;
+  target.length = 1;
+  for (let c = 0; c < state.info.classes; c++) target.add(new Option(String(c), String(c)));
+  target.value = Number(previousTarget) < state.info.classes ? previousTarget : '-1';
   $('compare-grid').dataset.keys = '';
 }
 
@@ -367,8 +400,8 @@ function redraw() {
   ctx.fillRect(0, 0, pad.width, pad.height);
   if (state.background) {
     const tmp = document.createElement('canvas');
-    tmp.width = SIDE;
-    tmp.height = SIDE;
+    tmp.width = side();
+    tmp.height = side();
     putGrey(tmp.getContext('2d'), state.background);
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(tmp, 0, 0, pad.width, pad.height);
@@ -445,7 +478,11 @@ document.addEventListener('keydown', (e) => {
 
 // ---------- gallery ----------
 
+let galleryLoaded = false;
+
 async function loadGallery() {
+  galleryLoaded = true;
+  const SIDE = side();
   try {
     const response = await fetch('assets/mnist-gallery.bin');
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -514,6 +551,5 @@ redraw();
 drawProbs();
 drawPreview(null);
 clearResults('Draw a digit (or pick one from the gallery).');
-loadGallery();
 startWorker();
 requestAnimationFrame(frame);

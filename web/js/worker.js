@@ -102,7 +102,12 @@ async function load({ arch, url, backend }) {
         defaultLayer: engine.defaultLayer,
         hasCam: engine.hasCam,
       },
+      // The option lists and input limits come from the engine, so the page offers exactly what it accepts.
       methods: wasm_bindgen.methodList(),
+      ensembles: wasm_bindgen.ensembleList(),
+      colormaps: wasm_bindgen.colormapList(),
+      models: wasm_bindgen.modelList(),
+      limits: Array.from(wasm_bindgen.requestLimits()),
     });
   } catch (err) {
     post({ type: 'error', fatal: !engine, message: `Could not load the ${arch} weights: ${String(err.message || err)}` });

@@ -152,17 +152,7 @@ impl Engine {
     }
 
     fn input(&self, pixels: &[f32]) -> Res<Tensor> {
-        let kind = self.spec.dataset;
-        let (c, s) = (kind.channels(), kind.side());
-        if pixels.len() != c * s * s {
-            return Err(format!(
-                "{} expects {c}×{s}×{s} = {} pixel values, got {}",
-                kind.name(),
-                c * s * s,
-                pixels.len()
-            ));
-        }
-        normalized(pixels, kind).map_err(err)
+        normalized(pixels, self.spec.dataset)
     }
 }
 
@@ -192,11 +182,18 @@ impl Engine {
 }
 
 /// `pixels` in [0, 1] → the model's normalised `1×C×H×W` input.
-fn normalized(pixels: &[f32], kind: DatasetKind) -> whitebox_core::Result<Tensor> {
-    let plane = pixels.len() / kind.channels();
+fn normalized(pixels: &[f32], kind: DatasetKind) -> Res<Tensor> {
+    let (c, s) = (kind.channels(), kind.side());
+    if pixels.len() != c * s * s {
+        return Err(format!("{} expects {c}×{s}×{s} = {} pixel values, got {}", kind.name(), c * s * s, pixels.len()));
+    }
+    if let Some(i) = pixels.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        return Err(format!("pixel value {i} is {}, not a number in [0, 1]", pixels[i]));
+    }
+    let plane = s * s;
     let values: Vec<f32> =
         pixels.iter().enumerate().map(|(i, &v)| (v - kind.mean()[i / plane]) / kind.std()[i / plane]).collect();
-    Ok(Tensor::from_vec(values, (1, kind.channels(), kind.side(), kind.side()), &Device::Cpu)?)
+    Tensor::from_vec(values, (1, c, s, s), &Device::Cpu).map_err(err)
 }
 
 /// What to explain: a method, optionally inside an ensemble, with its settings.
@@ -221,15 +218,6 @@ impl Request {
     ) -> Res<Request> {
         let method = Method::parse(method).map_err(err)?;
         let ensemble = if ensemble.is_empty() { None } else { Some(Ensemble::parse(ensemble).map_err(err)?) };
-        if ensemble.is_some() && !(1..=1000).contains(&samples) {
-            return Err(format!("ensemble samples must be within 1..=1000, got {samples}"));
-        }
-        if !(1..=1000).contains(&steps) {
-            return Err(format!("IG steps must be within 1..=1000, got {steps}"));
-        }
-        if !(0.0..=10.0).contains(&noise) {
-            return Err(format!("noise level must be within [0, 10], got {noise}"));
-        }
         let score = match score {
             "logit" | "" => Score::Logit,
             "prob" => Score::Prob,
@@ -243,7 +231,9 @@ impl Request {
             batch: 16,
             seed: 0,
         };
-        Ok(Request { explanation: Explanation { method, ensemble, samples, noise_level: noise, settings, score } })
+        let explanation = Explanation { method, ensemble, samples, noise_level: noise, settings, score };
+        explanation.validate().map_err(err)?;
+        Ok(Request { explanation })
     }
 
     #[wasm_bindgen(getter)]
@@ -302,9 +292,12 @@ pub fn render_map(
     if pixels.len() != map.len() {
         return Err(format!("{} pixel values for a map of {}", pixels.len(), map.len()));
     }
+    if !(0.0..=1.0).contains(&opacity) {
+        return Err(format!("opacity must be a number in [0, 1], got {opacity}"));
+    }
     let values = render::display_values(map, kind.channels(), method).map_err(err)?;
     let image = render::denormalize_rgb(
-        normalized(pixels, kind).map_err(err)?.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?.as_slice(),
+        normalized(pixels, kind)?.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?.as_slice(),
         kind,
     );
     let rgb =
@@ -329,6 +322,31 @@ pub fn mnist_from_drawing(ink: &[f32], width: usize, height: usize) -> Res<Optio
 #[wasm_bindgen(js_name = methodList)]
 pub fn method_list() -> Vec<String> {
     Method::ALL.iter().map(|m| format!("{}:{}", m.id(), m.label())).collect()
+}
+
+/// The ensembles the page offers (id, name).
+#[wasm_bindgen(js_name = ensembleList)]
+pub fn ensemble_list() -> Vec<String> {
+    Ensemble::ALL.iter().map(|e| format!("{}:{}", e.id(), e.title())).collect()
+}
+
+/// The colormaps the page offers, its default first.
+#[wasm_bindgen(js_name = colormapList)]
+pub fn colormap_list() -> Vec<String> {
+    Colormap::ALL.iter().map(|c| c.id().to_string()).collect()
+}
+
+/// The models the page can load (id, name): those small enough for the browser.
+#[wasm_bindgen(js_name = modelList)]
+pub fn model_list() -> Vec<String> {
+    whitebox_core::models::Arch::SMALL.iter().map(|a| format!("{}:{}", a.name(), a.title())).collect()
+}
+
+/// The largest request the engine accepts: `[samples, IG steps, noise level]` (the page's input limits).
+#[wasm_bindgen(js_name = requestLimits)]
+pub fn request_limits() -> Vec<f64> {
+    use whitebox_core::attribution::limits;
+    vec![limits::SAMPLES as f64, limits::STEPS as f64, limits::NOISE]
 }
 
 #[doc(hidden)]

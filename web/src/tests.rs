@@ -16,7 +16,7 @@ fn engine_equals_core() -> Res<()> {
     let pixels = parity::digit(0);
     let p = e.probabilities(&pixels)?;
     assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-    let x = normalized(&pixels, DatasetKind::Mnist).map_err(err)?;
+    let x = normalized(&pixels, DatasetKind::Mnist)?;
     let class = predict(e.model.as_ref(), &x).map_err(err)?[0];
     let argmax = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
     assert_eq!(argmax, class);
@@ -31,8 +31,7 @@ fn engine_equals_core() -> Res<()> {
     let want = request.explanation.run(e.model.as_ref(), &x, &[7], &mut |_| {}).map_err(err)?;
     let want = want.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(err)?;
     let got = task.map()?;
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
+    assert!(whitebox_core::testing::max_rel_error(&got, &want, f32::MIN_POSITIVE) <= 1e-5);
     Ok(())
 }
 
@@ -51,6 +50,86 @@ fn bad_requests_are_errors() {
     assert!(e.explain(&[0.0; 784], &gc, 0).and_then(|mut t| t.step()).unwrap_err().contains("layer 40"));
     assert!(e.explain(&[0.0; 784], &gc, 10).and_then(|mut t| t.step()).unwrap_err().contains("outside 0..10"));
     assert!(render_map(&[0.0; 4], &[0.0; 3], "mnist", "vbp", "hot", 1.0, true).unwrap_err().contains("4 pixel values"));
+}
+
+/// Non-finite and out-of-range numbers from the page are errors that say which value and why.
+#[test]
+fn bad_numbers_are_errors() {
+    let e = engine(0);
+    let mut pixels = parity::digit(0);
+    for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (-0.5, "-0.5"), (1.5, "1.5")] {
+        pixels[100] = bad;
+        let msg = format!("pixel value 100 is {shown}, not a number in [0, 1]");
+        assert!(e.probabilities(&pixels).unwrap_err().contains(&msg));
+        let vbp = Request::new("vbp", "", 1, 0.1, 1, -1, "logit").unwrap();
+        assert!(e.explain(&pixels, &vbp, 0).err().unwrap().contains(&msg));
+    }
+    for noise in [f64::NAN, f64::INFINITY, -0.1, 10.5] {
+        assert!(Request::new("vbp", "sg", 4, noise, 1, -1, "logit").err().unwrap().contains("noise level"));
+    }
+    let [samples, steps, _] = request_limits()[..] else { panic!("three limits") };
+    assert!(Request::new("vbp", "sg", samples as usize, 0.1, 1, -1, "logit").is_ok());
+    assert!(Request::new("vbp", "sg", samples as usize + 1, 0.1, 1, -1, "logit").is_err());
+    assert!(Request::new("ig", "", 1, 0.1, steps as usize + 1, -1, "logit").is_err());
+    let digit = parity::digit(0);
+    for opacity in [f32::NAN, -0.1, 1.1] {
+        let err = render_map(&digit, &digit, "mnist", "vbp", "hot", opacity, true).unwrap_err();
+        assert!(err.contains("opacity must be a number in [0, 1]"), "{err}");
+    }
+}
+
+/// The option lists the page shows are the ones the engine parses.
+#[test]
+fn option_lists_parse() {
+    for e in ensemble_list() {
+        assert!(Ensemble::parse(e.split(':').next().unwrap()).is_ok(), "{e}");
+    }
+    for c in colormap_list() {
+        assert!(Colormap::parse(&c).is_ok(), "{c}");
+    }
+    for m in model_list() {
+        assert!(whitebox_core::models::Arch::parse(m.split(':').next().unwrap()).is_ok(), "{m}");
+    }
+    assert_eq!(colormap_list()[0], "hot", "the page's default colormap comes first");
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![8 => 0f32..=1.0, 1 => any::<f32>(), 1 => Just(f32::NAN), 1 => Just(f32::NEG_INFINITY)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any image the page sends (right length or not, any floats): probabilities that sum to one exactly when
+        /// every pixel is a number in [0, 1], else a clear error; never a panic.
+        #[test]
+        fn any_image_input(pixels in proptest::collection::vec(value(), 780..790)) {
+            let e = engine(0);
+            match e.probabilities(&pixels) {
+                Ok(p) => {
+                    prop_assert!(pixels.len() == 784 && pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+                    prop_assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                }
+                Err(msg) => prop_assert!(msg.contains("pixel value") || msg.contains("expects 1×28×28")),
+            }
+        }
+
+        /// Any drawing the page sends: a digit in [0, 1], nothing, or an error; never a panic.
+        #[test]
+        fn any_drawing(ink in proptest::collection::vec(value(), 0..2000), width in 0usize..60) {
+            let height = ink.len().checked_div(width).unwrap_or(0);
+            match mnist_from_drawing(&ink, width, height) {
+                Ok(Some(d)) => prop_assert!(d.len() == 784 && d.iter().all(|v| (0.0..=1.0).contains(v))),
+                Ok(None) => {}
+                Err(msg) => prop_assert!(msg.contains("drawing")),
+            }
+        }
+    }
 }
 
 /// The overlay keeps the image where the map is zero and shows the colormap where it peaks.
