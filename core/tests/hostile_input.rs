@@ -147,6 +147,8 @@ proptest! {
         let (r, peak) = peak_during(|| data::parse_idx_images("f", &bytes));
         let fits = (count as u64) * (rows as u64) * (cols as u64) == body.len() as u64;
         prop_assert_eq!(r.is_ok(), fits && rows > 0 && cols > 0 && rows <= 4096 && cols <= 4096);
+        // The count is real: a parsed file's pixels were copied out.
+        prop_assert!(r.is_err() || peak >= body.len(), "{} bytes counted for {} pixels", peak, body.len());
         prop_assert!(peak <= 2 * bytes.len() + 4096, "{} bytes", peak);
         let labels = idx(0x0801, &[count], &body);
         let (r, peak) = peak_during(|| data::parse_idx_labels("l", &labels));
