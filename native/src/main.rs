@@ -35,12 +35,6 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Cuda,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum DtypeArg {
     F32,
     F16,
@@ -171,8 +165,6 @@ enum Command {
         /// Output directory (default: runs/<dataset>-<model>-seed<S>).
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "cpu")]
-        device: DeviceArg,
         #[command(flatten)]
         data: DataDir,
     },
@@ -186,8 +178,6 @@ enum Command {
         /// Evaluate on the first N test images only.
         #[arg(long)]
         limit: Option<usize>,
-        #[arg(long, value_enum, default_value = "cpu")]
-        device: DeviceArg,
         #[command(flatten)]
         data: DataDir,
     },
@@ -351,16 +341,6 @@ enum DataAction {
     },
 }
 
-fn device(d: DeviceArg) -> Result<Device> {
-    match d {
-        DeviceArg::Cpu => Ok(Device::Cpu),
-        #[cfg(feature = "cuda")]
-        DeviceArg::Cuda => Ok(Device::new_cuda(0)?),
-        #[cfg(not(feature = "cuda"))]
-        DeviceArg::Cuda => bail!("this whitebox was built without CUDA; rebuild with `--features cuda`"),
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     ui::set_quiet(cli.quiet);
     if let Some(t) = cli.threads {
@@ -383,19 +363,7 @@ fn run(cli: Cli) -> Result<()> {
             fsutil::write_atomic(&out, &bytes)?;
             println!("{}: {} images", out.display(), bytes.len() / (1 + test.image_len()));
         }
-        Command::Train {
-            dataset,
-            model,
-            training,
-            optimizer,
-            momentum,
-            weight_decay,
-            augment,
-            limit,
-            out,
-            device: dev,
-            data,
-        } => {
+        Command::Train { dataset, model, training, optimizer, momentum, weight_decay, augment, limit, out, data } => {
             let spec = ModelSpec { arch: model, dataset };
             let defaults = training.config(dataset)?;
             let config = TrainConfig {
@@ -413,12 +381,12 @@ fn run(cli: Cli) -> Result<()> {
                 limit,
                 out,
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
-                device: device(dev)?,
+                device: Device::Cpu,
             })?;
         }
-        Command::Eval { checkpoint, dataset, limit, device: dev, data } => {
+        Command::Eval { checkpoint, dataset, limit, data } => {
             let dir = datasets::data_dir(data.data_dir.as_deref());
-            inspect::eval(&checkpoint, dataset, &dir, limit, &device(dev)?)?;
+            inspect::eval(&checkpoint, dataset, &dir, limit, &Device::Cpu)?;
         }
         Command::Attribute {
             checkpoint,
