@@ -11,6 +11,8 @@ pub fn parse_indices(s: &str, len: usize) -> Result<Vec<usize>> {
         t.trim().parse::<usize>().map_err(|_| bad(format!("'{part}' is not an index or a range such as 0..8")))
     };
     let out_of_range = |i: usize| bad(format!("index {i} is out of range: the set has {len} images"));
+    // Repeated ranges may select an image more than once, up to this many selections in all.
+    let most = len.saturating_mul(16).max(1 << 20);
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once("..") {
@@ -22,8 +24,8 @@ pub fn parse_indices(s: &str, len: usize) -> Result<Vec<usize>> {
             if a > b {
                 return Err(bad(format!("the range '{part}' runs backwards")));
             }
-            if out.len() + (b - a) > len.saturating_mul(16).max(1 << 20) {
-                return Err(bad(format!("selects more than {} images", len.saturating_mul(16).max(1 << 20))));
+            if out.len() + (b - a) > most {
+                return Err(bad(format!("selects more than {most} images")));
             }
             out.extend(a..b);
         } else {
