@@ -11,6 +11,7 @@ pub mod engine;
 pub mod evaluation;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod graph;
 pub mod models;
 pub mod nn;
 pub mod params;

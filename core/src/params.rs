@@ -1,7 +1,7 @@
 //! Parameters: seeded initialisation for training, and checkpoints as safetensors files whose keys are the seed's
 //! PyTorch `state_dict` keys and whose header metadata names the architecture.
 
-use crate::models::{self, Arch, Classifier, ModelSpec};
+use crate::models::{Arch, Classifier, ModelSpec};
 use crate::nn::is_buffer;
 use crate::{data::DatasetKind, Error, Result};
 use candle_core::{DType, Device, Shape, Tensor, Var};
@@ -71,7 +71,7 @@ fn init_in_order(spec: ModelSpec, seed: u64, device: &Device) -> Result<(VarMap,
     let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(seed));
     let backend = SeededVarMap { map: map.clone(), rng, order: order.clone() };
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
-    let model = models::build(spec, vb)?;
+    let model = crate::engine::build(spec, vb)?;
     let order = order.lock().expect("order lock").clone();
     Ok((map, order, model))
 }
@@ -204,7 +204,7 @@ impl Checkpoint {
     pub fn model(&self) -> Result<Box<dyn Classifier>> {
         let device = self.tensors.values().next().map(|t| t.device().clone()).unwrap_or(Device::Cpu);
         let vb = VarBuilder::from_tensors(self.tensors.clone(), DType::F32, &device);
-        models::build(self.spec, vb)
+        crate::engine::build(self.spec, vb)
     }
 
     /// Copies these weights into the variables of a model being trained (to resume).

@@ -1,5 +1,6 @@
 //! The `whitebox` command line: fetch data, train, evaluate and inspect image classifiers.
 
+mod allocator;
 mod chart;
 mod datasets;
 mod evaluate;
@@ -529,29 +530,18 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
     report_and_print(&out)
 }
 
-/// Tensors of several megabytes are allocated and freed for every layer of every batch. glibc serves such blocks
-/// with fresh `mmap`s and returns them on `free`, so each one page-faults again; keeping freed memory in the heap
-/// instead removes that cost.
-fn keep_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn rayon_init(threads: usize) {
     // Ignored when the pool already exists (it does not at start-up).
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
 }
 
 fn main() {
+    allocator::keep_freed_memory();
     // Behave like other command-line tools when the reader of our output goes away (`whitebox eval | head`).
     #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

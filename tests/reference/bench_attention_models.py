@@ -1,8 +1,8 @@
 """PyTorch's side of `cargo run --release -p whitebox --bin bench-models`: seconds per training batch of the seed's
-own RAN-56 or WARN (SGD, momentum 0.9, weight decay 5e-4, cross-entropy; WARN adds its regularisation loss), random
+own SimpleCNN, CAM, CBAM, RAN-56 or WARN (SGD, momentum 0.9, weight decay 5e-4, cross-entropy; WARN adds its regularisation loss), random
 inputs, after one warm-up batch; and the peak resident memory of the process.
 
-Usage: python bench_attention_models.py --seed-code DIR --model ran|warn --dataset mnist|cifar10 --threads T
+Usage: python bench_attention_models.py --seed-code DIR --model simple-cnn|cam|cbam|ran|warn --dataset mnist|cifar10 --threads T
        --batch B --steps S
 Prints "seconds_per_batch peak_mib".
 """
@@ -26,9 +26,17 @@ def main():
     import models  # the seed's models.py
 
     torch.manual_seed(0)
-    net = models.RAN(a.dataset) if a.model == "ran" else models.WideResNetAttention(a.dataset)
     if a.model == "ran":
+        net = models.RAN(a.dataset)
         net.classifier[1] = torch.nn.Identity()  # logits into the cross-entropy, as whitebox
+    elif a.model == "warn":
+        net = models.WideResNetAttention(a.dataset)
+    else:
+        attention = {"simple-cnn": None, "cam": "CAM", "cbam": "CBAM"}[a.model]
+        net = models.SimpleCNN(a.dataset, attention=attention)
+        net.classifier[3] = torch.nn.Identity()  # logits into the cross-entropy, as whitebox
+        if attention is not None:
+            net.cam_mlp.mlp[1] = torch.nn.Identity()
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     c, s = (1, 28) if a.dataset == "mnist" else (3, 32)

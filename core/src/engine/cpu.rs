@@ -842,7 +842,7 @@ mod tests {
     use crate::models::{Arch, ModelSpec};
     use crate::nn::Pass;
     use crate::params::init_model;
-    use crate::testing::{random, rel_error};
+    use crate::testing::{max_rel_error, random, rel_error};
     use candle_core::{Device, Tensor};
 
     /// The engine equals autograd: logits, input gradients under every ReLU rule and both scores, and every
@@ -861,11 +861,13 @@ mod tests {
                 let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let logits = plan.forward(&xv, n)?;
                 // The inference pass (fused, in place) equals the last activation of the recorded pass exactly.
+                let cpu_plan = plan.plan().expect("a CPU plan");
                 assert_eq!(
-                    &logits,
-                    plan.plan().expect("a CPU plan").forward_chunk(&xv, n).values.last().expect("logits"),
+                    &cpu_plan.forward(&xv, n)?,
+                    cpu_plan.forward_chunk(&xv, n).values.last().expect("logits"),
                     "{arch} {dataset} inference pass"
                 );
+                assert!(max_rel_error(&logits, &cpu_plan.forward(&xv, n)?, 1.0) < 1e-5, "{arch} {dataset}: plan");
                 let want = m.forward(&x, &Pass::EVAL)?;
                 assert!(
                     rel_error(&Tensor::from_vec(logits, want.shape(), &Device::Cpu)?, &want, 1.0)? < 1e-5,

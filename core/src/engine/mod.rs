@@ -11,8 +11,12 @@
 //! [`EngineModel`] puts any engine under a model, so that the attribution methods use it.
 
 mod cpu;
+pub mod executor;
+mod model;
 
 pub use cpu::{CbamParams, Layer, Plan, Shape};
+pub use executor::{Executor, GraphEngine};
+pub use model::{build, graph_model, GraphModel};
 
 use crate::attribution::Score;
 use crate::models::{Classifier, ModelSpec, Tapped};

@@ -5,6 +5,7 @@
 //! The seed's spatial branch has a ReLU before the sigmoid (so the spatial gate is at least 0.5); it is kept so
 //! that weights move between the seed and whitebox unchanged.
 
+use crate::graph::{Builder, Conv as GraphConv, NodeId, Scope};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -64,4 +65,28 @@ impl Cbam {
             shift: flat(&shift)?[0],
         })
     }
+}
+
+/// CBAM on `x` as graph layers, with the candle module's parameter names under `scope`.
+pub(crate) fn graph(g: &mut Builder, x: NodeId, scope: &Scope) -> crate::Result<NodeId> {
+    let c = g.shape(x).0;
+    let mlp = scope.at("CA").at("mlp");
+    let branch = |g: &mut Builder, v: NodeId| -> crate::Result<NodeId> {
+        let hidden = g.linear(v, &mlp.at(0), c / 16, true)?;
+        let hidden = g.relu(hidden);
+        g.linear(hidden, &mlp.at(2), c, true)
+    };
+    let (avg, max) = (g.global_avg_pool(x), g.global_max_pool(x));
+    let (a, m) = (branch(g, avg)?, branch(g, max)?);
+    let logits = g.add(a, m)?;
+    let gate = g.sigmoid(logits);
+    let x1 = g.mul(x, gate)?;
+    let (cmax, cmean) = (g.channel_max(x1), g.channel_mean(x1));
+    let pooled = g.concat(&[cmax, cmean])?;
+    let sa = scope.at("SA").at("conv_block");
+    let s = g.conv(pooled, &sa.at(0), GraphConv::new(1, 7, 3))?;
+    let s = g.batch_norm(s, &sa.at(1))?;
+    let s = g.relu(s);
+    let spatial = g.sigmoid(s);
+    g.mul(x1, spatial)
 }

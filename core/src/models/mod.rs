@@ -215,6 +215,21 @@ pub fn build(spec: ModelSpec, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
     })
 }
 
+/// The network of `spec` as a graph (see [`crate::graph`]).
+pub fn graph(spec: ModelSpec) -> Result<crate::graph::Graph> {
+    match spec.arch {
+        Arch::SimpleCnn | Arch::Cam | Arch::Cbam => simple_cnn::graph(spec),
+        Arch::Ran => ran::graph(spec, 56),
+        Arch::Ran92 => ran::graph(spec, 92),
+        Arch::Warn => warn::graph(spec),
+    }
+}
+
+/// [`check_input`] with the crate's error.
+pub(crate) fn check_input_shape(spec: ModelSpec, x: &Tensor) -> Result<()> {
+    Ok(check_input(spec, x)?)
+}
+
 fn check_input(spec: ModelSpec, x: &Tensor) -> candle_core::Result<()> {
     let (c, s) = (spec.dataset.channels(), spec.dataset.side());
     match x.dims() {

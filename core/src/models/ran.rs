@@ -10,6 +10,7 @@
 //! the model, before a cross-entropy loss, is left out, as for SimpleCNN).
 
 use super::{check_input, Classifier, ModelSpec, Tapped};
+use crate::graph::{Builder, Conv as GraphConv, Graph, MapOf, NodeId, Scope};
 use crate::nn::{self, BatchNorm2d, Conv2d, ConvOptions, Linear, Pass};
 use crate::ops;
 use candle_core::{Result, Tensor};
@@ -172,6 +173,37 @@ pub fn ran(spec: ModelSpec, depth: usize, vb: VarBuilder) -> Result<Ran> {
     let sizes: Vec<usize> = [2, 4, 8].iter().map(|d| side.div_ceil(*d)).collect();
     let conv = vb.pp("conv");
     let stem = (nn::conv2d(spec.dataset.channels(), 64, 5, 2, conv.pp(0))?, nn::batch_norm2d(64, conv.pp(1))?);
+    let vs = vb.pp("stages");
+    let mut stages = Vec::new();
+    for (k, (name, s)) in layout(depth).map_err(candle_core::Error::wrap)?.into_iter().enumerate() {
+        let v = vs.pp(k);
+        stages.push(match s {
+            StageSpec::Unit(i, o, stride) => (name, Stage::Unit(residual_unit(i, o, stride, &v)?)),
+            StageSpec::Att(i, o, first_size, skips) => {
+                (name, Stage::Attention(attention_module(i, o, &sizes[first_size..], skips, &v)?))
+            }
+        });
+    }
+    let va = vb.pp("avgpool");
+    let tail = vec![
+        residual_unit(512, 2048, 1, &va.pp(0))?,
+        residual_unit(2048, 2048, 1, &va.pp(1))?,
+        residual_unit(2048, 2048, 1, &va.pp(2))?,
+    ];
+    let classifier = nn::linear(2048, spec.dataset.num_classes(), vb.pp("classifier").pp(0))?;
+    Ok(Ran { spec, stem, stages, tail, classifier })
+}
+
+/// One entry of the stage table: a residual unit (in, out, stride) or an attention module (in, out, index of its
+/// largest up-sampling size, skip connections).
+#[derive(Clone, Copy, Debug)]
+enum StageSpec {
+    Unit(usize, usize, usize),
+    Att(usize, usize, usize, usize),
+}
+
+/// The stages of RAN-`depth` (56 or 92) with their names (`ResUnit1`, `Stage1`, `Stage2.1`, …).
+fn layout(depth: usize) -> crate::Result<Vec<(String, StageSpec)>> {
     use StageSpec::*;
     let layout: &[StageSpec] = match depth {
         56 => &[
@@ -193,43 +225,33 @@ pub fn ran(spec: ModelSpec, depth: usize, vb: VarBuilder) -> Result<Ran> {
             Att(512, 512, 2, 0),
             Att(512, 512, 2, 0),
         ],
-        other => candle_core::bail!("RAN is defined for depth 56 or 92, not {other}"),
+        other => crate::invalid!("RAN is defined for depth 56 or 92, not {other}"),
     };
-    let vs = vb.pp("stages");
-    let mut stages = Vec::new();
     let (mut unit_no, mut att_no) = (0, 0);
-    for (k, s) in layout.iter().enumerate() {
-        let v = vs.pp(k);
-        stages.push(match *s {
-            Unit(i, o, stride) => {
-                unit_no += 1;
-                att_no = 0;
-                (format!("ResUnit{unit_no}"), Stage::Unit(residual_unit(i, o, stride, &v)?))
-            }
-            Att(i, o, first_size, skips) => {
-                att_no += 1;
-                // Stages with several attention modules (depth 92) number them: Stage2.1, Stage2.2.
-                let several = layout.iter().filter(|s| matches!(s, Att(_, _, f, _) if *f == first_size)).count() > 1;
-                let name = if several { format!("Stage{unit_no}.{att_no}") } else { format!("Stage{unit_no}") };
-                (name, Stage::Attention(attention_module(i, o, &sizes[first_size..], skips, &v)?))
-            }
-        });
-    }
-    let va = vb.pp("avgpool");
-    let tail = vec![
-        residual_unit(512, 2048, 1, &va.pp(0))?,
-        residual_unit(2048, 2048, 1, &va.pp(1))?,
-        residual_unit(2048, 2048, 1, &va.pp(2))?,
-    ];
-    let classifier = nn::linear(2048, spec.dataset.num_classes(), vb.pp("classifier").pp(0))?;
-    Ok(Ran { spec, stem, stages, tail, classifier })
-}
-
-/// One entry of the stage table: a residual unit (in, out, stride) or an attention module (in, out, index of its
-/// largest up-sampling size, skip connections).
-enum StageSpec {
-    Unit(usize, usize, usize),
-    Att(usize, usize, usize, usize),
+    Ok(layout
+        .iter()
+        .map(|&s| {
+            let name = match s {
+                Unit(..) => {
+                    unit_no += 1;
+                    att_no = 0;
+                    format!("ResUnit{unit_no}")
+                }
+                Att(_, _, first_size, _) => {
+                    att_no += 1;
+                    // Stages with several attention modules (depth 92) number them: Stage2.1, Stage2.2.
+                    let several =
+                        layout.iter().filter(|s| matches!(s, Att(_, _, f, _) if *f == first_size)).count() > 1;
+                    if several {
+                        format!("Stage{unit_no}.{att_no}")
+                    } else {
+                        format!("Stage{unit_no}")
+                    }
+                }
+            };
+            (name, s)
+        })
+        .collect())
 }
 
 impl Ran {
@@ -302,4 +324,110 @@ impl Classifier for Ran {
     fn forward_tapped(&self, x: &Tensor, pass: &Pass, tap: Option<usize>) -> Result<(Tensor, Option<Tapped>)> {
         self.run(x, pass, tap, None)
     }
+}
+
+/// A bottleneck residual unit as graph layers (the candle module's names under `scope`).
+fn unit_graph(g: &mut Builder, x: NodeId, scope: &Scope, out_c: usize, stride: usize) -> crate::Result<NodeId> {
+    let in_c = g.shape(x).0;
+    let mid = out_c / 4;
+    let mut out = x;
+    for (i, (k, s, c)) in [(1, 1, mid), (3, stride, mid), (1, 1, out_c)].into_iter().enumerate() {
+        let conv = GraphConv { out: c, k, stride: s, pad: k / 2, bias: false };
+        out = g.conv(out, &scope.at(format!("conv{}", i + 1)), conv)?;
+        out = g.batch_norm(out, &scope.at(format!("bn{}", i + 1)))?;
+        if i < 2 {
+            out = g.relu(out);
+        }
+    }
+    let identity = if stride != 1 || in_c != out_c {
+        let down = scope.at("downsample");
+        let p = g.conv(x, &down.at(0), GraphConv::new(out_c, 1, 0).stride(stride))?;
+        g.batch_norm(p, &down.at(1))?
+    } else {
+        x
+    };
+    let sum = g.add(out, identity)?;
+    Ok(g.relu(sum))
+}
+
+/// An attention module as graph layers: its output and its soft mask.
+fn attention_graph(
+    g: &mut Builder,
+    x: NodeId,
+    scope: &Scope,
+    out_c: usize,
+    sizes: &[usize],
+    skips: usize,
+) -> crate::Result<(NodeId, NodeId)> {
+    let x = unit_graph(g, x, &scope.at("residual_unit_in"), out_c, 1)?;
+    let trunk_scope = scope.at("trunk_b");
+    let t = unit_graph(g, x, &trunk_scope.at(0), out_c, 1)?;
+    let trunk = unit_graph(g, t, &trunk_scope.at(1), out_c, 1)?;
+    let mask_scope = scope.at("softmask_b");
+    let unit = mask_scope.at("residual_unit");
+    let units = |g: &mut Builder, mut out: NodeId, n: usize| -> crate::Result<NodeId> {
+        for _ in 0..n {
+            out = unit_graph(g, out, &unit, out_c, 1)?;
+        }
+        Ok(out)
+    };
+    let mut out = x;
+    let mut skip_nodes = Vec::with_capacity(skips);
+    for _ in 0..skips {
+        let pooled = g.max_pool2(out, true)?;
+        out = units(g, pooled, R)?;
+        skip_nodes.push(out);
+    }
+    let pooled = g.max_pool2(out, true)?;
+    out = units(g, pooled, 2 * R)?;
+    for (i, &skip) in skip_nodes.iter().rev().enumerate() {
+        let s = sizes[skips - i];
+        let up = g.upsample(out, (s, s))?;
+        let sum = g.add(up, skip)?;
+        out = units(g, sum, R)?;
+    }
+    out = g.upsample(out, (sizes[0], sizes[0]))?;
+    let conv = GraphConv::new(out_c, 1, 0).no_bias();
+    let once = g.conv(out, &mask_scope.at("conv"), conv)?;
+    let twice = g.conv(once, &mask_scope.at("conv"), conv)?;
+    let mask = g.sigmoid(twice);
+    let gated = g.gate(mask, trunk)?;
+    Ok((unit_graph(g, gated, &scope.at("residual_unit_out"), out_c, 1)?, mask))
+}
+
+/// RAN-`depth` for `spec` as a graph, with the candle modules' parameter names, `features[k]` numbering and one
+/// attention map (the channel mean of the soft mask) per attention module.
+pub fn graph(spec: ModelSpec, depth: usize) -> crate::Result<Graph> {
+    let kind = spec.dataset;
+    let side = kind.side();
+    let sizes: Vec<usize> = [2, 4, 8].iter().map(|d| side.div_ceil(*d)).collect();
+    let mut g = Builder::new((kind.channels(), side, side));
+    let root = Scope::root();
+    let input = g.input();
+    let stem = g.conv(input, &root.at("conv").at(0), GraphConv::new(64, 5, 2))?;
+    let stem = g.batch_norm(stem, &root.at("conv").at(1))?;
+    let mut out = g.relu(stem);
+    g.tap(out, "stem");
+    out = g.max_pool2(out, false)?;
+    g.tap(out, "pool");
+    let stages = root.at("stages");
+    for (k, (name, s)) in layout(depth)?.into_iter().enumerate() {
+        out = match s {
+            StageSpec::Unit(_, o, stride) => unit_graph(&mut g, out, &stages.at(k), o, stride)?,
+            StageSpec::Att(_, o, first_size, skips) => {
+                let (y, mask) = attention_graph(&mut g, out, &stages.at(k), o, &sizes[first_size..], skips)?;
+                g.map(name.clone(), mask, MapOf::ChannelMean);
+                y
+            }
+        };
+        g.tap(out, name);
+    }
+    let tail = root.at("avgpool");
+    for k in 0..3 {
+        out = unit_graph(&mut g, out, &tail.at(k), 2048, 1)?;
+        g.tap(out, format!("Tail{}", k + 1));
+    }
+    let pooled = g.global_avg_pool(out);
+    let logits = g.linear(pooled, &root.at("classifier").at(0), kind.num_classes(), true)?;
+    Ok(g.finish(logits))
 }

@@ -9,6 +9,7 @@
 
 use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::engine::{Layer, Plan};
+use crate::graph::{Builder, Conv as GraphConv, Graph, Scope};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
 use crate::ops::BatchStats;
@@ -304,4 +305,38 @@ impl Classifier for SimpleCnn {
         };
         Ok((logits, tapped))
     }
+}
+
+/// The network of `spec` (SimpleCNN, CAM or CBAM) as a graph, with the candle modules' parameter names and
+/// `features[k]` numbering.
+pub fn graph(spec: ModelSpec) -> crate::Result<Graph> {
+    let kind = spec.dataset;
+    let mut g = Builder::new((kind.channels(), kind.side(), kind.side()));
+    let features = Scope::root().at("features");
+    let mut x = g.input();
+    for (i, &c) in CHANNELS.iter().enumerate() {
+        let b = i + 1;
+        x = g.conv(x, &features.at(4 * i), GraphConv::new(c, 3, 1))?;
+        g.tap(x, format!("block{b} conv"));
+        if spec.arch == Arch::Cbam {
+            x = super::cbam::graph(&mut g, x, &Scope::root().at(format!("cbam{i}")))?;
+        }
+        x = g.batch_norm(x, &features.at(4 * i + 1))?;
+        g.tap(x, format!("block{b} bn"));
+        x = g.relu(x);
+        g.tap(x, format!("block{b} relu"));
+        x = g.max_pool2(x, false)?;
+        g.tap(x, format!("block{b} pool"));
+    }
+    let classes = kind.num_classes();
+    let logits = if spec.arch == Arch::Cam {
+        let pooled = g.global_avg_pool(x);
+        g.linear(pooled, &Scope::root().at("cam_mlp").at("mlp").at(0), classes, true)?
+    } else {
+        let classifier = Scope::root().at("classifier");
+        let hidden = g.linear(x, &classifier.at(0), 1024, true)?;
+        let hidden = g.relu(hidden);
+        g.linear(hidden, &classifier.at(2), classes, true)?
+    };
+    Ok(g.finish(logits))
 }

@@ -10,6 +10,7 @@
 //! modules. The constant `att_head.diag` buffer of the seed's `state_dict` (one minus the identity) is not stored.
 
 use super::{check_input, Classifier, ModelSpec, Tapped};
+use crate::graph::{Builder, Conv as GraphConv, Graph, MapOf, NodeId, Penalty, Scope};
 use crate::nn::{self, BatchNorm2d, Conv2d, ConvOptions, Linear, Pass};
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -273,4 +274,86 @@ fn regularisation(masks: &[(String, Tensor)]) -> Result<Tensor> {
         total = (total + overlap_loss(m)?)?;
     }
     total * (REG_WEIGHT / masks.len() as f64)
+}
+
+/// A 3×3 convolution without bias, as graph layers.
+fn conv3x3_graph(out: usize, stride: usize) -> GraphConv {
+    GraphConv::new(out, 3, 1).stride(stride).no_bias()
+}
+
+/// An attention module on `x` as graph layers: its class hypotheses and its masks.
+fn attention_graph(g: &mut Builder, x: NodeId, scope: &Scope, classes: usize) -> crate::Result<(NodeId, NodeId)> {
+    let heads = g.conv(x, &scope.at("att_head").at("conv"), conv3x3_graph(HEADS, 1))?;
+    let mask = g.spatial_softmax(heads);
+    let outputs = g.conv(x, &scope.at("out_head").at("conv"), conv3x3_graph(classes * HEADS, 1))?;
+    let output = g.head_pool(outputs, mask)?;
+    let scores = g.conv(x, &scope.at("score").at("conv"), conv3x3_graph(HEADS, 1))?;
+    let scores = g.head_pool(scores, mask)?;
+    let scores = g.tanh(scores);
+    let scores = g.softmax(scores)?;
+    Ok((g.head_mix(output, scores)?, mask))
+}
+
+/// WARN for `spec` as a graph, with the candle modules' parameter names and `features[k]` numbering, the
+/// inter-head regularisation as a penalty and one attention map per head.
+pub fn graph(spec: ModelSpec) -> crate::Result<Graph> {
+    let kind = spec.dataset;
+    let classes = kind.num_classes();
+    let mut g = Builder::new((kind.channels(), kind.side(), kind.side()));
+    let root = Scope::root();
+    let input = g.input();
+    let stem = g.conv(input, &root.at("conv0"), conv3x3_graph(16, 1))?;
+    let stem = g.batch_norm(stem, &root.at("bn0"))?;
+    let mut out = g.relu(stem);
+    g.tap(out, "stem");
+    let mut group_inputs = Vec::new();
+    for (gi, &no) in WIDTHS.iter().enumerate() {
+        for i in 0..BLOCKS {
+            let scope = root.at(format!("group_{gi}")).at(format!("block_{i}"));
+            let stride = if i == 0 && gi > 0 { 2 } else { 1 };
+            let ni = g.shape(out).0;
+            let pre = g.batch_norm(out, &scope.at("bn0"))?;
+            let pre = g.relu(pre);
+            if i == 0 && gi > 0 {
+                group_inputs.push(pre);
+            }
+            let y = g.conv(pre, &scope.at("conv0"), conv3x3_graph(no, stride))?;
+            let y = g.batch_norm(y, &scope.at("bn1"))?;
+            let y = g.relu(y);
+            let z = g.conv(y, &scope.at("conv1"), conv3x3_graph(no, 1))?;
+            let shortcut = if ni != no {
+                let o = GraphConv { out: no, k: 1, stride, pad: 0, bias: false };
+                g.conv(out, &scope.at("conv_reduce"), o)?
+            } else {
+                out
+            };
+            out = g.add(z, shortcut)?;
+            g.tap(out, format!("group{gi}.block{i}"));
+        }
+    }
+    let last = g.batch_norm(out, &root.at("bn_g2"))?;
+    let last = g.relu(last);
+    g.tap(last, "group2 bn+relu");
+    group_inputs.push(last);
+    let mut outputs = Vec::new();
+    let modules = [2, 1, 0];
+    for i in modules {
+        let (o, mask) = attention_graph(&mut g, group_inputs[i], &root.at(format!("att{i}")), classes)?;
+        outputs.push(o);
+        g.penalty(Penalty::HeadOverlap { node: mask, weight: (REG_WEIGHT / modules.len() as f64) as f32 });
+        for head in 0..HEADS {
+            g.map(format!("att{i} h{head}"), mask, MapOf::Channel(head));
+        }
+    }
+    let features = g.global_avg_pool(last);
+    let gate = root.at("output_gate");
+    let gates = g.linear(features, &gate.at("gates"), HEADS, false)?;
+    let gates = g.batch_norm(gates, &gate.at("bn"))?;
+    let gates = g.tanh(gates);
+    let weights = g.softmax(gates)?;
+    outputs.push(g.linear(features, &root.at("classifier"), classes, true)?);
+    let all = g.concat(&outputs)?;
+    let log_probs = g.log_softmax_groups(all, outputs.len())?;
+    let mixed = g.head_mix(log_probs, weights)?;
+    Ok(g.finish(mixed))
 }

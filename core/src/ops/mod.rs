@@ -34,6 +34,7 @@ pub(crate) fn grain(len: usize) -> usize {
     (1usize << 15).div_ceil(len.max(1))
 }
 pub use relu::{relu, ReluRule};
+pub(crate) use upsample::interpolation_matrix;
 pub use upsample::upsample_bilinear_aligned;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};

@@ -7,6 +7,8 @@
 //! Captum is run through `tests/reference/bench_captum.py` with `--python` (default: $WHITEBOX_PYTHON, else
 //! python3); when it cannot be imported, the table says so and shows whitebox alone.
 
+#[path = "../allocator.rs"]
+mod allocator;
 #[path = "../bench/common.rs"]
 mod common;
 use common::{arg, repo_root};
@@ -46,6 +48,7 @@ fn best_rate<'a>(
 }
 
 fn main() -> Result<()> {
+    allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(1000);
     let n_ens: usize = arg(&args, "--ensemble-images").map(|v| v.parse()).transpose()?.unwrap_or(100);

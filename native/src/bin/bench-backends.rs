@@ -6,6 +6,8 @@
 //!
 //! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2]
 
+#[path = "../allocator.rs"]
+mod allocator;
 #[path = "../bench/common.rs"]
 mod common;
 use common::{arg, repo_root};
@@ -37,6 +39,7 @@ fn rate(model: &dyn Classifier, x: &candle_core::Tensor, targets: &[u32], e: &Ex
 }
 
 fn main() -> Result<()> {
+    allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(20);
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);

@@ -1,11 +1,15 @@
-//! Training cost of the big attention models (RAN-56, WARN) on the CPU against PyTorch running the seed's own
-//! definitions: seconds per training batch (SGD with momentum, the same batch size and thread count) and the peak
-//! memory of the process. Each model runs in a child process of its own, so the peaks do not mix.
+//! Training cost of every model (SimpleCNN, CAM, CBAM, RAN-56, WARN) on the CPU against PyTorch running the seed's
+//! own definitions: seconds per training batch and images per second (SGD with momentum, the same batch size and
+//! thread count) and the peak memory of the process. Each model runs in a child process of its own, so the peaks
+//! do not mix.
 //!
-//! cargo run --release -p whitebox --bin bench-models -- [--threads 2] [--batch 32] [--steps 3] [--python PY --seed-code DIR]
+//! cargo run --release -p whitebox --bin bench-models -- [--threads 2] [--batch 32,128] [--steps 3]
+//!     [--models simple-cnn,cam,cbam,ran,warn] [--python PY --seed-code DIR]
 //! PyTorch runs `tests/reference/bench_attention_models.py` with the seed's `code/` directory; without `--python`
 //! the table shows whitebox alone.
 
+#[path = "../allocator.rs"]
+mod allocator;
 #[path = "../bench/common.rs"]
 mod common;
 use common::{arg, repo_root};
@@ -52,9 +56,12 @@ fn parse_pair(text: &str) -> Option<(f64, f64)> {
 }
 
 fn main() -> Result<()> {
+    allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = arg(&args, "--threads").map(|t| t.parse()).transpose()?.unwrap_or(2);
-    let batch: usize = arg(&args, "--batch").map(|t| t.parse()).transpose()?.unwrap_or(32);
+    let batches: Vec<usize> =
+        arg(&args, "--batch").unwrap_or("32,128".into()).split(',').map(|b| b.parse()).collect::<Result<_, _>>()?;
+    let batch = batches[0];
     let steps: usize = arg(&args, "--steps").map(|t| t.parse()).transpose()?.unwrap_or(3);
     if let Some(model) = arg(&args, "--one") {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
@@ -65,13 +72,14 @@ fn main() -> Result<()> {
     let seed_code = arg(&args, "--seed-code");
     let script = repo_root().join("tests/reference/bench_attention_models.py");
     let script = script.to_str().context("a repository path that is not UTF-8")?;
-    println!("training on the CPU, batch {batch}, {threads} threads, mean of {steps} batches after a warm-up\n");
+    let models = arg(&args, "--models").unwrap_or("simple-cnn,cam,cbam,ran,warn".into());
+    println!("training on the CPU, {threads} threads, mean of {steps} batches after a warm-up\n");
     println!(
-        "| model | data | whitebox s/batch | PyTorch s/batch | speed ratio | whitebox peak MiB | PyTorch peak MiB |"
+        "| model | data | batch | whitebox images/s | PyTorch images/s | speed ratio | whitebox peak MiB | PyTorch peak MiB |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
-    for arch in ["ran", "warn"] {
-        for dataset in ["mnist", "cifar10"] {
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for arch in models.split(',') {
+        for (dataset, batch) in ["mnist", "cifar10"].into_iter().flat_map(|d| batches.iter().map(move |&b| (d, b))) {
             let common = [
                 "--threads".to_string(),
                 threads.to_string(),
@@ -99,12 +107,12 @@ fn main() -> Result<()> {
                 _ => None,
             };
             let (ts, tm, ratio) = match torch {
-                Some((ts, tm)) => (format!("{ts:.2}"), format!("{tm:.0}"), format!("{:.2}×", ts / ws)),
+                Some((ts, tm)) => (format!("{:.0}", batch as f64 / ts), format!("{tm:.0}"), format!("{:.2}×", ts / ws)),
                 None => ("–".into(), "–".into(), "–".into()),
             };
-            println!("| {arch} | {dataset} | {ws:.2} | {ts} | {ratio} | {wm:.0} | {tm} |");
+            println!("| {arch} | {dataset} | {batch} | {:.0} | {ts} | {ratio} | {wm:.0} | {tm} |", batch as f64 / ws);
         }
     }
-    println!("\nspeed ratio = PyTorch seconds / whitebox seconds (above 1: whitebox is faster)");
+    println!("\nspeed ratio = whitebox images/s / PyTorch images/s (above 1: whitebox is faster)");
     Ok(())
 }

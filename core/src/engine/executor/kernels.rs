@@ -1,0 +1,482 @@
+//! The graph's layers on `f32` buffers, forward and backward. Every value is channel-major over the batch,
+//! `c × n × (h·w)`: a convolution is one matrix product with no transpose (Chellapilla et al. 2006), each
+//! channel's batch statistics one contiguous run, and a concatenation along the channels an append.
+
+use crate::graph::Shape;
+use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide, ReluRule};
+use rayon::prelude::*;
+
+/// A zero-filled buffer.
+pub(super) fn zeros(len: usize) -> Vec<f32> {
+    vec![0f32; len]
+}
+
+/// A buffer whose every element the caller writes before anything reads it (no zero-filling pass).
+pub(super) fn scratch(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns, and callers write every element before reading it.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
+/// The shape of a convolution over `n` images.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvGeometry {
+    pub n: usize,
+    pub input: Shape,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_hw(&self) -> (usize, usize) {
+        let (_, h, w) = self.input;
+        let o = |s: usize| (s + 2 * self.pad - self.k) / self.stride + 1;
+        (o(h), o(w))
+    }
+
+    /// Output positions over the batch: the columns of the unfolded input.
+    pub fn positions(&self) -> usize {
+        let (ho, wo) = self.out_hw();
+        self.n * ho * wo
+    }
+
+    /// Rows of the unfolded input: `c_in·k·k`.
+    pub fn rows(&self) -> usize {
+        self.input.0 * self.k * self.k
+    }
+
+    /// A 1×1 convolution, stride 1, no padding: the input is its own unfolded matrix.
+    pub fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Stride 1 with "same" padding: the fast shifted-copy unfolding applies.
+    fn is_same(&self) -> bool {
+        self.stride == 1 && 2 * self.pad + 1 == self.k
+    }
+
+    /// The input rows `iy` (for output rows `0..ho`) that kernel row `ky` reads: `oy·stride + ky − pad`.
+    fn source(&self, o: usize, kk: usize, size: usize) -> Option<usize> {
+        (o * self.stride + kk).checked_sub(self.pad).filter(|&i| i < size)
+    }
+
+    /// Unfolds `x` (`c_in × n × h·w`) into `cols` (`c_in·k·k × n·ho·wo`).
+    pub fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let (c, h, w) = self.input;
+        if self.is_same() {
+            im2col_same(x, (self.n, h, w), self.k, self.pad, cols, true);
+            return;
+        }
+        let (ho, wo) = self.out_hw();
+        let (k, n) = (self.k, self.n);
+        let _ = c;
+        cols.par_chunks_mut(self.positions()).enumerate().for_each(|(r, row)| {
+            let (ci, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+            for ni in 0..n {
+                let plane = &x[(ci * n + ni) * h * w..][..h * w];
+                for oy in 0..ho {
+                    let dst = &mut row[(ni * ho + oy) * wo..][..wo];
+                    match self.source(oy, ky, h) {
+                        None => dst.fill(0.0),
+                        Some(iy) => {
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                *d = self.source(ox, kx, w).map_or(0.0, |ix| plane[iy * w + ix]);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The adjoint of [`ConvGeometry::im2col`]: `dcols` summed into `dx` (overwritten). `dcols` is scratch.
+    pub fn col2im(&self, dcols: &mut [f32], dx: &mut [f32]) {
+        let (_, h, w) = self.input;
+        if self.is_same() {
+            col2im_same(dcols, (self.n, h, w), self.k, self.pad, dx, true);
+            return;
+        }
+        let (ho, wo) = self.out_hw();
+        let (k, n, p) = (self.k, self.n, self.positions());
+        dx.par_chunks_mut(n * h * w).zip(dcols.par_chunks(k * k * p)).for_each(|(channel, rows)| {
+            channel.fill(0.0);
+            for (t, row) in rows.chunks(p).enumerate() {
+                let (ky, kx) = (t / k, t % k);
+                for ni in 0..n {
+                    let plane = &mut channel[ni * h * w..][..h * w];
+                    for oy in 0..ho {
+                        let Some(iy) = self.source(oy, ky, h) else { continue };
+                        let src = &row[(ni * ho + oy) * wo..][..wo];
+                        for (ox, &v) in src.iter().enumerate() {
+                            if let Some(ix) = self.source(ox, kx, w) {
+                                plane[iy * w + ix] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `y (c_out × P) = W · cols + b`.
+pub(super) fn conv_forward(g: &ConvGeometry, cols: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let p = g.positions();
+    let mut y = scratch(g.c_out * p);
+    let rows = g.rows();
+    sgemm_wide(g.c_out, p, rows, (weight, (rows as isize, 1)), (cols, (p as isize, 1)), &mut y);
+    if let Some(b) = bias {
+        y.par_chunks_mut(p).zip(b).for_each(|(row, &b)| row.iter_mut().for_each(|v| *v += b));
+    }
+    y
+}
+
+/// The weight gradient `dy · colsᵀ` and the bias gradient (row sums of `dy`).
+pub(super) fn conv_param_grads(g: &ConvGeometry, cols: &[f32], dy: &[f32], bias: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (p, rows) = (g.positions(), g.rows());
+    let mut dw = scratch(g.c_out * rows);
+    sgemm_long(g.c_out, rows, p, (dy, (p as isize, 1)), (cols, (1, p as isize)), &mut dw);
+    let db = bias.then(|| dy.par_chunks(p).map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32).collect());
+    (dw, db)
+}
+
+/// The unfolded input's gradient `Wᵀ · dy` (`c_in·k·k × P`).
+pub(super) fn conv_cols_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (p, rows) = (g.positions(), g.rows());
+    let mut dcols = scratch(rows * p);
+    sgemm_wide(rows, p, g.c_out, (weight, (1, rows as isize)), (dy, (p as isize, 1)), &mut dcols);
+    dcols
+}
+
+/// The ReLU backward `rule` for gradient `g` at pre-activation `x`.
+#[inline]
+pub(super) fn relu_backward(rule: ReluRule, g: f32, x: f32) -> f32 {
+    match rule {
+        ReluRule::Standard => {
+            if x > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        ReluRule::Guided => {
+            if x > 0.0 && g > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }
+        ReluRule::Deconv => g.max(0.0),
+    }
+}
+
+/// Batch statistics of each channel of `x` (`c × m`): mean and biased variance, summed in `f64`.
+pub(super) fn batch_stats(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = x.len() / c;
+    x.par_chunks(m)
+        .map(|ch| {
+            let mean = ch.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
+            let var = ch.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
+            (mean as f32, var as f32)
+        })
+        .unzip()
+}
+
+/// `y = x·scale[c] + shift[c]` over `c × m`.
+pub(super) fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let m = x.len() / scale.len();
+    let mut y = scratch(x.len());
+    y.par_chunks_mut(m).zip(x.par_chunks(m)).enumerate().for_each(|(c, (out, src))| {
+        let (s, t) = (scale[c], shift[c]);
+        out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * s + t);
+    });
+    y
+}
+
+/// Training-mode BatchNorm backward: the input gradient and `(dγ, dβ)`.
+pub(super) fn batch_norm_backward(
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let c = mean.len();
+    let m = x.len() / c;
+    let mut dx = scratch(x.len());
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = dx
+        .par_chunks_mut(m)
+        .zip(x.par_chunks(m).zip(dy.par_chunks(m)))
+        .enumerate()
+        .map(|(ch, (out, (xs, gs)))| {
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let (mut sdy, mut sdyx) = (0f64, 0f64);
+            for (&v, &g) in xs.iter().zip(gs) {
+                sdy += g as f64;
+                sdyx += (g * (v - mu) * is) as f64;
+            }
+            let (a, b) = ((sdy / m as f64) as f32, (sdyx / m as f64) as f32);
+            let k = gamma[ch] * is;
+            for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
+                *o = k * (g - a - (v - mu) * is * b);
+            }
+            (sdyx as f32, sdy as f32)
+        })
+        .unzip();
+    (dx, dgamma, dbeta)
+}
+
+/// `x (c × n × hw)` as the matrix `(c·hw) × n` of flattened images (PyTorch's flatten order).
+pub(super) fn flatten(x: &[f32], (c, h, w): Shape, n: usize) -> std::borrow::Cow<'_, [f32]> {
+    let hw = h * w;
+    if hw == 1 {
+        return x.into();
+    }
+    let mut out = scratch(x.len());
+    out.par_chunks_mut(hw * n).zip(x.par_chunks(n * hw)).for_each(|(dst, src)| {
+        for ni in 0..n {
+            for p in 0..hw {
+                dst[p * n + ni] = src[ni * hw + p];
+            }
+        }
+    });
+    let _ = c;
+    out.into()
+}
+
+/// The adjoint of [`flatten`].
+pub(super) fn unflatten(x: Vec<f32>, (_, h, w): Shape, n: usize) -> Vec<f32> {
+    let hw = h * w;
+    if hw == 1 {
+        return x;
+    }
+    let mut out = scratch(x.len());
+    out.par_chunks_mut(n * hw).zip(x.par_chunks(hw * n)).for_each(|(dst, src)| {
+        for ni in 0..n {
+            for p in 0..hw {
+                dst[ni * hw + p] = src[p * n + ni];
+            }
+        }
+    });
+    out
+}
+
+/// A gradient, when it was asked for.
+pub(super) type Grad = Option<Vec<f32>>;
+
+/// `y (out × n) = W · X + b` for `X` (`inp × n`).
+pub(super) fn linear_forward(xm: &[f32], n: usize, weight: &[f32], bias: Option<&[f32]>, out: usize) -> Vec<f32> {
+    let inp = xm.len() / n;
+    let mut y = zeros(out * n);
+    if let Some(b) = bias {
+        y.chunks_mut(n).zip(b).for_each(|(row, &b)| row.fill(b));
+    }
+    sgemm(out, n, inp, weight, (inp as isize, 1), xm, (n as isize, 1), &mut y, bias.is_some(), true);
+    y
+}
+
+/// The linear layer's `dW = dy · Xᵀ`, `db` and `dX = Wᵀ · dy`.
+pub(super) fn linear_backward(
+    xm: &[f32],
+    n: usize,
+    weight: &[f32],
+    dy: &[f32],
+    want: (bool, bool),
+) -> (Grad, Grad, Grad) {
+    let inp = xm.len() / n;
+    let out = dy.len() / n;
+    let (dw, db) = if want.0 {
+        let mut dw = zeros(out * inp);
+        sgemm(out, inp, n, dy, (n as isize, 1), xm, (1, n as isize), &mut dw, false, true);
+        let db = dy.chunks(n).map(|r| r.iter().map(|&v| v as f64).sum::<f64>() as f32).collect();
+        (Some(dw), Some(db))
+    } else {
+        (None, None)
+    };
+    let dx = want.1.then(|| {
+        let mut dx = zeros(inp * n);
+        sgemm(inp, n, out, weight, (1, inp as isize), dy, (n as isize, 1), &mut dx, false, true);
+        dx
+    });
+    (dw, db, dx)
+}
+
+/// Position of the first maximum of `values` (a NaN counts as the maximum, PyTorch's rule).
+#[inline]
+fn first_max(values: impl Iterator<Item = (usize, f32)>) -> (usize, f32) {
+    let mut best = (usize::MAX, f32::NEG_INFINITY);
+    for (i, v) in values {
+        if best.0 == usize::MAX || v > best.1 || (v.is_nan() && !best.1.is_nan()) {
+            best = (i, v);
+        }
+    }
+    best
+}
+
+/// 2×2 max-pooling, stride 2, of `planes` planes `h × w` to `ho × wo` (ceil mode when `ho = ⌈h/2⌉`): the values and
+/// the index in its plane of each window's first maximum.
+pub(super) fn max_pool(x: &[f32], (h, w): (usize, usize), (ho, wo): (usize, usize)) -> (Vec<f32>, Vec<u32>) {
+    let planes = x.len() / (h * w);
+    let mut y = scratch(planes * ho * wo);
+    let mut arg = vec![0u32; planes * ho * wo];
+    y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)).zip(x.par_chunks(h * w)).for_each(|((yp, ap), p)| {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .into_iter()
+                    .map(|(dy, dx)| (2 * oy + dy, 2 * ox + dx))
+                    .filter(|&(iy, ix)| iy < h && ix < w)
+                    .map(|(iy, ix)| (iy * w + ix, p[iy * w + ix]));
+                let (i, v) = first_max(cells);
+                yp[oy * wo + ox] = v;
+                ap[oy * wo + ox] = i as u32;
+            }
+        }
+    });
+    (y, arg)
+}
+
+/// Each gradient to the recorded position in its plane (`plane_len` values per plane).
+pub(super) fn scatter(arg: &[u32], dy: &[f32], per_plane_out: usize, plane_len: usize) -> Vec<f32> {
+    let planes = dy.len() / per_plane_out;
+    let mut dx = zeros(planes * plane_len);
+    dx.par_chunks_mut(plane_len).zip(dy.par_chunks(per_plane_out).zip(arg.par_chunks(per_plane_out))).for_each(
+        |(d, (g, a))| {
+            for (&gv, &i) in g.iter().zip(a) {
+                d[i as usize] += gv;
+            }
+        },
+    );
+    dx
+}
+
+/// The global maximum of each plane and its index.
+pub(super) fn plane_max(x: &[f32], hw: usize) -> (Vec<f32>, Vec<u32>) {
+    x.par_chunks(hw)
+        .map(|p| {
+            let (i, v) = first_max(p.iter().copied().enumerate());
+            (v, i as u32)
+        })
+        .unzip()
+}
+
+/// Softmax of each run of `len` values (a plane, or a flat value's channels when `stride` > 1: element `j` of run
+/// `r` at `r_base + j·stride`).
+pub(super) fn softmax_rows(x: &[f32], len: usize) -> Vec<f32> {
+    let mut y = scratch(x.len());
+    y.par_chunks_mut(len).zip(x.par_chunks(len)).for_each(|(out, row)| {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = (v - max).exp();
+            sum += *o;
+        }
+        out.iter_mut().for_each(|o| *o /= sum);
+    });
+    y
+}
+
+/// Softmax backward on runs of `len`: `dx = y ⊙ (g − Σ g·y)`.
+pub(super) fn softmax_rows_backward(y: &[f32], g: &[f32], len: usize) -> Vec<f32> {
+    let mut dx = scratch(y.len());
+    dx.par_chunks_mut(len).zip(y.par_chunks(len).zip(g.par_chunks(len))).for_each(|(d, (yr, gr))| {
+        let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+        d.iter_mut().zip(yr.iter().zip(gr)).for_each(|(o, (&yv, &gv))| *o = yv * (gv - dot));
+    });
+    dx
+}
+
+/// `c × n` → `n × c` (and back with the arguments swapped).
+pub(super) fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = scratch(x.len());
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Bilinear up-sampling with aligned corners of `planes` planes `hi × wi` to `ho × wo`: `Y = A_h · X · A_wᵀ`, and
+/// (with `adjoint`) its transpose `dX = A_hᵀ · dY · A_w` mapping `ho × wo` planes back to `hi × wi`.
+pub(super) fn upsample(x: &[f32], (hi, wi): (usize, usize), (ho, wo): (usize, usize), adjoint: bool) -> Vec<f32> {
+    let a_h = crate::ops::interpolation_matrix(ho, hi);
+    let a_w = crate::ops::interpolation_matrix(wo, wi);
+    let (src_len, dst_len) = if adjoint { (ho * wo, hi * wi) } else { (hi * wi, ho * wo) };
+    let planes = x.len() / src_len;
+    let mut y = zeros(planes * dst_len);
+    y.par_chunks_mut(dst_len).zip(x.par_chunks(src_len)).for_each(|(out, p)| {
+        if !adjoint {
+            // rows (hi × wo) = X · A_wᵀ; Y = A_h · rows.
+            let mut rows = vec![0f32; hi * wo];
+            for r in 0..hi {
+                for o in 0..wo {
+                    rows[r * wo + o] = (0..wi).map(|i| p[r * wi + i] * a_w[o * wi + i]).sum();
+                }
+            }
+            for o in 0..ho {
+                for i in 0..hi {
+                    let a = a_h[o * hi + i];
+                    if a != 0.0 {
+                        for c in 0..wo {
+                            out[o * wo + c] += a * rows[i * wo + c];
+                        }
+                    }
+                }
+            }
+        } else {
+            // rows (hi × wo) = A_hᵀ · dY; dX = rows · A_w.
+            let mut rows = vec![0f32; hi * wo];
+            for o in 0..ho {
+                for i in 0..hi {
+                    let a = a_h[o * hi + i];
+                    if a != 0.0 {
+                        for c in 0..wo {
+                            rows[i * wo + c] += a * p[o * wo + c];
+                        }
+                    }
+                }
+            }
+            for r in 0..hi {
+                for i in 0..wi {
+                    out[r * wi + i] = (0..wo).map(|o| rows[r * wo + o] * a_w[o * wi + i]).sum();
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Values per rayon task of the element-wise layers.
+const GRAIN: usize = 1 << 14;
+
+/// `f` of every value, on the rayon pool.
+pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut y = scratch(x.len());
+    y.par_chunks_mut(GRAIN)
+        .zip(x.par_chunks(GRAIN))
+        .for_each(|(o, i)| o.iter_mut().zip(i).for_each(|(o, &v)| *o = f(v)));
+    y
+}
+
+/// `f` of every pair of values, on the rayon pool.
+pub(super) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut y = scratch(a.len());
+    y.par_chunks_mut(GRAIN)
+        .zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN)))
+        .for_each(|(o, (a, b))| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&a, &b))| *o = f(a, b)));
+    y
+}
+
+/// `acc += g`, on the rayon pool.
+pub(super) fn add_into(acc: &mut [f32], g: &[f32]) {
+    acc.par_chunks_mut(GRAIN)
+        .zip(g.par_chunks(GRAIN))
+        .for_each(|(a, g)| a.iter_mut().zip(g).for_each(|(a, b)| *a += b));
+}
