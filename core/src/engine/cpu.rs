@@ -580,8 +580,8 @@ fn conv_input_grad(
     fold(&mut dcols, n, shape, k, pad)
 }
 
-/// The ReLU backward `rule` for gradient `g` at pre-activation `x`.
-fn relu_backward(rule: ReluRule, g: f32, x: f32) -> f32 {
+/// The ReLU backward `rule` for gradient `g` at pre-activation `x` (the graph executor's too).
+pub(super) fn relu_backward(rule: ReluRule, g: f32, x: f32) -> f32 {
     match rule {
         ReluRule::Standard => {
             if x > 0.0 {

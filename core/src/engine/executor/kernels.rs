@@ -3,7 +3,7 @@
 //! channel's batch statistics one contiguous run, and a concatenation along the channels an append.
 
 use crate::graph::Shape;
-use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide, ReluRule};
+use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide};
 use rayon::prelude::*;
 
 /// A zero-filled buffer.
@@ -152,28 +152,6 @@ pub(super) fn conv_cols_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Ve
     let mut dcols = scratch(rows * p);
     sgemm_wide(rows, p, g.c_out, (weight, (1, rows as isize)), (dy, (p as isize, 1)), &mut dcols);
     dcols
-}
-
-/// The ReLU backward `rule` for gradient `g` at pre-activation `x`.
-#[inline]
-pub(super) fn relu_backward(rule: ReluRule, g: f32, x: f32) -> f32 {
-    match rule {
-        ReluRule::Standard => {
-            if x > 0.0 {
-                g
-            } else {
-                0.0
-            }
-        }
-        ReluRule::Guided => {
-            if x > 0.0 && g > 0.0 {
-                g
-            } else {
-                0.0
-            }
-        }
-        ReluRule::Deconv => g.max(0.0),
-    }
 }
 
 /// Batch statistics of each channel of `x` (`c × m`): mean and biased variance, summed in `f64`.
@@ -392,15 +370,9 @@ pub(super) fn softmax_rows_backward(y: &[f32], g: &[f32], len: usize) -> Vec<f32
     dx
 }
 
-/// `c × n` → `n × c` (and back with the arguments swapped).
+/// `rows × cols` → `cols × rows` (`c × n` and back).
 pub(super) fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = scratch(x.len());
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = x[r * cols + c];
-        }
-    }
-    out
+    crate::ops::transpose_planes(x, rows, cols, 1)
 }
 
 /// Bilinear up-sampling with aligned corners of `planes` planes `hi × wi` to `ho × wo`: `Y = A_h · X · A_wᵀ`, and

@@ -7,6 +7,7 @@ mod kernels;
 #[cfg(test)]
 mod tests;
 
+use super::cpu::relu_backward;
 use super::{Engine, Gradient};
 use crate::attribution::Score;
 use crate::graph::{len, Graph, NodeId, Op, Penalty};
