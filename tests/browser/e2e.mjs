@@ -43,10 +43,32 @@ function onStrokes(values, pixels) {
   return { share: all > 0 ? on / all : 0, area: area / 784, total: all };
 }
 
+/** A PNG (as a Buffer) of `width`×`height` on `background`, drawn in the page by `paint(ctx, arg)`. */
+async function pngOf(page, width, height, background, paint, arg = null) {
+  const bytes = await page.evaluate(async ([w, h, bg, body, a]) => {
+    const canvas = new OffscreenCanvas(w, h);
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = bg;
+    ctx.fillRect(0, 0, w, h);
+    new Function('ctx', 'pixels', `(${body})(ctx, pixels)`)(ctx, a);
+    const blob = await canvas.convertToBlob({ type: 'image/png' });
+    return [...new Uint8Array(await blob.arrayBuffer())];
+  }, [width, height, background, paint.toString(), arg]);
+  return Buffer.from(bytes);
+}
+
 function l1(a, b) {
   let d = 0;
   for (let i = 0; i < a.length; i++) d += Math.abs(a[i] - b[i]);
   return d / a.length;
+}
+
+/** Runs `action`, waits for the page to send new work, and for that work to end. */
+async function settleAfter(page, action) {
+  const before = await page.evaluate(() => window.whitebox.state.lastId);
+  await action();
+  await page.waitForFunction((prev) => window.whitebox.state.lastId > prev, before, { timeout: 15000 });
+  return settle(page);
 }
 
 async function select(page, id, value) {
@@ -65,6 +87,7 @@ try {
   await page.waitForFunction(() => window.whitebox.state.ready, null, { timeout: 30000 });
   const controls = await page.evaluate(() => ({
     models: [...document.querySelectorAll('#model option')].map((o) => o.value),
+    groups: [...document.querySelectorAll('#model optgroup')].map((g) => g.label),
     ensembles: [...document.querySelectorAll('#ensemble option')].map((o) => o.value),
     colormaps: [...document.querySelectorAll('#colormap option')].map((o) => o.value),
     maxSamples: document.getElementById('samples').max,
@@ -72,7 +95,8 @@ try {
     classes: document.querySelectorAll('#target option').length - 1,
     info: window.whitebox.state.info,
   }));
-  check(controls.models.join() === 'simple-cnn,cam,cbam' && controls.ensembles.join() === ',sg,sg-sq,sg-var'
+  check(controls.models.join() === 'mnist/simple-cnn,mnist/cam,mnist/cbam,cifar10/simple-cnn,cifar10/cam,cifar10/cbam'
+    && controls.groups.join() === 'MNIST,CIFAR-10' && controls.ensembles.join() === ',sg,sg-sq,sg-var'
     && controls.colormaps.join() === 'hot,viridis,jet,gray',
   `the option lists come from the engine (${JSON.stringify(controls)})`);
   check(controls.maxSamples === '1000' && controls.maxSteps === '1000' && controls.classes === controls.info.classes
@@ -171,7 +195,7 @@ try {
   await page.screenshot({ path: path.join(artifacts, 'gallery.png') });
 
   // Model switch, and a weights file that fails to load: a visible message, and the page keeps working.
-  await page.selectOption('#model', 'cam');
+  await page.selectOption('#model', 'mnist/cam');
   await page.waitForFunction(() => window.whitebox.state.ready && window.whitebox.state.info.arch === 'cam', null, { timeout: 30000 });
   const rcam = await settle(page);
   check(rcam.maps.vbp !== undefined, 'switching the model to CAM explains the digit with it');
@@ -180,7 +204,7 @@ try {
   await page.screenshot({ path: path.join(artifacts, 'cam-model-cam.png') });
   await select(page, 'method', 'vbp');
   await page.route('**/weights/mnist/cbam.safetensors', (route) => route.fulfill({ status: 200, body: 'not a checkpoint' }));
-  await page.selectOption('#model', 'cbam');
+  await page.selectOption('#model', 'mnist/cbam');
   await page.waitForFunction(() => !document.getElementById('message').hidden, null, { timeout: 30000 });
   const msg = await page.locator('#message').textContent();
   check(msg.includes('cbam') && msg.includes('not a safetensors file'), `a corrupt weights file gives a visible message ("${msg}")`);
@@ -189,7 +213,7 @@ try {
   await draw(page, DIGITS[7]);
   const after = await settle(page);
   check(after.predicted === 7, 'after the failed load the page still classifies with the previous model');
-  check(await page.inputValue('#model') === 'cam', 'the model selector returns to the loaded model');
+  check(await page.inputValue('#model') === 'mnist/cam', 'the model selector returns to the loaded model');
 
   // The empty canvas again.
   await page.click('#clear');
@@ -202,6 +226,87 @@ try {
   await page.click('#undo');
   const ru = await settle(page);
   check(ru.pixels && ru.predicted !== undefined, 'undo leaves the first stroke and re-explains it');
+
+  // Open an image: a photographed 7 (dark ink on off-white paper, as a PNG file) becomes a digit; a text file gives
+  // a visible message.
+  const seven = await pngOf(page, 360, 240, 'rgb(240,236,228)', (ctx) => {
+    ctx.strokeStyle = 'rgb(40,40,60)';
+    ctx.lineWidth = 14;
+    ctx.lineCap = 'round';
+    ctx.beginPath();
+    ctx.moveTo(130, 50);
+    ctx.lineTo(230, 50);
+    ctx.lineTo(160, 200);
+    ctx.stroke();
+  });
+  const ro = await settleAfter(page, () => page.setInputFiles('#file', { name: 'seven.png', mimeType: 'image/png', buffer: seven }));
+  check(ro.predicted === 7 && ro.maps.vbp && ro.maps.vbp.values.length === 784, `an opened picture of a 7 is read as a 7 (got ${ro.predicted})`);
+  await page.screenshot({ path: path.join(artifacts, 'opened-7.png') });
+  await page.setInputFiles('#file', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a picture') });
+  await page.waitForFunction(() => document.getElementById('message').textContent.includes('notes.txt'), null, { timeout: 10000 });
+  check((await page.locator('#message').textContent()).includes('not an image'), 'a file that is not an image gives a visible message');
+
+  // CIFAR-10: the models of the other data set, its gallery, and pictures opened, dropped or kept across the switch.
+  await page.selectOption('#model', 'cifar10/simple-cnn');
+  await page.waitForFunction(() => window.whitebox.state.ready && window.whitebox.state.info.dataset === 'cifar10', null, { timeout: 30000 });
+  await page.waitForFunction(() => window.whitebox.state.pixels && window.whitebox.state.pixels.length === 3072, null, { timeout: 30000 });
+  const rk = await settle(page);
+  check(rk.pixels && rk.pixels.length === 3 * 32 * 32 && rk.maps.vbp && rk.maps.vbp.values.length === 1024,
+    'the picture opened before the switch is converted for CIFAR-10 and explained');
+  check(!(await page.isVisible('#draw-tools')) && (await page.locator('#input-title').textContent()) === 'Image', 'CIFAR-10 shows an image, not a drawing pad');
+  const cifarThumbs = page.locator('#gallery canvas');
+  await page.waitForFunction(() => document.querySelectorAll('#gallery canvas').length === 30, null, { timeout: 10000 });
+  check((await cifarThumbs.first().getAttribute('title')).includes('airplane'), 'the gallery shows CIFAR-10 test images, named');
+  let cifarRight = 0;
+  const picked = [];
+  for (const k of [0, 4, 9, 15, 19, 21, 24, 29]) {
+    await cifarThumbs.nth(k).click();
+    const r = await settle(page);
+    if (r.predicted === Number(await cifarThumbs.nth(k).getAttribute('data-label'))) cifarRight++;
+    picked.push(r);
+  }
+  check(cifarRight >= 6, `CIFAR-10 gallery images are classified by their labels (${cifarRight}/8)`);
+  const probNames = await page.evaluate(() => [...document.querySelectorAll('#probs .cls')].map((e) => e.textContent));
+  check(probNames[0] === 'airplane' && probNames[9] === 'truck', 'the probabilities are labelled with the class names');
+  for (const m of ['gc', 'ig', 'gb']) {
+    const r = await select(page, 'method', m);
+    check(r.maps[m] && r.maps[m].values && r.maps[m].values.length === 1024, `CIFAR-10 ${m}: a map arrived`);
+  }
+  await page.screenshot({ path: path.join(artifacts, 'cifar10-gallery-gc.png') });
+  await select(page, 'method', 'vbp');
+  // The last gallery image, enlarged 3× into a PNG and dropped on the canvas: the same class.
+  const last = picked[picked.length - 1];
+  const enlarged = await pngOf(page, 96, 96, '#000', (ctx, pixels) => {
+    for (let y = 0; y < 96; y++) for (let x = 0; x < 96; x++) {
+      const i = Math.floor(y / 3) * 32 + Math.floor(x / 3);
+      ctx.fillStyle = `rgb(${[0, 1, 2].map((c) => Math.round(255 * pixels[c * 1024 + i])).join(',')})`;
+      ctx.fillRect(x, y, 1, 1);
+    }
+  }, last.pixels);
+  const rd = await settleAfter(page, () => page.evaluate((bytes) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(bytes)], 'photo.png', { type: 'image/png' }));
+    document.getElementById('pad').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, [...enlarged]));
+  // (Not exactly the original: the anti-aliasing filter spans three enlarged pixels, so it mixes in neighbours.)
+  check(rd.predicted === last.predicted && l1(rd.pixels, last.pixels) < 0.05,
+    `a dropped picture is centre-cropped and resized to the model input (class ${rd.predicted} as the original's ${last.predicted}, mean |Δ| ${l1(rd.pixels, last.pixels).toFixed(4)})`);
+  await page.screenshot({ path: path.join(artifacts, 'cifar10-dropped.png') });
+
+  // A phone-sized screen: right after drawing, the map is in view without scrolling.
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  phone.on('pageerror', (e) => errors.push(String(e)));
+  await phone.goto(server.url);
+  await phone.waitForFunction(() => window.whitebox && window.whitebox.state.ready, null, { timeout: 60000 });
+  await draw(phone, DIGITS[7]);
+  const rp = await settle(phone);
+  const mapBox = await phone.locator('#map').boundingBox();
+  const padBox = await phone.locator('#pad').boundingBox();
+  const scrolled = await phone.evaluate(() => window.scrollY);
+  check(rp.predicted === 7 && scrolled === 0 && mapBox.y >= 0 && mapBox.y + mapBox.height <= 844 && padBox.y + padBox.height <= 844 && mapBox.width >= 120,
+    `390 px wide: the pad and the map are both in view (map ${mapBox.width.toFixed(0)} px at y ${mapBox.y.toFixed(0)}, predicted ${rp.predicted})`);
+  await phone.screenshot({ path: path.join(artifacts, 'phone-390.png') });
+  await phone.close();
 
   // Both backends: a page on WebGPU (SwiftShader, asked for with ?backend=gpu) and a page on the CPU, the same drawn
   // 7, every method and two ensembles: the maps agree.

@@ -11,12 +11,15 @@ const idLabel = (s) => { const [id, label] = s.split(':'); return { id, label };
 const state = {
   ready: false,
   backend: 'CPU (WebAssembly)',
-  arch: 'simple-cnn',
+  // The loaded model, `dataset/arch` (`?model=cifar10/cam` picks the first one).
+  model: new URLSearchParams(location.search).get('model') || 'mnist/simple-cnn',
   info: null,
   methods: [],
   limits: null, // {samples, steps, noise}: the largest request the engine accepts
   strokes: [],
-  background: null, // a gallery image (Float32Array 784 in [0, 1]) under the strokes
+  background: null, // a model input (gallery image or opened picture, C×H×W in [0, 1]) under the strokes
+  picture: null, // an opened picture {rgba, width, height, name}, converted again when the data set changes
+  convertId: 0,
   pixels: null, // the model input of the last result
   probs: null,
   predicted: null,
@@ -68,46 +71,50 @@ function startWorker() {
   worker.onerror = (e) => {
     showMessage(`The engine failed: ${e.message || 'unknown error'}`);
   };
-  loadModel(state.arch);
+  loadModel(state.model);
 }
 
-function loadModel(arch) {
+function loadModel(model) {
   state.ready = false;
-  $('backend').textContent = `loading ${arch}…`;
+  $('backend').textContent = `loading ${model}…`;
   // `?backend=cpu` keeps the computation on the CPU, `?backend=gpu` uses any WebGPU adapter (software ones too);
   // otherwise WebGPU is used when the browser offers a hardware adapter.
   const asked = new URLSearchParams(location.search).get('backend');
   const backend = ['cpu', 'gpu'].includes(asked) ? asked : 'auto';
-  worker.postMessage({ type: 'load', arch, url: `weights/mnist/${arch}.safetensors`, backend });
+  worker.postMessage({ type: 'load', model, url: `weights/${model}.safetensors`, backend });
 }
 
 function onWorkerMessage(msg) {
   window.whitebox.events.push(msg.type);
   switch (msg.type) {
     case 'ready': {
+      const datasetChanged = !state.info || state.info.dataset !== msg.info.dataset;
       state.ready = true;
-      state.arch = msg.arch;
+      state.model = msg.model;
       state.info = msg.info;
       state.methods = msg.methods.map(idLabel);
+      state.datasets = Object.fromEntries(msg.datasets.map(idLabel).map((d) => [d.id, d.label]));
       const [samples, steps, noise] = msg.limits;
       state.limits = { samples, steps, noise };
       fillOptionLists(msg);
-      $('model').value = msg.arch;
       state.backend = msg.backend;
       $('backend').textContent = state.backend;
       $('backend').title = `${msg.info.arch} on ${msg.info.dataset}, weights ${(msg.bytes / 1024).toFixed(0)} KiB loaded in ${msg.ms.toFixed(0)} ms` +
         (msg.backendNote ? ` (${msg.backendNote})` : '');
       fillMethodControls();
-      if (!galleryLoaded) loadGallery();
+      if (datasetChanged) onDatasetChange();
       if (!$('message').classList.contains('info')) showMessage('');
       schedule();
       break;
     }
+    case 'converted':
+      onConverted(msg);
+      break;
     case 'input':
       if (msg.id !== state.lastId) return;
       state.pixels = msg.pixels;
       drawPreview(msg.pixels);
-      if (!msg.pixels) clearResults('Draw a digit (or pick one from the gallery).');
+      if (!msg.pixels) clearResults(emptyHint());
       break;
     case 'probs':
       if (msg.id !== state.lastId) return;
@@ -141,7 +148,7 @@ function onWorkerMessage(msg) {
       if (msg.id === undefined && !msg.fatal) {
         // A model failed to load: keep working with the one already loaded.
         state.ready = true;
-        $('model').value = state.arch;
+        $('model').value = state.model;
         $('backend').textContent = state.backend;
       }
       break;
@@ -202,7 +209,7 @@ function send() {
   if (state.strokes.length === 0 && state.background) {
     msg.pixels = state.background;
   } else if (state.strokes.length === 0) {
-    clearResults('Draw a digit (or pick one from the gallery).');
+    clearResults(emptyHint());
     drawPreview(null);
     state.doneId = id;
     return;
@@ -242,9 +249,15 @@ function onMap(msg) {
   }
   if (msg.key === $('method').value) {
     paint($('map'), image);
-    $('map-title').textContent = `${msg.label} for class ${state.target}`;
+    $('map-title').textContent = `${msg.label} for ${classTitle(state.target)}`;
     $('timing').textContent = `${msg.label}: ${msg.ms.toFixed(1)} ms compute, ${latencyMs.toFixed(0)} ms from input to map`;
   }
+}
+
+// "class 7" for a digit, the name for a named class ("truck").
+function classTitle(c) {
+  const name = state.info.classNames[c];
+  return /^[0-9]+$/.test(name) ? `class ${name}` : name;
 }
 
 function paint(canvas, image) {
@@ -287,37 +300,42 @@ function showProgress(key, fraction, label) {
 function drawProbs() {
   const box = $('probs');
   box.innerHTML = '';
+  box.classList.toggle('named', !!state.info && state.info.classNames.some((n) => n.length > 2));
   for (let c = 0; c < (state.info ? state.info.classes : 0); c++) {
     const p = state.probs ? state.probs[c] : 0;
     const row = document.createElement('button');
     row.className = 'prob';
     if (state.probs && c === state.predicted) row.classList.add('predicted');
     if (state.probs && c === state.target) row.classList.add('target');
-    row.title = `Explain class ${c}`;
-    row.innerHTML = `<span class="cls">${c}</span><span class="bar"><span style="width:${(100 * p).toFixed(1)}%"></span></span><span class="pct">${(100 * p).toFixed(1)}%</span>`;
+    const name = state.info.classNames[c];
+    row.title = `Explain class ${name}`;
+    row.innerHTML = `<span class="cls">${name}</span><span class="bar"><span style="width:${(100 * p).toFixed(1)}%"></span></span><span class="pct">${(100 * p).toFixed(1)}%</span>`;
     row.onclick = () => { $('target').value = String(c); schedule(); };
     box.appendChild(row);
   }
 }
 
-// Draws grey values in [0, 1] (side × side) onto a canvas's 2-d context; none: black.
-function putGrey(ctx, pixels) {
+// Draws a model input (C×side×side values in [0, 1]: grey, or colour planes) onto a canvas's 2-d context at its
+// top left; none: black.
+function putPixels(ctx, pixels) {
   if (!pixels) {
     ctx.fillStyle = '#000';
     ctx.fillRect(0, 0, ctx.canvas.width, ctx.canvas.height);
     return;
   }
   const n = side();
+  const plane = n * n;
+  const colour = pixels.length === 3 * plane;
   const img = ctx.createImageData(n, n);
-  for (let i = 0; i < n * n; i++) {
-    const v = Math.round(255 * pixels[i]);
-    img.data.set([v, v, v, 255], 4 * i);
+  for (let i = 0; i < plane; i++) {
+    const [r, g, b] = colour ? [pixels[i], pixels[plane + i], pixels[2 * plane + i]] : [pixels[i], pixels[i], pixels[i]];
+    img.data.set([Math.round(255 * r), Math.round(255 * g), Math.round(255 * b), 255], 4 * i);
   }
   ctx.putImageData(img, 0, 0);
 }
 
 function drawPreview(pixels) {
-  putGrey($('preview').getContext('2d'), pixels);
+  putPixels($('preview').getContext('2d'), pixels);
 }
 
 function buildCompareGrid(requests) {
@@ -346,8 +364,21 @@ function fillSelect(select, options, fallback) {
   select.value = options.some((o) => o.id === previous) && previous !== '' ? previous : fallback;
 }
 
+// The model menu, grouped by data set.
+function fillModels(models, datasets, value) {
+  const select = $('model');
+  select.innerHTML = '';
+  for (const d of datasets.map(idLabel)) {
+    const group = document.createElement('optgroup');
+    group.label = d.label;
+    for (const m of models.map(idLabel).filter((m) => m.id.startsWith(`${d.id}/`))) group.appendChild(new Option(m.label, m.id));
+    select.appendChild(group);
+  }
+  select.value = value;
+}
+
 function fillOptionLists(msg) {
-  fillSelect($('model'), msg.models.map(idLabel), msg.arch);
+  fillModels(msg.models, msg.datasets, msg.model);
   fillSelect($('ensemble'), [{ id: '', label: 'none' }, ...msg.ensembles.map(idLabel)], '');
   fillSelect($('colormap'), msg.colormaps.map((id) => ({ id, label: id })), msg.colormaps[0]);
   $('samples').max = String(state.limits.samples);
@@ -371,7 +402,7 @@ function fillMethodControls() {
   const target = $('target');
   const previousTarget = target.value;
   target.length = 1;
-  for (let c = 0; c < state.info.classes; c++) target.add(new Option(String(c), String(c)));
+  for (let c = 0; c < state.info.classes; c++) target.add(new Option(state.info.classNames[c], String(c)));
   target.value = Number(previousTarget) < state.info.classes ? previousTarget : '-1';
   $('compare-grid').dataset.keys = '';
 }
@@ -402,7 +433,7 @@ function redraw() {
     const tmp = document.createElement('canvas');
     tmp.width = side();
     tmp.height = side();
-    putGrey(tmp.getContext('2d'), state.background);
+    putPixels(tmp.getContext('2d'), state.background);
     ctx.imageSmoothingEnabled = true;
     ctx.drawImage(tmp, 0, 0, pad.width, pad.height);
   }
@@ -432,7 +463,11 @@ function padPoint(e) {
   return [((e.clientX - r.left) * pad.width) / r.width, ((e.clientY - r.top) * pad.height) / r.height];
 }
 
+// Only digits are drawn; on other data sets the canvas shows the chosen image.
+const drawing = () => state.info && state.info.dataset === 'mnist';
+
 pad.addEventListener('pointerdown', (e) => {
+  if (!drawing()) return;
   e.preventDefault();
   pad.setPointerCapture(e.pointerId);
   // Pens report pressure: scale the stroke a little with it.
@@ -457,7 +492,10 @@ pad.style.touchAction = 'none';
 
 function undo() {
   if (state.strokes.length) state.strokes.pop();
-  else state.background = null;
+  else {
+    state.background = null;
+    state.picture = null;
+  }
   redraw();
   schedule();
 }
@@ -465,6 +503,7 @@ function undo() {
 function clearAll() {
   state.strokes = [];
   state.background = null;
+  state.picture = null;
   redraw();
   schedule();
 }
@@ -476,32 +515,60 @@ document.addEventListener('keydown', (e) => {
   if (e.key === 'Escape') clearAll();
 });
 
-// ---------- gallery ----------
+// ---------- data set, gallery and opened pictures ----------
 
-let galleryLoaded = false;
+function emptyHint() {
+  return drawing() || !state.info ? 'Draw a digit (or pick one from the gallery).' : 'Pick an image from the gallery, or open one of your own.';
+}
 
-async function loadGallery() {
-  galleryLoaded = true;
+// A model of another data set was loaded: the canvas, the hints and the gallery follow it; an opened picture is
+// converted again for it, anything else on the canvas is cleared.
+function onDatasetChange() {
+  const mnist = drawing();
+  const dataset = state.datasets ? state.datasets[state.info.dataset] : state.info.dataset;
+  $('draw-tools').hidden = !mnist;
+  $('input-title').textContent = mnist ? 'Draw' : 'Image';
+  $('tagline').textContent = mnist ? 'Draw a digit and watch what the network looks at.' : 'Pick or open a picture and watch what the network looks at.';
+  pad.style.cursor = mnist ? 'crosshair' : 'default';
+  $('preview').width = side();
+  $('preview').height = side();
+  $('gallery-caption').textContent = `(${dataset} test images)`;
+  state.strokes = [];
+  state.background = null;
+  redraw();
+  loadGallery(state.info.dataset);
+  if (state.picture) convertPicture();
+}
+
+let galleryRequest = 0;
+
+async function loadGallery(dataset) {
+  const request = ++galleryRequest;
   const SIDE = side();
+  const channels = state.info.channels;
+  const box = $('gallery');
+  box.innerHTML = '';
   try {
-    const response = await fetch('assets/mnist-gallery.bin');
+    const response = await fetch(`assets/${dataset}-gallery.bin`);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const bytes = new Uint8Array(await response.arrayBuffer());
-    const record = 1 + SIDE * SIDE;
+    if (request !== galleryRequest) return;
+    const values = channels * SIDE * SIDE;
+    const record = 1 + values;
     if (bytes.length === 0 || bytes.length % record !== 0) throw new Error('malformed gallery file');
-    const box = $('gallery');
     for (let k = 0; k < bytes.length / record; k++) {
       const label = bytes[k * record];
-      const pixels = new Float32Array(SIDE * SIDE);
-      for (let i = 0; i < SIDE * SIDE; i++) pixels[i] = bytes[k * record + 1 + i] / 255;
+      const pixels = new Float32Array(values);
+      for (let i = 0; i < values; i++) pixels[i] = bytes[k * record + 1 + i] / 255;
       const c = document.createElement('canvas');
       c.width = SIDE;
       c.height = SIDE;
-      c.title = `MNIST test image, label ${label}`;
+      c.title = `${state.datasets[dataset]} test image: ${state.info.classNames[label]}`;
       c.dataset.label = String(label);
-      putGrey(c.getContext('2d'), pixels);
+      putPixels(c.getContext('2d'), pixels);
       c.onclick = () => {
         state.strokes = [];
+        state.picture = null;
         state.background = pixels;
         redraw();
         schedule();
@@ -510,11 +577,83 @@ async function loadGallery() {
     }
     // ?gallery=K starts with gallery image K (used by the speed harness to time page load to first map).
     const start = new URLSearchParams(location.search).get('gallery');
-    if (start !== null && box.children[Number(start)]) box.children[Number(start)].click();
+    if (start !== null && !galleryStarted && box.children[Number(start)]) {
+      galleryStarted = true;
+      box.children[Number(start)].click();
+    }
   } catch (err) {
-    $('gallery').textContent = `The gallery could not be loaded (${err.message}).`;
+    if (request === galleryRequest) box.textContent = `The gallery could not be loaded (${err.message}).`;
   }
 }
+let galleryStarted = false;
+
+// A picture from the file picker, a drop or a paste: scaled down to at most 512 pixels a side here (the browser
+// decodes it), then made into the model input by the engine (centre square for CIFAR-10, ink to digit for MNIST).
+async function openPicture(blob, name) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob);
+  } catch {
+    showMessage(`"${name}" is not an image this browser can open (try a PNG, JPEG, GIF or WebP file).`);
+    return;
+  }
+  const scale = Math.min(1, 512 / Math.max(bitmap.width, bitmap.height));
+  const width = Math.max(1, Math.round(bitmap.width * scale));
+  const height = Math.max(1, Math.round(bitmap.height * scale));
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  const ctx = canvas.getContext('2d');
+  ctx.imageSmoothingQuality = 'high';
+  ctx.drawImage(bitmap, 0, 0, width, height);
+  bitmap.close();
+  state.picture = { rgba: new Uint8Array(ctx.getImageData(0, 0, width, height).data.buffer), width, height, name };
+  convertPicture();
+}
+
+function convertPicture() {
+  const p = state.picture;
+  const id = ++state.convertId;
+  worker.postMessage({ type: 'convert', id, dataset: state.info.dataset, rgba: p.rgba.slice(), width: p.width, height: p.height });
+}
+
+function onConverted(msg) {
+  if (msg.id !== state.convertId || !state.picture || msg.dataset !== state.info.dataset) return;
+  const name = state.picture.name;
+  if (msg.error || !msg.pixels) {
+    showMessage(msg.error ? `"${name}": ${msg.error}` : `No digit found in "${name}": it needs dark strokes on light paper (or light on dark).`);
+    return;
+  }
+  showMessage('');
+  state.strokes = [];
+  state.background = msg.pixels;
+  redraw();
+  schedule();
+}
+
+$('open').onclick = () => $('file').click();
+$('file').addEventListener('change', () => {
+  const file = $('file').files[0];
+  if (file) openPicture(file, file.name);
+  $('file').value = '';
+});
+for (const target of [pad, $('draw-panel')]) {
+  target.addEventListener('dragover', (e) => { e.preventDefault(); e.dataTransfer.dropEffect = 'copy'; });
+  target.addEventListener('drop', (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    const file = e.dataTransfer.files[0];
+    if (file) openPicture(file, file.name);
+    else showMessage('Drop an image file here.');
+  });
+}
+document.addEventListener('paste', (e) => {
+  const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.kind === 'file');
+  if (!item) return;
+  e.preventDefault();
+  const file = item.getAsFile();
+  openPicture(file, file.name || 'the pasted file');
+});
 
 // ---------- download ----------
 
@@ -539,7 +678,7 @@ $('download').onclick = () => {
   canvas.toBlob((blob) => {
     const a = document.createElement('a');
     a.href = URL.createObjectURL(blob);
-    a.download = `whitebox-${state.arch}-${compare ? 'compare' : $('method').value}-class${state.target}.png`;
+    a.download = `whitebox-${state.model.replace('/', '-')}-${compare ? 'compare' : $('method').value}-class${state.target}.png`;
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 1000);
   }, 'image/png');

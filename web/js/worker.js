@@ -1,12 +1,14 @@
 // The demo's web worker: all WebAssembly work happens here, so drawing never stutters.
 //
 // Protocol (main → worker):
-//   {type: 'load', arch, url, backend}              load a model's weights; backend 'auto' (WebGPU when the browser
+//   {type: 'load', model, url, backend}             load a model's weights; backend 'auto' (WebGPU when the browser
 //                                                   offers a hardware adapter, else the CPU), 'gpu' (WebGPU on any
 //                                                   adapter, software ones too) or 'cpu'
+//   {type: 'convert', id, dataset, rgba, width, height}
+//                                                   an opened picture as the data set's model input ('converted')
 //   {type: 'work', id, ink?, width?, height?, pixels?, requests, target, render}
 //                                                   classify and explain; a newer 'work' replaces older work
-// (worker → main): 'ready', 'input', 'probs', 'progress', 'map', 'done', 'error', 'backend' (after a GPU failure).
+// (worker → main): 'ready', 'converted', 'input', 'probs', 'progress', 'map', 'done', 'error', 'backend' (after a GPU failure).
 //
 // On WebGPU a map is one awaited GPU computation (the main thread never waits for it); on any GPU error the worker
 // falls back to the CPU for good and says so.
@@ -33,6 +35,8 @@ self.onmessage = async (event) => {
   const msg = event.data;
   if (msg.type === 'load') {
     await load(msg);
+  } else if (msg.type === 'convert') {
+    await convert(msg);
   } else if (msg.type === 'work') {
     pending = msg;
     if (!running) loop();
@@ -74,7 +78,18 @@ async function attachGpu(backend) {
 const onGpu = () => engine && engine.hasGpu && !gpuOff;
 const backendName = () => (onGpu() ? `WebGPU (${gpuDevice.name})` : 'CPU (WebAssembly)');
 
-async function load({ arch, url, backend }) {
+// A picture → the model input of `dataset` (pixels, or null when an MNIST picture shows no ink).
+async function convert({ id, dataset, rgba, width, height }) {
+  try {
+    await wasmReady;
+    const pixels = wasm_bindgen.inputFromImage(dataset, rgba, width, height);
+    post({ type: 'converted', id, dataset, pixels: pixels || null });
+  } catch (err) {
+    post({ type: 'converted', id, dataset, error: String(err.message || err) });
+  }
+}
+
+async function load({ model, url, backend }) {
   const t0 = performance.now();
   try {
     await wasmReady;
@@ -89,7 +104,7 @@ async function load({ arch, url, backend }) {
       type: 'ready',
       backend: backendName(),
       backendNote: gpuNote,
-      arch,
+      model,
       bytes: bytes.length,
       ms: performance.now() - t0,
       info: {
@@ -98,6 +113,7 @@ async function load({ arch, url, backend }) {
         side: engine.side,
         channels: engine.channels,
         classes: engine.classes,
+        classNames: engine.classNames,
         tapPoints: engine.tapPoints,
         defaultLayer: engine.defaultLayer,
         hasCam: engine.hasCam,
@@ -107,10 +123,11 @@ async function load({ arch, url, backend }) {
       ensembles: wasm_bindgen.ensembleList(),
       colormaps: wasm_bindgen.colormapList(),
       models: wasm_bindgen.modelList(),
+      datasets: wasm_bindgen.datasetList(),
       limits: Array.from(wasm_bindgen.requestLimits()),
     });
   } catch (err) {
-    post({ type: 'error', fatal: !engine, message: `Could not load the ${arch} weights: ${String(err.message || err)}` });
+    post({ type: 'error', fatal: !engine, message: `Could not load the ${model} weights: ${String(err.message || err)}` });
   }
 }
 

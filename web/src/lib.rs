@@ -120,6 +120,12 @@ impl Engine {
         self.spec.dataset.num_classes()
     }
 
+    /// The classes' names as the page labels them (digits for MNIST).
+    #[wasm_bindgen(getter, js_name = classNames)]
+    pub fn class_names(&self) -> Vec<String> {
+        class_labels(self.spec.dataset)
+    }
+
     /// Grad-CAM can look at `features[0..tap_points]`.
     #[wasm_bindgen(getter, js_name = tapPoints)]
     pub fn tap_points(&self) -> usize {
@@ -194,6 +200,15 @@ fn normalized(pixels: &[f32], kind: DatasetKind) -> Res<Tensor> {
     let values: Vec<f32> =
         pixels.iter().enumerate().map(|(i, &v)| (v - kind.mean()[i / plane]) / kind.std()[i / plane]).collect();
     Tensor::from_vec(values, (1, c, s, s), &Device::Cpu).map_err(err)
+}
+
+/// The page's class labels: MNIST's digits, CIFAR-10's names.
+fn class_labels(kind: DatasetKind) -> Vec<String> {
+    let names = kind.class_names();
+    match kind {
+        DatasetKind::Mnist => (0..names.len()).map(|c| c.to_string()).collect(),
+        DatasetKind::Cifar10 => names.iter().map(|n| n.to_string()).collect(),
+    }
 }
 
 /// What to explain: a method, optionally inside an ensemble, with its settings.
@@ -318,6 +333,14 @@ pub fn mnist_from_drawing(ink: &[f32], width: usize, height: usize) -> Res<Optio
     whitebox_core::data::mnist_from_drawing(ink, width, height).map_err(err)
 }
 
+/// A picture (`height×width` RGBA bytes, as a canvas's `ImageData`) as `dataset`'s model input in [0, 1]: the
+/// centre square resized for CIFAR-10, the ink made into a digit for MNIST (`undefined` when there is none).
+#[wasm_bindgen(js_name = inputFromImage)]
+pub fn input_from_image(dataset: &str, rgba: &[u8], width: usize, height: usize) -> Res<Option<Vec<f32>>> {
+    let kind = DatasetKind::parse(dataset).map_err(err)?;
+    whitebox_core::data::input_from_image(kind, rgba, width, height).map_err(err)
+}
+
 /// The methods the page offers, in its order (method id, label).
 #[wasm_bindgen(js_name = methodList)]
 pub fn method_list() -> Vec<String> {
@@ -336,10 +359,22 @@ pub fn colormap_list() -> Vec<String> {
     Colormap::ALL.iter().map(|c| c.id().to_string()).collect()
 }
 
-/// The models the page can load (id, name): those small enough for the browser.
+/// The models the page can load, those small enough for the browser, on every data set: `dataset/arch:name`, their
+/// shipped weights being `weights/dataset/arch.safetensors`.
 #[wasm_bindgen(js_name = modelList)]
 pub fn model_list() -> Vec<String> {
-    whitebox_core::models::Arch::SMALL.iter().map(|a| format!("{}:{}", a.name(), a.title())).collect()
+    DatasetKind::ALL
+        .iter()
+        .flat_map(|d| {
+            whitebox_core::models::Arch::SMALL.iter().map(move |a| format!("{}/{}:{}", d.name(), a.name(), a.title()))
+        })
+        .collect()
+}
+
+/// The data sets (id, name), in the page's order.
+#[wasm_bindgen(js_name = datasetList)]
+pub fn dataset_list() -> Vec<String> {
+    DatasetKind::ALL.iter().map(|d| format!("{}:{}", d.name(), d.title())).collect()
 }
 
 /// The largest request the engine accepts: `[samples, IG steps, noise level]` (the page's input limits).

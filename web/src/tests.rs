@@ -87,8 +87,11 @@ fn option_lists_parse() {
     for c in colormap_list() {
         assert!(Colormap::parse(&c).is_ok(), "{c}");
     }
+    let datasets: Vec<String> = dataset_list().iter().map(|d| d.split(':').next().unwrap().to_string()).collect();
     for m in model_list() {
-        assert!(whitebox_core::models::Arch::parse(m.split(':').next().unwrap()).is_ok(), "{m}");
+        let (dataset, arch) = m.split(':').next().unwrap().split_once('/').expect("dataset/arch");
+        assert!(DatasetKind::parse(dataset).is_ok() && datasets.iter().any(|d| d == dataset), "{m}");
+        assert!(whitebox_core::models::Arch::parse(arch).is_ok(), "{m}");
     }
     assert_eq!(colormap_list()[0], "hot", "the page's default colormap comes first");
 }
@@ -130,6 +133,49 @@ mod properties {
             }
         }
     }
+}
+
+/// Every model the page offers has its weights shipped where the page fetches them, for that architecture and data
+/// set.
+#[test]
+fn every_offered_model_is_shipped() -> Res<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for m in model_list() {
+        let id = m.split(':').next().unwrap();
+        let path = root.join(format!("weights/{id}.safetensors"));
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let e = Engine::new(&bytes)?;
+        assert_eq!(format!("{}/{}", e.dataset(), e.arch()), id);
+    }
+    Ok(())
+}
+
+/// CIFAR-10: every method's map of a colour image renders over it (one-channel maps such as Grad-CAM's too), and an
+/// opened picture reaches the engine as its 3×32×32 input.
+#[test]
+fn cifar_maps_render() -> Res<()> {
+    for (name, e, pixels) in parity::gpu_models()?.into_iter().filter(|(n, ..)| n.starts_with("cifar10")) {
+        assert_eq!(e.class_names()[3], "cat");
+        for m in Method::ALL {
+            if m == Method::Cam && !e.has_cam() {
+                continue;
+            }
+            let request = Request::new(m.id(), "", 1, 0.1, 4, -1, "logit")?;
+            let mut task = e.explain(&pixels, &request, 3)?;
+            while !task.step()? {}
+            let map = task.map()?;
+            let rgba = render_map(&pixels, &map, "cifar10", m.id(), "hot", 0.8, true)
+                .map_err(|e| format!("{name} {m:?}: {e}"))?;
+            assert_eq!(rgba.len(), 32 * 32 * 4, "{name} {m:?}");
+            assert_eq!(display_values(&map, 3, m.id())?.len(), 32 * 32, "{name} {m:?}");
+        }
+    }
+    let photo: Vec<u8> = (0..50 * 40).flat_map(|i| [(i % 256) as u8, 9, 200, 255]).collect();
+    let input = input_from_image("cifar10", &photo, 50, 40)?.expect("an image");
+    assert_eq!(input.len(), 3 * 32 * 32);
+    assert!(input_from_image("svhn", &photo, 50, 40).unwrap_err().contains("unknown dataset"));
+    assert!(input_from_image("mnist", &photo, 50, 41).unwrap_err().contains("needs 8200 bytes"));
+    Ok(())
 }
 
 /// The overlay keeps the image where the map is zero and shows the colormap where it peaks.

@@ -65,7 +65,7 @@ fn bounding_box(ink: &[f32], width: usize, height: usize) -> Option<(usize, usiz
 
 /// Anti-aliased resampling (separable triangle filter whose support widens with the reduction, as PIL's bilinear
 /// resize): `sw×sh` → `tw×th`.
-fn resample(src: &[f32], sw: usize, sh: usize, tw: usize, th: usize) -> Vec<f32> {
+pub(super) fn resample(src: &[f32], sw: usize, sh: usize, tw: usize, th: usize) -> Vec<f32> {
     let rows: Vec<f32> = (0..sh).flat_map(|y| resample_line(&src[y * sw..(y + 1) * sw], tw)).collect();
     let mut out = vec![0.0; tw * th];
     let mut column = vec![0.0; sh];

@@ -8,6 +8,7 @@ mod drawing;
 mod images;
 mod indices;
 mod mnist;
+mod photo;
 
 pub use cifar10::{parse_cifar10_batch, parse_cifar10_tar_gz, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES};
 pub use drawing::mnist_from_drawing;
@@ -16,6 +17,7 @@ pub use indices::parse_indices;
 pub use mnist::{
     gunzip_if_needed, gunzip_limited, mnist_set, parse_idx_images, parse_idx_labels, MAX_INFLATED, MNIST_FILES,
 };
+pub use photo::input_from_image;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,14 @@ impl DatasetKind {
         match self {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
+        }
+    }
+
+    /// The data set's name as people write it.
+    pub fn title(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => "MNIST",
+            DatasetKind::Cifar10 => "CIFAR-10",
         }
     }
 
