@@ -143,14 +143,18 @@ impl Column {
 struct ModelFigure {
     title: String,
     methods: Vec<Column>,
+    /// ConvOutput at every `features[k]` (the seed's per-layer figure).
     layers: Vec<Column>,
+    /// Grad-CAM at each named layer (blocks, stages, groups).
+    layers_gc: Vec<Column>,
     attention: Vec<Column>,
 }
 
-/// The seed's coherence figure (one test image per class × every method, for each model side by side), the
-/// per-layer figure (Grad-CAM at each of the model's named layers: SimpleCNN's conv blocks, RAN's stages — the
-/// seed's "saliency maps of RAN by layers"), and, for models with attention maps of their own (RAN's soft masks,
-/// WARN's heads), the attention figure.
+/// The seed's coherence figure (one test image per class × every method, for each model side by side), the seed's
+/// per-layer figure (ConvOutput — the channel mean of the feature maps — at every `features[k]`, and for RAN and
+/// WARN at every named tap: the seed's "saliency maps of RAN by layers"), the same with Grad-CAM at each named layer
+/// (blocks, stages, groups: `<out>-layers-gc.png`), and, for models with attention maps of their own (RAN's soft
+/// masks, WARN's heads), the attention figure.
 pub fn coherence(
     checkpoints: &[PathBuf],
     out: &Path,
@@ -179,7 +183,8 @@ pub fn coherence(
             methods.push(Method::Cam);
         }
         let settings = Settings::default();
-        let pb = ui::bar((methods.len() + model.layer_names().len()) as u64, format!("{}", ck.spec.arch));
+        let taps = model.tap_names();
+        let pb = ui::bar((methods.len() + taps.len() + model.layer_names().len()) as u64, format!("{}", ck.spec.arch));
         let mut columns = Vec::new();
         for m in methods {
             let maps =
@@ -188,9 +193,15 @@ pub fn coherence(
             pb.inc(1);
         }
         let mut layers = Vec::new();
+        for (layer, name) in taps.iter().enumerate() {
+            let maps = attr::ConvOutput { layer }.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
+            layers.push(Column::new(format!("{layer} {name}"), &maps, false)?);
+            pb.inc(1);
+        }
+        let mut layers_gc = Vec::new();
         for (layer, name) in model.layer_names() {
             let maps = attr::GradCam { layer }.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
-            layers.push(Column::new(name, &maps, false)?);
+            layers_gc.push(Column::new(name, &maps, false)?);
             pb.inc(1);
         }
         let side = ck.spec.dataset.side();
@@ -200,7 +211,13 @@ pub fn coherence(
             attention.push(Column::new(name, &map, true)?);
         }
         pb.finish_and_clear();
-        figures.push(ModelFigure { title: ck.spec.arch.title().to_string(), methods: columns, layers, attention });
+        figures.push(ModelFigure {
+            title: ck.spec.arch.title().to_string(),
+            methods: columns,
+            layers,
+            layers_gc,
+            attention,
+        });
     }
     let kind = kind.context("no checkpoint given")?;
     let draw = |pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| -> Result<Vec<u8>> {
@@ -222,7 +239,8 @@ pub fn coherence(
             canvas.text(&f.title, x0, 4, 1, [0, 0, 0]);
             canvas.text("Input", x0, 22, 1, [80, 80, 80]);
             for (c, col) in cols.iter().enumerate() {
-                canvas.text(&col.label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
+                let label: String = col.label.chars().take(cell / 8).collect();
+                canvas.text(&label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
             }
             for (r, input) in inputs.iter().enumerate().take(kind.num_classes()) {
                 let y = 40 + r * cell;
@@ -240,8 +258,11 @@ pub fn coherence(
     fsutil::write_atomic(out, &draw(&|f| &f.methods)?)?;
     let layers_path = layers_out.map(Path::to_path_buf).unwrap_or_else(|| sibling(out, "layers"));
     fsutil::write_atomic(&layers_path, &draw(&|f| &f.layers)?)?;
+    let layers_gc_path = sibling(&layers_path, "gc");
+    fsutil::write_atomic(&layers_gc_path, &draw(&|f| &f.layers_gc)?)?;
     println!("{}", out.display());
     println!("{}", layers_path.display());
+    println!("{}", layers_gc_path.display());
     if figures.iter().any(|f| !f.attention.is_empty()) {
         let path = sibling(out, "attention");
         fsutil::write_atomic(&path, &draw(&|f| &f.attention)?)?;

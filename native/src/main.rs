@@ -245,15 +245,16 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
-    /// The seed's coherence figure (a test image per class × every method), the per-layer Grad-CAM figure and, for
-    /// RAN and WARN, their own attention maps (<out>-attention.png).
+    /// The seed's coherence figure (a test image per class × every method), the seed's per-layer figure (ConvOutput
+    /// at every layer), the per-layer Grad-CAM figure (<layers-out>-gc.png) and, for RAN and WARN, their own
+    /// attention maps (<out>-attention.png).
     Coherence {
         /// One or more checkpoints of the same data set, drawn side by side.
         #[arg(long, required = true)]
         checkpoint: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// Per-layer figure (default: <out>-layers.png).
+        /// Per-layer ConvOutput figure (default: <out>-layers.png); the Grad-CAM one goes beside it (…-gc.png).
         #[arg(long)]
         layers_out: Option<PathBuf>,
         #[command(flatten)]
