@@ -47,7 +47,7 @@ pub struct AttributeArgs {
 /// engine plan (RAN and WARN run on the CPU only).
 fn on_gpu(model: Box<dyn Classifier>) -> Result<Box<dyn Classifier>> {
     use whitebox_core::gpu::{block_on, Gpu, GpuPlan};
-    let Some(plan) = model.engine().and_then(|e| e.plan()).cloned() else {
+    let Some(plan) = model.engine().and_then(whitebox_core::engine::plan_of).cloned() else {
         bail!("--backend wgpu runs SimpleCNN, CAM and CBAM; {} runs on the CPU", model.spec().arch);
     };
     let gpu = block_on(Gpu::new())?;
@@ -148,13 +148,24 @@ struct ModelFigure {
     /// Grad-CAM at each named layer (blocks, stages, groups).
     layers_gc: Vec<Column>,
     attention: Vec<Column>,
+    /// One image: a row per method, a column per ensemble (none, SG, SG-SQ, SG-VAR).
+    ensembles: Vec<Column>,
 }
+
+/// The methods of the coherence and ensemble figures (CAM too for models with a CAM head).
+const FIGURE_METHODS: [Method; 7] =
+    [Method::Vbp, Method::Ib, Method::DeconvNet, Method::Gb, Method::Ig, Method::Gc, Method::Gbgc];
+/// The ensemble figure's samples and noise level (the seed's notebooks: n = 50, σ = 0.15 of the range).
+const ENSEMBLE_N: usize = 50;
+const ENSEMBLE_NOISE: f64 = 0.15;
 
 /// The seed's coherence figure (one test image per class × every method, for each model side by side), the seed's
 /// per-layer figure (ConvOutput — the channel mean of the feature maps — at every `features[k]`, and for RAN and
 /// WARN at every named tap: the seed's "saliency maps of RAN by layers"), the same with Grad-CAM at each named layer
 /// (blocks, stages, groups: `<out>-layers-gc.png`), and, for models with attention maps of their own (RAN's soft
-/// masks, WARN's heads), the attention figure.
+/// masks, WARN's heads), the attention figure; and the ensemble figure (`<out>-ensembles.png`): the first test
+/// image, a row per method, a column per ensemble (none, SmoothGrad, SmoothGrad², VarGrad), each model beside the
+/// other.
 pub fn coherence(
     checkpoints: &[PathBuf],
     out: &Path,
@@ -177,14 +188,14 @@ pub fn coherence(
         let (x, y) = test.batch(&idx, ck.spec.dataset, device)?;
         let targets = y.to_vec1::<u32>()?;
         inputs = x.flatten_from(1)?.to_vec2::<f32>()?;
-        let mut methods =
-            vec![Method::Vbp, Method::Ib, Method::DeconvNet, Method::Gb, Method::Ig, Method::Gc, Method::Gbgc];
+        let mut methods = FIGURE_METHODS.to_vec();
         if model.cam_head().is_some() {
             methods.push(Method::Cam);
         }
         let settings = Settings::default();
         let taps = model.tap_names();
-        let pb = ui::bar((methods.len() + taps.len() + model.layer_names().len()) as u64, format!("{}", ck.spec.arch));
+        let units = methods.len() + taps.len() + model.layer_names().len() + FIGURE_METHODS.len();
+        let pb = ui::bar(units as u64, format!("{}", ck.spec.arch));
         let mut columns = Vec::new();
         for m in methods {
             let maps =
@@ -204,6 +215,29 @@ pub fn coherence(
             layers_gc.push(Column::new(name, &maps, false)?);
             pb.inc(1);
         }
+        // The ensemble figure: the first image, every method plain and in each ensemble.
+        let (x0, t0) = (x.narrow(0, 0, 1)?, &targets[..1]);
+        let mut ensembles: Vec<Column> = std::iter::once("none")
+            .chain(attr::Ensemble::ALL.iter().map(|e| e.label()))
+            .map(|label| Column { label: label.into(), maps: Vec::new(), channels: 0, min_max: false })
+            .collect();
+        for m in FIGURE_METHODS {
+            for (col, ensemble) in ensembles.iter_mut().zip(std::iter::once(None).chain(attr::Ensemble::ALL.map(Some)))
+            {
+                let explanation = Explanation {
+                    method: m,
+                    ensemble,
+                    samples: ENSEMBLE_N,
+                    noise_level: ENSEMBLE_NOISE,
+                    settings: settings.clone(),
+                    score: Score::Logit,
+                };
+                let map = explanation.run(model.as_ref(), &x0, t0, &mut |_| {})?;
+                col.channels = map.dim(1)?;
+                col.maps.push(map.flatten_all()?.to_vec1::<f32>()?);
+            }
+            pb.inc(1);
+        }
         let side = ck.spec.dataset.side();
         let mut attention = Vec::new();
         for (name, map) in model.attention_maps(&x)? {
@@ -217,19 +251,23 @@ pub fn coherence(
             layers,
             layers_gc,
             attention,
+            ensembles,
         });
     }
     let kind = kind.context("no checkpoint given")?;
-    let draw = |pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| -> Result<Vec<u8>> {
+    let classes: Vec<String> = kind.class_names().iter().map(|n| n.to_string()).collect();
+    let method_rows: Vec<String> = FIGURE_METHODS.iter().map(|m| m.label().to_string()).collect();
+    let first = vec![inputs[0].clone(); method_rows.len()];
+    // A row per label (and its input image), each model's columns side by side.
+    let grid = |rows: &[String], inputs: &[Vec<f32>], pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| -> Result<Vec<u8>> {
         let side = kind.side();
         let cell = side * scale + 4;
         let label_w = 9 * 8;
         let block_w = |cols: usize| (cols + 1) * cell + 16;
         let width = label_w + figures.iter().map(|f| block_w(pick(f).len())).sum::<usize>();
-        let height = 40 + kind.num_classes() * cell;
+        let height = 40 + rows.len() * cell;
         let mut canvas = Canvas::new(width, height, [255, 255, 255]);
-        let names = kind.class_names();
-        for (r, name) in names.iter().enumerate() {
+        for (r, name) in rows.iter().enumerate() {
             let short: String = name.chars().take(9).collect();
             canvas.text(&short, 0, 40 + r * cell + cell / 2 - 4, 1, [0, 0, 0]);
         }
@@ -242,7 +280,7 @@ pub fn coherence(
                 let label: String = col.label.chars().take(cell / 8).collect();
                 canvas.text(&label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
             }
-            for (r, input) in inputs.iter().enumerate().take(kind.num_classes()) {
+            for (r, input) in inputs.iter().enumerate().take(rows.len()) {
                 let y = 40 + r * cell;
                 canvas.blit(&render::denormalize_rgb(input, kind), side, side, x0, y, scale);
                 for (c, col) in cols.iter().enumerate() {
@@ -255,6 +293,7 @@ pub fn coherence(
         }
         Ok(canvas.encode_png()?)
     };
+    let draw = |pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| grid(&classes, &inputs, pick);
     fsutil::write_atomic(out, &draw(&|f| &f.methods)?)?;
     let layers_path = layers_out.map(Path::to_path_buf).unwrap_or_else(|| sibling(out, "layers"));
     fsutil::write_atomic(&layers_path, &draw(&|f| &f.layers)?)?;
@@ -263,6 +302,9 @@ pub fn coherence(
     println!("{}", out.display());
     println!("{}", layers_path.display());
     println!("{}", layers_gc_path.display());
+    let ensembles_path = sibling(out, "ensembles");
+    fsutil::write_atomic(&ensembles_path, &grid(&method_rows, &first, &|f| &f.ensembles)?)?;
+    println!("{}", ensembles_path.display());
     if figures.iter().any(|f| !f.attention.is_empty()) {
         let path = sibling(out, "attention");
         fsutil::write_atomic(&path, &draw(&|f| &f.attention)?)?;

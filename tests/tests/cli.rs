@@ -256,7 +256,8 @@ fn shipped_checkpoints_reach_their_accuracy() {
 }
 
 /// `coherence` draws the method figure, the seed's per-layer ConvOutput figure (a column per `features[k]`: 12 for
-/// SimpleCNN and CBAM) and the per-layer Grad-CAM one (a column per block: 3), SimpleCNN and CBAM side by side.
+/// SimpleCNN and CBAM), the per-layer Grad-CAM one (a column per block: 3) and the ensemble figure (a row per
+/// method, a column per ensemble and none), SimpleCNN and CBAM side by side.
 #[test]
 fn coherence_draws_the_three_figures() {
     let dir = TempDir::new("coherence");
@@ -276,13 +277,15 @@ fn coherence_draws_the_three_figures() {
         (be(16), be(20))
     };
     let (methods, co, gc) = (size("mnist.png"), size("mnist-layers.png"), size("mnist-layers-gc.png"));
+    let ensembles = size("mnist-ensembles.png");
     // Each model's block is (columns + 1) cells of 88 px and a 16 px gap, after a 72 px label column.
     let width = |columns: [usize; 2]| 72 + columns.iter().map(|c| (c + 1) * 88 + 16).sum::<usize>();
     assert_eq!(methods.0, width([7, 7]));
     assert_eq!(co.0, width([12, 12]));
     assert_eq!(gc.0, width([3, 3]));
     assert!(methods.1 == co.1 && co.1 == gc.1 && co.1 == 40 + 10 * 88, "a row per class");
-    assert!(stdout(&run).lines().count() == 3, "{}", stdout(&run));
+    assert_eq!(ensembles, (width([4, 4]), 40 + 7 * 88), "a row per method");
+    assert!(stdout(&run).lines().count() == 4, "{}", stdout(&run));
 }
 
 /// `attribute --backend wgpu` (lavapipe in CI) writes the maps `--backend cpu` writes: CBAM, Guided Grad-CAM in a

@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use whitebox_core::attribution::{Ensemble, Explanation, Job, Method, Riemann, Score, Settings};
 use whitebox_core::data::DatasetKind;
 use whitebox_core::gpu::{Gpu, GpuPlan};
-use whitebox_core::models::{Classifier, ModelSpec};
+use whitebox_core::models::{Arch, Classifier, ModelSpec};
 use whitebox_core::params::Checkpoint;
 use whitebox_core::render::{self, Colormap};
 
@@ -72,8 +72,11 @@ impl Engine {
     /// Uploads the model to `device`; `explainGpu` then computes on it.
     #[wasm_bindgen(js_name = useGpu)]
     pub fn use_gpu(&mut self, device: &GpuDevice) -> Res<()> {
-        let plan =
-            self.model.engine().and_then(|e| e.plan()).ok_or_else(|| format!("{} has no GPU plan", self.spec.arch))?;
+        let plan = self
+            .model
+            .engine()
+            .and_then(whitebox_core::engine::plan_of)
+            .ok_or_else(|| format!("{} has no GPU plan", self.spec.arch))?;
         self.gpu = Some(Arc::new(GpuPlan::new(device.gpu.clone(), plan).map_err(err)?));
         Ok(())
     }
@@ -359,16 +362,20 @@ pub fn colormap_list() -> Vec<String> {
     Colormap::ALL.iter().map(|c| c.id().to_string()).collect()
 }
 
-/// The models the page can load, those small enough for the browser, on every data set: `dataset/arch:name`, their
-/// shipped weights being `weights/dataset/arch.safetensors`.
+/// The models whose weights the repository ships (`weights/<dataset>/<arch>.safetensors`, small enough for the
+/// browser), in the page's order.
+pub const SHIPPED: [(DatasetKind, Arch); 5] = [
+    (DatasetKind::Mnist, Arch::SimpleCnn),
+    (DatasetKind::Mnist, Arch::Cam),
+    (DatasetKind::Mnist, Arch::Cbam),
+    (DatasetKind::Cifar10, Arch::SimpleCnn),
+    (DatasetKind::Cifar10, Arch::Cam),
+];
+
+/// The models the page can load, `dataset/arch:name`: the shipped ones.
 #[wasm_bindgen(js_name = modelList)]
 pub fn model_list() -> Vec<String> {
-    DatasetKind::ALL
-        .iter()
-        .flat_map(|d| {
-            whitebox_core::models::Arch::SMALL.iter().map(move |a| format!("{}/{}:{}", d.name(), a.name(), a.title()))
-        })
-        .collect()
+    SHIPPED.iter().map(|(d, a)| format!("{}/{}:{}", d.name(), a.name(), a.title())).collect()
 }
 
 /// The data sets (id, name), in the page's order.

@@ -135,18 +135,33 @@ mod properties {
     }
 }
 
-/// Every model the page offers has its weights shipped where the page fetches them, for that architecture and data
-/// set.
+/// The page offers exactly the shipped weights: each offered model's file is where the page fetches it, for that
+/// architecture and data set, and every file under `weights/` is offered.
 #[test]
-fn every_offered_model_is_shipped() -> Res<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for m in model_list() {
-        let id = m.split(':').next().unwrap();
-        let path = root.join(format!("weights/{id}.safetensors"));
+fn the_page_offers_the_shipped_weights() -> Res<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../weights");
+    let offered: Vec<String> = model_list().iter().map(|m| m.split(':').next().unwrap().to_string()).collect();
+    for id in &offered {
+        let path = root.join(format!("{id}.safetensors"));
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let e = Engine::new(&bytes)?;
-        assert_eq!(format!("{}/{}", e.dataset(), e.arch()), id);
+        assert_eq!(&format!("{}/{}", e.dataset(), e.arch()), id);
     }
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(&root).map_err(err)? {
+        let dir = dir.map_err(err)?.path();
+        if dir.is_dir() {
+            for f in std::fs::read_dir(&dir).map_err(err)? {
+                let f = f.map_err(err)?.path();
+                let (d, a) = (dir.file_name().unwrap().to_string_lossy(), f.file_stem().unwrap().to_string_lossy());
+                files.push(format!("{d}/{a}"));
+            }
+        }
+    }
+    files.sort();
+    let mut sorted = offered.clone();
+    sorted.sort();
+    assert_eq!(files, sorted, "weights/ holds exactly the offered models");
     Ok(())
 }
 

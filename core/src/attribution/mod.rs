@@ -11,6 +11,8 @@ mod layer_maps;
 mod noise_tunnel;
 mod resize;
 
+/// The class score a map explains (defined with the graph, at the bottom of the crate).
+pub use crate::graph::Score;
 pub use baselines::{RandomMap, Sobel};
 pub use explanation::{limits, Explanation, Job};
 pub use gradient::{InputXGradient, ModifiedGradient};
@@ -25,16 +27,6 @@ use crate::ops::ReluRule;
 use crate::{Error, Result};
 use candle_core::{Tensor, Var, D};
 use serde::{Deserialize, Serialize};
-
-/// Which output is explained: the class logit (default), or its softmax probability (the seed's choice).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Score {
-    #[default]
-    Logit,
-    Prob,
-}
 
 /// An attribution method: for an input batch `N×C×H×W` and one target class per image, a map of the input's
 /// shape.

@@ -11,7 +11,7 @@
 //! engine against the autograd path for every model, rule and layer.
 
 use super::{Engine, Gradient};
-use crate::attribution::Score;
+use crate::graph::Score;
 use crate::ops::sgemm;
 use crate::ops::{affine_relu_pool, col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
 use crate::{Error, Result};
@@ -380,8 +380,8 @@ impl Plan {
 }
 
 impl Engine for Plan {
-    fn plan(&self) -> Option<&Plan> {
-        Some(self)
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn classes(&self) -> usize {
@@ -861,7 +861,7 @@ mod tests {
                 let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let logits = plan.forward(&xv, n)?;
                 // The inference pass (fused, in place) equals the last activation of the recorded pass exactly.
-                let cpu_plan = plan.plan().expect("a CPU plan");
+                let cpu_plan = crate::engine::plan_of(plan).expect("a CPU plan");
                 assert_eq!(
                     &cpu_plan.forward(&xv, n)?,
                     cpu_plan.forward_chunk(&xv, n).values.last().expect("logits"),

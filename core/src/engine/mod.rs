@@ -10,15 +10,17 @@
 //!
 //! [`EngineModel`] puts any engine under a model, so that the attribution methods use it.
 
+mod cnn_step;
 mod cpu;
 pub mod executor;
 mod model;
+mod simple_cnn;
 
 pub use cpu::{CbamParams, Layer, Plan, Shape};
 pub use executor::{Executor, GraphEngine};
 pub use model::{build, graph_model, GraphModel};
 
-use crate::attribution::Score;
+pub use crate::graph::{Engine, Gradient, Score};
 use crate::models::{Classifier, ModelSpec, Tapped};
 use crate::nn::{Linear, Pass};
 use crate::ops::ReluRule;
@@ -26,45 +28,11 @@ use crate::Result;
 use candle_core::Tensor;
 use std::sync::{Arc, Mutex};
 
-/// An engine gradient: `grad`, and the tapped layer's activation when a layer was asked for.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Gradient {
-    pub grad: Vec<f32>,
-    pub activation: Option<Vec<f32>>,
-}
-
-/// An evaluation-mode engine for one model's weights.
-pub trait Engine: Send + Sync {
-    fn classes(&self) -> usize;
-
-    /// `(channels, height, width)` of `features[layer]`.
-    fn layer_shape(&self, layer: usize) -> (usize, usize, usize);
-
-    /// Logits of `n` images (`x`: `n × C×H×W` values, channel-major).
-    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>>;
-
-    /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
-    /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
-    fn gradient(
-        &self,
-        x: &[f32],
-        n: usize,
-        targets: &[u32],
-        score: Score,
-        rule: ReluRule,
-        layer: Option<usize>,
-    ) -> Result<Gradient>;
-
-    /// The CPU plan, when this engine is one (a GPU engine is built from it).
-    fn plan(&self) -> Option<&Plan> {
-        None
-    }
-
-    /// `features[layer]` of `n` images.
-    fn activation(&self, x: &[f32], n: usize, layer: usize) -> Result<Vec<f32>> {
-        let g = self.gradient(x, n, &vec![0; n], Score::Logit, ReluRule::Standard, Some(layer))?;
-        Ok(g.activation.expect("a layer was asked for"))
-    }
+/// The CPU plan behind an engine: the engine itself, or the one a graph engine serves with (a GPU engine is built
+/// from it).
+pub fn plan_of(engine: &dyn Engine) -> Option<&Plan> {
+    let any = engine.as_any();
+    any.downcast_ref::<Plan>().or_else(|| any.downcast_ref::<GraphEngine>().and_then(GraphEngine::plan))
 }
 
 /// One gradient request, as [`Engine::gradient`] takes it.
@@ -111,6 +79,10 @@ impl Scripted {
 }
 
 impl Engine for Scripted {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn classes(&self) -> usize {
         self.plan.classes()
     }
@@ -231,7 +203,7 @@ mod tests {
     #[test]
     fn record_then_replay_equals_direct() -> Result<()> {
         let m: Arc<dyn Classifier> = Arc::from(constant_model(Arch::Cam, DatasetKind::Mnist, 4));
-        let plan = Arc::new(m.engine().expect("constant weights").plan().expect("a CPU plan").clone());
+        let plan = Arc::new(crate::engine::plan_of(m.engine().expect("constant weights")).expect("a CPU plan").clone());
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
         let mut requests: Vec<Explanation> = Method::ALL

@@ -2,25 +2,36 @@
 //! network over the same parameter tensors, which the CPU executor runs for training steps and, for constant
 //! weights, as the evaluation engine.
 
+use super::cnn_step::Workspace;
 use super::executor::{Executor, GraphEngine};
-use super::Engine;
-use crate::graph::{Graph, Op};
+use super::{simple_cnn, Engine, Plan};
+use crate::graph::{Gradients, Graph, Op};
+use crate::models::simple_cnn::SimpleCnn;
 use crate::models::{self, Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::nn::{Linear, Pass};
 use crate::ops::slice_f32;
-use crate::train::Gradients;
 use crate::{Error, Result};
 use candle_core::{DType, Storage, Tensor, Var};
 use candle_nn::VarBuilder;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A model: candle modules and the graph over the same tensors.
 pub struct GraphModel {
-    inner: Box<dyn Classifier>,
+    network: Network,
     graph: Arc<Graph>,
     /// The tensors of `graph.params`, in order.
     params: Vec<Tensor>,
     engine: OnceLock<Option<GraphEngine>>,
+    /// The SimpleCNN family's fused evaluation plan, built on first use for constant weights on the CPU.
+    plan: OnceLock<Option<Plan>>,
+    /// The hand-written training step's buffers, kept between steps.
+    workspace: Mutex<Workspace>,
+}
+
+/// The candle modules: the SimpleCNN family by type (for its own plan and step), the others as classifiers.
+enum Network {
+    Simple(SimpleCnn),
+    Other(Box<dyn Classifier>),
 }
 
 /// Builds the model of `spec` with parameters from `vb` (a checkpoint, or a seeded initialiser for training).
@@ -30,14 +41,38 @@ pub fn build(spec: ModelSpec, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
 
 /// [`build`], as the concrete type.
 pub fn graph_model(spec: ModelSpec, vb: VarBuilder) -> Result<GraphModel> {
-    let inner = models::build(spec, vb.clone())?;
+    let network = match spec.arch {
+        Arch::SimpleCnn | Arch::Cam | Arch::Cbam => Network::Simple(models::simple_cnn::simple_cnn(spec, vb.clone())?),
+        _ => Network::Other(models::build(spec, vb.clone())?),
+    };
     let graph = Arc::new(models::graph(spec)?);
     let params =
         graph.params.iter().map(|p| vb.get(p.shape.as_slice(), &p.name)).collect::<candle_core::Result<_>>()?;
-    Ok(GraphModel { inner, graph, params, engine: OnceLock::new() })
+    Ok(GraphModel {
+        network,
+        graph,
+        params,
+        engine: OnceLock::new(),
+        plan: OnceLock::new(),
+        workspace: Default::default(),
+    })
 }
 
 impl GraphModel {
+    /// The candle modules.
+    fn inner(&self) -> &dyn Classifier {
+        match &self.network {
+            Network::Simple(m) => m,
+            Network::Other(m) => m.as_ref(),
+        }
+    }
+
+    /// The SimpleCNN family's fused plan.
+    fn own_plan(&self) -> Option<&Plan> {
+        let Network::Simple(m) = &self.network else { return None };
+        self.plan.get_or_init(|| simple_cnn::plan(m)).as_ref()
+    }
+
     /// Whether the executor can read the parameters: `f32` on the CPU.
     fn on_cpu(&self) -> bool {
         self.params.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
@@ -49,14 +84,14 @@ impl GraphModel {
         }
         let values: Option<Vec<Vec<f32>>> =
             self.params.iter().map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).ok()).collect();
-        let plan = self.inner.engine().and_then(|e| e.plan()).cloned();
+        let plan = self.own_plan().cloned();
         GraphEngine::new(self.graph.clone(), values?, plan).ok()
     }
 
     /// The graph's training step on the parameters' own storage, then the running-statistics update.
     pub fn graph_step(&self, x: &Tensor, labels: &Tensor) -> Result<TrainingStep> {
         let n = x.dim(0)?;
-        models::check_input_shape(self.inner.spec(), x)?;
+        models::check_input_shape(self.inner().spec(), x)?;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
         let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
         let out = {
@@ -100,15 +135,15 @@ impl GraphModel {
         &self.graph
     }
 
-    /// SimpleCNN and CAM keep their hand-written training step (`train/cnn_step.rs`) and the SimpleCNN family its
+    /// SimpleCNN and CAM keep their hand-written training step (`cnn_step.rs`) and the SimpleCNN family its
     /// fused evaluation plan (`engine/cpu.rs`) until the executor is as fast: at batch 128 on MNIST the graph's step
     /// takes 0.130 s for SimpleCNN (hand-written 0.089) and 0.104 for CAM (0.067).
     fn keeps_own_step(&self) -> bool {
-        matches!(self.inner.spec().arch, Arch::SimpleCnn | Arch::Cam)
+        matches!(self.inner().spec().arch, Arch::SimpleCnn | Arch::Cam)
     }
 
     fn keeps_own_engine(&self) -> bool {
-        Arch::SMALL.contains(&self.inner.spec().arch)
+        Arch::SMALL.contains(&self.inner().spec().arch)
     }
 
     /// The graph's evaluation engine, whatever [`Classifier::engine`] serves (tests).
@@ -119,7 +154,7 @@ impl GraphModel {
 
 impl Classifier for GraphModel {
     fn spec(&self) -> ModelSpec {
-        self.inner.spec()
+        self.inner().spec()
     }
 
     fn tap_names(&self) -> Vec<String> {
@@ -127,52 +162,55 @@ impl Classifier for GraphModel {
     }
 
     fn last_feature_index(&self) -> usize {
-        self.inner.last_feature_index()
+        self.inner().last_feature_index()
     }
 
     fn default_gradcam_layer(&self) -> usize {
-        self.inner.default_gradcam_layer()
+        self.inner().default_gradcam_layer()
     }
 
     fn cam_head(&self) -> Option<&Linear> {
-        self.inner.cam_head()
+        self.inner().cam_head()
     }
 
     fn engine(&self) -> Option<&dyn Engine> {
         if self.keeps_own_engine() {
-            return self.inner.engine();
+            return self.own_plan().map(|p| p as &dyn Engine);
         }
         self.engine.get_or_init(|| self.build_engine()).as_ref().map(|e| e as &dyn Engine)
     }
 
     fn layer_names(&self) -> Vec<(usize, String)> {
-        self.inner.layer_names()
+        self.inner().layer_names()
     }
 
     /// Through the graph for constant weights on the CPU, else through candle.
     fn attention_maps(&self, x: &Tensor) -> candle_core::Result<Vec<(String, Tensor)>> {
         let Some(engine) = self.graph_engine() else {
-            return self.inner.attention_maps(x);
+            return self.inner().attention_maps(x);
         };
-        models::check_input_shape(self.inner.spec(), x).map_err(candle_core::Error::wrap)?;
+        models::check_input_shape(self.inner().spec(), x).map_err(candle_core::Error::wrap)?;
         let n = x.dim(0)?;
         let maps = engine.maps(&x.flatten_all()?.to_vec1::<f32>()?, n).map_err(candle_core::Error::wrap)?;
         maps.into_iter().map(|(name, (h, w), m)| Ok((name, Tensor::from_vec(m, (n, h, w), x.device())?))).collect()
     }
 
     fn training_loss(&self, x: &Tensor, labels: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        self.inner.training_loss(x, labels)
+        self.inner().training_loss(x, labels)
     }
 
     /// On the CPU in `f32`, through the graph; elsewhere through candle's autograd.
     fn training_step(&self, x: &Tensor, labels: &Tensor) -> Result<TrainingStep> {
-        if self.keeps_own_step() {
-            return self.inner.training_step(x, labels);
+        if let (true, Network::Simple(m)) = (self.keeps_own_step(), &self.network) {
+            let weight = m.convs[0].weight();
+            if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+                return simple_cnn::buffer_step(m, &self.workspace, x, labels);
+            }
         }
         if self.on_cpu() && x.device().is_cpu() && x.dtype() == DType::F32 {
             return self.graph_step(x, labels);
         }
-        models::autograd_step(self.inner.as_ref(), x, labels)
+        models::autograd_step(self.inner(), x, labels)
     }
 
     fn forward_tapped(
@@ -181,6 +219,6 @@ impl Classifier for GraphModel {
         pass: &Pass,
         tap: Option<usize>,
     ) -> candle_core::Result<(Tensor, Option<Tapped>)> {
-        self.inner.forward_tapped(x, pass, tap)
+        self.inner().forward_tapped(x, pass, tap)
     }
 }

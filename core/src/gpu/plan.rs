@@ -3,8 +3,8 @@
 
 use super::kernels::{Kernel, Kernels, Params, WORKGROUP};
 use super::{gpu_error, Gpu};
-use crate::attribution::Score;
 use crate::engine::{Gradient, Layer, Plan};
+use crate::graph::Score;
 use crate::ops::ReluRule;
 use crate::Result;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -766,6 +766,10 @@ fn cbam_backward<'a>(
 /// Natively the GPU engine answers synchronously, so it serves the attribution methods directly.
 #[cfg(not(target_arch = "wasm32"))]
 impl crate::engine::Engine for GpuPlan {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn classes(&self) -> usize {
         self.plan.classes()
     }

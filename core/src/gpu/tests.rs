@@ -29,7 +29,7 @@ fn gpu_engine_equals_cpu_engine() -> Result<()> {
     for dataset in DatasetKind::ALL {
         for arch in Arch::SMALL {
             let m = constant_model(arch, dataset, 3);
-            let cpu = m.engine().and_then(|e| e.plan()).expect("a CPU plan").clone();
+            let cpu = m.engine().and_then(crate::engine::plan_of).expect("a CPU plan").clone();
             let on_gpu = GpuPlan::new(gpu.clone(), &cpu)?;
             let (c, s) = (dataset.channels(), dataset.side());
             let n = 6;
@@ -73,7 +73,8 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
     for dataset in DatasetKind::ALL {
         for arch in Arch::SMALL {
             let m: Arc<dyn Classifier> = Arc::from(constant_model(arch, dataset, 7));
-            let on_gpu = Arc::new(GpuPlan::new(gpu.clone(), m.engine().and_then(|e| e.plan()).expect("a CPU plan"))?);
+            let on_gpu =
+                Arc::new(GpuPlan::new(gpu.clone(), m.engine().and_then(crate::engine::plan_of).expect("a CPU plan"))?);
             let gm = EngineModel { model: m.clone(), engine: on_gpu };
             let (c, s) = (dataset.channels(), dataset.side());
             let x = (random(&[2, c, s, s], 11)? * 1.5)?;
@@ -130,7 +131,7 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
 #[test]
 fn large_batches_split_and_bad_requests_fail() -> Result<()> {
     let m = constant_model(Arch::Cbam, DatasetKind::Mnist, 2);
-    let cpu = m.engine().and_then(|e| e.plan()).expect("a CPU plan").clone();
+    let cpu = m.engine().and_then(crate::engine::plan_of).expect("a CPU plan").clone();
     let mut on_gpu = GpuPlan::new(gpu(), &cpu)?;
     on_gpu.set_max_rows(3);
     let n = 8;
@@ -154,7 +155,7 @@ fn large_batches_split_and_bad_requests_fail() -> Result<()> {
 #[test]
 fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     let m: Arc<dyn Classifier> = Arc::from(constant_model(Arch::Cbam, DatasetKind::Cifar10, 4));
-    let on_gpu = GpuPlan::new(gpu(), m.engine().and_then(|e| e.plan()).expect("a CPU plan"))?;
+    let on_gpu = GpuPlan::new(gpu(), m.engine().and_then(crate::engine::plan_of).expect("a CPU plan"))?;
     let x = random(&[1, 3, 32, 32], 2)?;
     for e in [
         Explanation {

@@ -8,8 +8,10 @@
 //! are `(len, 1, 1)`. Nodes are in topological order: a node's inputs come before it.
 
 mod builder;
+mod contract;
 
 pub use builder::{Builder, Conv, Scope};
+pub use contract::{Engine, Gradient, Gradients, Score};
 
 /// `(channels, height, width)` of one image's value.
 pub type Shape = (usize, usize, usize);

@@ -12,10 +12,10 @@ use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug)]
 pub struct Cbam {
-    mlp_in: Linear,
-    mlp_out: Linear,
-    spatial_conv: Conv2d,
-    spatial_bn: BatchNorm2d,
+    pub(crate) mlp_in: Linear,
+    pub(crate) mlp_out: Linear,
+    pub(crate) spatial_conv: Conv2d,
+    pub(crate) spatial_bn: BatchNorm2d,
 }
 
 /// Keys: `CA.mlp.0`, `CA.mlp.2`, `SA.conv_block.0`, `SA.conv_block.1`.
@@ -42,28 +42,6 @@ impl Cbam {
         let spatial = self.spatial_bn.forward(&self.spatial_conv.forward(&pooled)?, pass)?;
         let spatial_gate = candle_nn::ops::sigmoid(&pass.relu(&spatial)?)?;
         x.broadcast_mul(&spatial_gate)
-    }
-
-    /// The parameters as the evaluation-mode engine takes them.
-    pub(crate) fn engine_params(&self) -> Option<crate::engine::CbamParams> {
-        let flat = |t: &Tensor| {
-            t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
-        };
-        let (hidden, _) = self.mlp_in.weight().dims2().ok()?;
-        let (_, _, k, _) = self.spatial_conv.weight().dims4().ok()?;
-        let (scale, shift) = self.spatial_bn.eval_affine().ok()?;
-        Some(crate::engine::CbamParams {
-            w1: flat(self.mlp_in.weight())?,
-            b1: flat(self.mlp_in.bias()?)?,
-            w2: flat(self.mlp_out.weight())?,
-            b2: flat(self.mlp_out.bias()?)?,
-            hidden,
-            conv: flat(self.spatial_conv.weight())?,
-            conv_bias: flat(self.spatial_conv.bias()?)?[0],
-            k,
-            scale: flat(&scale)?[0],
-            shift: flat(&shift)?[0],
-        })
     }
 }
 

@@ -1,8 +1,8 @@
 //! The model zoo. Each architecture is defined once, here, and used by training, the CLI and the browser.
 
-mod cbam;
+pub(crate) mod cbam;
 mod ran;
-mod simple_cnn;
+pub(crate) mod simple_cnn;
 mod warn;
 
 pub use cbam::{cbam, Cbam};
@@ -122,7 +122,7 @@ pub trait Classifier: Send + Sync {
 
     /// The evaluation-mode engine for this model's weights, when it has one (CPU, constant weights, supported
     /// layers); the attribution methods use it instead of autograd.
-    fn engine(&self) -> Option<&dyn crate::engine::Engine> {
+    fn engine(&self) -> Option<&dyn crate::graph::Engine> {
         None
     }
 
@@ -169,7 +169,7 @@ pub struct TrainingStep {
     /// Training-mode logits (`N×classes`, no autograd graph).
     pub logits: Tensor,
     pub loss: f32,
-    pub grads: crate::train::Gradients,
+    pub grads: crate::graph::Gradients,
 }
 
 /// [`Classifier::training_step`] through candle's autograd.
@@ -230,7 +230,7 @@ pub(crate) fn check_input_shape(spec: ModelSpec, x: &Tensor) -> Result<()> {
     Ok(check_input(spec, x)?)
 }
 
-fn check_input(spec: ModelSpec, x: &Tensor) -> candle_core::Result<()> {
+pub(crate) fn check_input(spec: ModelSpec, x: &Tensor) -> candle_core::Result<()> {
     let (c, s) = (spec.dataset.channels(), spec.dataset.side());
     match x.dims() {
         &[_, xc, xh, xw] if (xc, xh, xw) == (c, s, s) => Ok(()),

@@ -7,15 +7,10 @@
 //! parameter counts and `state_dict` keys match. Unlike the seed, the models return logits: the seed's softmax
 //! inside the model, before a cross-entropy loss, was a bug.
 
-use super::{Arch, Classifier, ModelSpec, Tapped, TrainingStep};
-use crate::engine::{Layer, Plan};
+use super::{Arch, Classifier, ModelSpec, Tapped};
 use crate::graph::{Builder, Conv as GraphConv, Graph, Scope};
 use crate::nn::{self, BatchNorm2d, Conv2d, Linear, Pass};
 use crate::ops;
-use crate::ops::BatchStats;
-use crate::train::cnn_step::{Block, Head, Net, Values, Workspace};
-use crate::train::Gradients;
-use candle_core::{DType, Storage};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -23,17 +18,13 @@ const CHANNELS: [usize; 3] = [32, 64, 128];
 
 #[derive(Clone, Debug)]
 pub struct SimpleCnn {
-    spec: ModelSpec,
-    convs: Vec<Conv2d>,
-    bns: Vec<BatchNorm2d>,
-    cbams: Vec<super::cbam::Cbam>,
-    fc1: Linear,
-    fc2: Linear,
+    pub(crate) spec: ModelSpec,
+    pub(crate) convs: Vec<Conv2d>,
+    pub(crate) bns: Vec<BatchNorm2d>,
+    pub(crate) cbams: Vec<super::cbam::Cbam>,
+    pub(crate) fc1: Linear,
+    pub(crate) fc2: Linear,
     cam_head: Option<Linear>,
-    /// The evaluation-mode engine, built on first use for constant weights on the CPU.
-    engine: std::sync::OnceLock<Option<Plan>>,
-    /// The training step's buffers, kept between steps.
-    workspace: std::sync::Arc<std::sync::Mutex<Workspace>>,
 }
 
 /// Builds the model of `spec` (SimpleCNN, CAM or CBAM) with parameters from `vb`.
@@ -62,196 +53,10 @@ pub fn simple_cnn(spec: ModelSpec, vb: VarBuilder) -> Result<SimpleCnn> {
         }
         _ => None,
     };
-    Ok(SimpleCnn {
-        spec,
-        convs,
-        bns,
-        cbams,
-        fc1,
-        fc2,
-        cam_head,
-        engine: std::sync::OnceLock::new(),
-        workspace: Default::default(),
-    })
-}
-
-impl SimpleCnn {
-    /// The layers for the evaluation-mode engine: not for weights being trained (variables) or off the CPU.
-    fn build_plan(&self) -> Option<Plan> {
-        let weight = self.convs[0].weight();
-        if weight.is_variable() || !weight.device().is_cpu() {
-            return None;
-        }
-        let flat = |t: &Tensor| {
-            t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
-        };
-        let mut layers = Vec::new();
-        let mut taps = Vec::new();
-        for (i, (conv, bn)) in self.convs.iter().zip(&self.bns).enumerate() {
-            let (c_out, c_in, k, _) = conv.weight().dims4().ok()?;
-            if conv.stride() != 1 {
-                return None;
-            }
-            let bias = match conv.bias() {
-                Some(b) => flat(b)?,
-                None => vec![0.0; c_out],
-            };
-            layers.push(Layer::Conv { weight: flat(conv.weight())?, bias, c_in, c_out, k, pad: conv.padding() });
-            taps.push(layers.len() - 1);
-            if let Some(cbam) = self.cbams.get(i) {
-                layers.push(Layer::Cbam(Box::new(cbam.engine_params()?)));
-            }
-            let (scale, shift) = bn.eval_affine().ok()?;
-            for layer in [Layer::Affine { scale: flat(&scale)?, shift: flat(&shift)? }, Layer::Relu, Layer::MaxPool2] {
-                layers.push(layer);
-                taps.push(layers.len() - 1);
-            }
-        }
-        let linear = |l: &Linear| -> Option<Layer> {
-            let (out, inp) = l.weight().dims2().ok()?;
-            Some(Layer::Linear { weight: flat(l.weight())?, bias: flat(l.bias()?)?, inp, out })
-        };
-        match self.cam_head() {
-            Some(head) => {
-                layers.push(Layer::GlobalAvgPool);
-                layers.push(linear(head)?);
-            }
-            None => {
-                layers.push(linear(&self.fc1)?);
-                layers.push(Layer::Relu);
-                layers.push(linear(&self.fc2)?);
-            }
-        }
-        let kind = self.spec.dataset;
-        Plan::new((kind.channels(), kind.side(), kind.side()), layers, taps).ok()
-    }
-}
-
-impl SimpleCnn {
-    /// The tensors the training step reads, in the order [`SimpleCnn::step_net`] takes their values: per block the
-    /// convolution's weight and bias (when it has one) and the BatchNorm's weight and bias, then the head's weights and
-    /// biases.
-    fn step_tensors(&self) -> Vec<&Tensor> {
-        let mut out = Vec::new();
-        for (conv, bn) in self.convs.iter().zip(&self.bns) {
-            out.push(conv.weight());
-            out.extend(conv.bias());
-            out.extend([bn.weight(), bn.bias()]);
-        }
-        for layer in self.step_head() {
-            out.push(layer.weight());
-            out.extend(layer.bias());
-        }
-        out
-    }
-
-    /// The linear layers of the head the training step runs.
-    fn step_head(&self) -> Vec<&Linear> {
-        match self.cam_head() {
-            Some(h) => vec![h],
-            None => vec![&self.fc1, &self.fc2],
-        }
-    }
-
-    /// The network of the training step (SimpleCNN and CAM; CBAM has no such step) on `values`, the contents of
-    /// [`SimpleCnn::step_tensors`] in order.
-    fn step_net<'a>(&self, values: &[&'a [f32]]) -> crate::Result<Net<'a>> {
-        let mut values = values.iter().map(|&v| Values::Borrowed(v));
-        let mut next =
-            || values.next().ok_or_else(|| crate::Error::InvalidArgument("training step: too few parameters".into()));
-        let mut blocks = Vec::with_capacity(self.convs.len());
-        for (conv, bn) in self.convs.iter().zip(&self.bns) {
-            let (c_out, c_in, k, _) = conv.weight().dims4()?;
-            let weight = next()?;
-            let bias = if conv.bias().is_some() { next()? } else { Values::Owned(vec![0.0; c_out]) };
-            let (gamma, beta) = (next()?, next()?);
-            blocks.push(Block { weight, bias, gamma, beta, c_in, c_out, k, pad: conv.padding(), eps: bn.eps() as f32 });
-        }
-        let mut linear = |l: &Linear| -> crate::Result<(Values<'a>, Values<'a>)> {
-            let w = next()?;
-            let b = if l.bias().is_some() { next()? } else { Values::Owned(vec![0.0; l.weight().dim(0)?]) };
-            Ok((w, b))
-        };
-        let head = match self.cam_head() {
-            Some(h) => {
-                let (w, b) = linear(h)?;
-                Head::Cam { w, b }
-            }
-            None => {
-                let ((w1, b1), (w2, b2)) = (linear(&self.fc1)?, linear(&self.fc2)?);
-                Head::Mlp { w1, b1, w2, b2 }
-            }
-        };
-        let kind = self.spec.dataset;
-        Ok(Net { blocks, head, input: (kind.channels(), kind.side(), kind.side()), classes: kind.num_classes() })
-    }
-
-    /// [`Classifier::training_step`] on the CPU's own buffers (`train/cnn_step.rs`).
-    fn buffer_step(&self, x: &Tensor, labels: &Tensor) -> crate::Result<TrainingStep> {
-        super::check_input(self.spec, x)?;
-        let n = x.dim(0)?;
-        let mut workspace = self
-            .workspace
-            .lock()
-            .map_err(|_| crate::Error::InvalidArgument("an earlier training step panicked".into()))?;
-        // The parameters are read in place (a read lock on each tensor's storage for the step's duration).
-        let tensors = self.step_tensors();
-        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-        let values = guards
-            .iter()
-            .map(|(storage, layout)| match &**storage {
-                Storage::Cpu(cpu) => Ok(ops::slice_f32(cpu, layout)?),
-                _ => Err(crate::Error::InvalidArgument("training step: parameters must be on the CPU".into())),
-            })
-            .collect::<crate::Result<Vec<&[f32]>>>()?;
-        let step = self.step_net(&values)?.step(
-            &x.flatten_all()?.to_vec1::<f32>()?,
-            &labels.to_vec1::<u32>()?,
-            n,
-            &mut workspace,
-        )?;
-        drop(guards);
-        let dev = x.device();
-        let mut grads = Gradients::default();
-        let mut put = |param: Option<&Tensor>, grad: Vec<f32>| -> crate::Result<()> {
-            if let Some(p) = param {
-                grads.insert(p, Tensor::from_vec(grad, p.shape(), dev)?);
-            }
-            Ok(())
-        };
-        for ((conv, bn), g) in self.convs.iter().zip(&self.bns).zip(step.blocks) {
-            put(Some(conv.weight()), g.weight)?;
-            put(conv.bias(), g.bias)?;
-            put(Some(bn.weight()), g.gamma)?;
-            put(Some(bn.bias()), g.beta)?;
-            bn.update_running(&BatchStats { mean: g.batch_mean, var: g.batch_var, count: g.count })?;
-        }
-        let mut head_grads = step.head.into_iter();
-        for layer in self.step_head() {
-            let (w, b) = (head_grads.next(), head_grads.next());
-            put(Some(layer.weight()), w.unwrap_or_default())?;
-            put(layer.bias(), b.unwrap_or_default())?;
-        }
-        let logits = Tensor::from_vec(step.logits, (n, self.spec.dataset.num_classes()), dev)?;
-        Ok(TrainingStep { logits, loss: step.loss, grads })
-    }
+    Ok(SimpleCnn { spec, convs, bns, cbams, fc1, fc2, cam_head })
 }
 
 impl Classifier for SimpleCnn {
-    /// SimpleCNN and CAM on the CPU train through [`SimpleCnn::buffer_step`]; CBAM and other devices through
-    /// autograd.
-    fn training_step(&self, x: &Tensor, labels: &Tensor) -> crate::Result<TrainingStep> {
-        let weight = self.convs[0].weight();
-        if self.cbams.is_empty() && x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
-            return self.buffer_step(x, labels);
-        }
-        super::autograd_step(self, x, labels)
-    }
-
-    fn engine(&self) -> Option<&dyn crate::engine::Engine> {
-        self.engine.get_or_init(|| self.build_plan()).as_ref().map(|p| p as &dyn crate::engine::Engine)
-    }
-
     fn spec(&self) -> ModelSpec {
         self.spec
     }

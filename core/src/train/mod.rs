@@ -3,11 +3,11 @@
 //! shuffling of epoch `e` depends only on (seed, e), and [`Trainer::state`] captures everything else.
 
 mod augment;
-pub(crate) mod cnn_step;
 mod optim;
 
+pub use crate::graph::Gradients;
 pub use augment::random_crop_flip;
-pub use optim::{Gradients, Optimizer, OptimizerKind};
+pub use optim::{Optimizer, OptimizerKind};
 
 use crate::data::{DatasetKind, ImageSet};
 use crate::models::{Classifier, ModelSpec};

@@ -2,8 +2,9 @@
 //! SGD lacks), and AdamW (Loshchilov & Hutter 2019). Their state can be saved and restored, so training resumes
 //! exactly where it stopped.
 
+use crate::graph::Gradients;
 use crate::{Error, Result};
-use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, TensorId, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -25,27 +26,6 @@ impl OptimizerKind {
             "adamw" => Ok(OptimizerKind::AdamW),
             other => Err(Error::InvalidArgument(format!("unknown optimizer '{other}' (expected sgd or adamw)"))),
         }
-    }
-}
-
-/// The gradient of each trainable parameter, by tensor: from candle's autograd or from a model's own training
-/// step.
-#[derive(Default)]
-pub struct Gradients(HashMap<TensorId, Tensor>);
-
-impl Gradients {
-    pub fn insert(&mut self, param: &Tensor, grad: Tensor) {
-        self.0.insert(param.id(), grad);
-    }
-
-    pub fn get(&self, param: &Tensor) -> Option<&Tensor> {
-        self.0.get(&param.id())
-    }
-}
-
-impl From<GradStore> for Gradients {
-    fn from(store: GradStore) -> Self {
-        Gradients(store.get_ids().filter_map(|&id| Some((id, store.get_id(id)?.clone()))).collect())
     }
 }
 

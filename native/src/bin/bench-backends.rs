@@ -64,7 +64,7 @@ fn main() -> Result<()> {
     let cpu: Arc<dyn Classifier> = Arc::from(ck.model()?);
     let targets = attr::predict(cpu.as_ref(), &x)?;
     let gpu = Arc::new(block_on(Gpu::new())?);
-    let plan = cpu.engine().and_then(|e| e.plan()).context("SimpleCNN has a CPU plan")?;
+    let plan = cpu.engine().and_then(whitebox_core::engine::plan_of).context("SimpleCNN has a CPU plan")?;
     let on_gpu = EngineModel { model: cpu.clone(), engine: Arc::new(GpuPlan::new(gpu.clone(), plan)?) };
 
     let requests = [

@@ -9,8 +9,7 @@ mod tests;
 
 use super::cpu::relu_backward;
 use super::{Engine, Gradient};
-use crate::attribution::Score;
-use crate::graph::{len, Graph, NodeId, Op, Penalty};
+use crate::graph::{len, Graph, NodeId, Op, Penalty, Score};
 use crate::ops::{transpose_planes, ReluRule};
 use crate::{Error, Result};
 use kernels::*;
@@ -778,6 +777,13 @@ impl GraphEngine {
     }
 }
 
+impl GraphEngine {
+    /// The CPU plan this engine was given for the GPU, if any.
+    pub fn plan(&self) -> Option<&super::Plan> {
+        self.plan.as_ref()
+    }
+}
+
 impl Engine for GraphEngine {
     fn classes(&self) -> usize {
         self.graph.classes()
@@ -834,7 +840,7 @@ impl Engine for GraphEngine {
         Ok(all)
     }
 
-    fn plan(&self) -> Option<&super::Plan> {
-        self.plan.as_ref()
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -1,0 +1,81 @@
+//! What the layers above ask of the layers below, defined here at the bottom so that every module depends one way:
+//! the class score a map explains ([`Score`]), an evaluation engine ([`Engine`]: logits and the gradient of a
+//! score under a ReLU backward rule) and a training step's parameter gradients ([`Gradients`]). Models return an
+//! engine without knowing how it is built (`engine/`), attribution methods ask for one without knowing which.
+
+use crate::ops::ReluRule;
+use crate::Result;
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, TensorId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which output is explained: the class logit (default), or its softmax probability (the seed's choice).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Score {
+    #[default]
+    Logit,
+    Prob,
+}
+
+/// An engine gradient: `grad`, and the tapped layer's activation when a layer was asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradient {
+    pub grad: Vec<f32>,
+    pub activation: Option<Vec<f32>>,
+}
+
+/// An evaluation-mode engine for one model's weights.
+pub trait Engine: Send + Sync {
+    fn classes(&self) -> usize;
+
+    /// `(channels, height, width)` of `features[layer]`.
+    fn layer_shape(&self, layer: usize) -> (usize, usize, usize);
+
+    /// Logits of `n` images (`x`: `n × C×H×W` values, channel-major).
+    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>>;
+
+    /// The gradient of each image's target score with respect to the input (`layer` None) or to `features[layer]`,
+    /// with the ReLU backward `rule`; for a layer, also its activation. Both `n × (layer shape)`.
+    fn gradient(
+        &self,
+        x: &[f32],
+        n: usize,
+        targets: &[u32],
+        score: Score,
+        rule: ReluRule,
+        layer: Option<usize>,
+    ) -> Result<Gradient>;
+
+    /// The engine as its concrete type (`engine::plan_of` finds the CPU plan a GPU engine is built from).
+    fn as_any(&self) -> &dyn std::any::Any;
+
+    /// `features[layer]` of `n` images.
+    fn activation(&self, x: &[f32], n: usize, layer: usize) -> Result<Vec<f32>> {
+        let g = self.gradient(x, n, &vec![0; n], Score::Logit, ReluRule::Standard, Some(layer))?;
+        Ok(g.activation.expect("a layer was asked for"))
+    }
+}
+
+/// The gradient of each trainable parameter, by tensor: from candle's autograd or from a model's own training
+/// step.
+#[derive(Default)]
+pub struct Gradients(HashMap<TensorId, Tensor>);
+
+impl Gradients {
+    pub fn insert(&mut self, param: &Tensor, grad: Tensor) {
+        self.0.insert(param.id(), grad);
+    }
+
+    pub fn get(&self, param: &Tensor) -> Option<&Tensor> {
+        self.0.get(&param.id())
+    }
+}
+
+impl From<GradStore> for Gradients {
+    fn from(store: GradStore) -> Self {
+        Gradients(store.get_ids().filter_map(|&id| Some((id, store.get_id(id)?.clone()))).collect())
+    }
+}
