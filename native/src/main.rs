@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use whitebox_core::attribution::{Ensemble, Method, Riemann, Score, Settings};
+use whitebox_core::attribution::{Ensemble, Estimator, Riemann, Score, Settings};
 use whitebox_core::data::DatasetKind;
 use whitebox_core::evaluation::{Fill, Ranking};
 use whitebox_core::models::{Arch, ModelSpec};
@@ -89,13 +89,33 @@ impl TrainingFlags {
     }
 }
 
+/// The samples and noise of the ensembles among `--methods`.
+#[derive(Args)]
+struct EnsembleFlags {
+    /// Samples per ensemble map (for methods such as sg:gb, sg-sq:gb, sg-var:ig).
+    #[arg(long, default_value_t = 50)]
+    ensemble_n: usize,
+    /// Ensemble noise: σ as a fraction of each image's value range.
+    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
+    noise: f64,
+}
+
+impl EnsembleFlags {
+    fn settings(&self) -> Result<evaluate::EnsembleSettings> {
+        evaluate::EnsembleSettings::new(self.ensemble_n, self.noise)
+    }
+}
+
 #[derive(Args)]
 struct SweepCli {
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Comma-separated methods (default: the seed's seven and the baselines random, sobel, co).
+    /// Comma-separated methods, each METHOD or ENSEMBLE:METHOD (e.g. gb,sg:gb,sg-sq:gb,sg-var:gb); default: the
+    /// seed's seven and the baselines random, sobel, co.
     #[arg(long, default_value = "vbp,ib,deconvnet,gb,ig,gc,gbgc,random,sobel,co")]
     methods: String,
+    #[command(flatten)]
+    ensemble: EnsembleFlags,
     /// Fractions of pixels removed, comma-separated.
     #[arg(
         long,
@@ -196,9 +216,11 @@ enum Command {
         /// Data set (default: the checkpoint's).
         #[arg(long, value_enum)]
         dataset: Option<DatasetKind>,
-        #[arg(long, value_enum)]
-        method: Method,
-        /// Wrap the method in an ensemble.
+        /// METHOD or ENSEMBLE:METHOD (the spelling the evaluations use): vbp, ib, deconvnet, gb, ig, gc, gbgc, cam,
+        /// co, random, sobel; e.g. sg-sq:gb.
+        #[arg(long, value_parser = parse_estimator)]
+        method: Estimator,
+        /// Wrap the method in an ensemble (the same as writing ENSEMBLE:METHOD).
         #[arg(long, value_enum)]
         ensemble: Option<Ensemble>,
         /// Ensemble samples.
@@ -265,9 +287,11 @@ enum Command {
     Selectivity {
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Comma-separated methods (default: the seed's seven).
+        /// Comma-separated methods, each METHOD or ENSEMBLE:METHOD (e.g. gb,sg-sq:gb); default: the seed's seven.
         #[arg(long, default_value = "vbp,ib,deconvnet,gb,ig,gc,gbgc")]
         methods: String,
+        #[command(flatten)]
+        ensemble: EnsembleFlags,
         #[arg(long, default_value_t = 50)]
         steps: usize,
         /// Pixels removed per step (1 as the seed; more for a faster variant).
@@ -411,8 +435,14 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             data,
         } => {
+            let ensemble = match (method.ensemble, ensemble) {
+                (Some(a), Some(b)) if a != b => {
+                    bail!("--method {method} and --ensemble {} name two ensembles", b.id())
+                }
+                (a, b) => a.or(b),
+            };
             let explanation = whitebox_core::attribution::Explanation {
-                method,
+                method: method.method,
                 ensemble,
                 samples: n,
                 noise_level: noise,
@@ -443,6 +473,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Selectivity {
             checkpoint,
             methods,
+            ensemble,
             steps,
             pixels_per_step,
             sample,
@@ -460,6 +491,7 @@ fn run(cli: Cli) -> Result<()> {
             evaluate::selectivity::run(evaluate::selectivity::SelectivityArgs {
                 checkpoint,
                 methods: evaluate::parse_methods(&methods)?,
+                ensemble: ensemble.settings()?,
                 config: SelectivityConfig { steps, pixels_per_step, fill, ranking, batch: 500 },
                 sample,
                 sample_seed,
@@ -515,6 +547,7 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         checkpoint: a.checkpoint,
         mode,
         methods: evaluate::parse_methods(&a.methods)?,
+        ensemble: a.ensemble.settings()?,
         thresholds: a.thresholds,
         repeats: a.repeats,
         config,
@@ -529,6 +562,10 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         data_dir: datasets::data_dir(a.data.data_dir.as_deref()),
     })?;
     report_and_print(&out)
+}
+
+fn parse_estimator(s: &str) -> Result<Estimator> {
+    Ok(Estimator::parse(s)?)
 }
 
 fn rayon_init(threads: usize) {

@@ -11,14 +11,17 @@ use whitebox_e2e::*;
 
 const CHECKPOINT: &str = "weights/mnist/simple-cnn.safetensors";
 
-/// A small sweep: 600 training images (480 train, 120 validation), 200 test images, one epoch, two thresholds.
+/// A small sweep: 600 training images (480 train, 120 validation), 200 test images, two epochs, two thresholds; VBP,
+/// random, and VBP in a SmoothGrad² ensemble of 4 samples.
 fn sweep_args<'a>(mode: &'a str, out: &'a str, data: &'a str, checkpoint: &'a str) -> Vec<&'a str> {
     vec![
         mode,
         "--checkpoint",
         checkpoint,
         "--methods",
-        "vbp,random",
+        "vbp,random,sg-sq:vbp",
+        "--ensemble-n",
+        "4",
         "--thresholds",
         "0.3,0.9",
         "--limit",
@@ -88,8 +91,9 @@ fn reduced_roar_kar_and_selectivity_sweep_end_to_end() {
         assert!(o.status.success(), "{mode}: {}", stderr(&o));
     }
     let units = results(dir.path());
-    // One baseline shared by both modes, and 2 methods × 2 thresholds per mode.
-    assert_eq!(units.len(), 9, "{:?}", units.keys());
+    // One baseline shared by both modes, and 3 methods × 2 thresholds per mode.
+    assert_eq!(units.len(), 13, "{:?}", units.keys());
+    assert_eq!(units["units/roar-sg-sq+vbp-t0.30-s223.json"]["unit"]["method"], "sg-sq:vbp");
     let acc = |id: &str| units[&format!("units/{id}.json")]["test_accuracy"].as_f64().unwrap();
     let baseline = acc("baseline-s223");
     assert!(baseline > 0.5, "two epochs on 480 images should learn something: {baseline}");
@@ -146,7 +150,7 @@ fn reduced_roar_kar_and_selectivity_sweep_end_to_end() {
     let report = whitebox(&["report", &out]);
     assert!(report.status.success(), "{}", stderr(&report));
     let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
-    for needle in ["## ROAR", "## KAR", "## Selectivity", "| VBP |", "| Random |"] {
+    for needle in ["## ROAR", "## KAR", "## Selectivity", "| VBP |", "| Random |", "| SG-SQ-VBP |"] {
         assert!(md.contains(needle), "report lacks {needle}:\n{md}");
     }
     let svg = std::fs::read_to_string(dir.path().join("report/roar-kar.svg")).unwrap();
@@ -239,7 +243,9 @@ fn killed_sweeps_resume_to_the_uninterrupted_results() {
             "--checkpoint",
             &ck,
             "--methods",
-            "vbp,gb",
+            "vbp,sg:gb",
+            "--ensemble-n",
+            "3",
             "--steps",
             "30",
             "--sample",
@@ -259,7 +265,8 @@ fn killed_sweeps_resume_to_the_uninterrupted_results() {
     for (name, v) in &a {
         assert_eq!(outcome(v), outcome(&b[name]), "{name} differs after kills and resumes");
     }
-    assert_eq!(a.len(), 9 + 2 + 1, "units, selectivity results and settings");
+    assert_eq!(a.len(), 13 + 2 + 1, "units, selectivity results and settings");
+    assert!(a.contains_key("selectivity/sg+gb.json") && a.contains_key("units/kar-sg-sq+vbp-t0.90-s223.json"));
 }
 
 #[test]
@@ -284,13 +291,15 @@ fn two_shards_in_separate_processes_cover_every_unit_once() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let units = results(dir.path());
-    // The sweep's order: baseline, then vbp at 0.3 and 0.9, then random at 0.3 and 0.9.
+    // The sweep's order: baseline, then vbp, random and sg-sq:vbp, each at 0.3 and 0.9.
     let order = [
         "baseline-s223",
         "roar-vbp-t0.30-s223",
         "roar-vbp-t0.90-s223",
         "roar-random-t0.30-s223",
         "roar-random-t0.90-s223",
+        "roar-sg-sq+vbp-t0.30-s223",
+        "roar-sg-sq+vbp-t0.90-s223",
     ];
     assert_eq!(units.len(), order.len(), "{:?}", units.keys());
     for (i, id) in order.iter().enumerate() {
@@ -301,4 +310,47 @@ fn two_shards_in_separate_processes_cover_every_unit_once() {
     let o = whitebox(&[&args[..], &["--shard-count", "2"]].concat());
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("without a shard index"), "{}", stderr(&o));
+}
+
+/// One spelling of ensembles everywhere: `attribute --method sg-sq:gb` is `--method gb --ensemble sg-sq`; malformed
+/// names are refused with a message saying what is wrong, before any work.
+#[test]
+fn ensemble_spelling_is_shared_and_checked() {
+    let data = shared_data().to_string_lossy().into_owned();
+    let ck = checkpoint();
+    let dir = TempDir::new("spelling");
+    let attribute = |extra: &[&str], name: &str| {
+        let raw = dir.path().join(name).to_string_lossy().into_owned();
+        let mut args =
+            vec!["attribute", "--quiet", "--checkpoint", &ck, "--indices", "0..2", "--n", "3", "--data-dir", &data];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--raw", &raw]);
+        let out = whitebox(&args);
+        (out.status.code(), stderr(&out), std::fs::read(&raw).ok())
+    };
+    let (code, err, joined) = attribute(&["--method", "sg-sq:gb"], "a.safetensors");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, split) = attribute(&["--method", "gb", "--ensemble", "sg-sq"], "b.safetensors");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(joined.is_some() && joined == split, "the two spellings give the same maps");
+    let (code, err, _) = attribute(&["--method", "sg:gb", "--ensemble", "sg-var"], "c.safetensors");
+    assert!(code != Some(0) && err.contains("two ensembles"), "{err}");
+    let (code, err, _) = attribute(&["--method", "sg:"], "d.safetensors");
+    assert!(code != Some(0) && err.contains("names no method"), "{err}");
+    for (methods, says) in
+        [("vbp,sg:", "names no method"), ("smooth:gb", "unknown ensemble 'smooth'"), ("sg:sg:gb", "ENSEMBLE:METHOD")]
+    {
+        let out_dir = dir.path().join("sweep").to_string_lossy().into_owned();
+        let mut args = sweep_args("roar", &out_dir, &data, &ck);
+        let m = args.iter().position(|a| *a == "--methods").unwrap() + 1;
+        args[m] = methods;
+        let out = whitebox(&args);
+        assert_eq!(out.status.code(), Some(1), "{methods}");
+        assert!(stderr(&out).contains(says), "{methods}: {}", stderr(&out));
+        assert!(!dir.path().join("sweep/units").exists(), "{methods}: nothing ran");
+    }
+    let mut args = sweep_args("kar", "unused", &data, &ck);
+    let n = args.iter().position(|a| *a == "--ensemble-n").unwrap() + 1;
+    args[n] = "0";
+    assert!(stderr(&whitebox(&args)).contains("--ensemble-n must be within 1..=1000"));
 }

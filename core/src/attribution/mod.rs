@@ -4,6 +4,7 @@
 //! [`layer_gradient`].
 
 mod baselines;
+mod estimator;
 mod explanation;
 mod gradient;
 mod integrated_gradients;
@@ -14,6 +15,7 @@ mod resize;
 /// The class score a map explains (defined with the graph, at the bottom of the crate).
 pub use crate::graph::Score;
 pub use baselines::{RandomMap, Sobel};
+pub use estimator::Estimator;
 pub use explanation::{limits, Explanation, Job};
 pub use gradient::{InputXGradient, ModifiedGradient};
 pub use integrated_gradients::{IntegralSums, IntegratedGradients, Riemann};

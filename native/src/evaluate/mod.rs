@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
-use whitebox_core::attribution::{Explanation, Method, Riemann, Settings};
+use whitebox_core::attribution::{Estimator, Explanation, Riemann, Settings};
 use whitebox_core::evaluation::Shard;
 use whitebox_core::params::Checkpoint;
 
@@ -48,11 +48,12 @@ pub fn shard_from(flag: Option<&str>, count_flag: Option<usize>) -> Result<Shard
     Ok(Shard::ALL)
 }
 
-/// The methods of a comma-separated list, in the order given, without repeats.
-pub fn parse_methods(list: &str) -> Result<Vec<Method>> {
+/// The methods of a comma-separated list (each `METHOD` or `ENSEMBLE:METHOD`, e.g. `gb,sg-sq:gb`), in the order
+/// given, without repeats.
+pub fn parse_methods(list: &str) -> Result<Vec<Estimator>> {
     let mut out = Vec::new();
     for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let m = Method::parse(m)?;
+        let m = Estimator::parse(m)?;
         if !out.contains(&m) {
             out.push(m);
         }
@@ -63,11 +64,52 @@ pub fn parse_methods(list: &str) -> Result<Vec<Method>> {
     Ok(out)
 }
 
-/// The explanation each evaluation uses for `method`: the class logit, default layers, IG with `ig_steps`.
-pub fn explanation(method: Method, ig_steps: usize, batch: usize) -> Explanation {
+/// The samples and noise of every ensemble in an evaluation.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EnsembleSettings {
+    pub samples: usize,
+    /// σ as a fraction of each image's value range.
+    pub noise: f64,
+}
+
+impl EnsembleSettings {
+    /// Checked as `attribute` checks them: 1..=1000 samples, a finite noise level in [0, 10].
+    pub fn new(samples: usize, noise: f64) -> Result<Self> {
+        use whitebox_core::attribution::limits;
+        if !(1..=limits::SAMPLES).contains(&samples) {
+            bail!("--ensemble-n must be within 1..={}, got {samples}", limits::SAMPLES);
+        }
+        if !(noise.is_finite() && (0.0..=limits::NOISE).contains(&noise)) {
+            bail!("--noise must be a number within [0, {}], got {noise}", limits::NOISE);
+        }
+        Ok(EnsembleSettings { samples, noise })
+    }
+
+    /// What a directory records: the settings when any of `methods` is an ensemble (directories without ensembles
+    /// record nothing, as before ensembles could be evaluated).
+    pub fn recorded(self, methods: &[Estimator]) -> Option<Self> {
+        methods.iter().any(|m| m.ensemble.is_some()).then_some(self)
+    }
+}
+
+/// The explanation each evaluation uses for `estimator`: the class logit, default layers, IG with `ig_steps`; an
+/// ensemble's noise drawn from `chunk_seed` (evaluations pass the chunk's first image index, so a map does not
+/// depend on which worker computed it; plain methods keep seed 0, as their results were made with).
+pub fn explanation(
+    estimator: Estimator,
+    ig_steps: usize,
+    batch: usize,
+    ensemble: EnsembleSettings,
+    chunk_seed: u64,
+) -> Explanation {
+    let seed = if estimator.ensemble.is_some() { chunk_seed } else { 0 };
     Explanation {
-        settings: Settings { steps: ig_steps, riemann: Riemann::Trapezoid, layer: None, batch, seed: 0 },
-        ..Explanation::of(method)
+        method: estimator.method,
+        ensemble: estimator.ensemble,
+        samples: ensemble.samples,
+        noise_level: ensemble.noise,
+        settings: Settings { steps: ig_steps, riemann: Riemann::Trapezoid, layer: None, batch, seed },
+        ..Explanation::of(estimator.method)
     }
 }
 

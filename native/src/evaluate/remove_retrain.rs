@@ -4,7 +4,7 @@
 //! on the unmodified images (threshold 0). A unit's training saves its state after every epoch
 //! (`work/<unit>/state.safetensors`) and resumes from it.
 
-use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, Explained};
+use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, EnsembleSettings, Explained};
 use crate::train::{load_state, run_epoch, save_state, SPLIT_SEED};
 use crate::{datasets, fsutil, ui};
 use anyhow::{bail, Context, Result};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use whitebox_core::attribution::Method;
+use whitebox_core::attribution::{Estimator, Method};
 use whitebox_core::data::{train_validation_split, DatasetKind, ImageSet};
 use whitebox_core::evaluation::{pixel_relevance, remove_pixels, Fill, Mode, Ranking, Shard};
 use whitebox_core::models::{Classifier, ModelSpec};
@@ -25,7 +25,8 @@ const MAP_CHUNK: usize = 2048;
 pub struct SweepArgs {
     pub checkpoint: PathBuf,
     pub mode: Mode,
-    pub methods: Vec<Method>,
+    pub methods: Vec<Estimator>,
+    pub ensemble: EnsembleSettings,
     pub thresholds: Vec<f64>,
     pub repeats: usize,
     pub config: TrainConfig,
@@ -52,6 +53,9 @@ struct Settings {
     fill: Fill,
     ranking: Ranking,
     seed_variant: bool,
+    /// The ensembles' samples and noise, when the sweep has ensembles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ensemble: Option<EnsembleSettings>,
 }
 
 /// One retraining.
@@ -59,7 +63,7 @@ struct Settings {
 pub struct Unit {
     /// None for the baseline (nothing removed).
     pub mode: Option<Mode>,
-    pub method: Option<Method>,
+    pub method: Option<Estimator>,
     pub threshold: f64,
     pub seed: u64,
 }
@@ -68,7 +72,7 @@ impl Unit {
     pub fn id(&self) -> String {
         match (self.mode, self.method) {
             (Some(mode), Some(method)) => {
-                format!("{}-{}-t{:.2}-s{}", mode.name(), method.id(), self.threshold, self.seed)
+                format!("{}-{}-t{:.2}-s{}", mode.name(), method.file_id(), self.threshold, self.seed)
             }
             _ => format!("baseline-s{}", self.seed),
         }
@@ -91,7 +95,7 @@ pub struct UnitResult {
 
 /// The units of a sweep, in a fixed order (the same in every worker): per seed, the baseline, then each method ×
 /// threshold.
-pub fn units(mode: Mode, methods: &[Method], thresholds: &[f64], seeds: &[u64]) -> Vec<Unit> {
+pub fn units(mode: Mode, methods: &[Estimator], thresholds: &[f64], seeds: &[u64]) -> Vec<Unit> {
     let mut out = vec![];
     for &seed in seeds {
         out.push(Unit { mode: None, method: None, threshold: 0.0, seed });
@@ -116,7 +120,7 @@ struct Data {
 /// what the others have already written, so the maps are not all computed by every worker.
 fn relevance(
     model: &dyn Classifier,
-    method: Method,
+    method: Estimator,
     args: &SweepArgs,
     set: &ImageSet,
     dir: &Path,
@@ -124,10 +128,9 @@ fn relevance(
 ) -> Result<Vec<f32>> {
     let kind = model.spec().dataset;
     let plane = set.height * set.width;
-    let explanation = explanation(method, args.ig_steps, 128);
     let starts: Vec<usize> = (0..set.len()).step_by(MAP_CHUNK).collect();
     let first = args.shard.index * starts.len() / args.shard.count;
-    let pb = ui::bar(set.len() as u64, format!("maps {} {split}", explanation.label()));
+    let pb = ui::bar(set.len() as u64, format!("maps {} {split}", method.label()));
     let mut chunks: Vec<Option<Vec<f32>>> = vec![None; starts.len()];
     for k in (0..starts.len()).map(|k| (k + first) % starts.len()) {
         let start = starts[k];
@@ -145,6 +148,7 @@ fn relevance(
             let indices: Vec<usize> = (start..start + len).collect();
             let (x, y) = set.batch(&indices, kind, &Device::Cpu)?;
             let targets = y.to_vec1::<u32>()?;
+            let explanation = explanation(method, args.ig_steps, 128, args.ensemble, start as u64);
             let maps =
                 explanation.run(model, &x, &targets, &mut |n| pb.inc(n as u64))?.flatten_all()?.to_vec1::<f32>()?;
             let per = set.image_len();
@@ -181,7 +185,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let spec = ck.spec;
     let kind = spec.dataset;
     let model = ck.model()?;
-    if args.methods.contains(&Method::Cam) && spec.arch != whitebox_core::models::Arch::Cam {
+    if args.methods.iter().any(|m| m.method == Method::Cam) && spec.arch != whitebox_core::models::Arch::Cam {
         bail!("CAM needs a CAM model; {} is {}", args.checkpoint.display(), spec.arch);
     }
     let loaded = datasets::load(kind, &args.data_dir)?;
@@ -197,6 +201,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         fill: args.fill,
         ranking: args.ranking,
         seed_variant: args.seed_variant,
+        ensemble: args.ensemble.recorded(&args.methods),
     };
     check_settings(&args.out.join("sweep.json"), &settings)?;
     let seeds: Vec<u64> = (0..args.repeats as u64).map(|r| args.config.seed + r).collect();
@@ -216,13 +221,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let overall = ui::bar(todo.len() as u64, format!("{} units", args.mode.name()));
     let fill = args.fill.raw(kind);
     // One method's maps at a time (train, test): units are ordered by method.
-    let mut maps: Option<(Method, Vec<f32>, Vec<f32>)> = None;
+    let mut maps: Option<(Estimator, Vec<f32>, Vec<f32>)> = None;
     for unit in todo {
         let started = Instant::now();
         let (train, test) = match (unit.mode, unit.method) {
             (Some(mode), Some(method)) => {
                 if maps.as_ref().is_none_or(|(m, _, _)| *m != method) {
-                    let dir = args.out.join("maps").join(method.id());
+                    let dir = args.out.join("maps").join(method.file_id());
                     maps = Some(overall.suspend(|| -> Result<_> {
                         let tr = relevance(model.as_ref(), method, &args, &data.train, &dir, "train")?;
                         let te = relevance(model.as_ref(), method, &args, &data.test, &dir, "test")?;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-use whitebox_core::attribution::Method;
+use whitebox_core::attribution::{Estimator, Method};
 use whitebox_core::evaluation::Mode;
 
 const SEED_RESULTS: &str = include_str!("../../assets/seed_results.json");
@@ -47,8 +47,15 @@ fn seed_results() -> Result<SeedResults> {
     Ok(serde_json::from_str(SEED_RESULTS)?)
 }
 
-fn color(m: Method) -> usize {
-    Method::ALL.iter().position(|&x| x == m).unwrap_or(10)
+/// A curve's colour: its estimator's place among those the report shows (each base method followed by its
+/// ensembles, as `Estimator::all` orders them), so that every curve of a figure differs.
+fn color(shown: &[Estimator], m: Estimator) -> usize {
+    shown.iter().position(|&x| x == m).unwrap_or(shown.len())
+}
+
+/// The seed published base methods only: its numbers stand beside ours for those.
+fn seed_method(m: Estimator) -> Option<Method> {
+    m.ensemble.is_none().then_some(m.method)
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -60,7 +67,7 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// Mean (and std over seeds) test accuracy per mode, method and threshold; the baseline sits at threshold 0 of
 /// every curve.
-type Curves = BTreeMap<(Mode, &'static str), BTreeMap<String, (f64, Vec<f64>)>>;
+type Curves = BTreeMap<(Mode, String), BTreeMap<String, (f64, Vec<f64>)>>;
 
 fn curves(units: &[UnitResult]) -> Curves {
     let mut out: Curves = BTreeMap::new();
@@ -91,6 +98,8 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
     if !units.is_empty() {
         let (arch, dataset) = which.clone().map(|(a, d)| (a, d.name().to_string())).unwrap_or_default();
         let curves = curves(&units);
+        let shown: Vec<Estimator> =
+            Estimator::all().into_iter().filter(|m| curves.keys().any(|(_, id)| *id == m.id())).collect();
         let mut charts = vec![];
         for mode in [Mode::Roar, Mode::Kar] {
             let mut series = vec![];
@@ -115,14 +124,16 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             );
             let _ = writeln!(table, "| method | {} |", thresholds.join(" | "));
             let _ = writeln!(table, "|---|{}", "---:|".repeat(thresholds.len()));
-            for m in Method::ALL {
+            for &m in &shown {
                 let Some(curve) = curves.get(&(mode, m.id())) else { continue };
                 let points: Vec<(f64, f64)> = curve.values().map(|(t, accs)| (*t, mean_std(accs).0)).collect();
-                series.push(Series { name: m.label().into(), points, color: color(m), dashed: false });
+                series.push(Series { name: m.label(), points, color: color(&shown, m), dashed: false });
                 let theirs: Vec<&SeedRoarKar> = seed
                     .roar_kar
                     .iter()
-                    .filter(|s| s.dataset == dataset && s.model == arch && s.method == m && s.mode == mode)
+                    .filter(|s| {
+                        s.dataset == dataset && s.model == arch && Some(s.method) == seed_method(m) && s.mode == mode
+                    })
                     .collect();
                 if !theirs.is_empty() {
                     let mut pts: Vec<(f64, f64)> = theirs.iter().map(|s| (s.threshold, s.test_accuracy)).collect();
@@ -130,7 +141,7 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
                     series.push(Series {
                         name: format!("{} (seed)", m.label()),
                         points: pts,
-                        color: color(m),
+                        color: color(&shown, m),
                         dashed: true,
                     });
                 }
@@ -185,6 +196,7 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
                 )
             })
             .unwrap_or_default();
+        let shown: Vec<Estimator> = sel.iter().map(|r| r.method).collect();
         let mut score = vec![];
         let mut accuracy = vec![];
         let _ = writeln!(
@@ -198,30 +210,32 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             score.push(Series {
                 name: r.label.clone(),
                 points: pts(&r.mean_score),
-                color: color(r.method),
+                color: color(&shown, r.method),
                 dashed: false,
             });
             accuracy.push(Series {
                 name: r.label.clone(),
                 points: pts(&r.accuracy),
-                color: color(r.method),
+                color: color(&shown, r.method),
                 dashed: false,
             });
-            let theirs =
-                seed.selectivity.iter().find(|s| s.dataset == dataset && s.model == arch && s.method == r.method);
+            let theirs = seed
+                .selectivity
+                .iter()
+                .find(|s| s.dataset == dataset && s.model == arch && Some(s.method) == seed_method(r.method));
             let (seed_acc, seed_score) = match theirs {
                 Some(s) => {
                     let p = |v: &[f64]| v.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect::<Vec<_>>();
                     score.push(Series {
                         name: format!("{} (seed)", r.label),
                         points: p(&s.mean_score),
-                        color: color(r.method),
+                        color: color(&shown, r.method),
                         dashed: true,
                     });
                     accuracy.push(Series {
                         name: format!("{} (seed)", r.label),
                         points: p(&s.accuracy),
-                        color: color(r.method),
+                        color: color(&shown, r.method),
                         dashed: true,
                     });
                     let auc = whitebox_core::evaluation::area_under_curve;

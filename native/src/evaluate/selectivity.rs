@@ -1,19 +1,21 @@
-//! `whitebox selectivity`: one unit per method. A unit saves its state after every step
-//! (`selectivity/work/<method>.json`) and writes `selectivity/<method>.json` and `.csv` when done.
+//! `whitebox selectivity`: one unit per method (a base method or an ensemble of one, e.g. `sg-sq:gb`, whose files
+//! are named `sg-sq+gb`). A unit saves its state after every step (`selectivity/work/<method>.json`) and writes
+//! `selectivity/<method>.json` and `.csv` when done.
 
-use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, Explained};
+use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, EnsembleSettings, Explained};
 use crate::{datasets, fsutil, ui};
 use anyhow::{Context, Result};
 use rand::{seq::SliceRandom, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use whitebox_core::attribution::Method;
+use whitebox_core::attribution::Estimator;
 use whitebox_core::evaluation::{area_under_curve, selectivity, SelectivityConfig, SelectivityState, Shard};
 
 pub struct SelectivityArgs {
     pub checkpoint: PathBuf,
-    pub methods: Vec<Method>,
+    pub methods: Vec<Estimator>,
+    pub ensemble: EnsembleSettings,
     pub config: SelectivityConfig,
     /// Fraction of the test set (the seed: 10 %), drawn with `sample_seed`.
     pub sample: f64,
@@ -33,12 +35,15 @@ struct Settings {
     sample: f64,
     sample_seed: u64,
     images: usize,
+    /// The ensembles' samples and noise, when there are ensembles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ensemble: Option<EnsembleSettings>,
 }
 
 /// The result of one method.
 #[derive(Serialize, Deserialize)]
 pub struct SelectivityResult {
-    pub method: Method,
+    pub method: Estimator,
     pub label: String,
     pub images: usize,
     pub steps: usize,
@@ -73,12 +78,13 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
         sample: args.sample,
         sample_seed: args.sample_seed,
         images: count,
+        ensemble: args.ensemble.recorded(&args.methods),
     };
     check_settings(&dir.join("settings.json"), &settings)?;
     let units = args.shard.select(&args.methods);
     let overall = ui::bar(units.len() as u64, "selectivity");
     for method in units {
-        let id = method.id();
+        let id = method.file_id();
         let result_path = dir.join(format!("{id}.json"));
         if result_path.exists() {
             overall.inc(1);
@@ -88,7 +94,7 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
         let mut state: SelectivityState = read_json(&state_path)?.unwrap_or_default();
         let already = state.accuracy.len();
         let started = Instant::now();
-        let explanation = explanation(method, args.ig_steps, 128);
+        let explanation = explanation(method, args.ig_steps, 128, args.ensemble, 0);
         let pb = ui::bar(args.config.steps as u64 + 1, explanation.label());
         pb.set_position(already as u64);
         let mut last_save = Instant::now();
@@ -141,11 +147,11 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
     Ok(())
 }
 
-/// All finished results in `out`, in method order.
+/// All finished results in `out`, each base method followed by its ensembles.
 pub fn results(out: &Path) -> Result<Vec<SelectivityResult>> {
     let mut all = vec![];
-    for m in Method::ALL {
-        if let Some(r) = read_json::<SelectivityResult>(&dir(out).join(format!("{}.json", m.id())))? {
+    for m in Estimator::all() {
+        if let Some(r) = read_json::<SelectivityResult>(&dir(out).join(format!("{}.json", m.file_id())))? {
             all.push(r);
         }
     }
