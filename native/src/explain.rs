@@ -206,7 +206,9 @@ pub fn coherence(
         let mut layers = Vec::new();
         for (layer, name) in taps.iter().enumerate() {
             let maps = attr::ConvOutput { layer }.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
-            layers.push(Column::new(format!("{layer} {name}"), &maps, false)?);
+            // "f8 conv": the seed's features[k] index and the layer's kind (or its block, for RAN and WARN).
+            let kind = name.rsplit([' ', '.']).next().unwrap_or(name);
+            layers.push(Column::new(format!("f{layer} {kind}"), &maps, false)?);
             pb.inc(1);
         }
         let mut layers_gc = Vec::new();
@@ -277,7 +279,7 @@ pub fn coherence(
             canvas.text(&f.title, x0, 4, 1, [0, 0, 0]);
             canvas.text("Input", x0, 22, 1, [80, 80, 80]);
             for (c, col) in cols.iter().enumerate() {
-                let label: String = col.label.chars().take(cell / 8).collect();
+                let label: String = col.label.chars().take(cell / 8 - 1).collect();
                 canvas.text(&label, x0 + (c + 1) * cell, 22, 1, [80, 80, 80]);
             }
             for (r, input) in inputs.iter().enumerate().take(rows.len()) {

@@ -45,7 +45,7 @@ pub fn digit(i: usize) -> Vec<f32> {
 }
 
 /// Every small model on both data sets, for the GPU's parity test: the shipped MNIST weights, and seeded initial
-/// weights for CIFAR-10 (none are shipped). With an input each (`C×H×W` pixels in [0, 1]) and a name.
+/// weights for CIFAR-10 (every small architecture, shipped or not). With an input each (`C×H×W` pixels in [0, 1]) and a name.
 pub fn gpu_models() -> Result<Vec<(String, Engine, Vec<f32>)>, String> {
     use whitebox_core::data::DatasetKind;
     use whitebox_core::models::{Arch, ModelSpec};
