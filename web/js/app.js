@@ -525,7 +525,7 @@ function emptyHint() {
 // converted again for it, anything else on the canvas is cleared.
 function onDatasetChange() {
   const mnist = drawing();
-  const dataset = state.datasets ? state.datasets[state.info.dataset] : state.info.dataset;
+  const dataset = state.datasets[state.info.dataset];
   $('draw-tools').hidden = !mnist;
   $('input-title').textContent = mnist ? 'Draw' : 'Image';
   $('tagline').textContent = mnist ? 'Draw a digit and watch what the network looks at.' : 'Pick or open a picture and watch what the network looks at.';
@@ -541,6 +541,8 @@ function onDatasetChange() {
 }
 
 let galleryRequest = 0;
+// Whether `?gallery=K` was applied (once, on the first gallery).
+let galleryStarted = false;
 
 async function loadGallery(dataset) {
   const request = ++galleryRequest;
@@ -585,7 +587,6 @@ async function loadGallery(dataset) {
     if (request === galleryRequest) box.textContent = `The gallery could not be loaded (${err.message}).`;
   }
 }
-let galleryStarted = false;
 
 // A picture from the file picker, a drop or a paste: scaled down to at most 512 pixels a side here (the browser
 // decodes it), then made into the model input by the engine (centre square for CIFAR-10, ink to digit for MNIST).
