@@ -13,15 +13,17 @@ use crate::ops::{self, BatchStats};
 use candle_core::{Storage, Tensor};
 use std::sync::Mutex;
 
+/// A tensor's values as `f32`, in order.
+fn flat(t: &Tensor) -> Option<Vec<f32>> {
+    t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
+}
+
 /// The evaluation-mode plan of a SimpleCNN-family model: not for weights being trained (variables) or off the CPU.
 pub(super) fn plan(m: &SimpleCnn) -> Option<Plan> {
     let weight = m.convs[0].weight();
     if weight.is_variable() || !weight.device().is_cpu() {
         return None;
     }
-    let flat = |t: &Tensor| {
-        t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
-    };
     let mut layers = Vec::new();
     let mut taps = Vec::new();
     for (i, (conv, bn)) in m.convs.iter().zip(&m.bns).enumerate() {
@@ -65,9 +67,6 @@ pub(super) fn plan(m: &SimpleCnn) -> Option<Plan> {
 
 /// A CBAM module's parameters as the evaluation-mode plan takes them.
 fn cbam_params(c: &Cbam) -> Option<CbamParams> {
-    let flat = |t: &Tensor| {
-        t.flatten_all().and_then(|t| t.to_dtype(candle_core::DType::F32)).and_then(|t| t.to_vec1::<f32>()).ok()
-    };
     let (hidden, _) = c.mlp_in.weight().dims2().ok()?;
     let (_, _, k, _) = c.spatial_conv.weight().dims4().ok()?;
     let (scale, shift) = c.spatial_bn.eval_affine().ok()?;
