@@ -12,6 +12,7 @@ pub mod evaluation;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod graph;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod params;

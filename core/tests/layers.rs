@@ -1,7 +1,7 @@
 //! core's modules depend one way: a module may use only modules of lower layers (test code aside). The layers, from
 //! the bottom: the data formats and kernels; the network description with the contracts every layer shares
 //! (`graph`: `Score`, `Engine`, `Gradients`) and the candle building blocks; the models; the engines; checkpoints;
-//! the attribution methods; training, the GPU engine and the evaluations; rendering.
+//! the attribution methods; training, the GPU engine and the evaluations; the metrics and rendering.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("train", 5),
     ("gpu", 5),
     ("evaluation", 5),
+    ("metrics", 6),
     ("render", 6),
 ];
 

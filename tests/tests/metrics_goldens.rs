@@ -1,0 +1,185 @@
+//! The faithfulness metrics against their references on the shipped SimpleCNN checkpoints: ROAD's imputation
+//! against pytorch-grad-cam, pixel flipping and faithfulness correlation against Quantus, infidelity and
+//! max-sensitivity against Captum, insertion and deletion against RISE's code. Random draws (subsets,
+//! perturbations) are the references' own, read from the golden files `tests/reference/metrics_goldens.py` makes.
+
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use whitebox_core::attribution::{Attribution, ModifiedGradient, Score};
+use whitebox_core::evaluation::Ranking;
+use whitebox_core::metrics::faithfulness_correlation::{faithfulness_correlation, FaithfulnessCorrelation};
+use whitebox_core::metrics::imputation::impute;
+use whitebox_core::metrics::infidelity::{infidelity, Infidelity};
+use whitebox_core::metrics::insertion_deletion::{causal_curves, Causal, CausalConfig};
+use whitebox_core::metrics::pixel_flipping::{pixel_flipping, PixelFlipping};
+use whitebox_core::metrics::road::{removed_pixels, road, RoadConfig};
+use whitebox_core::metrics::sensitivity_max::sensitivity_max;
+use whitebox_core::metrics::{Baseline, Batch, Scorer};
+use whitebox_core::models::Classifier;
+use whitebox_core::ops::ReluRule;
+use whitebox_core::params::Checkpoint;
+use whitebox_e2e::repo_root;
+
+struct Golden {
+    t: HashMap<String, Tensor>,
+    model: Box<dyn Classifier>,
+    shape: (usize, usize, usize, usize),
+}
+
+impl Golden {
+    fn load(dataset: &str) -> Golden {
+        let path = repo_root().join(format!("tests/reference/goldens/metrics-{dataset}.safetensors"));
+        let t: HashMap<String, Tensor> = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let ck = repo_root().join(format!("weights/{dataset}/simple-cnn.safetensors"));
+        let model = Checkpoint::from_bytes("ck", &std::fs::read(ck).unwrap(), &Device::Cpu).unwrap().model().unwrap();
+        let shape = t["inputs"].dims4().unwrap();
+        Golden { t, model, shape }
+    }
+
+    fn f32s(&self, k: &str) -> Vec<f32> {
+        self.t[k].to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn f64s(&self, k: &str) -> Vec<f64> {
+        self.t[k].to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn targets(&self) -> Vec<u32> {
+        self.t["targets"].to_dtype(DType::U32).unwrap().to_vec1().unwrap()
+    }
+}
+
+/// max |a − b| / max |b|.
+fn rel_error(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn wide(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn check(name: &str, ours: &[f64], theirs: &[f64], tolerance: f64) {
+    let e = rel_error(ours, theirs);
+    eprintln!("{name}: relative error {e:.2e}");
+    assert!(
+        e <= tolerance,
+        "{name}: relative error {e:.3e} > {tolerance:e}\nours   {:?}\ntheirs {:?}",
+        &ours[..ours.len().min(8)],
+        &theirs[..theirs.len().min(8)]
+    );
+}
+
+fn road_against_grad_cam(dataset: &str) {
+    let g = Golden::load(dataset);
+    let (n, c, h, w) = g.shape;
+    let (x, maps, targets) = (g.f32s("inputs"), g.f32s("maps"), g.targets());
+    let batch = Batch::new(&x, g.shape, &targets, &maps).unwrap();
+    let fractions = [0.2, 0.5, 0.8];
+    let config = RoadConfig { fractions: fractions.to_vec(), noise: 0.0, ranking: Ranking::Signed, seed: 0 };
+    let curves = road(&Scorer::new(g.model.as_ref()), &batch, &config).unwrap();
+    for (order, most_first, ours) in [("morf", true, &curves.morf), ("lerf", false, &curves.lerf)] {
+        let masks = g.f32s(&format!("road_{order}_masks"));
+        let imputed = g.f32s(&format!("road_{order}_imputed"));
+        let mut mine = Vec::new();
+        for i in 0..n {
+            let relevance = batch.relevance(i, Ranking::Signed);
+            for (k, &f) in fractions.iter().enumerate() {
+                let mask = &masks[(i * fractions.len() + k) * h * w..][..h * w];
+                let removed: Vec<bool> = mask.iter().map(|&m| m < 0.5).collect();
+                assert_eq!(removed, removed_pixels(&relevance, f, most_first), "{dataset} {order} image {i} at {f}");
+                mine.extend(impute(batch.image(i), &removed, h, w, 0.0, 0).unwrap());
+            }
+        }
+        assert_eq!(mine.len(), n * fractions.len() * c * h * w);
+        check(&format!("{dataset} ROAD {order} imputation"), &wide(&mine), &wide(&imputed), 1e-4);
+        let scores: Vec<f32> = ours.iter().flatten().copied().collect();
+        check(
+            &format!("{dataset} ROAD {order} scores"),
+            &wide(&scores),
+            &wide(&g.f32s(&format!("road_{order}_scores"))),
+            1e-4,
+        );
+    }
+    check(&format!("{dataset} original scores"), &wide(&curves.original), &wide(&g.f32s("original_scores")), 1e-5);
+}
+
+#[test]
+fn road_imputation_and_scores_equal_pytorch_grad_cam() {
+    road_against_grad_cam("mnist");
+    road_against_grad_cam("cifar10");
+}
+
+#[test]
+fn insertion_and_deletion_equal_rise() {
+    for dataset in ["mnist", "cifar10"] {
+        let g = Golden::load(dataset);
+        let (x, maps, targets) = (g.f32s("inputs"), g.f32s("maps"), g.targets());
+        let batch = Batch::new(&x, g.shape, &targets, &maps).unwrap();
+        let config = CausalConfig { step: 28, baseline: Baseline::Mean, ranking: Ranking::Signed };
+        let scorer = Scorer::new(g.model.as_ref());
+        for (which, key) in [(Causal::Deletion, "causal_del"), (Causal::Insertion, "causal_ins")] {
+            let ours = causal_curves(&scorer, &batch, which, &config).unwrap();
+            let flat: Vec<f32> = ours.curves.iter().flatten().copied().collect();
+            check(&format!("{dataset} {key}"), &wide(&flat), &wide(&g.f32s(key)), 1e-4);
+            // Deletion starts at the image's own score; both end at the fully replaced image.
+            assert!(ours.areas.iter().all(|a| (0.0..=1.0).contains(a)));
+        }
+    }
+}
+
+#[test]
+fn pixel_flipping_and_faithfulness_correlation_equal_quantus() {
+    let g = Golden::load("mnist");
+    let (x, maps, targets) = (g.f32s("inputs"), g.f32s("maps"), g.targets());
+    let batch = Batch::new(&x, g.shape, &targets, &maps).unwrap();
+    let scorer = Scorer::new(g.model.as_ref());
+    let flip =
+        pixel_flipping(&scorer, &batch, &PixelFlipping { step: 28, baseline: Baseline::Min, ranking: Ranking::Signed })
+            .unwrap();
+    // Quantus's curve starts after the first step.
+    let after: Vec<f32> = flip.curves.iter().flat_map(|c| c[1..].to_vec()).collect();
+    check("pixel flipping", &wide(&after), &wide(&g.f32s("pixel_flipping")), 1e-4);
+
+    let subsets: Vec<u32> = g.t["fc_subsets"].to_dtype(DType::U32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let (runs, size) = (g.t["fc_subsets"].dim(1).unwrap(), g.t["fc_subsets"].dim(2).unwrap());
+    let config = FaithfulnessCorrelation { runs, subset: size, baseline: Baseline::Min, seed: 0 };
+    let logits = Scorer::new(g.model.as_ref()).with_score(Score::Logit);
+    let ours = faithfulness_correlation(&logits, &batch, &config, &subsets).unwrap();
+    check("faithfulness correlation", &ours, &g.f64s("faithfulness_correlation"), 1e-4);
+    // The seeded subsets have the shape the metric reads, and other subsets give other numbers.
+    let seeded = config.subsets(batch.len(), 784).unwrap();
+    assert_eq!(seeded.len(), subsets.len());
+    assert_ne!(faithfulness_correlation(&logits, &batch, &config, &seeded).unwrap(), ours);
+    assert!(faithfulness_correlation(&logits, &batch, &config, &subsets[1..]).is_err());
+}
+
+#[test]
+fn infidelity_and_max_sensitivity_equal_captum() {
+    let g = Golden::load("mnist");
+    let (x, maps, targets) = (g.f32s("inputs"), g.f32s("maps"), g.targets());
+    let batch = Batch::new(&x, g.shape, &targets, &maps).unwrap();
+    let logits = Scorer::new(g.model.as_ref()).with_score(Score::Logit);
+    let perturbations = g.f32s("infidelity_perturbations");
+    let samples = perturbations.len() / x.len();
+    for (normalize, key) in [(false, "infidelity_plain"), (true, "infidelity_normalized")] {
+        let config = Infidelity { samples, noise: 0.2, normalize, seed: 0 };
+        let ours = infidelity(&logits, &batch, &config, &perturbations).unwrap();
+        check(key, &ours, &g.f64s(key), 1e-4);
+    }
+
+    let model = g.model.as_ref();
+    let sensitivity_maps = g.f32s("sensitivity_maps");
+    let batch = Batch::new(&x, g.shape, &targets, &sensitivity_maps).unwrap();
+    let deltas = g.f32s("sensitivity_perturbations");
+    let samples = deltas.len() / x.len();
+    let vbp = ModifiedGradient::new(ReluRule::Standard);
+    let (_, c, h, w) = g.shape;
+    let mut explain = |x: &[f32], t: &[u32]| -> whitebox_core::Result<Vec<f32>> {
+        let x = Tensor::from_slice(x, (t.len(), c, h, w), &Device::Cpu)?;
+        Ok(vbp.attribute(model, &x, t, Score::Logit)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let ours = sensitivity_max(&batch, &mut explain, samples, &deltas).unwrap();
+    check("max-sensitivity", &ours, &g.f64s("sensitivity_max"), 1e-4);
+}
