@@ -15,6 +15,8 @@ use (supplied to both sides), and the references' results:
   `FaithfulnessCorrelation` on the logits with its `np.random.choice` replaced by the saved subsets);
 - infidelity and max-sensitivity: Captum 0.9 (`infidelity` on the logits, `sensitivity_max` of the logit's gradient,
   with the saved perturbations);
+- MPRT (top-down and independent, Spearman), eMPRT and random logit (SSIM): Quantus 0.6, its layer
+  re-initialisation of convolutions and linear layers replaced by `hashed_uniform` (restated in the Rust test);
 - insertion and deletion: RISE's `CausalMetric` (Petsiuk et al. 2018, github.com/eclique/RISE, evaluation.py),
   restated here because it is not a package: scipy's `gaussian_filter` kernel, torch's conv2d, softmax scores.
 The Rust test tests/tests/metrics_goldens.rs recomputes each with whitebox and compares.
@@ -41,6 +43,7 @@ FC_RUNS, FC_SUBSET = 20, 50
 INF_SAMPLES, INF_NOISE = 12, 0.2
 SENS_SAMPLES, SENS_RADIUS = 5, 0.02
 CAUSAL_STEP = 28
+MPRT_SEED = 42
 
 
 def mnist_test_images(n):
@@ -210,6 +213,84 @@ def captum_metrics(out, model, x, target, maps):
     ).double()
 
 
+def quantus_randomisation(out, model, x, target):
+    """MPRT (top-down and independent, Spearman), eMPRT and random logit (SSIM) with the gradient of the logit as
+    the explanation."""
+    import quantus
+
+    def explain(model, inputs, targets, **kwargs):
+        inp = torch.tensor(np.asarray(inputs), dtype=torch.float32).requires_grad_(True)
+        t = torch.tensor(np.asarray(targets), dtype=torch.int64)
+        (grad,) = torch.autograd.grad(model(inp)[torch.arange(len(t)), t].sum(), inp)
+        return grad.detach().numpy()
+
+    xb, yb = x.numpy(), target.numpy()
+    ab = explain(model, xb, yb)
+    out["randomisation_maps"] = torch.tensor(ab)
+    # Quantus re-initialises a layer with its module's reset_parameters(); for convolutions and linear layers that
+    # is replaced here by hashed_uniform, which the Rust test restates exactly (no weights need to be stored).
+    # Each module carries its index among the modules Quantus resets; deep copies keep the attribute.
+    for key, (_, m) in enumerate(n for n in model.named_modules() if hasattr(n[1], "reset_parameters")):
+        m.whitebox_layer = key
+    real = {cls: cls.reset_parameters for cls in (torch.nn.Conv2d, torch.nn.Linear)}
+
+    def reset(module):
+        fan_in = module.weight[0].numel()
+        with torch.no_grad():
+            module.weight.copy_(hashed_uniform(module.weight.shape, module.whitebox_layer, 0, fan_in))
+            module.bias.copy_(hashed_uniform(module.bias.shape, module.whitebox_layer, 1, fan_in))
+
+    for cls in real:
+        cls.reset_parameters = reset
+    wrapped = quantus.helpers.model.pytorch_model.PyTorchModel(model, channel_first=True, softmax=False, device="cpu")
+    names = []
+    for name, _ in wrapped.get_random_layer_generator(order="bottom_up", seed=MPRT_SEED):
+        names.append(name)
+    out["mprt_layer_count"] = torch.tensor([len(names)])
+    for order in ("top_down", "independent"):
+        mprt = quantus.MPRT(
+            similarity_func=quantus.similarity_func.correlation_spearman,
+            layer_order=order,
+            seed=MPRT_SEED,
+            abs=False,
+            normalise=False,
+            return_aggregate=False,
+            disable_warnings=True,
+        )
+        scores = mprt(model=model, x_batch=xb, y_batch=yb, a_batch=ab, explain_func=explain, device="cpu")
+        layers = [k for k in scores if k != "original"]
+        out[f"mprt_{order}"] = torch.tensor(np.array([scores[k] for k in layers], dtype=np.float64))
+    emprt = quantus.EfficientMPRT(seed=MPRT_SEED, abs=False, normalise=False, disable_warnings=True)
+    out["emprt"] = torch.tensor(
+        np.array(emprt(model=model, x_batch=xb, y_batch=yb, a_batch=ab, explain_func=explain, device="cpu"), dtype=np.float64)
+    )
+    rl = quantus.RandomLogit(
+        num_classes=10, similarity_func=quantus.similarity_func.ssim, seed=MPRT_SEED, abs=False, normalise=False,
+        disable_warnings=True,
+    )
+    out["random_logit"] = torch.tensor(
+        np.array(rl(model=model, x_batch=xb, y_batch=yb, a_batch=ab, explain_func=explain, device="cpu"), dtype=np.float64)
+    )
+    # The off-classes RandomLogit draws, restated from its evaluate_batch.
+    np.random.seed(MPRT_SEED)
+    n = len(yb)
+    idx = np.random.randint(0, 9, n)
+    out["random_logit_classes"] = torch.tensor([[c for c in range(10) if c != yb[i]][idx[i]] for i in range(n)])
+    for cls, f in real.items():
+        cls.reset_parameters = f
+
+
+def hashed_uniform(shape, layer, kind, fan_in):
+    """Values in [-b, b], b = 1/sqrt(fan_in) (PyTorch's default bound), from an integer hash of the flat index, the
+    layer's index among the modules Quantus resets and the kind (0 weight, 1 bias); float32 throughout."""
+    n = int(np.prod(shape))
+    j = np.arange(n, dtype=np.uint64)
+    h = ((j + np.uint64(1)) * np.uint64(2654435761) + np.uint64(layer * 97 + kind * 13)) % np.uint64(4294967296)
+    u = ((h % np.uint64(2001)).astype(np.int64) - 1000).astype(np.float32) / np.float32(1000.0)
+    bound = np.float32(1.0) / np.sqrt(np.float32(fan_in))
+    return torch.tensor((u * bound).astype(np.float32).reshape(shape))
+
+
 def goldens(dataset):
     model = load_whitebox(os.path.join(ROOT, "weights", dataset, "simple-cnn.safetensors"), dataset, "simple-cnn")
     x = mnist_test_images(N_IMAGES) if dataset == "mnist" else cifar10_test_images(N_IMAGES)
@@ -223,6 +304,7 @@ def goldens(dataset):
     if dataset == "mnist":
         quantus_metrics(out, model, x, target, maps)
         captum_metrics(out, model, x, target, maps)
+        quantus_randomisation(out, model, x, target)
     out = {k: v.detach().contiguous() for k, v in out.items()}
     path = os.path.join(ROOT, "tests", "reference", "goldens", f"metrics-{dataset}.safetensors")
     import captum

@@ -1,6 +1,6 @@
 //! The faithfulness metrics against their references on the shipped SimpleCNN checkpoints: ROAD's imputation
 //! against pytorch-grad-cam, pixel flipping and faithfulness correlation against Quantus, infidelity and
-//! max-sensitivity against Captum, insertion and deletion against RISE's code. Random draws (subsets,
+//! max-sensitivity against Captum, MPRT, eMPRT and random logit against Quantus, insertion and deletion against RISE's code. Random draws (subsets,
 //! perturbations) are the references' own, read from the golden files `tests/reference/metrics_goldens.py` makes.
 
 use candle_core::{DType, Device, Tensor};
@@ -11,9 +11,11 @@ use whitebox_core::metrics::faithfulness_correlation::{faithfulness_correlation,
 use whitebox_core::metrics::imputation::impute;
 use whitebox_core::metrics::infidelity::{infidelity, Infidelity};
 use whitebox_core::metrics::insertion_deletion::{causal_curves, Causal, CausalConfig};
+use whitebox_core::metrics::mprt::{efficient_mprt, fresh_checkpoint, mprt, parameter_layers, random_logit, Order};
 use whitebox_core::metrics::pixel_flipping::{pixel_flipping, PixelFlipping};
 use whitebox_core::metrics::road::{removed_pixels, road, RoadConfig};
 use whitebox_core::metrics::sensitivity_max::sensitivity_max;
+use whitebox_core::metrics::similarity::Similarity;
 use whitebox_core::metrics::{Baseline, Batch, Scorer};
 use whitebox_core::models::Classifier;
 use whitebox_core::ops::ReluRule;
@@ -182,4 +184,66 @@ fn infidelity_and_max_sensitivity_equal_captum() {
     };
     let ours = sensitivity_max(&batch, &mut explain, samples, &deltas).unwrap();
     check("max-sensitivity", &ours, &g.f64s("sensitivity_max"), 1e-4);
+}
+
+/// The re-initialisation the golden script gives Quantus's layer randomisation (`hashed_uniform` there): convolutions
+/// and linear layers get hashed values in ±1/√fan_in, BatchNorm PyTorch's reset (1, 0, running 0 and 1).
+fn hashed_fresh(original: &Checkpoint) -> Checkpoint {
+    let layers = parameter_layers(original.spec).unwrap();
+    let mut fresh = original.clone();
+    for (key, layer) in layers.iter().enumerate() {
+        let weight = &original.tensors[&format!("{layer}.weight")];
+        let batch_norm = original.tensors.contains_key(&format!("{layer}.running_mean"));
+        let fan_in: usize = weight.dims()[1..].iter().product();
+        for (kind, name) in ["weight", "bias", "running_mean", "running_var"].iter().enumerate() {
+            let full = format!("{layer}.{name}");
+            let Some(t) = original.tensors.get(&full) else { continue };
+            let n = t.elem_count();
+            let values: Vec<f32> = if batch_norm {
+                vec![if *name == "weight" || *name == "running_var" { 1.0 } else { 0.0 }; n]
+            } else {
+                let bound = 1.0f32 / (fan_in as f32).sqrt();
+                (0..n as u64)
+                    .map(|j| {
+                        let h = ((j + 1) * 2654435761 + key as u64 * 97 + kind as u64 * 13) % 4294967296;
+                        ((h % 2001) as i64 - 1000) as f32 / 1000.0 * bound
+                    })
+                    .collect()
+            };
+            fresh.tensors.insert(full, Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap());
+        }
+    }
+    fresh
+}
+
+#[test]
+fn mprt_emprt_and_random_logit_equal_quantus() {
+    let g = Golden::load("mnist");
+    let ck_path = repo_root().join("weights/mnist/simple-cnn.safetensors");
+    let ck = Checkpoint::from_bytes("ck", &std::fs::read(ck_path).unwrap(), &Device::Cpu).unwrap();
+    let (x, targets) = (g.f32s("inputs"), g.targets());
+    let maps = g.f32s("randomisation_maps");
+    let batch = Batch::new(&x, g.shape, &targets, &maps).unwrap();
+    let (_, c, h, w) = g.shape;
+    let vbp = ModifiedGradient::new(ReluRule::Standard);
+    let mut explain = |m: &dyn Classifier, x: &[f32], t: &[u32]| -> whitebox_core::Result<Vec<f32>> {
+        let x = Tensor::from_slice(x, (t.len(), c, h, w), &Device::Cpu)?;
+        Ok(vbp.attribute(m, &x, t, Score::Logit)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let fresh = hashed_fresh(&ck);
+    assert_eq!(parameter_layers(ck.spec).unwrap().len(), g.f32s("mprt_layer_count")[0] as usize);
+    for (order, key) in [(Order::TopDown, "mprt_top_down"), (Order::Independent, "mprt_independent")] {
+        let ours = mprt(&ck, &fresh, order, &batch, Similarity::Spearman, &mut explain).unwrap();
+        let flat: Vec<f64> = ours.similarity.iter().flatten().copied().collect();
+        check(key, &flat, &g.f64s(key), 1e-4);
+    }
+    check("eMPRT", &efficient_mprt(&ck, &fresh, &batch, &mut explain).unwrap(), &g.f64s("emprt"), 1e-4);
+    let others: Vec<u32> = g.t["random_logit_classes"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+    let ours = random_logit(g.model.as_ref(), &batch, &others, Similarity::Ssim, &mut explain).unwrap();
+    check("random logit", &ours, &g.f64s("random_logit"), 1e-4);
+    // Our own re-initialisation destroys the maps as well: the fully randomised similarity is far from 1.
+    let ours =
+        mprt(&ck, &fresh_checkpoint(ck.spec, 1).unwrap(), Order::TopDown, &batch, Similarity::Spearman, &mut explain)
+            .unwrap();
+    assert!(ours.similarity.last().unwrap().iter().all(|s| s.abs() < 0.5), "{:?}", ours.similarity.last());
 }

@@ -21,9 +21,11 @@ pub mod faithfulness_correlation;
 pub mod imputation;
 pub mod infidelity;
 pub mod insertion_deletion;
+pub mod mprt;
 pub mod pixel_flipping;
 pub mod road;
 pub mod sensitivity_max;
+pub mod similarity;
 
 use crate::data::DatasetKind;
 use crate::evaluation::{pixel_relevance, Ranking};
