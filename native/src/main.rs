@@ -318,6 +318,58 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Faithfulness and sanity metrics without retraining (ROAD, insertion/deletion, pixel flipping, faithfulness
+    /// correlation, infidelity, max-sensitivity, MPRT, sMPRT, eMPRT, random logit) for methods on test images.
+    /// Resumable and shardable: one unit per metric and method.
+    Metrics {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Comma-separated methods, each METHOD or ENSEMBLE:METHOD (e.g. gb,sg-sq:gb).
+        #[arg(long, default_value = "vbp,ib,deconvnet,gb,ig,gc,gbgc,random,sobel")]
+        methods: String,
+        /// Comma-separated metrics: road, insertion, deletion, pixel-flipping, faithfulness-correlation,
+        /// infidelity, sensitivity-max, mprt, smprt, emprt, random-logit.
+        #[arg(
+            long,
+            default_value = "road,insertion,deletion,pixel-flipping,faithfulness-correlation,infidelity,sensitivity-max,mprt,emprt,random-logit"
+        )]
+        metrics: String,
+        /// Test images: indices and ranges, e.g. 0..100 or 3,7,10..20.
+        #[arg(long, default_value = "0..100")]
+        indices: String,
+        #[command(flatten)]
+        ensemble: EnsembleFlags,
+        /// IG steps.
+        #[arg(long, default_value_t = 50)]
+        ig_steps: usize,
+        /// ROAD: comma-separated fractions of pixels removed.
+        #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
+        road_fractions: String,
+        /// Steps of the insertion, deletion and pixel-flipping curves.
+        #[arg(long, default_value_t = 28)]
+        curve_steps: usize,
+        /// Perturbations per image for infidelity and max-sensitivity.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Faithfulness correlation: random subsets per image.
+        #[arg(long, default_value_t = 100)]
+        fc_runs: usize,
+        /// Faithfulness correlation: pixels per subset (default: 1/16 of the image).
+        #[arg(long, default_value_t = 0)]
+        fc_subset: usize,
+        /// sMPRT: noisy copies per map (the clean input is one of them).
+        #[arg(long, default_value_t = 10)]
+        smprt_samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory (default: runs/metrics-<dataset>-<model>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        shard: ShardArgs,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// ROAR (Hooker et al. 2019): remove the most relevant pixels of train and test images, retrain, test.
     Roar(SweepCli),
     /// KAR (Hooker et al. 2019): remove the least relevant pixels of train and test images, retrain, test.
@@ -501,6 +553,55 @@ fn run(cli: Cli) -> Result<()> {
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
             })?;
             report_and_print(&out)?;
+        }
+        Command::Metrics {
+            checkpoint,
+            methods,
+            metrics,
+            indices,
+            ensemble,
+            ig_steps,
+            road_fractions,
+            curve_steps,
+            samples,
+            fc_runs,
+            fc_subset,
+            smprt_samples,
+            seed,
+            out,
+            shard,
+            data,
+        } => {
+            let spec = inspect::load_checkpoint(&checkpoint, &Device::Cpu)?.spec;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/metrics-{}-{}", spec.dataset, spec.arch)));
+            let road_fractions = road_fractions
+                .split(',')
+                .map(|f| {
+                    f.trim().parse::<f64>().map_err(|_| anyhow::anyhow!("--road-fractions: '{f}' is not a number"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            evaluate::metrics::run(evaluate::metrics::MetricsArgs {
+                checkpoint,
+                methods: evaluate::parse_methods(&methods)?,
+                metrics: evaluate::metrics::parse_metrics(&metrics)?,
+                ensemble: ensemble.settings()?,
+                ig_steps,
+                indices,
+                config: evaluate::metrics::MetricsConfig {
+                    road_fractions,
+                    curve_steps,
+                    samples,
+                    fc_runs,
+                    fc_subset,
+                    smprt_samples,
+                    smprt_noise: 0.1,
+                    seed,
+                },
+                out: out.clone(),
+                shard: evaluate::shard_from(shard.shard.as_deref(), shard.shard_count)?,
+                data_dir: datasets::data_dir(data.data_dir.as_deref()),
+            })?;
+            print!("{}", evaluate::metrics::summary(&out)?);
         }
         Command::Roar(args) => sweep(whitebox_core::evaluation::Mode::Roar, args)?,
         Command::Kar(args) => sweep(whitebox_core::evaluation::Mode::Kar, args)?,

@@ -49,3 +49,15 @@ pub fn note(msg: impl AsRef<str>) {
         eprintln!("{}", msg.as_ref());
     }
 }
+
+/// A spinner with a message, for work without a known length.
+pub fn spinner(message: impl Into<String>) -> ProgressBar {
+    if quiet() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    pb.set_message(message.into());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}

@@ -354,3 +354,106 @@ fn ensemble_spelling_is_shared_and_checked() {
     args[n] = "0";
     assert!(stderr(&whitebox(&args)).contains("--ensemble-n must be within 1..=1000"));
 }
+
+/// `whitebox metrics`: one result per (metric, method), a rerun changes nothing, two shards in separate processes
+/// cover the units of a whole run once, the summary ranks the methods, and bad names are refused before any work.
+#[test]
+fn metrics_units_resume_shard_and_summarise() {
+    let data = shared_data().to_string_lossy().into_owned();
+    let ck = checkpoint();
+    let args = |out: &str| -> Vec<String> {
+        [
+            "metrics",
+            "--checkpoint",
+            &ck,
+            "--methods",
+            "vbp,random,sg:vbp",
+            "--ensemble-n",
+            "3",
+            "--metrics",
+            "road,deletion,faithfulness-correlation,mprt,smprt",
+            "--road-fractions",
+            "0.3,0.7",
+            "--fc-runs",
+            "10",
+            "--smprt-samples",
+            "3",
+            "--indices",
+            "0..6",
+            "--data-dir",
+            &data,
+            "--out",
+            out,
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let units = |dir: &Path| -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for metric in ["road", "deletion", "faithfulness-correlation", "mprt", "smprt"] {
+            for e in std::fs::read_dir(dir.join("metrics").join(metric)).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".json") {
+                    let mut v = json(&e.path());
+                    v.as_object_mut().unwrap().remove("seconds");
+                    out.insert(format!("{metric}/{name}"), v);
+                }
+            }
+        }
+        out
+    };
+    let whole = TempDir::new("metrics");
+    let w = whole.path().to_string_lossy().into_owned();
+    let a = args(&w);
+    let o = whitebox(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = units(whole.path());
+    assert_eq!(first.len(), 15, "{:?}", first.keys());
+    // The summary table on standard output and in summary.md, VBP before its ensemble.
+    let table = stdout(&o);
+    assert!(table.contains("| VBP |") && table.contains("| SG-VBP |") && table.contains("Rank agreement"), "{table}");
+    assert_eq!(std::fs::read_to_string(whole.path().join("metrics/summary.md")).unwrap(), table);
+    // The sanity check: a random map ignores the model (similarity 1), the gradient does not.
+    let mprt = |m: &str| first[&format!("mprt/{m}.json")]["mean"].as_f64().unwrap();
+    assert!((mprt("random") - 1.0).abs() < 1e-9 && mprt("vbp") < 0.5, "{} {}", mprt("random"), mprt("vbp"));
+    let fc = &first["faithfulness-correlation/vbp.json"];
+    assert_eq!(fc["per_image"].as_array().unwrap().len(), 6);
+    assert_eq!(fc["images"], serde_json::json!([0, 1, 2, 3, 4, 5]));
+    // A rerun finds every unit done.
+    let again = whitebox(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(again.status.success());
+    assert_eq!(units(whole.path()), first);
+    // Two shards at once in separate processes: together the same results.
+    let sharded = TempDir::new("metrics-shards");
+    let s = sharded.path().to_string_lossy().into_owned();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(whitebox_bin())
+                .args(args(&s))
+                .args(["--shard", &format!("{i}/2")])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(units(sharded.path()), first);
+    // Bad names, checked before any work.
+    for (flag, value, says) in [
+        ("--metrics", "road,roadd", "unknown metric 'roadd'"),
+        ("--methods", "vbp,sg:", "names no method"),
+        ("--road-fractions", "0.3,x", "'x' is not a number"),
+    ] {
+        let mut bad = args(&w);
+        let k = bad.iter().position(|v| v == flag).unwrap() + 1;
+        bad[k] = value.to_string();
+        let o = whitebox(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(1), "{flag} {value}");
+        assert!(stderr(&o).contains(says), "{flag} {value}: {}", stderr(&o));
+    }
+}

@@ -34,6 +34,84 @@ use crate::models::{eval_logits, Classifier};
 use crate::Result;
 use candle_core::{Device, Tensor};
 
+/// Every metric, as the command line and the reports name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    Road,
+    Insertion,
+    Deletion,
+    PixelFlipping,
+    FaithfulnessCorrelation,
+    Infidelity,
+    SensitivityMax,
+    Mprt,
+    Smprt,
+    Emprt,
+    RandomLogit,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 11] = [
+        Metric::Road,
+        Metric::Insertion,
+        Metric::Deletion,
+        Metric::PixelFlipping,
+        Metric::FaithfulnessCorrelation,
+        Metric::Infidelity,
+        Metric::SensitivityMax,
+        Metric::Mprt,
+        Metric::Smprt,
+        Metric::Emprt,
+        Metric::RandomLogit,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Metric::Road => "road",
+            Metric::Insertion => "insertion",
+            Metric::Deletion => "deletion",
+            Metric::PixelFlipping => "pixel-flipping",
+            Metric::FaithfulnessCorrelation => "faithfulness-correlation",
+            Metric::Infidelity => "infidelity",
+            Metric::SensitivityMax => "sensitivity-max",
+            Metric::Mprt => "mprt",
+            Metric::Smprt => "smprt",
+            Metric::Emprt => "emprt",
+            Metric::RandomLogit => "random-logit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        Metric::ALL.into_iter().find(|m| m.id() == s).ok_or_else(|| {
+            let all: Vec<&str> = Metric::ALL.iter().map(|m| m.id()).collect();
+            crate::Error::InvalidArgument(format!("unknown metric '{s}' (expected one of {})", all.join(", ")))
+        })
+    }
+
+    /// The number each image gets, in words.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Metric::Road => "(LeRF − MoRF) / 2 over the fractions",
+            Metric::Insertion => "area under the insertion curve",
+            Metric::Deletion => "area under the deletion curve",
+            Metric::PixelFlipping => "area under the pixel-flipping curve",
+            Metric::FaithfulnessCorrelation => "Pearson r of map sums and score drops",
+            Metric::Infidelity => "infidelity (normalised)",
+            Metric::SensitivityMax => "max-sensitivity",
+            Metric::Mprt | Metric::Smprt => "Spearman ρ to the original map, all layers randomised",
+            Metric::Emprt => "relative rise of the map's entropy, all layers randomised",
+            Metric::RandomLogit => "SSIM to the map of a random other class",
+        }
+    }
+
+    /// Whether a more faithful (or more model-sensitive) method scores higher.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::Road | Metric::Insertion | Metric::FaithfulnessCorrelation | Metric::Emprt)
+    }
+}
+
 /// The model under test, read as one score per image: its class logit or softmax probability.
 pub struct Scorer<'a> {
     pub model: &'a dyn Classifier,

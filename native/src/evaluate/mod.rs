@@ -5,6 +5,7 @@
 //! `SLURM_ARRAY_TASK_COUNT`, or Kubernetes' `JOB_COMPLETION_INDEX` with `--shard-count`) gives a worker every N-th
 //! unit, so a job array runs a sweep on many machines writing into one shared directory.
 
+pub mod metrics;
 pub mod remove_retrain;
 pub mod report;
 pub mod selectivity;

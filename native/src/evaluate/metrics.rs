@@ -1,0 +1,428 @@
+//! `whitebox metrics`: the metrics of `whitebox_core::metrics` for chosen methods on chosen test images, one unit
+//! per (metric, method). Each method's maps are computed once and cached (`metrics/maps/<method>.safetensors`); a
+//! unit writes `metrics/<metric>/<method>.json` and `.csv` atomically when done, so a rerun skips finished units and
+//! `--shard I/N` splits the units between workers. `summary.md` ranks the methods by each metric and gives the rank
+//! correlation between metrics.
+
+use super::{check_settings, checkpoint_explained, explanation, read_json, write_json, EnsembleSettings, Explained};
+use crate::{datasets, fsutil, ui};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use whitebox_core::attribution::{standard_normal, Estimator};
+use whitebox_core::data::parse_indices;
+use whitebox_core::evaluation::{Ranking, Shard};
+use whitebox_core::graph::Score;
+use whitebox_core::metrics::faithfulness_correlation::{faithfulness_correlation, FaithfulnessCorrelation};
+use whitebox_core::metrics::infidelity::{infidelity, Infidelity};
+use whitebox_core::metrics::insertion_deletion::{causal_curves, Causal, CausalConfig, Curves};
+use whitebox_core::metrics::mprt::{
+    efficient_mprt, fresh_checkpoint, mprt, other_classes, random_logit, smoothed, Order, Randomisation,
+};
+use whitebox_core::metrics::pixel_flipping::{pixel_flipping, PixelFlipping};
+use whitebox_core::metrics::road::{road, RoadConfig};
+use whitebox_core::metrics::sensitivity_max::{sensitivity_max, SensitivityMax};
+use whitebox_core::metrics::similarity::{spearman, Similarity};
+use whitebox_core::metrics::{Baseline, Batch, Metric, Scorer};
+use whitebox_core::models::Classifier;
+
+/// The metrics' settings (one set for a directory).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MetricsConfig {
+    /// ROAD's fractions removed.
+    pub road_fractions: Vec<f64>,
+    /// Steps of the insertion, deletion and pixel-flipping curves.
+    pub curve_steps: usize,
+    /// Perturbations per image for infidelity and max-sensitivity.
+    pub samples: usize,
+    /// Faithfulness correlation: subsets per image and pixels per subset.
+    pub fc_runs: usize,
+    pub fc_subset: usize,
+    /// sMPRT: noisy copies per map (plus the clean input) and their σ as a fraction of the image's range.
+    pub smprt_samples: usize,
+    pub smprt_noise: f64,
+    /// Seed of every random draw (imputation noise, subsets, perturbations, re-initialised layers, other classes).
+    pub seed: u64,
+}
+
+pub struct MetricsArgs {
+    pub checkpoint: PathBuf,
+    pub methods: Vec<Estimator>,
+    pub metrics: Vec<Metric>,
+    pub ensemble: EnsembleSettings,
+    pub ig_steps: usize,
+    pub indices: String,
+    pub config: MetricsConfig,
+    pub out: PathBuf,
+    pub shard: Shard,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Settings {
+    #[serde(flatten)]
+    explained: Explained,
+    indices: Vec<usize>,
+    config: MetricsConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ensemble: Option<EnsembleSettings>,
+}
+
+/// A mean curve over the images: its points' labels and values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Curve {
+    pub x: Vec<String>,
+    pub mean: Vec<f64>,
+}
+
+/// The result of one (metric, method) unit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricResult {
+    pub metric: Metric,
+    pub method: Estimator,
+    pub label: String,
+    /// What `per_image` holds.
+    pub summary: String,
+    pub higher_is_better: bool,
+    /// Test-set indices of the images.
+    pub images: Vec<usize>,
+    pub per_image: Vec<f64>,
+    pub mean: f64,
+    pub std: f64,
+    pub curves: BTreeMap<String, Curve>,
+    pub seconds: f64,
+}
+
+pub fn dir(out: &Path) -> PathBuf {
+    out.join("metrics")
+}
+
+/// The metrics named in a comma-separated list, in order, without repeats.
+pub fn parse_metrics(list: &str) -> Result<Vec<Metric>> {
+    let mut out = Vec::new();
+    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let m = Metric::parse(m)?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    if out.is_empty() {
+        bail!("no metric given");
+    }
+    Ok(out)
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = finite.len() as f64;
+    let mean = finite.iter().sum::<f64>() / n;
+    let var = finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// Column means of equally long rows.
+fn column_means<T: Copy + Into<f64>>(rows: &[Vec<T>]) -> Vec<f64> {
+    let len = rows.iter().map(Vec::len).min().unwrap_or(0);
+    (0..len).map(|k| rows.iter().map(|r| r[k].into()).sum::<f64>() / rows.len() as f64).collect()
+}
+
+fn curve_of(curves: &Curves, step: usize, plane: usize) -> Curve {
+    let mean = column_means(&curves.curves);
+    let x = (0..mean.len()).map(|s| format!("{:.3}", ((s * step).min(plane)) as f64 / plane as f64)).collect();
+    Curve { x, mean }
+}
+
+fn randomisation_curve(r: &Randomisation) -> Curve {
+    Curve { x: r.layers.clone(), mean: column_means(&transpose(&r.similarity)) }
+}
+
+fn transpose(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n = rows.first().map_or(0, Vec::len);
+    (0..n).map(|i| rows.iter().map(|r| r[i]).collect()).collect()
+}
+
+/// The maps of `method` for the images, cached in `maps/`.
+fn maps_of(
+    model: &dyn Classifier,
+    method: Estimator,
+    args: &MetricsArgs,
+    x: &Tensor,
+    targets: &[u32],
+) -> Result<Tensor> {
+    let path = dir(&args.out).join("maps").join(format!("{}.safetensors", method.file_id()));
+    if path.exists() {
+        let loaded = candle_core::safetensors::load_buffer(&fsutil::read(&path)?, &Device::Cpu)
+            .with_context(|| format!("reading cached maps {}", path.display()))?;
+        return loaded.get("maps").cloned().with_context(|| format!("{} has no maps tensor", path.display()));
+    }
+    let e = explanation(method, args.ig_steps, 128, args.ensemble, 0);
+    let pb = ui::bar(targets.len() as u64, format!("maps {}", e.label()));
+    let maps = e.run(model, x, targets, &mut |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let bytes = safetensors::serialize([("maps", maps.clone())], None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    fsutil::write_atomic(&path, &bytes)?;
+    Ok(maps)
+}
+
+pub fn run(args: MetricsArgs) -> Result<()> {
+    let (ck, explained) = checkpoint_explained(&args.checkpoint, args.ig_steps)?;
+    let spec = ck.spec;
+    let kind = spec.dataset;
+    let model = ck.model()?;
+    let test = datasets::load(kind, &args.data_dir)?.test;
+    let indices = parse_indices(&args.indices, test.len())?;
+    let images = test.select(&indices)?;
+    let (x, y) = images.batch(&(0..images.len()).collect::<Vec<_>>(), kind, &Device::Cpu)?;
+    let targets: Vec<u32> = y.to_vec1()?;
+    let shape = x.dims4()?;
+    let (_, c, h, w) = shape;
+    let plane = h * w;
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let c_ = &args.config;
+    if c_.curve_steps == 0 || c_.samples == 0 || c_.smprt_samples == 0 {
+        bail!("--curve-steps, --samples and --smprt-samples must be at least 1");
+    }
+    let fc_subset = if c_.fc_subset == 0 { plane / 16 } else { c_.fc_subset };
+    let out_dir = dir(&args.out);
+    let settings = Settings {
+        explained,
+        indices: indices.clone(),
+        config: args.config.clone(),
+        ensemble: args.ensemble.recorded(&args.methods),
+    };
+    check_settings(&out_dir.join("settings.json"), &settings)?;
+    let units: Vec<(Estimator, Metric)> =
+        args.methods.iter().flat_map(|&m| args.metrics.iter().map(move |&k| (m, k))).collect();
+    let mine = args.shard.select(&units);
+    let todo: Vec<(Estimator, Metric)> = mine
+        .into_iter()
+        .filter(|(m, k)| !out_dir.join(k.id()).join(format!("{}.json", m.file_id())).exists())
+        .collect();
+    ui::note(format!(
+        "metrics: {} units ({} methods × {} metrics) on {} images, {} to run here",
+        units.len(),
+        args.methods.len(),
+        args.metrics.len(),
+        indices.len(),
+        todo.len()
+    ));
+    let overall = ui::bar(todo.len() as u64, "metrics");
+    let mut cached: Option<(Estimator, Vec<f32>)> = None;
+    for (method, metric) in todo {
+        let started = Instant::now();
+        if cached.as_ref().is_none_or(|(m, _)| *m != method) {
+            let maps = overall.suspend(|| maps_of(model.as_ref(), method, &args, &x, &targets))?;
+            cached = Some((method, maps.flatten_all()?.to_vec1()?));
+        }
+        let maps = &cached.as_ref().expect("maps of this method").1;
+        let batch = Batch::new(&xs, shape, &targets, maps).with_context(|| format!("the maps of {method}"))?;
+        let e = explanation(method, args.ig_steps, 128, args.ensemble, 0);
+        let mut explain = |m: &dyn Classifier, xv: &[f32], t: &[u32]| -> whitebox_core::Result<Vec<f32>> {
+            let xt = Tensor::from_slice(xv, (t.len(), c, h, w), &Device::Cpu)?;
+            Ok(e.run(m, &xt, t, &mut |_| {})?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let probability = Scorer::new(model.as_ref());
+        let logit = Scorer::new(model.as_ref()).with_score(Score::Logit);
+        let mut curves = BTreeMap::new();
+        let pb = ui::spinner(format!("{} {}", metric.id(), e.label()));
+        let per_image: Vec<f64> = match metric {
+            Metric::Road => {
+                let config = RoadConfig {
+                    fractions: c_.road_fractions.clone(),
+                    noise: 0.01,
+                    ranking: Ranking::Signed,
+                    seed: c_.seed,
+                };
+                let r = road(&probability, &batch, &config)?;
+                let x: Vec<String> = c_.road_fractions.iter().map(|f| format!("{f:.2}")).collect();
+                curves.insert("morf".into(), Curve { x: x.clone(), mean: column_means(&r.morf) });
+                curves.insert("lerf".into(), Curve { x, mean: column_means(&r.lerf) });
+                r.morf
+                    .iter()
+                    .zip(&r.lerf)
+                    .map(|(m, l)| {
+                        l.iter().zip(m).map(|(l, m)| (*l as f64 - *m as f64) / 2.0).sum::<f64>() / m.len() as f64
+                    })
+                    .collect()
+            }
+            Metric::Insertion | Metric::Deletion => {
+                let config = CausalConfig::with_steps(plane, c_.curve_steps);
+                let which = if metric == Metric::Insertion { Causal::Insertion } else { Causal::Deletion };
+                let r = causal_curves(&probability, &batch, which, &config)?;
+                curves.insert(metric.id().into(), curve_of(&r, config.step, plane));
+                r.areas
+            }
+            Metric::PixelFlipping => {
+                let config = PixelFlipping { step: plane.div_ceil(c_.curve_steps), ..PixelFlipping::default() };
+                let r = pixel_flipping(&probability, &batch, &config)?;
+                curves.insert(metric.id().into(), curve_of(&r, config.step, plane));
+                r.areas
+            }
+            Metric::FaithfulnessCorrelation => {
+                let config = FaithfulnessCorrelation {
+                    runs: c_.fc_runs,
+                    subset: fc_subset,
+                    baseline: Baseline::Min,
+                    seed: c_.seed,
+                };
+                let subsets = config.subsets(batch.len(), plane)?;
+                faithfulness_correlation(&logit, &batch, &config, &subsets)?
+            }
+            Metric::Infidelity => {
+                let config = Infidelity { samples: c_.samples, seed: c_.seed, ..Infidelity::default() };
+                let p = config.perturbations(batch.len(), batch.image_len())?;
+                infidelity(&logit, &batch, &config, &p)?
+            }
+            Metric::SensitivityMax => {
+                let config = SensitivityMax { samples: c_.samples, seed: c_.seed, ..SensitivityMax::default() };
+                let p = config.perturbations(batch.len(), batch.image_len())?;
+                let m = model.as_ref();
+                sensitivity_max(&batch, &mut |xv: &[f32], t: &[u32]| explain(m, xv, t), config.samples, &p)?
+            }
+            Metric::Mprt => {
+                let fresh = fresh_checkpoint(spec, c_.seed)?;
+                let r = mprt(&ck, &fresh, Order::TopDown, &batch, Similarity::Spearman, &mut explain)?;
+                curves.insert("similarity".into(), randomisation_curve(&r));
+                r.similarity.last().cloned().unwrap_or_default()
+            }
+            Metric::Smprt => {
+                let fresh = fresh_checkpoint(spec, c_.seed)?;
+                let noise =
+                    standard_normal(&[(c_.smprt_samples - 1) * xs.len()], c_.seed, &Device::Cpu)?.to_vec1::<f32>()?;
+                let mut smooth = smoothed(&mut explain, c_.smprt_noise as f32, &noise, batch.image_len());
+                let denoised = smooth(model.as_ref(), &xs, &targets)?;
+                let smooth_batch = Batch::new(&xs, shape, &targets, &denoised)?;
+                let r = mprt(&ck, &fresh, Order::BottomUp, &smooth_batch, Similarity::Spearman, &mut smooth)?;
+                curves.insert("similarity".into(), randomisation_curve(&r));
+                r.similarity.last().cloned().unwrap_or_default()
+            }
+            Metric::Emprt => efficient_mprt(&ck, &fresh_checkpoint(spec, c_.seed)?, &batch, &mut explain)?,
+            Metric::RandomLogit => {
+                let others = other_classes(&targets, kind.num_classes(), c_.seed);
+                random_logit(model.as_ref(), &batch, &others, Similarity::Ssim, &mut explain)?
+            }
+        };
+        pb.finish_and_clear();
+        let (mean, std) = mean_std(&per_image);
+        let result = MetricResult {
+            metric,
+            method,
+            label: e.label(),
+            summary: metric.summary().into(),
+            higher_is_better: metric.higher_is_better(),
+            images: indices.clone(),
+            per_image,
+            mean,
+            std,
+            curves,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let unit_dir = out_dir.join(metric.id());
+        let mut csv = String::from("index,target,value\n");
+        for ((i, t), v) in result.images.iter().zip(&targets).zip(&result.per_image) {
+            csv.push_str(&format!("{i},{t},{v}\n"));
+        }
+        fsutil::write_atomic(&unit_dir.join(format!("{}.csv", method.file_id())), csv.as_bytes())?;
+        write_json(&unit_dir.join(format!("{}.json", method.file_id())), &result)?;
+        overall.inc(1);
+        overall.suspend(|| {
+            ui::note(format!(
+                "{:<24} {:<12} {:>9.4} ± {:.4} ({:.1} s)",
+                metric.id(),
+                result.label,
+                result.mean,
+                result.std,
+                result.seconds
+            ))
+        });
+    }
+    overall.finish_and_clear();
+    let summary = summary(&args.out)?;
+    fsutil::write_atomic(&out_dir.join("summary.md"), summary.as_bytes())?;
+    Ok(())
+}
+
+/// Every finished result in `out`, by metric then method (each base method followed by its ensembles).
+pub fn results(out: &Path) -> Result<Vec<MetricResult>> {
+    let mut all = Vec::new();
+    for metric in Metric::ALL {
+        for m in Estimator::all() {
+            let path = dir(out).join(metric.id()).join(format!("{}.json", m.file_id()));
+            if let Some(r) = read_json::<MetricResult>(&path)? {
+                all.push(r);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// A markdown table (method × metric means, each metric's best in bold) and the Spearman rank correlation between
+/// every two metrics' orderings of the methods (each metric oriented so that higher is better).
+pub fn summary(out: &Path) -> Result<String> {
+    let all = results(out)?;
+    let metrics: Vec<Metric> = Metric::ALL.into_iter().filter(|k| all.iter().any(|r| r.metric == *k)).collect();
+    let mut methods: Vec<Estimator> = Vec::new();
+    for r in &all {
+        if !methods.contains(&r.method) {
+            methods.push(r.method);
+        }
+    }
+    methods.sort_by_key(|m| Estimator::all().iter().position(|a| a == m));
+    let value = |m: Estimator, k: Metric| all.iter().find(|r| r.method == m && r.metric == k).map(|r| r.mean);
+    let mut s = String::from("| method |");
+    for k in &metrics {
+        s.push_str(&format!(" {} {} |", k.id(), if k.higher_is_better() { "↑" } else { "↓" }));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(metrics.len()));
+    s.push('\n');
+    for &m in &methods {
+        s.push_str(&format!("| {} |", m.label()));
+        for &k in &metrics {
+            let best = methods.iter().filter_map(|&o| value(o, k)).filter(|v| v.is_finite()).fold(
+                None,
+                |b: Option<f64>, v| {
+                    Some(match b {
+                        None => v,
+                        Some(b) if k.higher_is_better() => b.max(v),
+                        Some(b) => b.min(v),
+                    })
+                },
+            );
+            match value(m, k) {
+                Some(v) if Some(v) == best && methods.len() > 1 => s.push_str(&format!(" **{v:.4}** |")),
+                Some(v) => s.push_str(&format!(" {v:.4} |")),
+                None => s.push_str(" – |"),
+            }
+        }
+        s.push('\n');
+    }
+    let complete: Vec<Metric> =
+        metrics.iter().copied().filter(|&k| methods.iter().all(|&m| value(m, k).is_some_and(f64::is_finite))).collect();
+    if complete.len() >= 2 && methods.len() >= 3 {
+        s.push_str("\nRank agreement between metrics (Spearman ρ over the methods, each metric oriented higher = better):\n\n| |");
+        for k in &complete {
+            s.push_str(&format!(" {} |", k.id()));
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---:|".repeat(complete.len()));
+        s.push('\n');
+        let oriented = |k: Metric| -> Vec<f64> {
+            methods
+                .iter()
+                .map(|&m| value(m, k).unwrap_or(f64::NAN) * if k.higher_is_better() { 1.0 } else { -1.0 })
+                .collect()
+        };
+        for &a in &complete {
+            s.push_str(&format!("| {} |", a.id()));
+            for &b in &complete {
+                s.push_str(&format!(" {:.2} |", spearman(&oriented(a), &oriented(b))));
+            }
+            s.push('\n');
+        }
+    }
+    Ok(s)
+}
