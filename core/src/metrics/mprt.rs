@@ -129,7 +129,7 @@ pub fn smoothed<'e>(
     image_len: usize,
 ) -> impl FnMut(&dyn Classifier, &[f32], &[u32]) -> Result<Vec<f32>> + 'e {
     move |model, x, targets| {
-        if x.is_empty() || noise.len() % x.len() != 0 {
+        if x.is_empty() || !noise.len().is_multiple_of(x.len()) {
             crate::invalid!("{} noise values for inputs of {}", noise.len(), x.len());
         }
         let copies = noise.len() / x.len();

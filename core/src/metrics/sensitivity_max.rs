@@ -38,12 +38,15 @@ impl SensitivityMax {
     }
 }
 
+/// Maps for images (`k × C×H×W` values) and their targets, in the layout of the batch's maps.
+pub type ExplainImages<'e> = dyn FnMut(&[f32], &[u32]) -> Result<Vec<f32>> + 'e;
+
 /// Each image's max-sensitivity. `explain` maps images (`k × C×H×W` values) and their targets to maps of the same
 /// layout as `batch.maps` (it is called with all perturbed copies of a group of images at once); `perturbations`
 /// holds `samples × C×H×W` values per image (added to the input).
 pub fn sensitivity_max(
     batch: &Batch,
-    explain: &mut dyn FnMut(&[f32], &[u32]) -> Result<Vec<f32>>,
+    explain: &mut ExplainImages,
     samples: usize,
     perturbations: &[f32],
 ) -> Result<Vec<f64>> {
