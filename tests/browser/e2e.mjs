@@ -119,6 +119,29 @@ try {
     await page.screenshot({ path: path.join(artifacts, `drawn-${digit}-vbp.png`) });
   }
 
+  // The 7's live metrics appear under the map once the map is done, and the sanity check's slider re-explains it
+  // with the model's layers re-initialised from the top: all of them destroy the VBP map (low rank correlation).
+  await page.waitForFunction(() => { const m = window.whitebox.state.metrics; return m && m.id === window.whitebox.state.lastId; }, null, { timeout: 15000 });
+  const live = await page.evaluate(() => window.whitebox.state.metrics);
+  const liveText = await page.locator('#metrics').textContent();
+  check(live.names.length === 9 && live.values.every(Number.isFinite) && live.values[0] >= 0 && live.values[1] <= 1
+    && liveText.includes('deletion AUC') && liveText.includes('ROAD MoRF 50 %'),
+  `the live metrics appear under the map (${live.names.map((n, i) => `${n} ${live.values[i].toFixed(3)}`).join(', ')}; ${live.ms.toFixed(0)} ms, after the map)`);
+  await page.click('#sanity-panel summary');
+  const sanityAt = async (layers) => {
+    await page.evaluate((k) => { const s = document.getElementById('sanity'); s.value = String(k); s.dispatchEvent(new Event('input')); }, layers);
+    await page.waitForFunction((k) => { const s = window.whitebox.state.sanity; return s && s.layers === k; }, layers, { timeout: 30000 });
+    return page.evaluate(() => window.whitebox.state.sanity);
+  };
+  const kept = await sanityAt(0);
+  const layerCount = Number(await page.getAttribute('#sanity', 'max'));
+  const top = await sanityAt(1);
+  const destroyed = await sanityAt(layerCount);
+  check(layerCount === 8 && Math.abs(kept.similarity - 1) < 1e-9 && destroyed.similarity < 0.5 && destroyed.similarity < top.similarity + 0.2,
+    `the sanity check: ρ = ${kept.similarity.toFixed(3)} with no layer re-initialised, ${top.similarity.toFixed(3)} with ${top.layer}, ${destroyed.similarity.toFixed(3)} with all ${layerCount}`);
+  await page.screenshot({ path: path.join(artifacts, 'sanity-check.png') });
+  await sanityAt(0);
+
   // Every method on the 7: a map for each, and each differs from VBP's.
   const base = (await settle(page)).maps.vbp.values;
   const methods = await page.evaluate(() => [...document.querySelectorAll('#method option')].map((o) => o.value));

@@ -31,6 +31,9 @@ const state = {
   dirty: false,
   firstMapAt: null,
   errors: [],
+  metrics: null, // {id, names, values, ms}: the live metrics of the newest first map
+  sanity: null, // {layers, layer, similarity}: the newest sanity-check result
+  sanityId: 0,
 };
 window.whitebox = { state, events: [], schedule: () => schedule() };
 
@@ -102,6 +105,9 @@ function onWorkerMessage(msg) {
       $('backend').title = `${msg.info.arch} on ${msg.info.dataset}, weights ${(msg.bytes / 1024).toFixed(0)} KiB loaded in ${msg.ms.toFixed(0)} ms` +
         (msg.backendNote ? ` (${msg.backendNote})` : '');
       fillMethodControls();
+      $('sanity').max = String(msg.info.parameterLayers.length);
+      $('sanity').value = '0';
+      state.sanity = null;
       if (datasetChanged) onDatasetChange();
       if (!$('message').classList.contains('info')) showMessage('');
       schedule();
@@ -140,6 +146,23 @@ function onWorkerMessage(msg) {
       if (msg.id !== state.lastId) return;
       showProgress(null);
       state.doneId = msg.id;
+      break;
+    case 'metrics':
+      if (msg.id !== state.lastId) return;
+      state.metrics = { id: msg.id, names: msg.names, values: msg.values, ms: msg.ms };
+      drawMetrics();
+      if (Number($('sanity').value) > 0 && $('sanity-panel').open) sendSanity();
+      break;
+    case 'sanity':
+      if (msg.id !== state.sanityId) return;
+      if (msg.error) {
+        showMessage(`sanity check: ${msg.error}`);
+        return;
+      }
+      state.sanity = { layers: msg.layers, layer: msg.layer, similarity: msg.similarity };
+      paint($('sanity-map'), new ImageData(new Uint8ClampedArray(msg.rgba), side(), side()));
+      $('sanity-layer').textContent = `re-initialised: ${msg.layer}`;
+      $('sanity-sim').textContent = `rank correlation with the original map: ${msg.similarity.toFixed(3)}`;
       break;
     case 'error':
       if (msg.id === undefined || msg.id === state.lastId) showMessage(msg.message);
@@ -254,6 +277,34 @@ function onMap(msg) {
   }
 }
 
+// The live metrics under the map: what each number is, and which way is better.
+function drawMetrics() {
+  const box = $('metrics');
+  box.innerHTML = '';
+  if (!state.metrics) return;
+  const better = (name) => (name.startsWith('deletion') || name.startsWith('ROAD MoRF') || name === 'infidelity' ? '↓' : '↑');
+  state.metrics.names.forEach((name, i) => {
+    const k = document.createElement('span');
+    k.textContent = `${name} ${better(name)}`;
+    const v = document.createElement('span');
+    v.className = 'v';
+    v.textContent = state.metrics.values[i].toFixed(3);
+    box.append(k, v);
+  });
+  box.title = `computed in ${state.metrics.ms.toFixed(0)} ms after the map`;
+}
+
+function sendSanity() {
+  if (!worker || !state.ready) return;
+  const render = { colormap: $('colormap').value, opacity: Number($('opacity').value), overlay: $('overlay').checked };
+  worker.postMessage({ type: 'sanity', id: ++state.sanityId, layers: Number($('sanity').value), render });
+}
+
+$('sanity').addEventListener('input', sendSanity);
+$('sanity-panel').addEventListener('toggle', () => {
+  if ($('sanity-panel').open) sendSanity();
+});
+
 // "class 7" for a digit, the name for a named class ("truck").
 function classTitle(c) {
   const name = state.info.classNames[c];
@@ -276,6 +327,8 @@ function clearResults(text) {
   state.pixels = null;
   state.probs = null;
   state.maps = {};
+  state.metrics = null;
+  drawMetrics();
   const ctx = $('map').getContext('2d');
   ctx.fillStyle = '#111';
   ctx.fillRect(0, 0, 280, 280);

@@ -8,7 +8,10 @@
 //                                                   an opened picture as the data set's model input ('converted')
 //   {type: 'work', id, ink?, width?, height?, pixels?, requests, target, render}
 //                                                   classify and explain; a newer 'work' replaces older work
-// (worker → main): 'ready', 'converted', 'input', 'probs', 'progress', 'map', 'done', 'error', 'backend' (after a GPU failure).
+//   {type: 'sanity', id, layers, render}             the first map of the last work again, on a copy of the model
+//                                                   with its top `layers` parameter layers re-initialised
+// (worker → main): 'ready', 'converted', 'input', 'probs', 'progress', 'map', 'done', 'metrics' (after 'done', the
+// first map's live metrics), 'sanity', 'error', 'backend' (after a GPU failure).
 //
 // On WebGPU a map is one awaited GPU computation (the main thread never waits for it); on any GPU error the worker
 // falls back to the CPU for good and says so.
@@ -21,6 +24,11 @@ import init, * as wasm_bindgen from './whitebox-web.js';
 const wasmReady = init({ module_or_path: './whitebox-web_bg.wasm' });
 let engine = null;
 let pending = null;
+// The first map of the last finished work {pixels, map, target, r} (the sanity check re-explains it), the
+// sanity request waiting, and the re-initialised copies of the model by layer count.
+let lastMain = null;
+let pendingSanity = null;
+let randomised = new Map();
 let running = false;
 // The WebGPU device (asked for once), and whether the GPU path is off (chosen, unavailable or failed).
 let gpuDevice = null;
@@ -39,6 +47,9 @@ self.onmessage = async (event) => {
     await convert(msg);
   } else if (msg.type === 'work') {
     pending = msg;
+    if (!running) loop();
+  } else if (msg.type === 'sanity') {
+    pendingSanity = msg;
     if (!running) loop();
   }
 };
@@ -99,6 +110,9 @@ async function load({ model, url, backend }) {
     const next = new wasm_bindgen.Engine(bytes);
     if (engine) engine.free();
     engine = next;
+    for (const e of randomised.values()) e.free();
+    randomised = new Map();
+    lastMain = null;
     await attachGpu(backend || 'auto');
     post({
       type: 'ready',
@@ -117,6 +131,7 @@ async function load({ model, url, backend }) {
         tapPoints: engine.tapPoints,
         defaultLayer: engine.defaultLayer,
         hasCam: engine.hasCam,
+        parameterLayers: engine.parameterLayers,
       },
       // The option lists and input limits come from the engine, so the page offers exactly what it accepts.
       methods: wasm_bindgen.methodList(),
@@ -133,16 +148,64 @@ async function load({ model, url, backend }) {
 
 async function loop() {
   running = true;
-  while (pending) {
-    const work = pending;
-    pending = null;
-    try {
-      await run(work);
-    } catch (err) {
-      post({ type: 'error', id: work.id, message: String(err.message || err) });
+  while (pending || pendingSanity) {
+    if (pending) {
+      const work = pending;
+      pending = null;
+      try {
+        await run(work);
+      } catch (err) {
+        post({ type: 'error', id: work.id, message: String(err.message || err) });
+      }
+    } else {
+      const sanity = pendingSanity;
+      pendingSanity = null;
+      try {
+        await sanityCheck(sanity);
+      } catch (err) {
+        post({ type: 'sanity', id: sanity.id, layers: sanity.layers, error: String(err.message || err) });
+      }
     }
   }
   running = false;
+}
+
+// A map computed to the end on the CPU by `eng` (null when a newer drawing or sanity request arrived).
+async function fullCpuMap(eng, request, target, pixels) {
+  const task = eng.explain(pixels, request, target);
+  try {
+    while (!task.step()) {
+      await yieldToEvents();
+      if (pending || pendingSanity) return null;
+    }
+    return task.map();
+  } finally {
+    task.free();
+  }
+}
+
+// The sanity check (Adebayo et al. 2018's cascading randomisation): the last work's first map on a model whose top
+// `layers` parameter layers are re-initialised, and its rank correlation with the original map.
+async function sanityCheck({ id, layers, render }) {
+  if (!lastMain) return;
+  const { pixels, map, target, r } = lastMain;
+  const names = engine.parameterLayers;
+  let copy = randomised.get(layers);
+  if (!copy) {
+    copy = engine.randomised(layers, 1);
+    randomised.set(layers, copy);
+  }
+  const request = new wasm_bindgen.Request(r.method, r.ensemble, r.samples, r.noise, r.steps, r.layer, 'logit');
+  try {
+    const other = layers === 0 ? map : await fullCpuMap(copy, request, target, pixels);
+    if (!other) return;
+    const similarity = wasm_bindgen.mapSimilarity(map, other);
+    const rgba = wasm_bindgen.renderMap(pixels, other, engine.dataset, r.method, render.colormap, render.opacity, render.overlay);
+    const layer = layers === 0 ? 'none' : `${names[names.length - layers]} and above`;
+    post({ type: 'sanity', id, layers, layer, similarity, rgba }, [rgba.buffer]);
+  } finally {
+    request.free();
+  }
 }
 
 // The map on the CPU, in steps between which newer work can take over (then null).
@@ -206,6 +269,7 @@ async function run(work) {
       if (!map) return; // stale
       const rgba = wasm_bindgen.renderMap(pixels, map, engine.dataset, r.method, work.render.colormap, work.render.opacity, work.render.overlay);
       const values = wasm_bindgen.displayValues(map, engine.channels, r.method);
+      if (r === work.requests[0]) lastMain = { pixels, map, target, r };
       post({ type: 'map', id: work.id, key: r.key, label, method: r.method, rgba, values, ms: computeMs, backend: backendName() }, [rgba.buffer]);
     } catch (err) {
       post({ type: 'map', id: work.id, key: r.key, label, method: r.method, error: String(err.message || err) });
@@ -218,4 +282,10 @@ async function run(work) {
     if (pending) return;
   }
   post({ type: 'done', id: work.id });
+  // The first map's live metrics, after the maps (their latency is untouched) and only while nothing newer waits.
+  await yieldToEvents();
+  if (pending || !lastMain || lastMain.pixels !== pixels) return;
+  const t = performance.now();
+  const values = engine.liveMetrics(pixels, lastMain.map, target);
+  post({ type: 'metrics', id: work.id, key: lastMain.r.key, names: wasm_bindgen.liveMetricNames(), values: Array.from(values), ms: performance.now() - t });
 }

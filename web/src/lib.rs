@@ -28,6 +28,8 @@ fn err(e: impl std::fmt::Display) -> String {
 pub struct Engine {
     model: Arc<dyn Classifier>,
     spec: ModelSpec,
+    /// The weights (for the sanity check's re-initialised copies); none for engines built around a model in tests.
+    ck: Option<Arc<Checkpoint>>,
     /// The model on the GPU, once [`Engine::use_gpu`] attached one.
     gpu: Option<Arc<GpuPlan>>,
 }
@@ -66,7 +68,60 @@ impl Engine {
     pub fn new(weights: &[u8]) -> Res<Engine> {
         let ck = Checkpoint::from_bytes("weights", weights, &Device::Cpu).map_err(err)?;
         let model: Arc<dyn Classifier> = Arc::from(ck.model().map_err(err)?);
-        Ok(Engine { spec: ck.spec, model, gpu: None })
+        Ok(Engine { spec: ck.spec, model, gpu: None, ck: Some(Arc::new(ck)) })
+    }
+
+    /// The layers with parameters, from the input up (`features.0`, …, `classifier.2`): the sanity check
+    /// re-initialises them from the top down.
+    #[wasm_bindgen(getter, js_name = parameterLayers)]
+    pub fn parameter_layers(&self) -> Res<Vec<String>> {
+        whitebox_core::metrics::mprt::parameter_layers(self.spec).map_err(err)
+    }
+
+    /// A copy of this model with its top `layers` parameter layers re-initialised as a fresh model's (seeded), as
+    /// MPRT (Adebayo et al. 2018) randomises them: the sanity check's model.
+    pub fn randomised(&self, layers: usize, seed: u32) -> Res<Engine> {
+        use whitebox_core::metrics::mprt::{fresh_checkpoint, randomised_layers, with_layers_from, Order};
+        let ck = self.ck.as_ref().ok_or("this engine has no weights to randomise")?;
+        let all = self.parameter_layers()?;
+        if layers > all.len() {
+            return Err(format!("{} has {} layers with parameters, not {layers}", self.spec.arch, all.len()));
+        }
+        let chosen = if layers == 0 { vec![] } else { randomised_layers(&all, Order::TopDown, layers - 1) };
+        let fresh = fresh_checkpoint(self.spec, seed as u64).map_err(err)?;
+        let copy = with_layers_from(ck, &fresh, &chosen).map_err(err)?;
+        let model: Arc<dyn Classifier> = Arc::from(copy.model().map_err(err)?);
+        Ok(Engine { spec: self.spec, model, gpu: None, ck: Some(Arc::new(copy)) })
+    }
+
+    /// The page's live metrics of `map` (the raw map `explain` gave for `pixels` and `target`), in the order of
+    /// [`live_metric_names`]: deletion and insertion AUC (RISE; 28 steps), ROAD's MoRF and LeRF probabilities at
+    /// 20, 50 and 80 % removed (noise 0.01, seed 0), and infidelity (normalised; 20 Gaussian perturbations of σ 0.2,
+    /// seed 0, on the logit).
+    #[wasm_bindgen(js_name = liveMetrics)]
+    pub fn live_metrics(&self, pixels: &[f32], map: &[f32], target: u32) -> Res<Vec<f64>> {
+        use whitebox_core::metrics::infidelity::{infidelity, Infidelity};
+        use whitebox_core::metrics::insertion_deletion::{causal_curves, Causal, CausalConfig};
+        use whitebox_core::metrics::road::{road, RoadConfig};
+        use whitebox_core::metrics::{Batch, Scorer};
+        let x: Vec<f32> = self.input(pixels)?.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+        let (c, s) = (self.spec.dataset.channels(), self.spec.dataset.side());
+        let targets = [target];
+        let batch = Batch::new(&x, (1, c, s, s), &targets, map).map_err(err)?;
+        let prob = Scorer::new(self.model.as_ref());
+        let config = CausalConfig::with_steps(s * s, 28);
+        let mut out = Vec::with_capacity(LIVE_METRICS.len());
+        for which in [Causal::Deletion, Causal::Insertion] {
+            out.push(causal_curves(&prob, &batch, which, &config).map_err(err)?.areas[0]);
+        }
+        let config = RoadConfig { fractions: vec![0.2, 0.5, 0.8], ..RoadConfig::default() };
+        let r = road(&prob, &batch, &config).map_err(err)?;
+        out.extend(r.morf[0].iter().chain(&r.lerf[0]).map(|&v| v as f64));
+        let config = Infidelity { samples: 20, ..Infidelity::default() };
+        let perturbations = config.perturbations(1, x.len()).map_err(err)?;
+        let logit = Scorer::new(self.model.as_ref()).with_score(Score::Logit);
+        out.push(infidelity(&logit, &batch, &config, &perturbations).map_err(err)?[0]);
+        Ok(out)
     }
 
     /// Uploads the model to `device`; `explainGpu` then computes on it.
@@ -170,7 +225,7 @@ impl Engine {
     /// The wrapper around an already built model (tests).
     #[doc(hidden)]
     pub fn from_model(model: Arc<dyn Classifier>) -> Engine {
-        Engine { spec: model.spec(), model, gpu: None }
+        Engine { spec: model.spec(), model, gpu: None, ck: None }
     }
 
     /// The future behind [`Engine::explain_gpu`] (owning what it needs, so that it outlives the call).
@@ -203,6 +258,34 @@ fn normalized(pixels: &[f32], kind: DatasetKind) -> Res<Tensor> {
     let values: Vec<f32> =
         pixels.iter().enumerate().map(|(i, &v)| (v - kind.mean()[i / plane]) / kind.std()[i / plane]).collect();
     Tensor::from_vec(values, (1, c, s, s), &Device::Cpu).map_err(err)
+}
+
+/// What [`Engine::live_metrics`] returns, in order.
+const LIVE_METRICS: [&str; 9] = [
+    "deletion AUC",
+    "insertion AUC",
+    "ROAD MoRF 20 %",
+    "ROAD MoRF 50 %",
+    "ROAD MoRF 80 %",
+    "ROAD LeRF 20 %",
+    "ROAD LeRF 50 %",
+    "ROAD LeRF 80 %",
+    "infidelity",
+];
+
+/// The names of [`Engine::live_metrics`]'s values.
+#[wasm_bindgen(js_name = liveMetricNames)]
+pub fn live_metric_names() -> Vec<String> {
+    LIVE_METRICS.iter().map(|s| s.to_string()).collect()
+}
+
+/// Spearman's rank correlation of two maps of the same length (the sanity check's similarity).
+#[wasm_bindgen(js_name = mapSimilarity)]
+pub fn map_similarity(a: &[f32], b: &[f32]) -> Res<f64> {
+    if a.len() != b.len() || a.is_empty() {
+        return Err(format!("maps of {} and {} values cannot be compared", a.len(), b.len()));
+    }
+    Ok(whitebox_core::metrics::similarity::Similarity::Spearman.of(a, b))
 }
 
 /// The page's class labels: MNIST's digits, CIFAR-10's names.

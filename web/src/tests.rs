@@ -223,3 +223,42 @@ fn native_golden_is_current() -> Res<()> {
     println!("native vs golden: worst relative error {worst:e} ({case})");
     Ok(())
 }
+
+/// The page's live metrics and sanity check: a faithful map (VBP) deletes faster than a random one and ROAD's MoRF
+/// falls with the fraction removed; re-initialising no layer keeps the model, re-initialising every layer destroys
+/// the map (low rank correlation), and asking for more layers than there are is an error.
+#[test]
+fn live_metrics_and_the_sanity_check() -> Res<()> {
+    let e = engine(0);
+    let pixels = parity::digit(0);
+    let map_of = |e: &Engine, method: &str| -> Res<Vec<f32>> {
+        let request = Request::new(method, "", 1, 0.0, 8, -1, "logit")?;
+        let mut task = e.explain(&pixels, &request, 7)?;
+        while !task.step()? {}
+        task.map()
+    };
+    let vbp = map_of(&e, "vbp")?;
+    let random = map_of(&e, "random")?;
+    let names = live_metric_names();
+    let (m, r) = (e.live_metrics(&pixels, &vbp, 7)?, e.live_metrics(&pixels, &random, 7)?);
+    assert_eq!((m.len(), r.len()), (names.len(), names.len()));
+    assert!(m.iter().chain(&r).all(|v| v.is_finite()), "{m:?} {r:?}");
+    assert!(m[0] < r[0], "deletion AUC: VBP {} should fall faster than random {}", m[0], r[0]);
+    assert!(m[0] >= 0.0 && m[1] <= 1.0);
+    assert!(m[4] < m[2], "ROAD MoRF should fall with the fraction removed: {m:?}");
+    assert!(e.live_metrics(&pixels, &vbp[1..], 7).is_err());
+
+    let layers = e.parameter_layers()?;
+    assert_eq!(layers.len(), 8);
+    let same = e.randomised(0, 1)?;
+    assert_eq!(same.probabilities(&pixels)?, e.probabilities(&pixels)?);
+    assert!((map_similarity(&vbp, &map_of(&same, "vbp")?)? - 1.0).abs() < 1e-12);
+    let top = e.randomised(1, 1)?;
+    assert_ne!(top.probabilities(&pixels)?, e.probabilities(&pixels)?);
+    let all = e.randomised(layers.len(), 1)?;
+    let destroyed = map_similarity(&vbp, &map_of(&all, "vbp")?)?;
+    assert!(destroyed < 0.5, "VBP of a fully re-initialised model: ρ = {destroyed}");
+    assert!(e.randomised(layers.len() + 1, 1).is_err());
+    assert!(map_similarity(&vbp, &vbp[1..]).is_err());
+    Ok(())
+}
