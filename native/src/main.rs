@@ -602,6 +602,7 @@ fn run(cli: Cli) -> Result<()> {
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
             })?;
             print!("{}", evaluate::metrics::summary(&out)?);
+            report_and_print(&out)?;
         }
         Command::Roar(args) => sweep(whitebox_core::evaluation::Mode::Roar, args)?,
         Command::Kar(args) => sweep(whitebox_core::evaluation::Mode::Kar, args)?,

@@ -71,10 +71,39 @@ struct Settings {
     ensemble: Option<EnsembleSettings>,
 }
 
+/// Numbers that may be undefined (a correlation of a constant map): NaN is written as JSON `null` and read back.
+mod nullable {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+    }
+
+    pub mod one {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+            match v.is_finite() {
+                true => s.serialize_some(v),
+                false => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+            Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+        }
+    }
+}
+
 /// A mean curve over the images: its points' labels and values.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Curve {
     pub x: Vec<String>,
+    #[serde(with = "nullable")]
     pub mean: Vec<f64>,
 }
 
@@ -89,8 +118,13 @@ pub struct MetricResult {
     pub higher_is_better: bool,
     /// Test-set indices of the images.
     pub images: Vec<usize>,
+    /// One number per image; undefined (null in JSON) where the metric is, e.g. the correlation of a constant map.
+    #[serde(with = "nullable")]
     pub per_image: Vec<f64>,
+    /// Mean and standard deviation over the images where the number is defined.
+    #[serde(with = "nullable::one")]
     pub mean: f64,
+    #[serde(with = "nullable::one")]
     pub std: f64,
     pub curves: BTreeMap<String, Curve>,
     pub seconds: f64,
@@ -400,6 +434,19 @@ pub fn summary(out: &Path) -> Result<String> {
         }
         s.push('\n');
     }
+    let undefined: Vec<String> = all
+        .iter()
+        .filter_map(|r| {
+            let n = r.per_image.iter().filter(|v| !v.is_finite()).count();
+            (n > 0).then(|| format!("{} {} ({n} of {})", r.metric.id(), r.label, r.per_image.len()))
+        })
+        .collect();
+    if !undefined.is_empty() {
+        s.push_str(&format!(
+            "\nUndefined for some images (a constant map has no correlation; means are over the rest): {}.\n",
+            undefined.join(", ")
+        ));
+    }
     let complete: Vec<Metric> =
         metrics.iter().copied().filter(|&k| methods.iter().all(|&m| value(m, k).is_some_and(f64::is_finite))).collect();
     if complete.len() >= 2 && methods.len() >= 3 {
@@ -425,4 +472,32 @@ pub fn summary(out: &Path) -> Result<String> {
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undefined_numbers_survive_a_round_trip() {
+        let r = MetricResult {
+            metric: Metric::FaithfulnessCorrelation,
+            method: Estimator::parse("gc").unwrap(),
+            label: "GC".into(),
+            summary: String::new(),
+            higher_is_better: true,
+            images: vec![0, 1],
+            per_image: vec![0.5, f64::NAN],
+            mean: 0.5,
+            std: f64::NAN,
+            curves: BTreeMap::from([("x".to_string(), Curve { x: vec!["0".into()], mean: vec![f64::NAN] })]),
+            seconds: 1.0,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("[0.5,null]"), "{text}");
+        let back: MetricResult = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.per_image[0], 0.5);
+        assert!(back.per_image[1].is_nan() && back.std.is_nan() && back.curves["x"].mean[0].is_nan());
+        assert_eq!(mean_std(&r.per_image).0, 0.5);
+    }
 }

@@ -276,6 +276,15 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
         written.push(path);
         md.push_str("\nFigure: `selectivity.svg`.\n");
     }
+    let metric_results = super::metrics::results(dir)?;
+    if !metric_results.is_empty() {
+        let _ = writeln!(md, "\n## Metrics without retraining — mean over the images (↑/↓: which way is better)\n");
+        md.push_str(&super::metrics::summary(dir)?);
+        let path = to.join("metrics.svg");
+        fsutil::write_atomic(&path, figure(&metric_charts(&metric_results), 3).as_bytes())?;
+        written.push(path);
+        md.push_str("\nFigure: `metrics.svg` (the mean curves behind the numbers).\n");
+    }
     if written.is_empty() {
         anyhow::bail!("{} holds no finished evaluation units yet", dir.display());
     }
@@ -283,4 +292,59 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
     fsutil::write_atomic(&path, md.as_bytes())?;
     written.push(path);
     Ok(written)
+}
+
+/// One panel per curve the metrics keep (insertion, deletion, pixel flipping, ROAD's MoRF and LeRF, the MPRT and
+/// sMPRT similarity by randomisation step), a line per method.
+fn metric_charts(results: &[super::metrics::MetricResult]) -> Vec<Chart> {
+    let shown: Vec<Estimator> =
+        Estimator::all().into_iter().filter(|m| results.iter().any(|r| r.method == *m)).collect();
+    let mut panels: Vec<(whitebox_core::metrics::Metric, String)> = Vec::new();
+    for r in results {
+        for name in r.curves.keys() {
+            if !panels.contains(&(r.metric, name.clone())) {
+                panels.push((r.metric, name.clone()));
+            }
+        }
+    }
+    panels
+        .into_iter()
+        .map(|(metric, name)| {
+            let mut x_label = "fraction of pixels changed".to_string();
+            let series = results
+                .iter()
+                .filter(|r| r.metric == metric)
+                .filter_map(|r| {
+                    let c = r.curves.get(&name)?;
+                    let points =
+                        c.x.iter()
+                            .zip(&c.mean)
+                            .enumerate()
+                            .map(|(i, (x, y))| match x.parse::<f64>() {
+                                Ok(v) => (v, *y),
+                                Err(_) => {
+                                    x_label = format!("layers re-initialised ({} … {})", c.x[0], c.x[c.x.len() - 1]);
+                                    ((i + 1) as f64, *y)
+                                }
+                            })
+                            .collect();
+                    Some(Series { name: r.label.clone(), points, color: color(&shown, r.method), dashed: false })
+                })
+                .collect();
+            let (title, y_label) = match (metric, name.as_str()) {
+                (_, "morf") => ("ROAD, most relevant first".to_string(), "class probability"),
+                (_, "lerf") => ("ROAD, least relevant first".to_string(), "class probability"),
+                (whitebox_core::metrics::Metric::Mprt | whitebox_core::metrics::Metric::Smprt, _) => {
+                    (format!("{} (top-down)", metric.id().to_uppercase()), "Spearman ρ to the original map")
+                }
+                _ => (metric.id().replace('-', " "), "class probability"),
+            };
+            let title = if metric == whitebox_core::metrics::Metric::Smprt {
+                "sMPRT (bottom-up, denoised)".into()
+            } else {
+                title
+            };
+            Chart { title, x_label, y_label: y_label.into(), series }
+        })
+        .collect()
 }
