@@ -95,7 +95,7 @@ try {
     classes: document.querySelectorAll('#target option').length - 1,
     info: window.whitebox.state.info,
   }));
-  check(controls.models.join() === 'mnist/simple-cnn,mnist/cam,mnist/cbam,cifar10/simple-cnn,cifar10/cam'
+  check(controls.models.join() === 'mnist/simple-cnn,mnist/cam,mnist/cbam,cifar10/simple-cnn,cifar10/cam,cifar10/cbam'
     && controls.groups.join() === 'MNIST,CIFAR-10' && controls.ensembles.join() === ',sg,sg-sq,sg-var'
     && controls.colormaps.join() === 'hot,viridis,jet,gray',
   `the option lists come from the engine (${JSON.stringify(controls)})`);

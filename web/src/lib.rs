@@ -447,12 +447,13 @@ pub fn colormap_list() -> Vec<String> {
 
 /// The models whose weights the repository ships (`weights/<dataset>/<arch>.safetensors`, small enough for the
 /// browser), in the page's order.
-pub const SHIPPED: [(DatasetKind, Arch); 5] = [
+pub const SHIPPED: [(DatasetKind, Arch); 6] = [
     (DatasetKind::Mnist, Arch::SimpleCnn),
     (DatasetKind::Mnist, Arch::Cam),
     (DatasetKind::Mnist, Arch::Cbam),
     (DatasetKind::Cifar10, Arch::SimpleCnn),
     (DatasetKind::Cifar10, Arch::Cam),
+    (DatasetKind::Cifar10, Arch::Cbam),
 ];
 
 /// The models the page can load, `dataset/arch:name`: the shipped ones.
