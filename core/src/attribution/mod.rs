@@ -20,7 +20,7 @@ pub use explanation::{limits, Explanation, Job};
 pub use gradient::{InputXGradient, ModifiedGradient};
 pub use integrated_gradients::{IntegralSums, IntegratedGradients, Riemann};
 pub use layer_maps::{Cam, ConvOutput, GradCam, GuidedGradCam};
-pub use noise_tunnel::{standard_normal, Ensemble, EnsembleSums, NoiseTunnel};
+pub use noise_tunnel::{normal_draw, standard_normal, Ensemble, EnsembleSums, NoiseTunnel};
 pub use resize::{resize, Interpolation};
 
 use crate::models::Classifier;

@@ -78,16 +78,17 @@ pub struct NoiseTunnel<'a> {
     pub noise: Option<Tensor>,
 }
 
+/// One standard-normal draw (Box–Muller, two uniform draws from `rng`).
+pub fn normal_draw(rng: &mut impl Rng) -> f64 {
+    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
 /// Standard-normal draws from a seeded generator (Box–Muller).
 pub fn standard_normal(shape: &[usize], seed: u64, device: &candle_core::Device) -> Result<Tensor> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect();
+    let v: Vec<f32> = (0..n).map(|_| normal_draw(&mut rng) as f32).collect();
     Ok(Tensor::from_vec(v, shape, device)?)
 }
 

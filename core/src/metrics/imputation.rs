@@ -7,8 +7,9 @@
 //! gradients, all channels and images in parallel. A removed region that touches no kept pixel has no information
 //! to impute from; it gets 0 (the data set's mean), the solution of least norm.
 
+use crate::attribution::normal_draw;
 use crate::Result;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rayon::prelude::*;
 
 /// The neighbour offsets `(dy, dx)` and their weights.
@@ -83,17 +84,11 @@ pub fn impute(image: &[f32], removed: &[bool], height: usize, width: usize, nois
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for (c, solution) in solutions.iter().enumerate() {
         for (k, &p) in unknowns.iter().enumerate() {
-            let draw = if noise > 0.0 { noise as f64 * standard_normal(&mut rng) } else { 0.0 };
+            let draw = if noise > 0.0 { noise as f64 * normal_draw(&mut rng) } else { 0.0 };
             out[c * plane + p] = (solution[k] + draw) as f32;
         }
     }
     Ok(out)
-}
-
-/// One Box–Muller draw.
-fn standard_normal(rng: &mut impl Rng) -> f64 {
-    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// `D − W` over the unknowns: `diagonal` = the sum of each unknown's in-image neighbour weights, `couplings` = the

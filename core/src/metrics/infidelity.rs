@@ -6,6 +6,7 @@
 //! `infidelity` with the same perturbations gives the same numbers.
 
 use super::{Batch, Pending, Scorer};
+use crate::attribution::normal_draw;
 use crate::Result;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -37,13 +38,7 @@ impl Infidelity {
             );
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
-        Ok((0..images * self.samples * image_len)
-            .map(|_| {
-                use rand::Rng;
-                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32 * self.noise
-            })
-            .collect())
+        Ok((0..images * self.samples * image_len).map(|_| normal_draw(&mut rng) as f32 * self.noise).collect())
     }
 }
 

@@ -136,17 +136,7 @@ pub fn dir(out: &Path) -> PathBuf {
 
 /// The metrics named in a comma-separated list, in order, without repeats.
 pub fn parse_metrics(list: &str) -> Result<Vec<Metric>> {
-    let mut out = Vec::new();
-    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let m = Metric::parse(m)?;
-        if !out.contains(&m) {
-            out.push(m);
-        }
-    }
-    if out.is_empty() {
-        bail!("no metric given");
-    }
-    Ok(out)
+    super::parse_list(list, "metric", Metric::parse)
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {

@@ -52,15 +52,24 @@ pub fn shard_from(flag: Option<&str>, count_flag: Option<usize>) -> Result<Shard
 /// The methods of a comma-separated list (each `METHOD` or `ENSEMBLE:METHOD`, e.g. `gb,sg-sq:gb`), in the order
 /// given, without repeats.
 pub fn parse_methods(list: &str) -> Result<Vec<Estimator>> {
+    parse_list(list, "method", Estimator::parse)
+}
+
+/// The items of a comma-separated list, each read by `parse`, in the order given, without repeats; at least one.
+pub fn parse_list<T: PartialEq>(
+    list: &str,
+    what: &str,
+    parse: impl Fn(&str) -> whitebox_core::Result<T>,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
-    for m in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-        let m = Estimator::parse(m)?;
-        if !out.contains(&m) {
-            out.push(m);
+    for item in list.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let item = parse(item)?;
+        if !out.contains(&item) {
+            out.push(item);
         }
     }
     if out.is_empty() {
-        bail!("no method given");
+        bail!("no {what} given");
     }
     Ok(out)
 }
