@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use whitebox_core::attribution::registry::Display;
 use whitebox_core::attribution::{self as attr, Attribution, Explanation, Method, Score, Settings};
 use whitebox_core::data::{parse_indices, DatasetKind, ImageSet};
 use whitebox_core::engine::EngineModel;
@@ -125,16 +126,16 @@ struct Column {
     maps: Vec<Vec<f32>>,
     channels: usize,
     /// CAM-like maps (the models' own attention maps too) are min–max scaled; attributions by |a| percentile.
-    min_max: bool,
+    display: Display,
 }
 
 impl Column {
-    fn new(label: impl Into<String>, maps: &Tensor, min_max: bool) -> Result<Self> {
+    fn new(label: impl Into<String>, maps: &Tensor, display: Display) -> Result<Self> {
         Ok(Column {
             label: label.into(),
             channels: maps.dim(1)?,
             maps: maps.flatten_from(1)?.to_vec2::<f32>()?,
-            min_max,
+            display,
         })
     }
 }
@@ -152,9 +153,6 @@ struct ModelFigure {
     ensembles: Vec<Column>,
 }
 
-/// The methods of the coherence and ensemble figures (CAM too for models with a CAM head).
-const FIGURE_METHODS: [Method; 7] =
-    [Method::Vbp, Method::Ib, Method::DeconvNet, Method::Gb, Method::Ig, Method::Gc, Method::Gbgc];
 /// The ensemble figure's samples and noise level (the seed's notebooks: n = 50, σ = 0.15 of the range).
 const ENSEMBLE_N: usize = 50;
 const ENSEMBLE_NOISE: f64 = 0.15;
@@ -188,19 +186,20 @@ pub fn coherence(
         let (x, y) = test.batch(&idx, ck.spec.dataset, device)?;
         let targets = y.to_vec1::<u32>()?;
         inputs = x.flatten_from(1)?.to_vec2::<f32>()?;
-        let mut methods = FIGURE_METHODS.to_vec();
-        if model.cam_head().is_some() {
-            methods.push(Method::Cam);
+        // The seed's seven, and CAM for models with a CAM head.
+        let mut methods = Method::seed_methods();
+        if Method::CAM.applies_to(model.as_ref()) {
+            methods.push(Method::CAM);
         }
         let settings = Settings::default();
         let taps = model.tap_names();
-        let units = methods.len() + taps.len() + model.layer_names().len() + FIGURE_METHODS.len();
+        let units = methods.len() + taps.len() + model.layer_names().len() + Method::seed_methods().len();
         let pb = ui::bar(units as u64, format!("{}", ck.spec.arch));
         let mut columns = Vec::new();
         for m in methods {
             let maps =
-                attr::method(m, &settings, model.as_ref()).attribute(model.as_ref(), &x, &targets, Score::Logit)?;
-            columns.push(Column::new(m.label(), &maps, m == Method::Cam)?);
+                attr::method(m, &settings, model.as_ref())?.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
+            columns.push(Column::new(m.label(), &maps, m.descriptor().display)?);
             pb.inc(1);
         }
         let mut layers = Vec::new();
@@ -208,22 +207,22 @@ pub fn coherence(
             let maps = attr::ConvOutput { layer }.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
             // "f8 conv": the seed's features[k] index and the layer's kind (or its block, for RAN and WARN).
             let kind = name.rsplit([' ', '.']).next().unwrap_or(name);
-            layers.push(Column::new(format!("f{layer} {kind}"), &maps, false)?);
+            layers.push(Column::new(format!("f{layer} {kind}"), &maps, Display::AbsMax)?);
             pb.inc(1);
         }
         let mut layers_gc = Vec::new();
         for (layer, name) in model.layer_names() {
             let maps = attr::GradCam { layer }.attribute(model.as_ref(), &x, &targets, Score::Logit)?;
-            layers_gc.push(Column::new(name, &maps, false)?);
+            layers_gc.push(Column::new(name, &maps, Display::AbsMax)?);
             pb.inc(1);
         }
         // The ensemble figure: the first image, every method plain and in each ensemble.
         let (x0, t0) = (x.narrow(0, 0, 1)?, &targets[..1]);
         let mut ensembles: Vec<Column> = std::iter::once("none")
             .chain(attr::Ensemble::ALL.iter().map(|e| e.label()))
-            .map(|label| Column { label: label.into(), maps: Vec::new(), channels: 0, min_max: false })
+            .map(|label| Column { label: label.into(), maps: Vec::new(), channels: 0, display: Display::AbsMax })
             .collect();
-        for m in FIGURE_METHODS {
+        for m in Method::seed_methods() {
             for (col, ensemble) in ensembles.iter_mut().zip(std::iter::once(None).chain(attr::Ensemble::ALL.map(Some)))
             {
                 let explanation = Explanation {
@@ -244,7 +243,7 @@ pub fn coherence(
         let mut attention = Vec::new();
         for (name, map) in model.attention_maps(&x)? {
             let map = attr::resize(&map.unsqueeze(1)?, side, side, attr::Interpolation::Bilinear)?;
-            attention.push(Column::new(name, &map, true)?);
+            attention.push(Column::new(name, &map, Display::MinMax)?);
         }
         pb.finish_and_clear();
         figures.push(ModelFigure {
@@ -258,7 +257,7 @@ pub fn coherence(
     }
     let kind = kind.context("no checkpoint given")?;
     let classes: Vec<String> = kind.class_names().iter().map(|n| n.to_string()).collect();
-    let method_rows: Vec<String> = FIGURE_METHODS.iter().map(|m| m.label().to_string()).collect();
+    let method_rows: Vec<String> = Method::seed_methods().iter().map(|m| m.label().to_string()).collect();
     let first = vec![inputs[0].clone(); method_rows.len()];
     // A row per label (and its input image), each model's columns side by side.
     let grid = |rows: &[String], inputs: &[Vec<f32>], pick: &dyn Fn(&ModelFigure) -> &Vec<Column>| -> Result<Vec<u8>> {
@@ -286,8 +285,7 @@ pub fn coherence(
                 let y = 40 + r * cell;
                 canvas.blit(&render::denormalize_rgb(input, kind), side, side, x0, y, scale);
                 for (c, col) in cols.iter().enumerate() {
-                    let method = if col.min_max { Method::Cam } else { Method::Vbp };
-                    let v = render::display_values(&col.maps[r], col.channels, method)?;
+                    let v = render::scale_for_display(&col.maps[r], col.channels, col.display)?;
                     canvas.blit(&render::heat_rgb(&v, Colormap::Hot), side, side, x0 + (c + 1) * cell, y, scale);
                 }
             }

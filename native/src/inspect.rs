@@ -100,3 +100,28 @@ pub fn convert(input: &Path, output: &Path, dtype: DType) -> Result<()> {
     ui::note(format!("wrote {} ({:?})", output.display(), dtype));
     Ok(())
 }
+
+/// `whitebox methods`: the registry as a table (id, label, paper, parameters), or as JSON.
+pub fn methods(json: bool) -> Result<()> {
+    use whitebox_core::attribution::registry::ParamKind;
+    use whitebox_core::attribution::Method;
+    if json {
+        let all: Vec<_> = Method::all().iter().map(|m| m.summary()).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    for m in Method::all() {
+        let d = m.descriptor();
+        println!("{:<10} {:<10} {} — {}", d.id, d.label, d.title, d.paper);
+        for p in d.params {
+            let range = match &p.kind {
+                ParamKind::Count { default, min, max } => format!("{default} ({min}..={max})"),
+                ParamKind::Real { default, min, max } => format!("{default} ([{min}, {max}])"),
+                ParamKind::Choice { values, default } => format!("{default} ({})", values.join(", ")),
+                ParamKind::Layer => "the model's choice".into(),
+            };
+            println!("{:<10} --{:<16} {}; default {range}", "", p.key, p.help);
+        }
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod evaluate;
 mod explain;
 mod fsutil;
 mod inspect;
+mod method_params;
 mod numbers;
 mod train;
 mod ui;
@@ -14,8 +15,9 @@ mod ui;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use method_params::MethodParams;
 use std::path::PathBuf;
-use whitebox_core::attribution::{Ensemble, Estimator, Riemann, Score, Settings};
+use whitebox_core::attribution::{Ensemble, Estimator, Score, Settings};
 use whitebox_core::data::DatasetKind;
 use whitebox_core::evaluation::{Fill, Ranking};
 use whitebox_core::models::{Arch, ModelSpec};
@@ -144,9 +146,6 @@ struct SweepCli {
     /// The seed's protocol: mask the training images only, with black; validate and test on unmodified images.
     #[arg(long)]
     seed_variant: bool,
-    /// IG steps.
-    #[arg(long, default_value_t = 50)]
-    ig_steps: usize,
     /// Output directory, shared by ROAR and KAR (default: runs/roar-kar-<dataset>-<model>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -154,6 +153,8 @@ struct SweepCli {
     shard: ShardArgs,
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    params: MethodParams,
 }
 
 #[derive(Subcommand)]
@@ -202,6 +203,11 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+    /// The attribution methods: id, paper and parameters (with --json, the registry as the page reads it).
+    Methods {
+        #[arg(long)]
+        json: bool,
+    },
     /// Parameter count and layer list of an architecture.
     Info {
         #[arg(long, value_enum)]
@@ -216,8 +222,8 @@ enum Command {
         /// Data set (default: the checkpoint's).
         #[arg(long, value_enum)]
         dataset: Option<DatasetKind>,
-        /// METHOD or ENSEMBLE:METHOD (the spelling the evaluations use): vbp, ib, deconvnet, gb, ig, gc, gbgc, cam,
-        /// co, random, sobel; e.g. sg-sq:gb.
+        /// METHOD or ENSEMBLE:METHOD (the spelling the evaluations use), e.g. gb or sg-sq:gb; `whitebox methods`
+        /// lists the methods and their parameters.
         #[arg(long, value_parser = parse_estimator)]
         method: Estimator,
         /// Wrap the method in an ensemble (the same as writing ENSEMBLE:METHOD).
@@ -229,15 +235,6 @@ enum Command {
         /// Ensemble noise level: σ = noise × (max − min) of each image.
         #[arg(long, default_value_t = 0.15, value_parser = numbers::noise, allow_negative_numbers = true)]
         noise: f64,
-        /// IG steps.
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// IG rule.
-        #[arg(long, value_enum, default_value = "trapezoid")]
-        riemann: Riemann,
-        /// Layer for GC, GB-GC and CO, by index (`whitebox info` lists them; SimpleCNN: the seed's features 0–11).
-        #[arg(long)]
-        layer: Option<usize>,
         /// Explain the class logit or its softmax probability.
         #[arg(long, value_enum, default_value = "logit")]
         target: Score,
@@ -266,6 +263,8 @@ enum Command {
         backend: String,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        params: MethodParams,
     },
     /// The seed's coherence figure (a test image per class × every method), the seed's per-layer figure (ConvOutput
     /// at every layer), the per-layer Grad-CAM figure (<layers-out>-gc.png) and, for RAN and WARN, their own
@@ -307,9 +306,6 @@ enum Command {
         fill: Fill,
         #[arg(long, value_enum, default_value = "signed")]
         ranking: Ranking,
-        /// IG steps.
-        #[arg(long, default_value_t = 50)]
-        ig_steps: usize,
         /// Output directory (default: runs/selectivity-<dataset>-<model>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -317,6 +313,8 @@ enum Command {
         shard: ShardArgs,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        params: MethodParams,
     },
     /// Faithfulness and sanity metrics without retraining (ROAD, insertion/deletion, pixel flipping, faithfulness
     /// correlation, infidelity, max-sensitivity, MPRT, sMPRT, eMPRT, random logit) for methods on test images.
@@ -339,9 +337,6 @@ enum Command {
         indices: String,
         #[command(flatten)]
         ensemble: EnsembleFlags,
-        /// IG steps.
-        #[arg(long, default_value_t = 50)]
-        ig_steps: usize,
         /// ROAD: comma-separated fractions of pixels removed.
         #[arg(long, default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")]
         road_fractions: String,
@@ -369,6 +364,8 @@ enum Command {
         shard: ShardArgs,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        params: MethodParams,
     },
     /// ROAR (Hooker et al. 2019): remove the most relevant pixels of train and test images, retrain, test.
     Roar(SweepCli),
@@ -473,9 +470,6 @@ fn run(cli: Cli) -> Result<()> {
             ensemble,
             n,
             noise,
-            steps,
-            riemann,
-            layer,
             target,
             class,
             indices,
@@ -486,6 +480,7 @@ fn run(cli: Cli) -> Result<()> {
             colormap,
             backend,
             data,
+            params,
         } => {
             let ensemble = match (method.ensemble, ensemble) {
                 (Some(a), Some(b)) if a != b => {
@@ -498,7 +493,7 @@ fn run(cli: Cli) -> Result<()> {
                 ensemble,
                 samples: n,
                 noise_level: noise,
-                settings: Settings { steps, riemann, layer, batch, seed },
+                settings: Settings { params: params.0, batch, seed },
                 score: target,
             };
             explanation.validate()?;
@@ -532,10 +527,10 @@ fn run(cli: Cli) -> Result<()> {
             sample_seed,
             fill,
             ranking,
-            ig_steps,
             out,
             shard,
             data,
+            params,
         } => {
             use whitebox_core::evaluation::SelectivityConfig;
             let spec = inspect::load_checkpoint(&checkpoint, &Device::Cpu)?.spec;
@@ -547,7 +542,7 @@ fn run(cli: Cli) -> Result<()> {
                 config: SelectivityConfig { steps, pixels_per_step, fill, ranking, batch: 500 },
                 sample,
                 sample_seed,
-                ig_steps,
+                params: params.0,
                 out: out.clone(),
                 shard: evaluate::shard_from(shard.shard.as_deref(), shard.shard_count)?,
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
@@ -560,7 +555,6 @@ fn run(cli: Cli) -> Result<()> {
             metrics,
             indices,
             ensemble,
-            ig_steps,
             road_fractions,
             curve_steps,
             samples,
@@ -571,6 +565,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             shard,
             data,
+            params,
         } => {
             let spec = inspect::load_checkpoint(&checkpoint, &Device::Cpu)?.spec;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("runs/metrics-{}-{}", spec.dataset, spec.arch)));
@@ -585,7 +580,7 @@ fn run(cli: Cli) -> Result<()> {
                 methods: evaluate::parse_methods(&methods)?,
                 metrics: evaluate::metrics::parse_metrics(&metrics)?,
                 ensemble: ensemble.settings()?,
-                ig_steps,
+                params: params.0,
                 indices,
                 config: evaluate::metrics::MetricsConfig {
                     road_fractions,
@@ -611,6 +606,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", path.display());
             }
         }
+        Command::Methods { json } => inspect::methods(json)?,
         Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model, dataset })?,
         Command::Convert { checkpoint, out, dtype } => {
             let dtype = match dtype {
@@ -658,7 +654,7 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         fill,
         ranking: a.ranking,
         seed_variant: a.seed_variant,
-        ig_steps: a.ig_steps,
+        params: a.params.0,
         out: out.clone(),
         shard: evaluate::shard_from(a.shard.shard.as_deref(), a.shard.shard_count)?,
         data_dir: datasets::data_dir(a.data.data_dir.as_deref()),

@@ -91,7 +91,9 @@ try {
     ensembles: [...document.querySelectorAll('#ensemble option')].map((o) => o.value),
     colormaps: [...document.querySelectorAll('#colormap option')].map((o) => o.value),
     maxSamples: document.getElementById('samples').max,
-    maxSteps: document.getElementById('steps').max,
+    methods: [...document.querySelectorAll('#method option')].map((o) => o.value),
+    registry: window.whitebox.state.methods.map((m) => m.id),
+    applicable: window.whitebox.state.applicable,
     classes: document.querySelectorAll('#target option').length - 1,
     info: window.whitebox.state.info,
   }));
@@ -99,7 +101,10 @@ try {
     && controls.groups.join() === 'MNIST,CIFAR-10' && controls.ensembles.join() === ',sg,sg-sq,sg-var'
     && controls.colormaps.join() === 'hot,viridis,jet,gray',
   `the option lists come from the engine (${JSON.stringify(controls)})`);
-  check(controls.maxSamples === '1000' && controls.maxSteps === '1000' && controls.classes === controls.info.classes
+  check(controls.methods.join() === controls.applicable.join() && controls.registry.includes('cam')
+    && !controls.methods.includes('cam') && controls.methods.length === controls.registry.length - 1,
+  `the method menu is the registry's methods that apply to the model (${controls.methods.join()})`);
+  check(controls.maxSamples === '1000' && controls.classes === controls.info.classes
     && controls.info.side === 28 && controls.info.channels === 1, 'the input limits and the class list come from the engine');
 
   // Empty canvas: a visible hint, no map.
@@ -158,6 +163,26 @@ try {
     }
     await page.screenshot({ path: path.join(artifacts, `drawn-7-${m}.png`) });
   }
+
+  // Each method's own parameters, from its descriptor: IG a steps input with the registry's range, Grad-CAM a menu
+  // of the model's layers; VBP none. Changing one recomputes the map.
+  const paramControls = async (m) => {
+    await select(page, 'method', m);
+    return page.evaluate(() => [...document.querySelectorAll('#method-params input, #method-params select')]
+      .map((e) => ({ id: e.id, max: e.max, options: e.options ? e.options.length : 0, value: e.value })));
+  };
+  const igControls = await paramControls('ig');
+  check(igControls.length === 2 && igControls[0].id === 'param-ig-steps' && igControls[0].max === '1000'
+    && igControls[0].value === '50' && igControls[1].id === 'param-riemann' && igControls[1].options === 4,
+  `IG shows its steps (1..=1000, default 50) and its rule (${JSON.stringify(igControls)})`);
+  const gcControls = await paramControls('gc');
+  check(gcControls.length === 1 && gcControls[0].id === 'param-layer' && gcControls[0].options === controls.info.tapPoints
+    && gcControls[0].value === String(controls.info.defaultLayer), `Grad-CAM shows a layer menu (${JSON.stringify(gcControls)})`);
+  const gcDefault = (await settle(page)).maps.gc.values;
+  const gcEarly = (await select(page, 'param-layer', '2')).maps.gc;
+  check(gcEarly && l1(gcEarly.values, gcDefault) > 0.01, 'another Grad-CAM layer changes the map');
+  await select(page, 'param-layer', String(controls.info.defaultLayer));
+  check((await paramControls('vbp')).length === 0, 'VBP has no parameters');
 
   // Ensembles on GB: each changes the map, and progress is shown for n = 50.
   await select(page, 'method', 'gb');

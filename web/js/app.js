@@ -15,7 +15,9 @@ const state = {
   model: new URLSearchParams(location.search).get('model') || 'mnist/simple-cnn',
   info: null,
   methods: [],
-  limits: null, // {samples, steps, noise}: the largest request the engine accepts
+  limits: null, // {samples, noise}: the largest ensemble the engine accepts
+  applicable: [], // ids of the methods that can explain the loaded model
+  params: {}, // method parameter values the user set, by key (each method reads its own)
   strokes: [],
   background: null, // a model input (gallery image or opened picture, C×H×W in [0, 1]) under the strokes
   picture: null, // an opened picture {rgba, width, height, name}, converted again when the data set changes
@@ -95,10 +97,12 @@ function onWorkerMessage(msg) {
       state.ready = true;
       state.model = msg.model;
       state.info = msg.info;
-      state.methods = msg.methods.map(idLabel);
+      // The registry's descriptors: id, label, title, paper, display, and each parameter's type, default and range.
+      state.methods = JSON.parse(msg.methods);
+      state.applicable = msg.applicable;
       state.datasets = Object.fromEntries(msg.datasets.map(idLabel).map((d) => [d.id, d.label]));
-      const [samples, steps, noise] = msg.limits;
-      state.limits = { samples, steps, noise };
+      const [samples, noise] = msg.limits;
+      state.limits = { samples, noise };
       fillOptionLists(msg);
       state.backend = msg.backend;
       $('backend').textContent = state.backend;
@@ -189,9 +193,23 @@ function currentRequest(method) {
     ensemble: $('ensemble').value,
     samples: clampInt($('samples').value, 1, state.limits.samples, 50),
     noise: clampFloat($('noise').value, 0, state.limits.noise, 0.15),
-    steps: clampInt($('steps').value, 1, state.limits.steps, 50),
-    layer: Number($('layer').value),
+    params: methodParams(method),
   };
+}
+
+// The values of `method`'s parameters that the user set (the others take their defaults in the engine).
+function methodParams(method) {
+  const m = state.methods.find((x) => x.id === method);
+  const out = {};
+  for (const p of (m ? m.params : [])) {
+    const v = state.params[p.key];
+    if (v === undefined || v === '') continue;
+    if (p.type === 'count') out[p.key] = clampInt(v, p.min, p.max, p.default);
+    else if (p.type === 'real') out[p.key] = clampFloat(v, p.min, p.max, p.default);
+    else if (p.type === 'layer') out[p.key] = clampInt(v, 0, state.info.tapPoints - 1, state.info.defaultLayer);
+    else out[p.key] = String(v);
+  }
+  return out;
 }
 
 function clampInt(v, lo, hi, dflt) {
@@ -205,7 +223,7 @@ function clampFloat(v, lo, hi, dflt) {
 }
 
 function applicableMethods() {
-  return state.methods.filter((m) => m.id !== 'cam' || (state.info && state.info.hasCam));
+  return state.methods.filter((m) => state.applicable.includes(m.id));
 }
 
 // Marks the input or the settings as changed; the next animation frame sends one request.
@@ -435,8 +453,49 @@ function fillOptionLists(msg) {
   fillSelect($('ensemble'), [{ id: '', label: 'none' }, ...msg.ensembles.map(idLabel)], '');
   fillSelect($('colormap'), msg.colormaps.map((id) => ({ id, label: id })), msg.colormaps[0]);
   $('samples').max = String(state.limits.samples);
-  $('steps').max = String(state.limits.steps);
   $('noise').max = String(state.limits.noise);
+  $('method-papers').textContent = state.methods.map((m) => `${m.paper.split(',')[0]} (${m.label})`).join(', ');
+}
+
+// The selected method's parameter controls, built from its descriptor: a number input for counts and reals (with
+// the descriptor's range), a menu for choices and for layers (the model's features, its default marked).
+function fillParamControls() {
+  const box = $('method-params');
+  box.innerHTML = '';
+  const m = state.methods.find((x) => x.id === $('method').value);
+  for (const p of (m ? m.params : [])) {
+    const label = document.createElement('label');
+    label.title = p.help;
+    label.append(`${p.label} `);
+    let input;
+    if (p.type === 'count' || p.type === 'real') {
+      input = document.createElement('input');
+      input.type = 'number';
+      input.min = String(p.min);
+      input.max = String(p.max);
+      if (p.type === 'real') input.step = 'any';
+      input.value = String(state.params[p.key] ?? p.default);
+    } else {
+      input = document.createElement('select');
+      if (p.type === 'layer') {
+        for (let k = 0; k < state.info.tapPoints; k++) {
+          input.add(new Option(k === state.info.defaultLayer ? `features[${k}] (default)` : `features[${k}]`, String(k)));
+        }
+        const v = state.params[p.key];
+        input.value = v !== undefined && Number(v) < state.info.tapPoints ? String(v) : String(state.info.defaultLayer);
+      } else {
+        for (const v of p.values) input.add(new Option(v, v));
+        input.value = state.params[p.key] ?? p.default;
+      }
+    }
+    input.id = `param-${p.key}`;
+    input.addEventListener('input', () => {
+      state.params[p.key] = input.value;
+      schedule();
+    });
+    label.append(input);
+    box.append(label);
+  }
 }
 
 function fillMethodControls() {
@@ -445,13 +504,9 @@ function fillMethodControls() {
   method.innerHTML = '';
   for (const m of applicableMethods()) method.add(new Option(m.label, m.id));
   method.value = applicableMethods().some((m) => m.id === previous) ? previous : 'vbp';
-  const layer = $('layer');
-  const prevLayer = layer.value;
-  layer.innerHTML = '';
-  for (let k = 0; k < state.info.tapPoints; k++) {
-    layer.add(new Option(k === state.info.defaultLayer ? `features[${k}] (default)` : `features[${k}]`, String(k)));
-  }
-  layer.value = prevLayer !== '' && Number(prevLayer) < state.info.tapPoints ? prevLayer : String(state.info.defaultLayer);
+  // A layer chosen for another model may not exist in this one.
+  if (state.params.layer !== undefined && Number(state.params.layer) >= state.info.tapPoints) delete state.params.layer;
+  fillParamControls();
   const target = $('target');
   const previousTarget = target.value;
   target.length = 1;
@@ -460,9 +515,10 @@ function fillMethodControls() {
   $('compare-grid').dataset.keys = '';
 }
 
-for (const id of ['method', 'ensemble', 'samples', 'noise', 'steps', 'layer', 'target', 'colormap', 'opacity', 'overlay']) {
+for (const id of ['method', 'ensemble', 'samples', 'noise', 'target', 'colormap', 'opacity', 'overlay']) {
   $(id).addEventListener('input', schedule);
 }
+$('method').addEventListener('input', fillParamControls);
 $('compare').addEventListener('change', () => {
   $('compare-grid').hidden = !$('compare').checked;
   $('compare-grid').dataset.keys = '';

@@ -135,6 +135,7 @@ async function load({ model, url, backend }) {
       },
       // The option lists and input limits come from the engine, so the page offers exactly what it accepts.
       methods: wasm_bindgen.methodList(),
+      applicable: engine.applicableMethods,
       ensembles: wasm_bindgen.ensembleList(),
       colormaps: wasm_bindgen.colormapList(),
       models: wasm_bindgen.modelList(),
@@ -195,7 +196,7 @@ async function sanityCheck({ id, layers, render }) {
     copy = engine.randomised(layers, 1);
     randomised.set(layers, copy);
   }
-  const request = new wasm_bindgen.Request(r.method, r.ensemble, r.samples, r.noise, r.steps, r.layer, 'logit');
+  const request = new wasm_bindgen.Request(r.method, r.ensemble, r.samples, r.noise, JSON.stringify(r.params), 'logit');
   try {
     const other = layers === 0 ? map : await fullCpuMap(copy, request, target, pixels);
     if (!other) return;
@@ -247,7 +248,7 @@ async function run(work) {
   post({ type: 'probs', id: work.id, probs, predicted, target });
 
   for (const r of work.requests) {
-    const request = new wasm_bindgen.Request(r.method, r.ensemble, r.samples, r.noise, r.steps, r.layer, 'logit');
+    const request = new wasm_bindgen.Request(r.method, r.ensemble, r.samples, r.noise, JSON.stringify(r.params), 'logit');
     const label = request.label;
     let task;
     let computeMs = 0;

@@ -10,7 +10,7 @@
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
-use whitebox_core::attribution::{Ensemble, Explanation, Job, Method, Riemann, Score, Settings};
+use whitebox_core::attribution::{Ensemble, Explanation, Job, Method, Params, Score, Settings};
 use whitebox_core::data::DatasetKind;
 use whitebox_core::gpu::{Gpu, GpuPlan};
 use whitebox_core::models::{Arch, Classifier, ModelSpec};
@@ -201,6 +201,12 @@ impl Engine {
         self.model.cam_head().is_some()
     }
 
+    /// The ids of the methods that can explain this model (CAM only where there is a CAM head).
+    #[wasm_bindgen(getter, js_name = applicableMethods)]
+    pub fn applicable_methods(&self) -> Vec<String> {
+        Method::all().iter().filter(|m| m.applies_to(self.model.as_ref())).map(|m| m.id().to_string()).collect()
+    }
+
     /// Softmax probabilities for one image: `pixels` are `C×H×W` values in [0, 1] (not yet normalised).
     pub fn probabilities(&self, pixels: &[f32]) -> Res<Vec<f32>> {
         let x = self.input(pixels)?;
@@ -305,18 +311,11 @@ pub struct Request {
 
 #[wasm_bindgen]
 impl Request {
-    /// `method`: vbp, ib, deconvnet, gb, ig, gc, gbgc, cam, co, random, sobel; `ensemble`: "" (none), sg, sg-sq or
-    /// sg-var; `layer` < 0 for the model's default; `score`: "logit" or "prob".
+    /// `method`: an id of [`method_list`]; `ensemble`: "" (none), sg, sg-sq or sg-var; `params`: a JSON object of
+    /// the method's parameter values by key (`{"ig-steps": 20, "layer": 3}`; a key left out takes its default);
+    /// `score`: "logit" or "prob".
     #[wasm_bindgen(constructor)]
-    pub fn new(
-        method: &str,
-        ensemble: &str,
-        samples: usize,
-        noise: f64,
-        steps: usize,
-        layer: i32,
-        score: &str,
-    ) -> Res<Request> {
+    pub fn new(method: &str, ensemble: &str, samples: usize, noise: f64, params: &str, score: &str) -> Res<Request> {
         let method = Method::parse(method).map_err(err)?;
         let ensemble = if ensemble.is_empty() { None } else { Some(Ensemble::parse(ensemble).map_err(err)?) };
         let score = match score {
@@ -324,14 +323,13 @@ impl Request {
             "prob" => Score::Prob,
             other => return Err(format!("unknown score '{other}' (logit or prob)")),
         };
-        let settings = Settings {
-            steps,
-            riemann: Riemann::Trapezoid,
-            layer: usize::try_from(layer).ok(),
-            // Small steps keep the page responsive; one batch of 16 costs about as much per map as larger ones.
-            batch: 16,
-            seed: 0,
+        let params: Params = if params.trim().is_empty() {
+            Params::default()
+        } else {
+            serde_json::from_str(params).map_err(|e| format!("method parameters: {e}"))?
         };
+        // Small steps keep the page responsive; one batch of 16 costs about as much per map as larger ones.
+        let settings = Settings { params, batch: 16, seed: 0 };
         let explanation = Explanation { method, ensemble, samples, noise_level: noise, settings, score };
         explanation.validate().map_err(err)?;
         Ok(Request { explanation })
@@ -427,10 +425,13 @@ pub fn input_from_image(dataset: &str, rgba: &[u8], width: usize, height: usize)
     whitebox_core::data::input_from_image(kind, rgba, width, height).map_err(err)
 }
 
-/// The methods the page offers, in its order (method id, label).
+/// The methods the page offers, in the registry's order: a JSON array of their descriptors (id, label, title,
+/// paper, family, display, parameters with their types, defaults and ranges), from which the page builds its
+/// method menu and each method's parameter controls.
 #[wasm_bindgen(js_name = methodList)]
-pub fn method_list() -> Vec<String> {
-    Method::ALL.iter().map(|m| format!("{}:{}", m.id(), m.label())).collect()
+pub fn method_list() -> Res<String> {
+    let all: Vec<_> = Method::all().iter().map(|m| m.summary()).collect();
+    serde_json::to_string(&all).map_err(err)
 }
 
 /// The ensembles the page offers (id, name).
@@ -472,7 +473,7 @@ pub fn dataset_list() -> Vec<String> {
 #[wasm_bindgen(js_name = requestLimits)]
 pub fn request_limits() -> Vec<f64> {
     use whitebox_core::attribution::limits;
-    vec![limits::SAMPLES as f64, limits::STEPS as f64, limits::NOISE]
+    vec![limits::SAMPLES as f64, limits::NOISE]
 }
 
 #[doc(hidden)]

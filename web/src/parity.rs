@@ -75,10 +75,11 @@ pub fn compute() -> Result<Vec<(String, Vec<f32>)>, String> {
         let target = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0);
         out.push((format!("{arch}/probs"), probs));
         for (method, ensemble, samples, steps) in CASES {
-            if method == "cam" && !engine.has_cam() {
+            if !engine.applicable_methods().iter().any(|m| m == method) {
                 continue;
             }
-            let request = Request::new(method, ensemble, samples, 0.15, steps, -1, "logit")?;
+            let params = format!(r#"{{"ig-steps": {steps}}}"#);
+            let request = Request::new(method, ensemble, samples, 0.15, &params, "logit")?;
             let mut task = engine.explain(&pixels, &request, target)?;
             while !task.step()? {}
             out.push((format!("{arch}/{}", request.label()), task.map()?));

@@ -21,7 +21,7 @@ fn engine_equals_core() -> Res<()> {
     let argmax = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
     assert_eq!(argmax, class);
     assert_eq!(class, 7, "the first MNIST test digit is a 7");
-    let request = Request::new("ig", "sg", 4, 0.1, 6, -1, "logit")?;
+    let request = Request::new("ig", "sg", 4, 0.1, r#"{"ig-steps": 6}"#, "logit")?;
     let mut task = e.explain(&pixels, &request, 7)?;
     let mut steps = 0;
     while !task.step()? {
@@ -40,13 +40,13 @@ fn bad_requests_are_errors() {
     let e = engine(0);
     assert!(Engine::new(b"not a checkpoint").err().unwrap().contains("not a safetensors file"));
     assert!(e.probabilities(&[0.0; 10]).unwrap_err().contains("expects 1×28×28 = 784 pixel values, got 10"));
-    assert!(Request::new("nope", "", 1, 0.1, 1, -1, "logit").err().unwrap().contains("unknown method"));
-    assert!(Request::new("vbp", "sg", 0, 0.1, 1, -1, "logit").err().unwrap().contains("samples"));
-    assert!(Request::new("ig", "", 1, 0.1, 0, -1, "logit").err().unwrap().contains("steps"));
-    let cam = Request::new("cam", "", 1, 0.1, 1, -1, "logit").unwrap();
+    assert!(Request::new("nope", "", 1, 0.1, "", "logit").err().unwrap().contains("unknown method"));
+    assert!(Request::new("vbp", "sg", 0, 0.1, "", "logit").err().unwrap().contains("samples"));
+    assert!(Request::new("ig", "", 1, 0.1, r#"{"ig-steps": 0}"#, "logit").err().unwrap().contains("steps"));
+    let cam = Request::new("cam", "", 1, 0.1, "", "logit").unwrap();
     let mut task = e.explain(&[0.0; 784], &cam, 0).unwrap();
     assert!(task.step().unwrap_err().contains("CAM head"));
-    let gc = Request::new("gc", "", 1, 0.1, 1, 40, "logit").unwrap();
+    let gc = Request::new("gc", "", 1, 0.1, r#"{"layer": 40}"#, "logit").unwrap();
     assert!(e.explain(&[0.0; 784], &gc, 0).and_then(|mut t| t.step()).unwrap_err().contains("layer 40"));
     assert!(e.explain(&[0.0; 784], &gc, 10).and_then(|mut t| t.step()).unwrap_err().contains("outside 0..10"));
     assert!(render_map(&[0.0; 4], &[0.0; 3], "mnist", "vbp", "hot", 1.0, true).unwrap_err().contains("4 pixel values"));
@@ -61,16 +61,21 @@ fn bad_numbers_are_errors() {
         pixels[100] = bad;
         let msg = format!("pixel value 100 is {shown}, not a number in [0, 1]");
         assert!(e.probabilities(&pixels).unwrap_err().contains(&msg));
-        let vbp = Request::new("vbp", "", 1, 0.1, 1, -1, "logit").unwrap();
+        let vbp = Request::new("vbp", "", 1, 0.1, "", "logit").unwrap();
         assert!(e.explain(&pixels, &vbp, 0).err().unwrap().contains(&msg));
     }
     for noise in [f64::NAN, f64::INFINITY, -0.1, 10.5] {
-        assert!(Request::new("vbp", "sg", 4, noise, 1, -1, "logit").err().unwrap().contains("noise level"));
+        assert!(Request::new("vbp", "sg", 4, noise, "", "logit").err().unwrap().contains("noise level"));
     }
-    let [samples, steps, _] = request_limits()[..] else { panic!("three limits") };
-    assert!(Request::new("vbp", "sg", samples as usize, 0.1, 1, -1, "logit").is_ok());
-    assert!(Request::new("vbp", "sg", samples as usize + 1, 0.1, 1, -1, "logit").is_err());
-    assert!(Request::new("ig", "", 1, 0.1, steps as usize + 1, -1, "logit").is_err());
+    let [samples, _] = request_limits()[..] else { panic!("two limits") };
+    assert!(Request::new("vbp", "sg", samples as usize, 0.1, "", "logit").is_ok());
+    assert!(Request::new("vbp", "sg", samples as usize + 1, 0.1, "", "logit").is_err());
+    assert!(Request::new("ig", "", 1, 0.1, r#"{"ig-steps": 1000}"#, "logit").is_ok());
+    let too_many = Request::new("ig", "", 1, 0.1, r#"{"ig-steps": 1001}"#, "logit").err().unwrap();
+    assert!(too_many.contains("--ig-steps must be within 1..=1000"), "{too_many}");
+    assert!(Request::new("ig", "", 1, 0.1, r#"{"ig-steps": 2.5}"#, "logit").is_err());
+    assert!(Request::new("ig", "", 1, 0.1, r#"{"nope": 1}"#, "logit").err().unwrap().contains("no method has"));
+    assert!(Request::new("ig", "", 1, 0.1, "{", "logit").err().unwrap().contains("method parameters"));
     let digit = parity::digit(0);
     for opacity in [f32::NAN, -0.1, 1.1] {
         let err = render_map(&digit, &digit, "mnist", "vbp", "hot", opacity, true).unwrap_err();
@@ -171,11 +176,11 @@ fn the_page_offers_the_shipped_weights() -> Res<()> {
 fn cifar_maps_render() -> Res<()> {
     for (name, e, pixels) in parity::gpu_models()?.into_iter().filter(|(n, ..)| n.starts_with("cifar10")) {
         assert_eq!(e.class_names()[3], "cat");
-        for m in Method::ALL {
-            if m == Method::Cam && !e.has_cam() {
+        for &m in Method::all() {
+            if !e.applicable_methods().iter().any(|id| id == m.id()) {
                 continue;
             }
-            let request = Request::new(m.id(), "", 1, 0.1, 4, -1, "logit")?;
+            let request = Request::new(m.id(), "", 1, 0.1, r#"{"ig-steps": 4}"#, "logit")?;
             let mut task = e.explain(&pixels, &request, 3)?;
             while !task.step()? {}
             let map = task.map()?;
@@ -232,7 +237,7 @@ fn live_metrics_and_the_sanity_check() -> Res<()> {
     let e = engine(0);
     let pixels = parity::digit(0);
     let map_of = |e: &Engine, method: &str| -> Res<Vec<f32>> {
-        let request = Request::new(method, "", 1, 0.0, 8, -1, "logit")?;
+        let request = Request::new(method, "", 1, 0.0, r#"{"ig-steps": 8}"#, "logit")?;
         let mut task = e.explain(&pixels, &request, 7)?;
         while !task.step()? {}
         task.map()

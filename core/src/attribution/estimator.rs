@@ -22,7 +22,7 @@ impl Estimator {
 
     /// Every estimator, each base method followed by its ensembles (the order reports group them in).
     pub fn all() -> Vec<Estimator> {
-        Method::ALL
+        Method::all()
             .iter()
             .flat_map(|&method| {
                 std::iter::once(None).chain(Ensemble::ALL.map(Some)).map(move |ensemble| Estimator { ensemble, method })
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn every_spelling_reads_back() {
-        for m in Method::ALL {
+        for &m in Method::all() {
             for e in std::iter::once(None).chain(Ensemble::ALL.map(Some)) {
                 let est = Estimator { ensemble: e, method: m };
                 assert_eq!(Estimator::parse(&est.id()).unwrap(), est);
@@ -103,11 +103,11 @@ mod tests {
             }
         }
         let spaced = Estimator::parse(" SG-SQ : GB ").unwrap();
-        assert_eq!(spaced, Estimator { ensemble: Some(Ensemble::SmoothGradSquared), method: Method::Gb });
+        assert_eq!(spaced, Estimator { ensemble: Some(Ensemble::SmoothGradSquared), method: Method::GB });
         let e = Estimator::parse("VarGrad:ig").unwrap();
         assert_eq!((e.id(), e.file_id(), e.label()), ("sg-var:ig".into(), "sg-var+ig".into(), "SG-VAR-IG".into()));
         // Result files written before ensembles existed ("method": "gb") still read.
-        assert_eq!(serde_json::from_str::<Estimator>("\"gb\"").unwrap(), Estimator::plain(Method::Gb));
+        assert_eq!(serde_json::from_str::<Estimator>("\"gb\"").unwrap(), Estimator::plain(Method::GB));
     }
 
     #[test]

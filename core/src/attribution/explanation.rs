@@ -2,9 +2,8 @@
 //! page make it, and [`Job`]: the same computation split into steps, so that an interactive caller can report
 //! progress and drop stale work between steps. A job's result equals the one-call result.
 
-use super::integrated_gradients::IntegralSums;
 use super::noise_tunnel::{samples_per_chunk, EnsembleSums};
-use super::{input_gradient, method, Attribution, Ensemble, IntegratedGradients, Method, NoiseTunnel, Score, Settings};
+use super::{input_gradient, Attribution, Ensemble, IntegralSums, Method, NoiseTunnel, Score, Settings};
 use crate::models::Classifier;
 use crate::ops::ReluRule;
 use crate::Result;
@@ -28,8 +27,6 @@ pub struct Explanation {
 pub mod limits {
     /// Ensemble samples: 1..=SAMPLES.
     pub const SAMPLES: usize = 1000;
-    /// IG steps: 1..=STEPS.
-    pub const STEPS: usize = 1000;
     /// Ensemble noise level: a finite number in [0, NOISE].
     pub const NOISE: f64 = 10.0;
 }
@@ -44,9 +41,7 @@ impl Explanation {
         if !(self.noise_level.is_finite() && (0.0..=limits::NOISE).contains(&self.noise_level)) {
             crate::invalid!("noise level must be a number within [0, {}], got {}", limits::NOISE, self.noise_level);
         }
-        if !(1..=limits::STEPS).contains(&self.settings.steps) {
-            crate::invalid!("IG steps must be within 1..={}, got {}", limits::STEPS, self.settings.steps);
-        }
+        self.settings.params.validate()?;
         if self.settings.batch == 0 {
             crate::invalid!("the batch size must be at least 1");
         }
@@ -72,12 +67,17 @@ impl Explanation {
         }
     }
 
+    /// Model inputs per image of the whole computation (an ensemble's samples × its method's own inputs).
+    pub fn inputs_per_image(&self, model: &dyn Classifier) -> Result<usize> {
+        let own = self.method.build(&self.settings, model)?.inputs_per_image();
+        Ok(own * if self.ensemble.is_some() { self.samples.max(1) } else { 1 })
+    }
+
     /// Images per call such that one call holds at most `settings.batch` model inputs.
-    fn images_per_call(&self) -> usize {
-        let per_image = match (self.ensemble, self.method) {
-            (Some(_), _) => self.samples.max(1),
-            (None, Method::Ig) => self.settings.steps.max(1),
-            _ => 1,
+    fn images_per_call(&self, base: &dyn Attribution) -> usize {
+        let per_image = match self.ensemble {
+            Some(_) => self.samples.max(1),
+            None => base.inputs_per_image(),
         };
         (self.settings.batch / per_image).max(1)
     }
@@ -91,7 +91,7 @@ impl Explanation {
         on_chunk: &mut dyn FnMut(usize),
     ) -> Result<Tensor> {
         self.validate()?;
-        let base = method(self.method, &self.settings, model);
+        let base = self.method.build(&self.settings, model)?;
         let tunnel;
         let attribution: &dyn Attribution = match self.ensemble {
             Some(kind) => {
@@ -104,7 +104,7 @@ impl Explanation {
         if targets.len() != n {
             crate::invalid!("{} targets for {n} images", targets.len());
         }
-        let per_call = self.images_per_call();
+        let per_call = self.images_per_call(base.as_ref());
         let mut parts = Vec::with_capacity(n.div_ceil(per_call));
         for start in (0..n).step_by(per_call) {
             let len = per_call.min(n - start);
@@ -138,30 +138,25 @@ impl Explanation {
         if targets.len() != n {
             crate::invalid!("{} targets for {n} images", targets.len());
         }
-        let base = method(self.method, &self.settings, model.as_ref());
+        let base = self.method.build(&self.settings, model.as_ref())?;
         // Model inputs per sample or step: an ensemble of IG runs all of IG's steps for each sample.
-        let inputs_per_unit =
-            if self.ensemble.is_some() && self.method == Method::Ig { self.settings.steps.max(1) } else { 1 };
+        let inputs_per_unit = if self.ensemble.is_some() { base.inputs_per_image() } else { 1 };
         let per_chunk = samples_per_chunk(self.settings.batch, n * inputs_per_unit);
-        let plan = match (self.ensemble, self.method) {
+        let integral = base.integral().cloned();
+        let plan = match (self.ensemble, integral) {
             (Some(kind), _) => {
                 let noisy = self.tunnel(base.as_ref(), kind).noisy_inputs(x)?;
                 Plan::Ensemble { base, noisy, sums: Some(EnsembleSums::new(kind, n)) }
             }
-            (None, Method::Ig) => {
-                let ig = IntegratedGradients {
-                    steps: self.settings.steps,
-                    riemann: self.settings.riemann,
-                    batch: self.settings.batch,
-                };
+            (None, Some(ig)) => {
                 let (scaled, weights) = ig.scaled_inputs(x)?;
-                Plan::Integrated { scaled, sums: Some(IntegralSums::new(weights, n)) }
+                Plan::Integrated { scaled, steps: ig.steps, sums: Some(IntegralSums::new(weights, n)) }
             }
             _ => Plan::Once { base },
         };
         let units = match plan {
             Plan::Ensemble { .. } => self.samples,
-            Plan::Integrated { .. } => self.settings.steps,
+            Plan::Integrated { steps, .. } => steps,
             Plan::Once { .. } => 1,
         };
         Ok(Job {
@@ -180,7 +175,7 @@ impl Explanation {
 
 enum Plan {
     Once { base: Box<dyn Attribution> },
-    Integrated { scaled: Tensor, sums: Option<IntegralSums> },
+    Integrated { scaled: Tensor, steps: usize, sums: Option<IntegralSums> },
     Ensemble { base: Box<dyn Attribution>, noisy: Tensor, sums: Option<EnsembleSums> },
 }
 
@@ -215,7 +210,7 @@ impl Job {
             Plan::Once { base } => {
                 self.result = Some(base.attribute(self.model.as_ref(), &self.x, &self.targets, self.score)?)
             }
-            Plan::Integrated { scaled, sums } => {
+            Plan::Integrated { scaled, sums, .. } => {
                 let rows = scaled.narrow(0, self.done * n, k * n)?;
                 let grads = input_gradient(self.model.as_ref(), &rows, &chunk_targets, self.score, ReluRule::Standard)?;
                 sums.as_mut().expect("not finished").add(&grads)?;
@@ -267,9 +262,9 @@ mod tests {
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
         let mut requests = Vec::new();
-        for m in Method::ALL {
+        for &m in Method::all() {
             requests.push(Explanation {
-                settings: Settings { steps: 7, batch: 4, ..Settings::default() },
+                settings: Settings { batch: 4, ..Settings::default() }.with("steps", 7),
                 ..Explanation::of(m)
             });
         }
@@ -278,7 +273,7 @@ mod tests {
                 ensemble: Some(e),
                 samples: 5,
                 settings: Settings { batch: 4, ..Settings::default() },
-                ..Explanation::of(Method::Gb)
+                ..Explanation::of(Method::GB)
             });
         }
         for r in requests {
@@ -295,10 +290,10 @@ mod tests {
             let stepped = job.finish()?;
             assert!(rel_error(&whole, &stepped, 1.0)? < 1e-5, "{}", r.label());
             // 7 IG steps of 2 images in chunks of 2 steps: 4 steps; 5 samples: 3 steps.
-            let want = match (r.ensemble, r.method) {
-                (Some(_), _) => 2,
-                (None, Method::Ig) => 3,
-                _ => 0,
+            let want = match r.ensemble {
+                Some(_) => 2,
+                None if r.method == Method::IG => 3,
+                None => 0,
             };
             assert_eq!(steps, want, "{}", r.label());
         }

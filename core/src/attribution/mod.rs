@@ -1,34 +1,38 @@
 //! Attribution methods: each answers "which input pixels made the model output this class?" with a map of the
-//! input's shape. All of them fulfil one contract, [`Attribution`]; what they share — back-propagating a class score
-//! to the input or to an intermediate layer under a ReLU rule — exists once, in [`input_gradient`] and
-//! [`layer_gradient`].
+//! input's shape. All of them fulfil one contract, [`Attribution`]; each is a file in `methods/` named after it,
+//! listed once in the [`registry`]. What they share — back-propagating a class score to the input or to an
+//! intermediate layer under a ReLU rule — exists once, in [`input_gradient`] and [`layer_gradient`].
 
-mod baselines;
 mod estimator;
 mod explanation;
-mod gradient;
-mod integrated_gradients;
-mod layer_maps;
+pub mod methods;
 mod noise_tunnel;
+pub mod registry;
 mod resize;
 
 /// The class score a map explains (defined with the graph, at the bottom of the crate).
 pub use crate::graph::Score;
-pub use baselines::{RandomMap, Sobel};
 pub use estimator::Estimator;
 pub use explanation::{limits, Explanation, Job};
-pub use gradient::{InputXGradient, ModifiedGradient};
-pub use integrated_gradients::{IntegralSums, IntegratedGradients, Riemann};
-pub use layer_maps::{Cam, ConvOutput, GradCam, GuidedGradCam};
+pub use methods::cam::Cam;
+pub use methods::conv_output::ConvOutput;
+pub use methods::grad_cam::GradCam;
+pub use methods::guided_grad_cam::GuidedGradCam;
+pub use methods::input_x_gradient::InputXGradient;
+pub use methods::integrated_gradients::{IntegralSums, IntegratedGradients, Riemann};
+pub use methods::random_map::RandomMap;
+pub use methods::sobel::Sobel;
+pub use methods::vanilla_gradient::ModifiedGradient;
+pub(crate) use noise_tunnel::samples_per_chunk;
 pub use noise_tunnel::{normal_draw, standard_normal, Ensemble, EnsembleSums, NoiseTunnel};
-pub use resize::{resize, Interpolation};
+pub use registry::{Method, Params, Settings};
+pub use resize::{resize, to_input, Interpolation};
 
 use crate::models::Classifier;
 use crate::nn::Pass;
 use crate::ops::ReluRule;
-use crate::{Error, Result};
+use crate::Result;
 use candle_core::{Tensor, Var, D};
-use serde::{Deserialize, Serialize};
 
 /// An attribution method: for an input batch `N×C×H×W` and one target class per image, a map of the input's
 /// shape.
@@ -36,6 +40,16 @@ pub trait Attribution {
     fn name(&self) -> String;
 
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor>;
+
+    /// Model inputs per image in one call (IG: its steps), so that callers can bound their batches.
+    fn inputs_per_image(&self) -> usize {
+        1
+    }
+
+    /// A path integral over scaled inputs, which a [`Job`] runs a few steps at a time.
+    fn integral(&self) -> Option<&IntegratedGradients> {
+        None
+    }
 }
 
 /// ∂S/∂x: the gradient of each image's target score with respect to the input, with the ReLU backward `rule`.
@@ -146,146 +160,28 @@ pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
     Ok(crate::models::eval_logits(model, x)?.argmax(D::Minus1)?.to_vec1::<u32>()?)
 }
 
-/// The method names of the CLI and the papers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Method {
-    Vbp,
-    Ib,
-    #[cfg_attr(feature = "clap", value(name = "deconvnet"))]
-    DeconvNet,
-    Gb,
-    Ig,
-    Gc,
-    Gbgc,
-    Cam,
-    Co,
-    Random,
-    Sobel,
-}
-
-impl Method {
-    pub const ALL: [Method; 11] = [
-        Method::Vbp,
-        Method::Ib,
-        Method::DeconvNet,
-        Method::Gb,
-        Method::Ig,
-        Method::Gc,
-        Method::Gbgc,
-        Method::Cam,
-        Method::Co,
-        Method::Random,
-        Method::Sobel,
-    ];
-
-    /// The id the CLI, the web page and result files use (`vbp`, `deconvnet`, `gbgc`, …).
-    pub fn id(self) -> &'static str {
-        match self {
-            Method::Vbp => "vbp",
-            Method::Ib => "ib",
-            Method::DeconvNet => "deconvnet",
-            Method::Gb => "gb",
-            Method::Ig => "ig",
-            Method::Gc => "gc",
-            Method::Gbgc => "gbgc",
-            Method::Cam => "cam",
-            Method::Co => "co",
-            Method::Random => "random",
-            Method::Sobel => "sobel",
-        }
+/// `features[layer]` of each image (evaluation mode), from the engine when the model has one.
+pub fn layer_activation(model: &dyn Classifier, x: &Tensor, layer: usize) -> Result<Tensor> {
+    if layer >= model.tap_points() {
+        crate::invalid!("layer {layer} does not exist (the model has features 0..{})", model.tap_points());
     }
-
-    /// The ids of [`Method::ALL`], for command-line value lists.
-    pub const IDS: [&'static str; 11] =
-        ["vbp", "ib", "deconvnet", "gb", "ig", "gc", "gbgc", "cam", "co", "random", "sobel"];
-
-    /// An id, case-insensitive, ignoring `-` and `_`; `deconv` and `gradcam` are accepted too.
-    pub fn parse(s: &str) -> Result<Self> {
-        let key = s.to_ascii_lowercase().replace(['-', '_'], "");
-        let alias = match key.as_str() {
-            "deconv" => "deconvnet",
-            "gradcam" => "gc",
-            other => other,
-        };
-        Method::ALL.into_iter().find(|m| m.id() == alias).ok_or_else(|| {
-            Error::InvalidArgument(format!("unknown method '{s}' (expected one of {})", Method::IDS.join(", ")))
-        })
+    if let Some(engine) = model.engine() {
+        let n = x.dim(0)?;
+        let (c, h, w) = engine.layer_shape(layer);
+        return Ok(Tensor::from_vec(
+            engine.activation(&x.flatten_all()?.to_vec1::<f32>()?, n, layer)?,
+            (n, c, h, w),
+            x.device(),
+        )?);
     }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Method::Vbp => "VBP",
-            Method::Ib => "IB",
-            Method::DeconvNet => "DeconvNet",
-            Method::Gb => "GB",
-            Method::Ig => "IG",
-            Method::Gc => "GC",
-            Method::Gbgc => "GB-GC",
-            Method::Cam => "CAM",
-            Method::Co => "CO",
-            Method::Random => "Random",
-            Method::Sobel => "Sobel",
-        }
-    }
-}
-
-/// Settings shared by the methods that need them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    /// IG: number of steps and rule.
-    pub steps: usize,
-    pub riemann: Riemann,
-    /// GC, GB-GC, CO: `features[layer]` (default: the model's own choice).
-    pub layer: Option<usize>,
-    /// Images per internal batch (IG steps and ensemble samples are batched).
-    pub batch: usize,
-    /// Random: seed.
-    pub seed: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { steps: 50, riemann: Riemann::Trapezoid, layer: None, batch: 128, seed: 0 }
-    }
+    let (_, tapped) = model.forward_tapped(x, &Pass::EVAL, Some(layer))?;
+    Ok(tapped.expect("a tapped layer was asked for").activation)
 }
 
 /// The method `m` configured by `s`, for `model` (layer defaults depend on the model).
-pub fn method(m: Method, s: &Settings, model: &dyn Classifier) -> Box<dyn Attribution> {
-    let gc_layer = s.layer.unwrap_or(model.default_gradcam_layer());
-    let last = s.layer.unwrap_or(model.last_feature_index());
-    match m {
-        Method::Vbp => Box::new(ModifiedGradient::new(ReluRule::Standard)),
-        Method::Ib => Box::new(InputXGradient),
-        Method::DeconvNet => Box::new(ModifiedGradient::new(ReluRule::Deconv)),
-        Method::Gb => Box::new(ModifiedGradient::new(ReluRule::Guided)),
-        Method::Ig => Box::new(IntegratedGradients { steps: s.steps, riemann: s.riemann, batch: s.batch }),
-        Method::Gc => Box::new(GradCam { layer: gc_layer }),
-        Method::Gbgc => Box::new(GuidedGradCam { layer: gc_layer, interpolation: Interpolation::Nearest }),
-        Method::Cam => Box::new(Cam),
-        Method::Co => Box::new(ConvOutput { layer: last }),
-        Method::Random => Box::new(RandomMap { seed: s.seed }),
-        Method::Sobel => Box::new(Sobel),
-    }
+pub fn method(m: Method, s: &Settings, model: &dyn Classifier) -> Result<Box<dyn Attribution>> {
+    m.build(s, model)
 }
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod id_tests {
-    use super::Method;
-
-    #[test]
-    fn ids_round_trip_and_match_the_list_and_serde() {
-        for (m, id) in Method::ALL.into_iter().zip(Method::IDS) {
-            assert_eq!(m.id(), id);
-            assert_eq!(Method::parse(id).unwrap(), m);
-            assert_eq!(Method::parse(&id.to_uppercase()).unwrap(), m);
-            assert_eq!(serde_json::to_value(m).unwrap(), id, "result files spell methods by their id");
-        }
-        assert_eq!(Method::parse("Grad-CAM").unwrap(), Method::Gc);
-        assert!(Method::parse("lrp").is_err());
-    }
-}

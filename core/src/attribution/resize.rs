@@ -50,6 +50,13 @@ pub fn resize(x: &Tensor, height: usize, width: usize, mode: Interpolation) -> R
     Tensor::from_vec(out, (n, c, height, width), x.device())
 }
 
+/// A coarse map `N×1×h×w` up-sampled to the input `x`'s size and repeated over its channels (`N×C×H×W`).
+pub fn to_input(map: &Tensor, x: &Tensor, mode: Interpolation) -> crate::Result<Tensor> {
+    let (_, c, h, w) = x.dims4()?;
+    let up = resize(map, h, w, mode)?;
+    Ok(up.repeat((1, c, 1, 1))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

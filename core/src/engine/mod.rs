@@ -206,11 +206,11 @@ mod tests {
         let plan = Arc::new(crate::engine::plan_of(m.engine().expect("constant weights")).expect("a CPU plan").clone());
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
-        let mut requests: Vec<Explanation> = Method::ALL
-            .into_iter()
-            .map(|m| Explanation { settings: Settings { steps: 5, ..Settings::default() }, ..Explanation::of(m) })
+        let mut requests: Vec<Explanation> = Method::all()
+            .iter()
+            .map(|&m| Explanation { settings: Settings::default().with("steps", 5), ..Explanation::of(m) })
             .collect();
-        requests.push(Explanation { ensemble: Some(Ensemble::VarGrad), samples: 4, ..Explanation::of(Method::Gbgc) });
+        requests.push(Explanation { ensemble: Some(Ensemble::VarGrad), samples: 4, ..Explanation::of(Method::GBGC) });
         for e in requests {
             let direct = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
             let recorder = Arc::new(Scripted::recorder(plan.clone()));
@@ -230,7 +230,7 @@ mod tests {
             );
         }
         let empty = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan, Vec::new())) };
-        assert!(Explanation::of(Method::Vbp)
+        assert!(Explanation::of(Method::VBP)
             .run(&empty, &x, &t, &mut |_| {})
             .unwrap_err()
             .to_string()

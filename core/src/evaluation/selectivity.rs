@@ -160,7 +160,7 @@ mod tests {
         let set = images(3);
         let config =
             SelectivityConfig { steps: 4, pixels_per_step: 2, fill: Fill::Zero, ranking: Ranking::Signed, batch: 2 };
-        let vbp = Explanation::of(Method::Vbp);
+        let vbp = Explanation::of(Method::VBP);
         let mut full = SelectivityState::default();
         let mut saved = vec![];
         selectivity(model.as_ref(), &vbp, &set, &config, &mut full, &mut |s| {

@@ -96,7 +96,7 @@ pub async fn explain(
     targets: &[u32],
 ) -> Result<Tensor> {
     explanation.validate()?;
-    let units = explanation.samples.max(1) * explanation.settings.steps.max(1);
+    let units = explanation.inputs_per_image(model.as_ref())?;
     let mut e = explanation.clone();
     e.settings.batch = e.settings.batch.max(units * x.dim(0)?);
     let recorder = Arc::new(Scripted::recorder(gpu.plan().clone()));

@@ -3,7 +3,7 @@
 //! Vulkan, which CI gets from Debian's `mesa-vulkan-drivers` (lavapipe, on the CPU).
 
 use super::{block_on, Gpu, GpuPlan};
-use crate::attribution::{Ensemble, Explanation, Method, Riemann, Score, Settings};
+use crate::attribution::{Ensemble, Explanation, Method, Score, Settings};
 use crate::data::DatasetKind;
 use crate::engine::{constant_model, Engine, EngineModel};
 use crate::models::{Arch, Classifier};
@@ -84,16 +84,16 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
             // GEMM kernels, the GPU's direct sums) — any of them is a valid gradient route. Measured: CBAM 8e-3, and
             // SimpleCNN on CIFAR-10 3e-3 once the CPU moved to AVX-512 GEMM kernels. So IG is checked with the
             // midpoint rule, which never evaluates α = 0 (the rules themselves are checked against Captum).
-            let settings = Settings { steps: 20, riemann: Riemann::Middle, seed: 1, ..Settings::default() };
-            let mut requests: Vec<Explanation> = Method::ALL
-                .into_iter()
-                .filter(|&method| method != Method::Cam || m.cam_head().is_some())
-                .map(|method| Explanation { settings: settings.clone(), ..Explanation::of(method) })
+            let settings = Settings { seed: 1, ..Settings::default() }.with("steps", 20).with("riemann", "middle");
+            let mut requests: Vec<Explanation> = Method::all()
+                .iter()
+                .filter(|method| method.applies_to(m.as_ref()))
+                .map(|&method| Explanation { settings: settings.clone(), ..Explanation::of(method) })
                 .collect();
             for (kind, method) in [
-                (Ensemble::SmoothGrad, Method::Vbp),
-                (Ensemble::SmoothGradSquared, Method::Gb),
-                (Ensemble::VarGrad, Method::Gbgc),
+                (Ensemble::SmoothGrad, Method::VBP),
+                (Ensemble::SmoothGradSquared, Method::GB),
+                (Ensemble::VarGrad, Method::GBGC),
             ] {
                 requests.push(Explanation {
                     ensemble: Some(kind),
@@ -105,13 +105,13 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
             requests.push(Explanation {
                 score: Score::Prob,
                 settings: settings.clone(),
-                ..Explanation::of(Method::Ig)
+                ..Explanation::of(Method::IG)
             });
             for e in requests {
                 let want = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
                 let got = e.run(&gm, &x, &t, &mut |_| {})?;
                 let d = rel_error(&got, &want, f32::MIN_POSITIVE)?;
-                if e.method == Method::Ig && e.ensemble.is_none() {
+                if e.method == Method::IG && e.ensemble.is_none() {
                     // IG sums 20 scaled copies of the input; near α = 0 the feature maps are nearly flat and a
                     // max-pooling window may hold values equal up to rounding, which the CPU's GEMM and the GPU's
                     // direct sums break differently (measured once the CPU build used AVX-512 code: SimpleCNN on
@@ -162,10 +162,10 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
             ensemble: Some(Ensemble::SmoothGrad),
             samples: 12,
             settings: Settings { seed: 1, ..Settings::default() },
-            ..Explanation::of(Method::Vbp)
+            ..Explanation::of(Method::VBP)
         },
-        Explanation::of(Method::Gbgc),
-        Explanation::of(Method::Co),
+        Explanation::of(Method::GBGC),
+        Explanation::of(Method::CO),
     ] {
         let want = e.run(m.as_ref(), &x, &[5], &mut |_| {})?;
         let got = block_on(super::explain(&e, m.clone(), &on_gpu, &x, &[5]))?;

@@ -67,12 +67,21 @@ pub fn normalize_min_max(map: &[f32], channels: usize) -> Result<Vec<f32>> {
     Ok(mean.iter().map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 }).collect())
 }
 
-/// A map's values for display in [0, 1], as whitebox shows every method: CAM maps (whose sign is not evidence for
-/// or against) min–max scaled, all others |a| aggregated by channel max and scaled by the 99th percentile.
+/// A map's values for display in [0, 1], as its method's descriptor asks (see [`scale_for_display`]).
 pub fn display_values(map: &[f32], channels: usize, method: crate::attribution::Method) -> Result<Vec<f32>> {
-    match method {
-        crate::attribution::Method::Cam => normalize_min_max(map, channels),
-        _ => normalize(map, channels, Aggregation::MaxAbs, 99.0),
+    scale_for_display(map, channels, method.descriptor().display)
+}
+
+/// Min–max scaled where the sign is not evidence for or against (CAM, a model's own attention), else |a|
+/// aggregated by channel max and scaled by the 99th percentile.
+pub fn scale_for_display(
+    map: &[f32],
+    channels: usize,
+    display: crate::attribution::registry::Display,
+) -> Result<Vec<f32>> {
+    match display {
+        crate::attribution::registry::Display::MinMax => normalize_min_max(map, channels),
+        crate::attribution::registry::Display::AbsMax => normalize(map, channels, Aggregation::MaxAbs, 99.0),
     }
 }
 

@@ -18,7 +18,7 @@ use candle_core::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
-use whitebox_core::attribution::{self as attr, Attribution, Ensemble, Method, NoiseTunnel, Riemann, Score, Settings};
+use whitebox_core::attribution::{self as attr, Attribution, Ensemble, Method, NoiseTunnel, Score, Settings};
 use whitebox_core::data::{mnist_set, DatasetKind};
 use whitebox_core::params::Checkpoint;
 
@@ -75,13 +75,43 @@ fn main() -> Result<()> {
     let n_ens = n_ens.min(idx.len());
     let (xe, te) = (x.narrow(0, 0, n_ens)?, &targets[..n_ens]);
 
-    let settings = |batch| Settings { steps: 50, riemann: Riemann::Trapezoid, layer: None, batch, seed: 0 };
+    let settings = |batch| Settings { batch, ..Settings::default() }.with("ig-steps", 50).with("riemann", "trapezoid");
     let vbp = attr::ModifiedGradient::new(whitebox_core::ops::ReluRule::Standard);
     let ours: Vec<(&str, f64)> = vec![
-        ("VBP", best_rate(m, &x, &targets, &|b| attr::method(Method::Vbp, &settings(b), m), &[100, 250, 1000])?),
-        ("GB", best_rate(m, &x, &targets, &|b| attr::method(Method::Gb, &settings(b), m), &[100, 250, 1000])?),
-        ("GC", best_rate(m, &x, &targets, &|b| attr::method(Method::Gc, &settings(b), m), &[100, 250, 1000])?),
-        ("IG-50", best_rate(m, &xe, te, &|_| attr::method(Method::Ig, &settings(500), m), &[10, 50])?),
+        (
+            "VBP",
+            best_rate(
+                m,
+                &x,
+                &targets,
+                &|b| attr::method(Method::VBP, &settings(b), m).expect("applies"),
+                &[100, 250, 1000],
+            )?,
+        ),
+        (
+            "GB",
+            best_rate(
+                m,
+                &x,
+                &targets,
+                &|b| attr::method(Method::GB, &settings(b), m).expect("applies"),
+                &[100, 250, 1000],
+            )?,
+        ),
+        (
+            "GC",
+            best_rate(
+                m,
+                &x,
+                &targets,
+                &|b| attr::method(Method::GC, &settings(b), m).expect("applies"),
+                &[100, 250, 1000],
+            )?,
+        ),
+        (
+            "IG-50",
+            best_rate(m, &xe, te, &|_| attr::method(Method::IG, &settings(500), m).expect("applies"), &[10, 50])?,
+        ),
         (
             "SG-50",
             best_rate(

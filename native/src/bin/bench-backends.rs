@@ -68,11 +68,11 @@ fn main() -> Result<()> {
     let on_gpu = EngineModel { model: cpu.clone(), engine: Arc::new(GpuPlan::new(gpu.clone(), plan)?) };
 
     let requests = [
-        ("VBP", Explanation::of(Method::Vbp)),
-        ("GB", Explanation::of(Method::Gb)),
-        ("GC", Explanation::of(Method::Gc)),
-        ("SG-50", Explanation { ensemble: Some(Ensemble::SmoothGrad), samples: 50, ..Explanation::of(Method::Vbp) }),
-        ("IG-50", Explanation::of(Method::Ig)),
+        ("VBP", Explanation::of(Method::VBP)),
+        ("GB", Explanation::of(Method::GB)),
+        ("GC", Explanation::of(Method::GC)),
+        ("SG-50", Explanation { ensemble: Some(Ensemble::SmoothGrad), samples: 50, ..Explanation::of(Method::VBP) }),
+        ("IG-50", Explanation::of(Method::IG)),
     ];
     println!(
         "attribution maps/s, SimpleCNN MNIST, {} images one at a time, {threads} threads; GPU: {} ({})",

@@ -53,7 +53,7 @@ pub struct MetricsArgs {
     pub methods: Vec<Estimator>,
     pub metrics: Vec<Metric>,
     pub ensemble: EnsembleSettings,
-    pub ig_steps: usize,
+    pub params: whitebox_core::attribution::Params,
     pub indices: String,
     pub config: MetricsConfig,
     pub out: PathBuf,
@@ -182,7 +182,7 @@ fn maps_of(
             .with_context(|| format!("reading cached maps {}", path.display()))?;
         return loaded.get("maps").cloned().with_context(|| format!("{} has no maps tensor", path.display()));
     }
-    let e = explanation(method, args.ig_steps, 128, args.ensemble, 0);
+    let e = explanation(method, &args.params, 128, args.ensemble, 0);
     let pb = ui::bar(targets.len() as u64, format!("maps {}", e.label()));
     let maps = e.run(model, x, targets, &mut |n| pb.inc(n as u64))?;
     pb.finish_and_clear();
@@ -192,7 +192,7 @@ fn maps_of(
 }
 
 pub fn run(args: MetricsArgs) -> Result<()> {
-    let (ck, explained) = checkpoint_explained(&args.checkpoint, args.ig_steps)?;
+    let (ck, explained) = checkpoint_explained(&args.checkpoint, &args.params)?;
     let spec = ck.spec;
     let kind = spec.dataset;
     let model = ck.model()?;
@@ -243,7 +243,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         }
         let maps = &cached.as_ref().expect("maps of this method").1;
         let batch = Batch::new(&xs, shape, &targets, maps).with_context(|| format!("the maps of {method}"))?;
-        let e = explanation(method, args.ig_steps, 128, args.ensemble, 0);
+        let e = explanation(method, &args.params, 128, args.ensemble, 0);
         let mut explain = |m: &dyn Classifier, xv: &[f32], t: &[u32]| -> whitebox_core::Result<Vec<f32>> {
             let xt = Tensor::from_slice(xv, (t.len(), c, h, w), &Device::Cpu)?;
             Ok(e.run(m, &xt, t, &mut |_| {})?.flatten_all()?.to_vec1::<f32>()?)

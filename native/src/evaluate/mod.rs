@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
-use whitebox_core::attribution::{Estimator, Explanation, Riemann, Settings};
+use whitebox_core::attribution::{registry, Estimator, Explanation, Params, Settings};
 use whitebox_core::evaluation::Shard;
 use whitebox_core::params::Checkpoint;
 
@@ -102,12 +102,13 @@ impl EnsembleSettings {
     }
 }
 
-/// The explanation each evaluation uses for `estimator`: the class logit, default layers, IG with `ig_steps`; an
-/// ensemble's noise drawn from `chunk_seed` (evaluations pass the chunk's first image index, so a map does not
-/// depend on which worker computed it; plain methods keep seed 0, as their results were made with).
+/// The explanation each evaluation uses for `estimator`: the class logit, the method parameters `params` (each
+/// method reads its own); an ensemble's noise drawn from `chunk_seed` (evaluations pass the chunk's first image
+/// index, so a map does not depend on which worker computed it; plain methods keep seed 0, as their results were
+/// made with).
 pub fn explanation(
     estimator: Estimator,
-    ig_steps: usize,
+    params: &Params,
     batch: usize,
     ensemble: EnsembleSettings,
     chunk_seed: u64,
@@ -118,7 +119,7 @@ pub fn explanation(
         ensemble: estimator.ensemble,
         samples: ensemble.samples,
         noise_level: ensemble.noise,
-        settings: Settings { steps: ig_steps, riemann: Riemann::Trapezoid, layer: None, batch, seed },
+        settings: Settings { params: params.clone(), batch, seed },
         ..Explanation::of(estimator.method)
     }
 }
@@ -134,17 +135,23 @@ pub struct Explained {
     pub ig_steps: usize,
     /// The explained score.
     pub target: String,
+    /// The methods' parameters set on the command line, but for IG's steps (recorded above, as before).
+    #[serde(default, skip_serializing_if = "Params::is_empty")]
+    pub params: Params,
 }
 
 /// The checkpoint at `path`, and what an evaluation of it records.
-pub fn checkpoint_explained(path: &Path, ig_steps: usize) -> Result<(Checkpoint, Explained)> {
+pub fn checkpoint_explained(path: &Path, params: &Params) -> Result<(Checkpoint, Explained)> {
+    params.validate()?;
+    let steps = registry::param("ig-steps")?;
     let ck = load_checkpoint(path, &Device::Cpu)?;
     let explained = Explained {
         checkpoint_sha256: datasets::sha256_hex(&fsutil::read(path)?),
         arch: ck.spec.arch.name().into(),
         dataset: ck.spec.dataset.name().into(),
-        ig_steps,
+        ig_steps: params.count(steps),
         target: "logit of the true class".into(),
+        params: params.clone().without(steps.key),
     };
     Ok((ck, explained))
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use whitebox_core::attribution::{Estimator, Method};
+use whitebox_core::attribution::Estimator;
 use whitebox_core::data::{train_validation_split, DatasetKind, ImageSet};
 use whitebox_core::evaluation::{pixel_relevance, remove_pixels, Fill, Mode, Ranking, Shard};
 use whitebox_core::models::{Classifier, ModelSpec};
@@ -35,7 +35,7 @@ pub struct SweepArgs {
     pub fill: Fill,
     pub ranking: Ranking,
     pub seed_variant: bool,
-    pub ig_steps: usize,
+    pub params: whitebox_core::attribution::Params,
     pub out: PathBuf,
     pub shard: Shard,
     pub data_dir: PathBuf,
@@ -148,7 +148,7 @@ fn relevance(
             let indices: Vec<usize> = (start..start + len).collect();
             let (x, y) = set.batch(&indices, kind, &Device::Cpu)?;
             let targets = y.to_vec1::<u32>()?;
-            let explanation = explanation(method, args.ig_steps, 128, args.ensemble, start as u64);
+            let explanation = explanation(method, &args.params, 128, args.ensemble, start as u64);
             let maps =
                 explanation.run(model, &x, &targets, &mut |n| pb.inc(n as u64))?.flatten_all()?.to_vec1::<f32>()?;
             let per = set.image_len();
@@ -181,12 +181,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if args.seed_variant && args.fill != Fill::Zero {
         bail!("--seed-variant fills with zero, as the seed: drop --fill mean");
     }
-    let (ck, explained) = checkpoint_explained(&args.checkpoint, args.ig_steps)?;
+    let (ck, explained) = checkpoint_explained(&args.checkpoint, &args.params)?;
     let spec = ck.spec;
     let kind = spec.dataset;
     let model = ck.model()?;
-    if args.methods.iter().any(|m| m.method == Method::Cam) && spec.arch != whitebox_core::models::Arch::Cam {
-        bail!("CAM needs a CAM model; {} is {}", args.checkpoint.display(), spec.arch);
+    for m in &args.methods {
+        m.method.check_applies(model.as_ref())?;
     }
     let loaded = datasets::load(kind, &args.data_dir)?;
     let data = Data {

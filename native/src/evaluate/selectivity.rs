@@ -20,7 +20,7 @@ pub struct SelectivityArgs {
     /// Fraction of the test set (the seed: 10 %), drawn with `sample_seed`.
     pub sample: f64,
     pub sample_seed: u64,
-    pub ig_steps: usize,
+    pub params: whitebox_core::attribution::Params,
     pub out: PathBuf,
     pub shard: Shard,
     pub data_dir: PathBuf,
@@ -60,7 +60,7 @@ pub fn dir(out: &Path) -> PathBuf {
 }
 
 pub fn run(args: SelectivityArgs) -> Result<()> {
-    let (ck, explained) = checkpoint_explained(&args.checkpoint, args.ig_steps)?;
+    let (ck, explained) = checkpoint_explained(&args.checkpoint, &args.params)?;
     let kind = ck.spec.dataset;
     let model = ck.model()?;
     let test = datasets::load(kind, &args.data_dir)?.test;
@@ -94,7 +94,7 @@ pub fn run(args: SelectivityArgs) -> Result<()> {
         let mut state: SelectivityState = read_json(&state_path)?.unwrap_or_default();
         let already = state.accuracy.len();
         let started = Instant::now();
-        let explanation = explanation(method, args.ig_steps, 128, args.ensemble, 0);
+        let explanation = explanation(method, &args.params, 128, args.ensemble, 0);
         let pb = ui::bar(args.config.steps as u64 + 1, explanation.label());
         pb.set_position(already as u64);
         let mut last_save = Instant::now();

@@ -1,12 +1,51 @@
-//! Integrated Gradients (Sundararajan, Taly & Yan 2017): (x − x′) ⊙ ∫₀¹ ∂S_c(x′ + α(x − x′))/∂x dα, approximated
-//! with Captum's Riemann rules. The baseline x′ is zero (the normalised image's zero). All steps of all images run
-//! as batches of at most `batch` images.
+//! Integrated Gradients (Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep Networks"):
+//! (x − x′) ⊙ ∫₀¹ ∂S_c(x′ + α(x − x′))/∂x dα, approximated with Captum's Riemann rules. The baseline x′ is zero (the
+//! normalised image's zero). All steps of all images run as batches of at most `batch` images.
 
-use super::{input_gradient, Attribution, Score};
+use crate::attribution::registry::{Descriptor, Display, Family, Needs, ParamKind, ParamSpec, Settings};
+use crate::attribution::{input_gradient, Attribution, Score};
 use crate::models::Classifier;
 use crate::ops::ReluRule;
 use crate::Result;
 use candle_core::Tensor;
+
+/// The number of points of the path integral.
+pub static STEPS: ParamSpec = ParamSpec {
+    key: "ig-steps",
+    aliases: &["steps"],
+    label: "Steps",
+    help: "Points of the path integral (IG)",
+    kind: ParamKind::Count { default: 50, min: 1, max: 1000 },
+};
+
+/// The Riemann rule of the path integral.
+pub static RIEMANN: ParamSpec = ParamSpec {
+    key: "riemann",
+    aliases: &[],
+    label: "Rule",
+    help: "Riemann rule of the path integral (IG)",
+    kind: ParamKind::Choice { values: &["left", "right", "middle", "trapezoid"], default: "trapezoid" },
+};
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    id: "ig",
+    aliases: &["integrated-gradients"],
+    label: "IG",
+    title: "Integrated Gradients",
+    paper: "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
+    family: Family::Gradient,
+    params: &[&STEPS, &RIEMANN],
+    needs: Needs::Nothing,
+    display: Display::AbsMax,
+    seed: true,
+    build: |s: &Settings, _: &dyn Classifier| {
+        Ok(Box::new(IntegratedGradients {
+            steps: s.params.count(&STEPS),
+            riemann: Riemann::parse(s.params.choice(&RIEMANN))?,
+            batch: s.batch,
+        }))
+    },
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -65,6 +104,7 @@ fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     (0..steps).map(|i| if i < half { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 }).collect()
 }
 
+#[derive(Clone, Debug)]
 pub struct IntegratedGradients {
     pub steps: usize,
     pub riemann: Riemann,
@@ -133,11 +173,19 @@ impl Attribution for IntegratedGradients {
         format!("IG-{}", self.steps)
     }
 
+    fn inputs_per_image(&self) -> usize {
+        self.steps.max(1)
+    }
+
+    fn integral(&self) -> Option<&IntegratedGradients> {
+        Some(self)
+    }
+
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
         let (scaled, weights) = self.scaled_inputs(x)?;
         let n = x.dim(0)?;
         let mut sums = IntegralSums::new(weights, n);
-        let per_chunk = super::noise_tunnel::samples_per_chunk(self.batch, n);
+        let per_chunk = crate::attribution::samples_per_chunk(self.batch, n);
         for first in (0..self.steps).step_by(per_chunk) {
             let k = per_chunk.min(self.steps - first);
             let chunk_targets: Vec<u32> = (0..k).flat_map(|_| targets.iter().copied()).collect();
