@@ -44,8 +44,7 @@ fn bad_requests_are_errors() {
     assert!(Request::new("vbp", "sg", 0, 0.1, "", "logit").err().unwrap().contains("samples"));
     assert!(Request::new("ig", "", 1, 0.1, r#"{"ig-steps": 0}"#, "logit").err().unwrap().contains("steps"));
     let cam = Request::new("cam", "", 1, 0.1, "", "logit").unwrap();
-    let mut task = e.explain(&[0.0; 784], &cam, 0).unwrap();
-    assert!(task.step().unwrap_err().contains("CAM head"));
+    assert!(e.explain(&[0.0; 784], &cam, 0).and_then(|mut t| t.step()).unwrap_err().contains("CAM head"));
     let gc = Request::new("gc", "", 1, 0.1, r#"{"layer": 40}"#, "logit").unwrap();
     assert!(e.explain(&[0.0; 784], &gc, 0).and_then(|mut t| t.step()).unwrap_err().contains("layer 40"));
     assert!(e.explain(&[0.0; 784], &gc, 10).and_then(|mut t| t.step()).unwrap_err().contains("outside 0..10"));

@@ -3,6 +3,7 @@
 //! listed once in the [`registry`]. What they share — back-propagating a class score to the input or to an
 //! intermediate layer under a ReLU rule — exists once, in [`input_gradient`] and [`layer_gradient`].
 
+pub mod class_activation;
 mod estimator;
 mod explanation;
 pub mod methods;

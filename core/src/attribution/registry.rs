@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every method, in the order the command line, the page and the figures list them.
-static REGISTRY: [Method; 11] = [
+static REGISTRY: [Method; 17] = [
     Method(&methods::vanilla_gradient::DESCRIPTOR),
     Method(&methods::input_x_gradient::DESCRIPTOR),
     Method(&methods::deconvnet::DESCRIPTOR),
@@ -21,6 +21,12 @@ static REGISTRY: [Method; 11] = [
     Method(&methods::grad_cam::DESCRIPTOR),
     Method(&methods::guided_grad_cam::DESCRIPTOR),
     Method(&methods::cam::DESCRIPTOR),
+    Method(&methods::grad_cam_plus_plus::DESCRIPTOR),
+    Method(&methods::xgrad_cam::DESCRIPTOR),
+    Method(&methods::hires_cam::DESCRIPTOR),
+    Method(&methods::layer_cam::DESCRIPTOR),
+    Method(&methods::score_cam::DESCRIPTOR),
+    Method(&methods::eigen_cam::DESCRIPTOR),
     Method(&methods::conv_output::DESCRIPTOR),
     Method(&methods::random_map::DESCRIPTOR),
     Method(&methods::sobel::DESCRIPTOR),

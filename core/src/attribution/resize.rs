@@ -1,5 +1,6 @@
-//! Up-sampling of coarse maps to the input size with PyTorch's `F.interpolate` semantics (`align_corners=False`),
-//! so that layer attributions equal Captum's `LayerAttribution.interpolate`.
+//! Up-sampling of coarse maps to the input size with PyTorch's `F.interpolate` semantics: `align_corners=False`
+//! as Captum's `LayerAttribution.interpolate`, and `align_corners=True` as `nn.UpsamplingBilinear2d` (Score-CAM's
+//! masks in pytorch-grad-cam).
 
 use candle_core::{Result, Tensor};
 
@@ -7,14 +8,17 @@ use candle_core::{Result, Tensor};
 pub enum Interpolation {
     Nearest,
     Bilinear,
+    /// Bilinear with the corners of input and output aligned (`align_corners=True`).
+    BilinearAligned,
 }
 
-/// Source coordinate and weights along one axis for bilinear interpolation (`align_corners=False`).
-fn bilinear_axis(out: usize, inp: usize) -> Vec<(usize, usize, f32)> {
+/// Source coordinate and weights along one axis for bilinear interpolation.
+fn bilinear_axis(out: usize, inp: usize, aligned: bool) -> Vec<(usize, usize, f32)> {
     let scale = inp as f32 / out as f32;
+    let aligned_scale = if out > 1 { (inp - 1) as f32 / (out - 1) as f32 } else { 0.0 };
     (0..out)
         .map(|o| {
-            let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+            let src = if aligned { o as f32 * aligned_scale } else { ((o as f32 + 0.5) * scale - 0.5).max(0.0) };
             let i0 = (src.floor() as usize).min(inp - 1);
             let i1 = (i0 + 1).min(inp - 1);
             (i0, i1, src - i0 as f32)
@@ -30,14 +34,15 @@ pub fn resize(x: &Tensor, height: usize, width: usize, mode: Interpolation) -> R
     }
     let data = x.flatten_all()?.to_vec1::<f32>()?;
     let mut out = Vec::with_capacity(n * c * height * width);
-    let (ys, xs) = (bilinear_axis(height, h), bilinear_axis(width, w));
+    let aligned = mode == Interpolation::BilinearAligned;
+    let (ys, xs) = (bilinear_axis(height, h, aligned), bilinear_axis(width, w, aligned));
     for plane in data.chunks_exact(h * w) {
         for oy in 0..height {
             for ox in 0..width {
                 out.push(match mode {
                     // PyTorch's legacy `nearest`: floor(o · in / out).
                     Interpolation::Nearest => plane[(oy * h / height) * w + ox * w / width],
-                    Interpolation::Bilinear => {
+                    Interpolation::Bilinear | Interpolation::BilinearAligned => {
                         let ((y0, y1, fy), (x0, x1, fx)) = (ys[oy], xs[ox]);
                         let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
                         let bottom = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
@@ -76,6 +81,11 @@ mod tests {
         let x = Tensor::arange(0f32, 9., &Device::Cpu)?.reshape((1, 1, 3, 3))?;
         let b = resize(&x, 28, 28, Interpolation::Bilinear)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!((b[0], b[27], b[28 * 28 - 1]), (0.0, 2.0, 8.0));
+        // align_corners=True, 2 → 4: the source points are 0, 1/3, 2/3, 1.
+        let x = Tensor::new(&[[[[0f32, 3.], [6., 9.]]]], &Device::Cpu)?;
+        let a = resize(&x, 4, 4, Interpolation::BilinearAligned)?.flatten_all()?.to_vec1::<f32>()?;
+        let close = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5);
+        assert!(close(&a[..4], &[0., 1., 2., 3.]) && close(&a[12..], &[6., 7., 8., 9.]), "{a:?}");
         Ok(())
     }
 }

@@ -4,11 +4,17 @@
 pub mod cam;
 pub mod conv_output;
 pub mod deconvnet;
+pub mod eigen_cam;
 pub mod grad_cam;
+pub mod grad_cam_plus_plus;
 pub mod guided_backprop;
 pub mod guided_grad_cam;
+pub mod hires_cam;
 pub mod input_x_gradient;
 pub mod integrated_gradients;
+pub mod layer_cam;
 pub mod random_map;
+pub mod score_cam;
 pub mod sobel;
 pub mod vanilla_gradient;
+pub mod xgrad_cam;
