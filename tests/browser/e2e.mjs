@@ -157,7 +157,8 @@ try {
     check(map && !map.error && map.values.length === 784, `${m}: a map arrived`);
     if (!map || !map.values) continue;
     check(l1(map.values, base) > 0.01, `${m}: the map differs from VBP (mean |Δ| ${l1(map.values, base).toFixed(3)})`);
-    if (!['random', 'sobel', 'co'].includes(m)) {
+    // The controls and the class-blind maps (the feature-map mean, its first principal component) need not.
+    if (!['random', 'sobel', 'co', 'eigencam'].includes(m)) {
       const s = onStrokes(map.values, r.pixels);
       check(s.share >= 1.2 * s.area, `${m}: the map favours the strokes (${(100 * s.share).toFixed(0)}% on ${(100 * s.area).toFixed(0)}%)`);
     }
