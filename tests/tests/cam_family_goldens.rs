@@ -68,3 +68,44 @@ fn cam_family_equals_pytorch_grad_cam_on_mnist() {
 fn cam_family_equals_pytorch_grad_cam_on_cifar10() {
     check("cifar10");
 }
+
+/// The command line reaches the same numbers through its generated flags: `attribute --method layercam --layer 10`
+/// on the golden's images equals the library's map; a value out of a parameter's range or a layer the model lacks is
+/// a clear error; `whitebox methods --json` lists every registered method with its parameters.
+#[test]
+fn the_command_line_reads_the_generated_parameter_flags() {
+    use whitebox_e2e::{shared_data, stderr, stdout, whitebox, TempDir};
+    let golden_path = repo_root().join("tests/reference/goldens/cam-family-mnist.safetensors");
+    let golden: HashMap<String, Tensor> = candle_core::safetensors::load(&golden_path, &Device::Cpu).unwrap();
+    let dir = TempDir::new("cam-family-cli");
+    let raw = dir.path().join("layercam.safetensors");
+    let ck = repo_root().join("weights/mnist/cbam.safetensors");
+    let data = shared_data();
+    let (ck, data, raw_s) = (ck.to_str().unwrap(), data.to_str().unwrap(), raw.to_str().unwrap());
+    let base = ["attribute", "--checkpoint", ck, "--indices", "0..6", "--data-dir", data, "--raw", raw_s];
+    let out = whitebox(&[&base[..], &["--method", "layercam", "--layer", "10"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap()["attributions"].clone();
+    let reference = resize(&golden["cbam/layercam"].unsqueeze(1).unwrap(), 28, 28, Interpolation::Bilinear).unwrap();
+    let err = whitebox_core::testing::rel_error(&ours, &reference, 1e-12).unwrap();
+    assert!(err <= 1e-4, "attribute --method layercam --layer 10: {err:.2e}");
+
+    let out = whitebox(&[&base[..], &["--method", "gcpp", "--layer", "99"]].concat());
+    assert!(out.status.code() == Some(1) && stderr(&out).contains("layer 99 does not exist"), "{}", stderr(&out));
+    let out = whitebox(&[&base[..], &["--method", "ig", "--ig-steps", "0"]].concat());
+    assert!(
+        out.status.code() == Some(2) && stderr(&out).contains("--ig-steps must be within 1..=1000"),
+        "{}",
+        stderr(&out)
+    );
+    let out = whitebox(&[&base[..], &["--method", "ig", "--riemann", "simpson"]].concat());
+    assert!(out.status.code() == Some(2) && stderr(&out).contains("simpson"), "{}", stderr(&out));
+
+    let out = whitebox(&["methods", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, Method::ids());
+    let ig = listed.as_array().unwrap().iter().find(|m| m["id"] == "ig").unwrap();
+    assert_eq!(ig["params"][0]["key"], "ig-steps");
+    assert_eq!((ig["params"][0]["type"].as_str(), ig["params"][0]["max"].as_u64()), (Some("count"), Some(1000)));
+}

@@ -93,6 +93,9 @@ pub fn layer_gradient(
     rule: ReluRule,
     layer: usize,
 ) -> Result<(Tensor, Tensor)> {
+    if layer >= model.tap_points() {
+        crate::invalid!("layer {layer} does not exist (the model has features 0..{})", model.tap_points());
+    }
     if let Some(engine) = model.engine() {
         let n = x.dim(0)?;
         let g = engine.gradient(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, rule, Some(layer))?;
