@@ -47,6 +47,7 @@ fn bad_requests_are_errors() {
     assert!(e.explain(&[0.0; 784], &cam, 0).and_then(|mut t| t.step()).unwrap_err().contains("CAM head"));
     let gc = Request::new("gc", "", 1, 0.1, r#"{"layer": 40}"#, "logit").unwrap();
     assert!(e.explain(&[0.0; 784], &gc, 0).and_then(|mut t| t.step()).unwrap_err().contains("layer 40"));
+    let gc = Request::new("gc", "", 1, 0.1, r#"{"layer": 8}"#, "logit").unwrap();
     assert!(e.explain(&[0.0; 784], &gc, 10).and_then(|mut t| t.step()).unwrap_err().contains("outside 0..10"));
     assert!(render_map(&[0.0; 4], &[0.0; 3], "mnist", "vbp", "hot", 1.0, true).unwrap_err().contains("4 pixel values"));
 }

@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every method, in the order the command line, the page and the figures list them.
-static REGISTRY: [Method; 17] = [
+static REGISTRY: [Method; 18] = [
     Method(&methods::vanilla_gradient::DESCRIPTOR),
     Method(&methods::input_x_gradient::DESCRIPTOR),
     Method(&methods::deconvnet::DESCRIPTOR),
     Method(&methods::guided_backprop::DESCRIPTOR),
     Method(&methods::integrated_gradients::DESCRIPTOR),
+    Method(&methods::gradient_shap::DESCRIPTOR),
     Method(&methods::grad_cam::DESCRIPTOR),
     Method(&methods::guided_grad_cam::DESCRIPTOR),
     Method(&methods::cam::DESCRIPTOR),

@@ -7,6 +7,7 @@ pub mod deconvnet;
 pub mod eigen_cam;
 pub mod grad_cam;
 pub mod grad_cam_plus_plus;
+pub mod gradient_shap;
 pub mod guided_backprop;
 pub mod guided_grad_cam;
 pub mod hires_cam;
