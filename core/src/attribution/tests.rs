@@ -192,7 +192,7 @@ fn batched_equals_unbatched() -> Result<()> {
         let small = method(method_kind, &Settings { batch: 3, ..s.clone() }, m.as_ref())?;
         let chunked_run = small.attribute(m.as_ref(), &x, &t, Score::Logit)?;
         assert!(rel_error(&whole, &chunked_run, 1.0)? < 1e-5, "{method_kind:?}");
-        if method_kind == Method::RANDOM {
+        if method_kind == Method::RANDOM || method_kind.id() == "gradshap" {
             continue; // one draw per call, not per image
         }
         for i in 0..5 {

@@ -111,8 +111,8 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
                 let want = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
                 let got = e.run(&gm, &x, &t, &mut |_| {})?;
                 let d = rel_error(&got, &want, f32::MIN_POSITIVE)?;
-                if e.method == Method::IG && e.ensemble.is_none() {
-                    // IG sums 20 scaled copies of the input; near α = 0 the feature maps are nearly flat and a
+                if e.ensemble.is_none() && (e.method == Method::IG || e.method.id() == "gradshap") {
+                    // IG (and GradientSHAP, at random α) sums scaled copies of the input; near α = 0 the feature maps are nearly flat and a
                     // max-pooling window may hold values equal up to rounding, which the CPU's GEMM and the GPU's
                     // direct sums break differently (measured once the CPU build used AVX-512 code: SimpleCNN on
                     // CIFAR-10, 5e-3 at a few pixels). Held to the mean difference, and a looser maximum.
