@@ -23,7 +23,7 @@ fn vbp_map_time() {
     let pixels = parity::digit(0);
     let now = || js_sys::Date::now();
     for (method, ensemble, samples) in [("vbp", "", 1), ("gb", "", 1), ("gc", "", 1), ("vbp", "sg", 50)] {
-        let request = Request::new(method, ensemble, samples, 0.15, 50, -1, "logit").unwrap();
+        let request = Request::new(method, ensemble, samples, 0.15, r#"{"ig-steps": 50}"#, "logit").unwrap();
         let run = || {
             let mut task = engine.explain(&pixels, &request, 7).unwrap();
             while !task.step().unwrap() {}
@@ -55,7 +55,8 @@ async fn webgpu_equals_wasm_cpu() {
             if method == "cam" && !engine.has_cam() {
                 continue;
             }
-            let request = Request::new(method, ensemble, samples, 0.15, steps, -1, "logit").unwrap();
+            let params = format!(r#"{{"ig-steps": {steps}}}"#);
+            let request = Request::new(method, ensemble, samples, 0.15, &params, "logit").unwrap();
             let mut task = engine.explain(&pixels, &request, 3).unwrap();
             while !task.step().unwrap() {}
             let want = task.map().unwrap();
@@ -79,7 +80,7 @@ async fn webgpu_equals_wasm_cpu() {
     console_log!("| method | WASM CPU ms/map | WebGPU ms/map | WASM / WebGPU |");
     for (method, ensemble, samples) in [("vbp", "", 1), ("gb", "", 1), ("gc", "", 1), ("vbp", "sg", 50), ("ig", "", 1)]
     {
-        let request = Request::new(method, ensemble, samples, 0.15, 50, -1, "logit").unwrap();
+        let request = Request::new(method, ensemble, samples, 0.15, r#"{"ig-steps": 50}"#, "logit").unwrap();
         let reps = 3;
         let cpu = || {
             let mut task = engine.explain(&pixels, &request, 7).unwrap();
