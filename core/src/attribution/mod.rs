@@ -83,6 +83,22 @@ pub fn autograd_input_gradient(
     Ok(grads.get(&input).cloned().map(Ok).unwrap_or_else(|| x.zeros_like())?)
 }
 
+/// Each image's relevance map under `how` (DeepLIFT, …), from the engine that runs the model's graph.
+pub fn propagate(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    score: Score,
+    how: &crate::graph::Propagation,
+) -> Result<Tensor> {
+    let Some(engine) = model.propagator() else {
+        crate::invalid!("{} needs the graph executor (constant weights on the CPU)", how.name());
+    };
+    let n = x.dim(0)?;
+    let map = engine.propagate(&x.flatten_all()?.to_vec1::<f32>()?, n, targets, score, how)?;
+    Ok(Tensor::from_vec(map, x.shape(), x.device())?)
+}
+
 /// `features[layer]` and ∂S/∂features[layer]. The backward pass stops at the layer: nothing is computed for the
 /// input.
 pub fn layer_gradient(

@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every method, in the order the command line, the page and the figures list them.
-static REGISTRY: [Method; 18] = [
+static REGISTRY: [Method; 20] = [
     Method(&methods::vanilla_gradient::DESCRIPTOR),
     Method(&methods::input_x_gradient::DESCRIPTOR),
     Method(&methods::deconvnet::DESCRIPTOR),
     Method(&methods::guided_backprop::DESCRIPTOR),
     Method(&methods::integrated_gradients::DESCRIPTOR),
     Method(&methods::gradient_shap::DESCRIPTOR),
+    Method(&methods::deep_lift::DESCRIPTOR),
+    Method(&methods::lrp::DESCRIPTOR),
     Method(&methods::grad_cam::DESCRIPTOR),
     Method(&methods::guided_grad_cam::DESCRIPTOR),
     Method(&methods::cam::DESCRIPTOR),
@@ -73,6 +75,8 @@ pub enum Family {
     Gradient,
     /// A feature layer's activations and gradients, up-sampled to the input.
     Layer,
+    /// Relevance sent back to the input by rules of the method's own (DeepLIFT).
+    Propagation,
     /// No model at all: the evaluations' controls.
     Control,
 }
@@ -84,6 +88,10 @@ pub enum Needs {
     Nothing,
     /// A head of global average pooling and one linear layer (CAM).
     CamHead,
+    /// The engine that runs the model's graph (constant weights on the CPU), for rules of the method's own.
+    Graph,
+    /// Layers LRP has rules for (convolution, BatchNorm, ReLU, pooling, linear), run by the graph's engine.
+    LrpRules,
 }
 
 /// How a map is scaled for display.
@@ -375,6 +383,8 @@ impl Method {
         match self.0.needs {
             Needs::Nothing => true,
             Needs::CamHead => model.cam_head().is_some(),
+            Needs::Graph => model.propagator().is_some_and(|e| e.can_propagate(&methods::deep_lift::probe())),
+            Needs::LrpRules => model.propagator().is_some_and(|e| e.can_propagate(&methods::lrp::probe())),
         }
     }
 
@@ -395,6 +405,16 @@ impl Method {
             _ if self.applies_to(model) => Ok(()),
             Needs::CamHead => crate::invalid!(
                 "{} needs a model with a CAM head (global average pooling + linear), not {}",
+                self.label(),
+                model.spec().arch
+            ),
+            Needs::Graph => crate::invalid!(
+                "{} needs the model's graph with constant weights on the CPU (a checkpoint, not a model in training)",
+                self.label()
+            ),
+            Needs::LrpRules => crate::invalid!(
+                "{} needs a network of convolutions, BatchNorm, ReLU, pooling and linear layers with constant \
+                 weights (SimpleCNN, CAM), not {}",
                 self.label(),
                 model.spec().arch
             ),

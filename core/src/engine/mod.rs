@@ -157,6 +157,10 @@ impl Classifier for EngineModel {
         Some(self.engine.as_ref())
     }
 
+    fn propagator(&self) -> Option<&dyn Engine> {
+        self.model.propagator()
+    }
+
     fn layer_names(&self) -> Vec<(usize, String)> {
         self.model.layer_names()
     }

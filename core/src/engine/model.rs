@@ -180,6 +180,11 @@ impl Classifier for GraphModel {
         self.engine.get_or_init(|| self.build_engine()).as_ref().map(|e| e as &dyn Engine)
     }
 
+    /// The graph's engine, also for the SimpleCNN family (whose gradients come from its fused plan).
+    fn propagator(&self) -> Option<&dyn Engine> {
+        self.graph_engine().map(|e| e as &dyn Engine)
+    }
+
     fn layer_names(&self) -> Vec<(usize, String)> {
         self.inner().layer_names()
     }

@@ -27,6 +27,52 @@ pub struct Gradient {
     pub activation: Option<Vec<f32>>,
 }
 
+/// A backward pass that is not the gradient: relevance sent back through each layer by a rule of the method's, over
+/// the layers' forward values. One mechanism for every such method: the method names its rules here, the engine that
+/// runs the graph applies them ([`Engine::propagate`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Propagation {
+    /// DeepLIFT's rescale rule against a reference input (`n` references, as the input), as Captum's `DeepLift`
+    /// computes it: the result is (x − x′) ⊙ the multipliers.
+    Rescale { reference: Vec<f32> },
+    /// LRP under `composite`; `bounds`: the lowest and highest input value of each channel (the z^B rule's box).
+    Lrp { composite: Composite, bounds: (Vec<f32>, Vec<f32>) },
+}
+
+/// An LRP rule of a convolution or linear layer (Montavon et al. 2019), as Zennit defines it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LrpRule {
+    /// `R_i = x_i·Σ_j w_ij R_j/(z_j + ε·sign z_j)`.
+    Epsilon(f32),
+    /// Positive and negative contributions weighted α and β (α − β = 1); α = 1, β = 0 is the z⁺ rule.
+    AlphaBeta { alpha: f32, beta: f32 },
+    /// Positive weights (of the sign of the output) boosted by γ.
+    Gamma(f32),
+    /// z^B: inputs bounded by the box of [`Propagation::Lrp`]'s `bounds` (the first layer, on pixels).
+    ZBox,
+    /// Every weight 1 and every input 1: relevance spread evenly over the receptive field.
+    Flat,
+}
+
+/// Which rule each layer takes: the first convolution or linear layer, the other convolutions, the other linear
+/// layers. ReLU and BatchNorm pass relevance on; BatchNorm is folded into the layer before it where it can be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Composite {
+    pub first: LrpRule,
+    pub conv: LrpRule,
+    pub linear: LrpRule,
+}
+
+impl Propagation {
+    /// The method's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Propagation::Rescale { .. } => "DeepLIFT",
+            Propagation::Lrp { .. } => "LRP",
+        }
+    }
+}
+
 /// An evaluation-mode engine for one model's weights.
 pub trait Engine: Send + Sync {
     fn classes(&self) -> usize;
@@ -48,6 +94,17 @@ pub trait Engine: Send + Sync {
         rule: ReluRule,
         layer: Option<usize>,
     ) -> Result<Gradient>;
+
+    /// Each image's relevance map for its target's logit under `how` (`n × input`, image-major). Engines that do
+    /// not run the network's graph cannot.
+    fn propagate(&self, _x: &[f32], _n: usize, _targets: &[u32], _score: Score, how: &Propagation) -> Result<Vec<f32>> {
+        crate::invalid!("{} needs the graph executor (constant weights on the CPU)", how.name())
+    }
+
+    /// Whether [`Engine::propagate`] can run `how` on this model.
+    fn can_propagate(&self, _how: &Propagation) -> bool {
+        false
+    }
 
     /// The engine as its concrete type (`engine::plan_of` finds the CPU plan a GPU engine is built from).
     fn as_any(&self) -> &dyn std::any::Any;

@@ -11,7 +11,7 @@ mod builder;
 mod contract;
 
 pub use builder::{Builder, Conv, Scope};
-pub use contract::{Engine, Gradient, Gradients, Score};
+pub use contract::{Composite, Engine, Gradient, Gradients, LrpRule, Propagation, Score};
 
 /// `(channels, height, width)` of one image's value.
 pub type Shape = (usize, usize, usize);

@@ -126,6 +126,12 @@ pub trait Classifier: Send + Sync {
         None
     }
 
+    /// The engine that runs this model's graph, for the methods that send relevance back by rules of their own
+    /// (DeepLIFT; [`crate::graph::Propagation`]). By default the evaluation engine.
+    fn propagator(&self) -> Option<&dyn crate::graph::Engine> {
+        self.engine()
+    }
+
     /// The layers drawn in the per-layer Grad-CAM figure, with their names.
     fn layer_names(&self) -> Vec<(usize, String)>;
 

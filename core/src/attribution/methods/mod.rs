@@ -4,6 +4,7 @@
 pub mod cam;
 pub mod conv_output;
 pub mod deconvnet;
+pub mod deep_lift;
 pub mod eigen_cam;
 pub mod grad_cam;
 pub mod grad_cam_plus_plus;
@@ -14,6 +15,7 @@ pub mod hires_cam;
 pub mod input_x_gradient;
 pub mod integrated_gradients;
 pub mod layer_cam;
+pub mod lrp;
 pub mod random_map;
 pub mod score_cam;
 pub mod sobel;

@@ -4,12 +4,13 @@
 //! models' own modules is its test oracle.
 
 mod kernels;
+mod lrp;
 #[cfg(test)]
 mod tests;
 
 use super::cpu::relu_backward;
 use super::{Engine, Gradient};
-use crate::graph::{len, Graph, NodeId, Op, Penalty, Score};
+use crate::graph::{len, Graph, NodeId, Op, Penalty, Propagation, Score};
 use crate::ops::{transpose_planes, ReluRule};
 use crate::{Error, Result};
 use kernels::*;
@@ -506,6 +507,33 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// `g` times DeepLIFT's multiplier of the element-wise `op` between input `a` (output `ya`) and reference `b` (`yb`).
+fn secant(op: &Op, g: f32, a: f32, b: f32, ya: f32, yb: f32) -> f32 {
+    let dx = a - b;
+    match op {
+        Op::Relu if dx.abs() < 1e-10 => g * (a > 0.0) as u8 as f32,
+        Op::Relu => g * (ya - yb) / dx,
+        Op::Sigmoid => {
+            let (a, b) = (a as f64, b as f64);
+            let d = a - b;
+            // (1 − e^(−d))/d → 1 as d → 0; σ(a)·σ(−b) = σ(a)(1 − σ(b)), each in f64 from the pre-activations.
+            let ratio = if d.abs() < 1e-12 { 1.0 } else { -(-d).exp_m1() / d };
+            (g as f64 * ratio / ((1.0 + (-a).exp()) * (1.0 + b.exp()))) as f32
+        }
+        _ => {
+            let (a, b) = (a as f64, b as f64);
+            let d = a - b;
+            let ratio = if d.abs() < 1e-12 { 1.0 } else { d.tanh() / d };
+            // 1 − tanh a·tanh b = cosh(a − b)/(cosh a·cosh b), without the cancellation near ±1.
+            let mut scale = d.cosh() / (a.cosh() * b.cosh());
+            if !scale.is_finite() {
+                scale = 1.0 - ya as f64 * yb as f64;
+            }
+            (g as f64 * scale * ratio) as f32
+        }
+    }
+}
+
 /// Adds `g` into `slot` (or fills it).
 fn accumulate(slot: &mut Option<Vec<f32>>, g: Vec<f32>) {
     match slot {
@@ -660,6 +688,56 @@ impl Executor<'_> {
         Ok(Gradient { grad, activation })
     }
 
+    /// DeepLIFT's rescale rule (Shrikumar, Greenside & Kundaje 2017): `x` and `reference` go forward; the target's
+    /// logit sends its gradient back through every layer, except that ReLU, sigmoid and tanh multiply by the
+    /// secant Δy/Δx between input and reference instead of their derivative. ReLU's secant is computed as Captum
+    /// computes it, `(g·Δy)/Δx` in `f32` with the derivative where |Δx| < 1e-10; sigmoid's and tanh's in `f64` from
+    /// identities that do not subtract nearly equal values (σ(a) − σ(b) = σ(a)(1 − σ(b))(1 − e^(b−a)),
+    /// tanh a − tanh b = (1 − tanh a·tanh b)·tanh(a − b)), so that a small Δx does not turn rounding into large
+    /// multipliers. Max-pooling passes its gradient (the paper's choice for max operations), as do the other
+    /// layers. Returns (x − x′) ⊙ the multipliers, image-major.
+    pub fn rescale(&self, x: &[f32], reference: &[f32], n: usize, targets: &[u32], score: Score) -> Result<Vec<f32>> {
+        if score != Score::Logit {
+            crate::invalid!("DeepLIFT explains the logit (score logit), not the probability");
+        }
+        if reference.len() != x.len() {
+            crate::invalid!("{} reference values for {} input values", reference.len(), x.len());
+        }
+        let nodes = &self.graph.nodes;
+        let (classes, out) = (self.graph.classes(), self.graph.output);
+        let fi = self.forward(channel_major(self.graph, x, n)?, n, false, &[out], true)?;
+        let fr = self.forward(channel_major(self.graph, reference, n)?, n, false, &[out], true)?;
+        let mut seed = zeros(classes * n);
+        for (ni, &t) in targets.iter().enumerate() {
+            seed[t as usize * n + ni] = 1.0;
+        }
+        let mut grads: Vec<Option<Vec<f32>>> = (0..nodes.len()).map(|_| None).collect();
+        grads[out] = Some(seed);
+        for i in (1..nodes.len()).rev() {
+            let Some(g) = grads[i].take() else { continue };
+            let node = &nodes[i];
+            let din = match node.op {
+                Op::Relu | Op::Sigmoid | Op::Tanh => {
+                    let j = node.inputs[0];
+                    let (a, b, ya, yb) = (&fi.values[j], &fr.values[j], &fi.values[i], &fr.values[i]);
+                    let d: Vec<f32> = (0..g.len()).map(|p| secant(&node.op, g[p], a[p], b[p], ya[p], yb[p])).collect();
+                    vec![Some(d)]
+                }
+                _ => {
+                    let wants = vec![true; node.inputs.len()];
+                    self.node_backward(i, &fi, g, ReluRule::Standard, &wants, None)?
+                }
+            };
+            for (k, d) in din.into_iter().enumerate() {
+                if let Some(d) = d {
+                    accumulate(&mut grads[node.inputs[k]], d);
+                }
+            }
+        }
+        let multipliers = image_major(&grads[0].take().unwrap_or_else(|| zeros(x.len())), nodes[0].shape, n);
+        Ok(x.iter().zip(reference).zip(&multipliers).map(|((a, b), m)| (a - b) * m).collect())
+    }
+
     /// Each of the graph's attention maps for `n` images (`n × h × w` each, image-major), with its name and size.
     pub fn maps(&self, x: &[f32], n: usize) -> Result<Vec<Map>> {
         let roots: Vec<NodeId> = self.graph.maps.iter().map(|(_, node, _)| *node).collect();
@@ -784,6 +862,22 @@ impl GraphEngine {
     }
 }
 
+impl GraphEngine {
+    /// `n` images and their targets, or a clear error.
+    fn check(&self, x: &[f32], n: usize, targets: &[u32]) -> Result<()> {
+        if x.len() != n * len(self.graph.input_shape()) {
+            channel_major(&self.graph, x, n)?;
+        }
+        if targets.len() != n {
+            crate::invalid!("{} targets for {n} images", targets.len());
+        }
+        if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
+            crate::invalid!("target class {t} is outside 0..{}", self.classes());
+        }
+        Ok(())
+    }
+}
+
 impl Engine for GraphEngine {
     fn classes(&self) -> usize {
         self.graph.classes()
@@ -816,18 +910,10 @@ impl Engine for GraphEngine {
         layer: Option<usize>,
     ) -> Result<Gradient> {
         let per = len(self.graph.input_shape());
-        if x.len() != n * per {
-            channel_major(&self.graph, x, n)?;
-        }
-        if targets.len() != n {
-            crate::invalid!("{} targets for {n} images", targets.len());
-        }
-        if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
-            crate::invalid!("target class {t} is outside 0..{}", self.classes());
-        }
         if let Some(l) = layer.filter(|&l| l >= self.graph.taps.len()) {
             crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.graph.taps.len());
         }
+        self.check(x, n, targets)?;
         let ex = self.executor();
         let mut all = Gradient { grad: Vec::new(), activation: layer.map(|_| Vec::new()) };
         for (chunk, ts) in x.chunks(CHUNK * per.max(1)).zip(targets.chunks(CHUNK)) {
@@ -838,6 +924,40 @@ impl Engine for GraphEngine {
             }
         }
         Ok(all)
+    }
+
+    fn propagate(&self, x: &[f32], n: usize, targets: &[u32], score: Score, how: &Propagation) -> Result<Vec<f32>> {
+        self.check(x, n, targets)?;
+        let per = len(self.graph.input_shape());
+        let ex = self.executor();
+        let mut out = Vec::with_capacity(x.len());
+        match how {
+            Propagation::Rescale { reference } => {
+                if reference.len() != x.len() {
+                    crate::invalid!("{} reference values for {} input values", reference.len(), x.len());
+                }
+                let step = CHUNK * per.max(1);
+                for ((chunk, r), ts) in x.chunks(step).zip(reference.chunks(step)).zip(targets.chunks(CHUNK)) {
+                    out.extend(ex.rescale(chunk, r, ts.len(), ts, score)?);
+                }
+            }
+            Propagation::Lrp { composite, bounds } => {
+                if score != Score::Logit {
+                    crate::invalid!("LRP explains the logit (score logit), not the probability");
+                }
+                for (chunk, ts) in x.chunks(CHUNK * per.max(1)).zip(targets.chunks(CHUNK)) {
+                    out.extend(ex.lrp(chunk, ts.len(), ts, composite, bounds)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn can_propagate(&self, how: &Propagation) -> bool {
+        match how {
+            Propagation::Rescale { .. } => true,
+            Propagation::Lrp { .. } => self.executor().lrp_unsupported().is_none(),
+        }
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

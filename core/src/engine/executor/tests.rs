@@ -284,3 +284,107 @@ fn evaluation_equals_autograd() -> Result<()> {
     }
     Ok(())
 }
+
+/// DeepLIFT's summation-to-delta (Shrikumar et al. 2017, eq. 1): on a network of linear layers and element-wise
+/// nonlinearities (convolution, BatchNorm, ReLU, sigmoid, tanh, pooling by the mean, a linear head; no max-pooling
+/// or products, whose rules do not conserve), the rescale rule's attributions of each image sum to the target's
+/// logit at the input minus at the reference. Also: on such a network the chain of secants is exact, so with a
+/// reference near the input the map tends to the gradient times the difference.
+#[test]
+fn rescale_sums_to_the_difference() -> Result<()> {
+    use crate::graph::{Builder, Conv, Scope};
+    let mut b = Builder::new((2, 7, 7));
+    let root = Scope::root();
+    let mut x = b.conv(b.input(), &root.at("c0"), Conv::new(4, 3, 1))?;
+    x = b.batch_norm(x, &root.at("bn"))?;
+    x = b.relu(x);
+    x = b.conv(x, &root.at("c1"), Conv::new(5, 3, 0))?;
+    x = b.sigmoid(x);
+    let y = b.conv(x, &root.at("c2"), Conv::new(5, 1, 0))?;
+    let y = b.tanh(y);
+    x = b.add(x, y)?;
+    x = b.global_avg_pool(x);
+    x = b.linear(x, &root.at("fc"), 3, true)?;
+    let graph = b.finish(x);
+    let params: Vec<Vec<f32>> = graph
+        .params
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let v = values(&random(&p.shape, 10 + k as u64)?)?;
+            // Positive variances.
+            Ok(if p.name.ends_with("running_var") { v.iter().map(|a| a.abs() + 0.5).collect() } else { v })
+        })
+        .collect::<Result<_>>()?;
+    let ex = super::Executor::new(&graph, params.iter().map(|p| p.as_slice()).collect())?;
+    let n = 4;
+    let input = values(&(random(&[n, 2, 7, 7], 3)? * 2.0)?)?;
+    let reference = values(&(random(&[n, 2, 7, 7], 4)? * 0.5)?)?;
+    let targets = [0u32, 1, 2, 1];
+    let map = ex.rescale(&input, &reference, n, &targets, Score::Logit)?;
+    let (fx, fr) = (ex.logits(&input, n)?, ex.logits(&reference, n)?);
+    for (i, &t) in targets.iter().enumerate() {
+        let sum: f64 = map[i * 98..(i + 1) * 98].iter().map(|&v| v as f64).sum();
+        let delta = (fx[i * 3 + t as usize] - fr[i * 3 + t as usize]) as f64;
+        assert!((sum - delta).abs() < 1e-4 * delta.abs().max(1.0), "image {i}: Σ {sum} vs Δf {delta}");
+    }
+    // A reference 1e-3 away: multipliers → the gradient.
+    let near: Vec<f32> = input.iter().enumerate().map(|(k, v)| v - 1e-3 * ((k % 7) as f32 - 3.0)).collect();
+    let map = ex.rescale(&input, &near, n, &targets, Score::Logit)?;
+    let grad = ex.gradient(&input, n, &targets, Score::Logit, ReluRule::Standard, None)?.grad;
+    let want: Vec<f32> = grad.iter().zip(input.iter().zip(&near)).map(|(g, (a, b))| g * (a - b)).collect();
+    let err = max_rel_error(&map, &want, 1e-30);
+    assert!(err < 2e-2, "near reference: {err:e}");
+    assert!(ex.rescale(&input, &near, n, &targets, Score::Prob).unwrap_err().to_string().contains("logit"));
+    Ok(())
+}
+
+/// LRP's identities (Montavon et al. 2019, §10.2 and §3): on a bias-free ReLU network (no pooling by the mean),
+/// LRP-ε with ε → 0 equals gradient × input (divided by the target's logit, the output relevance being 1); and relevance is conserved — with the z⁺ rule on the convolutions,
+/// flat on the first and ε on the dense layers (EpsilonPlusFlat), each image's input relevances sum to its output
+/// relevance, 1.
+#[test]
+fn lrp_identities() -> Result<()> {
+    use crate::graph::{Builder, Composite, Conv, LrpRule, Scope};
+    let mut b = Builder::new((2, 8, 8));
+    let root = Scope::root();
+    let mut x = b.conv(b.input(), &root.at("c0"), Conv::new(4, 3, 1).no_bias())?;
+    x = b.relu(x);
+    x = b.max_pool2(x, false)?;
+    x = b.conv(x, &root.at("c1"), Conv::new(6, 3, 1).no_bias())?;
+    x = b.relu(x);
+    x = b.linear(x, &root.at("fc0"), 7, false)?;
+    x = b.relu(x);
+    x = b.linear(x, &root.at("fc1"), 3, false)?;
+    let graph = b.finish(x);
+    let params: Vec<Vec<f32>> = graph
+        .params
+        .iter()
+        .enumerate()
+        .map(|(k, p)| Ok(values(&random(&p.shape, 20 + k as u64)?)?))
+        .collect::<Result<_>>()?;
+    let ex = super::Executor::new(&graph, params.iter().map(|p| p.as_slice()).collect())?;
+    let n = 3;
+    let input = values(&(random(&[n, 2, 8, 8], 5)? * 2.0)?)?;
+    let targets = [0u32, 2, 1];
+    let none = (vec![], vec![]);
+    let eps = LrpRule::Epsilon(1e-9);
+    let all_eps = Composite { first: eps.clone(), conv: eps.clone(), linear: eps };
+    let lrp = ex.lrp(&input, n, &targets, &all_eps, &none)?;
+    let grad = ex.gradient(&input, n, &targets, Score::Logit, ReluRule::Standard, None)?.grad;
+    let gxi: Vec<f32> = grad.iter().zip(&input).map(|(g, x)| g * x).collect();
+    // The output relevance is 1 at the target (Zennit's convention): LRP-0 is gradient × input over the logit.
+    let logits = ex.logits(&input, n)?;
+    let scaled: Vec<f32> =
+        lrp.iter().enumerate().map(|(p, r)| r * logits[(p / 128) * 3 + targets[p / 128] as usize]).collect();
+    let err = max_rel_error(&scaled, &gxi, 1e-30);
+    assert!(err < 1e-4, "LRP-ε (ε → 0) vs gradient × input: {err:e}");
+    let plus = LrpRule::AlphaBeta { alpha: 1.0, beta: 0.0 };
+    let epf = Composite { first: LrpRule::Flat, conv: plus, linear: LrpRule::Epsilon(1e-6) };
+    let lrp = ex.lrp(&input, n, &targets, &epf, &none)?;
+    for i in 0..n {
+        let sum: f64 = lrp[i * 128..(i + 1) * 128].iter().map(|&v| v as f64).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "image {i}: relevance sums to {sum}");
+    }
+    Ok(())
+}
