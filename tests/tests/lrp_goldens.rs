@@ -75,3 +75,36 @@ fn lrp_refuses_attention_models() {
     let err = lrp.build(&Settings::default(), model.as_ref()).err().expect("refused").to_string();
     assert!(err.contains("LRP needs"), "{err}");
 }
+
+/// The command line reaches the same numbers through its generated flags: `attribute --method lrp --lrp-composite
+/// epsilon-gamma-box` on the golden's images equals Zennit's map; LRP on CBAM and an unknown composite are clear
+/// errors; DeepLIFT runs from the command line too.
+#[test]
+fn the_command_line_reads_the_lrp_flags() {
+    use whitebox_e2e::{shared_data, stderr, whitebox, TempDir};
+    let golden_path = repo_root().join("tests/reference/goldens/lrp-mnist.safetensors");
+    let golden: HashMap<String, Tensor> = candle_core::safetensors::load(&golden_path, &Device::Cpu).unwrap();
+    let dir = TempDir::new("lrp-cli");
+    let raw = dir.path().join("lrp.safetensors");
+    let data = shared_data();
+    let (data, raw_s) = (data.to_str().unwrap(), raw.to_str().unwrap());
+    let ck = |arch: &str| repo_root().join(format!("weights/mnist/{arch}.safetensors")).to_str().unwrap().to_string();
+    let cam = ck("cam");
+    let base = ["attribute", "--checkpoint", &cam, "--indices", "0..6", "--data-dir", data, "--raw", raw_s];
+    let out = whitebox(&[&base[..], &["--method", "lrp", "--lrp-composite", "epsilon-gamma-box"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap()["attributions"].clone();
+    let err = rel_error(&ours, &golden["cam/epsilon-gamma-box"], 1e-12).unwrap();
+    assert!(err <= 1e-4, "attribute --method lrp --lrp-composite epsilon-gamma-box: {err:.2e}");
+
+    let out = whitebox(&[&base[..], &["--method", "lrp", "--lrp-composite", "epsilon-delta"]].concat());
+    assert!(out.status.code() == Some(2) && stderr(&out).contains("epsilon-delta"), "{}", stderr(&out));
+    let cbam = ck("cbam");
+    let on_cbam = ["attribute", "--checkpoint", &cbam, "--indices", "0..2", "--data-dir", data, "--raw", raw_s];
+    let out = whitebox(&[&on_cbam[..], &["--method", "lrp"]].concat());
+    assert!(out.status.code() == Some(1) && stderr(&out).contains("LRP needs"), "{}", stderr(&out));
+    let out = whitebox(&[&on_cbam[..], &["--method", "deeplift"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let maps = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap()["attributions"].clone();
+    assert_eq!(maps.dims(), [2, 1, 28, 28]);
+}

@@ -1,0 +1,154 @@
+//! Throughput of the methods verified against a reference library, each next to that library in the same run:
+//! DeepLIFT and GradientSHAP (Captum), LRP's composites (Zennit), the CAM family (pytorch-grad-cam). Maps/second
+//! on the first N MNIST test images with the shipped SimpleCNN, both sides pinned to the same thread count, best
+//! internal batch size, two timings each (one for the multi-pass rows).
+//!
+//! cargo run --release -p whitebox --bin bench-methods -- [--images 500] [--multi-images 100]
+//!     [--scorecam-images 50] [--threads 2] [--python PY]
+//! The references run through `tests/reference/bench_methods.py` with `--python` (default: $WHITEBOX_PYTHON, else
+//! python3); when they cannot be imported, the table says so and shows whitebox alone.
+
+#[path = "../allocator.rs"]
+mod allocator;
+#[path = "../bench/common.rs"]
+mod common;
+use common::{arg, repo_root};
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use whitebox_core::attribution::{self as attr, Method, Score, Settings};
+use whitebox_core::data::{mnist_set, DatasetKind};
+use whitebox_core::models::Classifier;
+use whitebox_core::params::Checkpoint;
+
+/// One row: the reference's name for it, the method, its settings, which images and the batch sizes tried.
+struct Row {
+    name: &'static str,
+    reference: &'static str,
+    method: &'static str,
+    params: &'static [(&'static str, &'static str)],
+    images: Images,
+    batches: &'static [usize],
+}
+
+#[derive(Clone, Copy)]
+enum Images {
+    All,
+    Multi,
+    ScoreCam,
+}
+
+const ROWS: [Row; 10] = [
+    row("DeepLIFT", "Captum", "deeplift", &[], Images::All, &[100, 250]),
+    row("GradientSHAP-20", "Captum", "gradshap", &[("shap-samples", "20")], Images::Multi, &[10, 50]),
+    row("LRP EpsilonPlusFlat", "Zennit", "lrp", &[], Images::All, &[100, 250]),
+    row("LRP EpsilonGammaBox", "Zennit", "lrp", &[("lrp-composite", "epsilon-gamma-box")], Images::All, &[100, 250]),
+    row("Grad-CAM++", "pytorch-grad-cam", "gcpp", &[("layer", "10")], Images::All, &[100, 250]),
+    row("XGrad-CAM", "pytorch-grad-cam", "xgc", &[("layer", "10")], Images::All, &[100, 250]),
+    row("HiResCAM", "pytorch-grad-cam", "hirescam", &[("layer", "10")], Images::All, &[100, 250]),
+    row("LayerCAM", "pytorch-grad-cam", "layercam", &[("layer", "10")], Images::All, &[100, 250]),
+    row("Eigen-CAM", "pytorch-grad-cam", "eigencam", &[("layer", "10")], Images::All, &[100, 250]),
+    row("Score-CAM", "pytorch-grad-cam", "scorecam", &[("layer", "10")], Images::ScoreCam, &[10, 50]),
+];
+
+const fn row(
+    name: &'static str,
+    reference: &'static str,
+    method: &'static str,
+    params: &'static [(&'static str, &'static str)],
+    images: Images,
+    batches: &'static [usize],
+) -> Row {
+    Row { name, reference, method, params, images, batches }
+}
+
+/// Best rate over internal batch sizes (`repeat` timings each), as the reference script does.
+fn best_rate(m: &dyn Classifier, x: &Tensor, targets: &[u32], row: &Row, repeat: usize) -> Result<f64> {
+    let n = targets.len();
+    let mut best = 0f64;
+    for &batch in row.batches {
+        let mut settings = Settings { batch, ..Settings::default() };
+        for (k, v) in row.params {
+            settings = settings.with(k, *v);
+        }
+        let method = Method::parse(row.method)?.build(&settings, m)?;
+        for _ in 0..repeat {
+            let t0 = Instant::now();
+            for s in (0..n).step_by(batch) {
+                let len = batch.min(n - s);
+                method.attribute(m, &x.narrow(0, s, len)?, &targets[s..s + len], Score::Logit)?;
+            }
+            best = best.max(n as f64 / t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(best)
+}
+
+fn main() -> Result<()> {
+    allocator::keep_freed_memory();
+    let args: Vec<String> = std::env::args().collect();
+    let count = |name: &str, default: usize| -> Result<usize> {
+        Ok(arg(&args, name).map(|v| v.parse()).transpose()?.unwrap_or(default))
+    };
+    let n = count("--images", 500)?;
+    let threads = count("--threads", 2)?;
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let root = repo_root();
+    let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
+    let checkpoint = root.join("weights/mnist/simple-cnn.safetensors");
+    let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());
+    let read = |f: &str| {
+        std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()))
+    };
+    let test = mnist_set(
+        ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
+        ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
+    )?;
+    let n = n.min(test.len());
+    let n_multi = count("--multi-images", 100)?.min(n);
+    let n_score = count("--scorecam-images", 50)?.min(n);
+    let idx: Vec<usize> = (0..n).collect();
+    let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
+    let model = Checkpoint::from_bytes("simple-cnn", &std::fs::read(&checkpoint)?, &Device::Cpu)?.model()?;
+    let m = model.as_ref();
+    let targets = attr::predict(m, &x)?;
+
+    let mut ours = Vec::new();
+    for row in &ROWS {
+        let (k, repeat) = match row.images {
+            Images::All => (n, 2),
+            Images::Multi => (n_multi, 1),
+            Images::ScoreCam => (n_score, 1),
+        };
+        ours.push((row, k, best_rate(m, &x.narrow(0, 0, k)?, &targets[..k], row, repeat)?));
+    }
+
+    let theirs: Option<HashMap<String, f64>> = std::process::Command::new(&python)
+        .arg(root.join("tests/reference/bench_methods.py"))
+        .arg(&checkpoint)
+        .args([n, n_multi, n_score, threads].map(|v| v.to_string()))
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok());
+    println!(
+        "methods against their references, SimpleCNN, MNIST test images, {threads} threads (maps/s, best batch size)"
+    );
+    println!("| method | images | whitebox | reference | reference maps/s | ratio |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: |");
+    for (row, k, rate) in ours {
+        match theirs.as_ref().and_then(|t| t.get(row.name)) {
+            Some(r) => println!("| {} | {k} | {rate:.1} | {} | {r:.1} | {:.2}× |", row.name, row.reference, rate / r),
+            None => println!("| {} | {k} | {rate:.1} | {} | n/a | n/a |", row.name, row.reference),
+        }
+    }
+    if theirs.is_none() {
+        println!("(references not run: `{python}` could not import torch, captum, zennit and pytorch_grad_cam)");
+    }
+    Ok(())
+}
