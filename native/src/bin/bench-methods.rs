@@ -29,7 +29,7 @@ struct Row {
     name: &'static str,
     reference: &'static str,
     method: &'static str,
-    params: &'static [(&'static str, &'static str)],
+    params: fn(Settings) -> Settings,
     images: Images,
     batches: &'static [usize],
 }
@@ -42,23 +42,30 @@ enum Images {
 }
 
 const ROWS: [Row; 10] = [
-    row("DeepLIFT", "Captum", "deeplift", &[], Images::All, &[100, 250]),
-    row("GradientSHAP-20", "Captum", "gradshap", &[("shap-samples", "20")], Images::Multi, &[10, 50]),
-    row("LRP EpsilonPlusFlat", "Zennit", "lrp", &[], Images::All, &[100, 250]),
-    row("LRP EpsilonGammaBox", "Zennit", "lrp", &[("lrp-composite", "epsilon-gamma-box")], Images::All, &[100, 250]),
-    row("Grad-CAM++", "pytorch-grad-cam", "gcpp", &[("layer", "10")], Images::All, &[100, 250]),
-    row("XGrad-CAM", "pytorch-grad-cam", "xgc", &[("layer", "10")], Images::All, &[100, 250]),
-    row("HiResCAM", "pytorch-grad-cam", "hirescam", &[("layer", "10")], Images::All, &[100, 250]),
-    row("LayerCAM", "pytorch-grad-cam", "layercam", &[("layer", "10")], Images::All, &[100, 250]),
-    row("Eigen-CAM", "pytorch-grad-cam", "eigencam", &[("layer", "10")], Images::All, &[100, 250]),
-    row("Score-CAM", "pytorch-grad-cam", "scorecam", &[("layer", "10")], Images::ScoreCam, &[10, 50]),
+    row("DeepLIFT", "Captum", "deeplift", |s| s, Images::All, &[100, 250]),
+    row("GradientSHAP-20", "Captum", "gradshap", |s| s.with("shap-samples", 20), Images::Multi, &[10, 50]),
+    row("LRP EpsilonPlusFlat", "Zennit", "lrp", |s| s, Images::All, &[100, 250]),
+    row(
+        "LRP EpsilonGammaBox",
+        "Zennit",
+        "lrp",
+        |s| s.with("lrp-composite", "epsilon-gamma-box"),
+        Images::All,
+        &[100, 250],
+    ),
+    row("Grad-CAM++", "pytorch-grad-cam", "gcpp", |s| s.with("layer", 10), Images::All, &[100, 250]),
+    row("XGrad-CAM", "pytorch-grad-cam", "xgc", |s| s.with("layer", 10), Images::All, &[100, 250]),
+    row("HiResCAM", "pytorch-grad-cam", "hirescam", |s| s.with("layer", 10), Images::All, &[100, 250]),
+    row("LayerCAM", "pytorch-grad-cam", "layercam", |s| s.with("layer", 10), Images::All, &[100, 250]),
+    row("Eigen-CAM", "pytorch-grad-cam", "eigencam", |s| s.with("layer", 10), Images::All, &[100, 250]),
+    row("Score-CAM", "pytorch-grad-cam", "scorecam", |s| s.with("layer", 10), Images::ScoreCam, &[10, 50]),
 ];
 
 const fn row(
     name: &'static str,
     reference: &'static str,
     method: &'static str,
-    params: &'static [(&'static str, &'static str)],
+    params: fn(Settings) -> Settings,
     images: Images,
     batches: &'static [usize],
 ) -> Row {
@@ -70,10 +77,7 @@ fn best_rate(m: &dyn Classifier, x: &Tensor, targets: &[u32], row: &Row, repeat:
     let n = targets.len();
     let mut best = 0f64;
     for &batch in row.batches {
-        let mut settings = Settings { batch, ..Settings::default() };
-        for (k, v) in row.params {
-            settings = settings.with(k, *v);
-        }
+        let settings = (row.params)(Settings { batch, ..Settings::default() });
         let method = Method::parse(row.method)?.build(&settings, m)?;
         for _ in 0..repeat {
             let t0 = Instant::now();

@@ -23,7 +23,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 };
 
 pub fn formula(act: &[f32], _grad: &[f32], c: usize, hw: usize) -> Vec<f32> {
-    // Centred activations R (hw × c, stored by channel) and the c × c matrix RᵀR, in f64.
+    // Centred activations X (hw × c, stored by channel), in f64.
     let centred: Vec<Vec<f64>> = act
         .chunks_exact(hw)
         .map(|plane| {
@@ -31,16 +31,31 @@ pub fn formula(act: &[f32], _grad: &[f32], c: usize, hw: usize) -> Vec<f32> {
             plane.iter().map(|&v| v as f64 - mean).collect()
         })
         .collect();
-    let mut gram = vec![0f64; c * c];
-    for i in 0..c {
-        for j in i..c {
-            let v: f64 = centred[i].iter().zip(&centred[j]).map(|(a, b)| a * b).sum();
-            gram[i * c + j] = v;
-            gram[j * c + i] = v;
+    // The projection X·v₁ on the first right singular vector is σ₁·u₁, u₁ the first left one: take the eigenvector
+    // of whichever Gram matrix is smaller, XᵀX (c × c) or XXᵀ (hw × hw).
+    let mut projection: Vec<f64> = if hw < c {
+        let mut gram = vec![0f64; hw * hw];
+        for i in 0..hw {
+            for j in i..hw {
+                let v: f64 = centred.iter().map(|ch| ch[i] * ch[j]).sum();
+                gram[i * hw + j] = v;
+                gram[j * hw + i] = v;
+            }
         }
-    }
-    let v = top_eigenvector(&mut gram, c);
-    let mut projection: Vec<f64> = (0..hw).map(|p| (0..c).map(|k| centred[k][p] * v[k]).sum()).collect();
+        let (lambda, u) = top_eigenvector(&mut gram, hw);
+        u.iter().map(|x| x * lambda.max(0.0).sqrt()).collect()
+    } else {
+        let mut gram = vec![0f64; c * c];
+        for i in 0..c {
+            for j in i..c {
+                let v: f64 = centred[i].iter().zip(&centred[j]).map(|(a, b)| a * b).sum();
+                gram[i * c + j] = v;
+                gram[j * c + i] = v;
+            }
+        }
+        let (_, v) = top_eigenvector(&mut gram, c);
+        (0..hw).map(|p| (0..c).map(|k| centred[k][p] * v[k]).sum()).collect()
+    };
     let (lo, hi) = projection.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     if lo.abs() > hi.abs() {
         projection.iter_mut().for_each(|x| *x = -*x);
@@ -48,9 +63,33 @@ pub fn formula(act: &[f32], _grad: &[f32], c: usize, hw: usize) -> Vec<f32> {
     projection.into_iter().map(|x| x as f32).collect()
 }
 
-/// The unit eigenvector of the largest eigenvalue of the symmetric `n × n` matrix `a` (overwritten), by cyclic
-/// Jacobi rotations: robust whatever the spectrum, and cheap for a layer's few dozen channels.
-fn top_eigenvector(a: &mut [f64], n: usize) -> Vec<f64> {
+/// The largest eigenvalue of the symmetric positive semi-definite `n × n` matrix `a` and its unit eigenvector: by
+/// power iteration while it converges fast (a clear first component, the usual case), else by cyclic Jacobi
+/// rotations (`a` is then overwritten), which are robust whatever the spectrum.
+fn top_eigenvector(a: &mut [f64], n: usize) -> (f64, Vec<f64>) {
+    let mut v: Vec<f64> = (0..n).map(|i| 1.0 + (i as f64 * 0.618_033_988_749_895).fract()).collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let scale = norm(&v);
+    v.iter_mut().for_each(|x| *x /= scale);
+    for _ in 0..500 {
+        let w: Vec<f64> = (0..n).map(|i| a[i * n..(i + 1) * n].iter().zip(&v).map(|(x, y)| x * y).sum()).collect();
+        let lambda = norm(&w);
+        if lambda == 0.0 {
+            return (0.0, v);
+        }
+        let w: Vec<f64> = w.into_iter().map(|x| x / lambda).collect();
+        let change = w.iter().zip(&v).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        v = w;
+        if change < 1e-13 {
+            return (lambda, v);
+        }
+    }
+    jacobi_top_eigenvector(a, n)
+}
+
+/// The largest eigenvalue of the symmetric `n × n` matrix `a` (overwritten) and its unit eigenvector, by cyclic
+/// Jacobi rotations.
+fn jacobi_top_eigenvector(a: &mut [f64], n: usize) -> (f64, Vec<f64>) {
     let mut v = vec![0f64; n * n];
     (0..n).for_each(|i| v[i * n + i] = 1.0);
     for _sweep in 0..100 {
@@ -91,7 +130,7 @@ fn top_eigenvector(a: &mut [f64], n: usize) -> Vec<f64> {
         }
     }
     let top = (0..n).max_by(|&i, &j| a[i * n + i].total_cmp(&a[j * n + j])).unwrap_or(0);
-    (0..n).map(|k| v[k * n + top]).collect()
+    (a[top * n + top], (0..n).map(|k| v[k * n + top]).collect())
 }
 
 #[cfg(test)]
@@ -111,8 +150,18 @@ mod tests {
         assert!(p.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{p:?}");
         // A 3×3 symmetric matrix with a known top eigenvector.
         let mut m = [2.0, 1.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 1.0];
-        let v = top_eigenvector(&mut m, 3);
         let r = std::f64::consts::FRAC_1_SQRT_2;
-        assert!((v[0].abs() - r).abs() < 1e-12 && (v[1].abs() - r).abs() < 1e-12 && v[2].abs() < 1e-12, "{v:?}");
+        for (lambda, v) in [top_eigenvector(&mut m.clone(), 3), jacobi_top_eigenvector(&mut m, 3)] {
+            assert!((lambda - 3.0).abs() < 1e-12, "{lambda}");
+            assert!((v[0].abs() - r).abs() < 1e-12 && (v[1].abs() - r).abs() < 1e-12 && v[2].abs() < 1e-12, "{v:?}");
+        }
+        // Two equal top eigenvalues: the power iteration does not settle, Jacobi answers.
+        let mut twin = [1.0, 0.0, 0.0, 1.0];
+        assert_eq!(top_eigenvector(&mut twin, 2).0, 1.0);
+        // More channels than positions (the positions' Gram matrix): four channels (0, 0, 3)·s, s = (1, 2, 2, 4),
+        // centred (−1, −1, 2)·s: the projection is (−1, −1, 2)·|s|, |s| = 5.
+        let act: Vec<f32> = [1f32, 2., 2., 4.].iter().flat_map(|&k| [0.0, 0.0, 3.0 * k]).collect();
+        let p = formula(&act, &[], 4, 3);
+        assert!(p.iter().zip([-5f32, -5.0, 10.0]).all(|(a, b)| (a - b).abs() < 1e-4), "{p:?}");
     }
 }

@@ -98,10 +98,20 @@ impl Attribution for GradientShap {
 
     fn attribute(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], score: Score) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let (z, alphas) = self.draws(x)?;
         let s = self.samples;
-        // x̃ (rows k·N + i), and the points α·x̃ on the way from the zero reference.
-        let noisy = x.unsqueeze(0)?.broadcast_add(&(z * self.stdev)?)?.reshape((s * n, c, h, w))?;
+        // x̃ (rows k·N + i), and the points α·x̃ on the way from the zero reference. Without noise (σ = 0, the
+        // default) x̃ is x, and no noise is drawn.
+        let (noisy, alphas) = if self.stdev == 0.0 && self.draws.is_none() {
+            if s == 0 {
+                crate::invalid!("GradientSHAP needs at least one sample");
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed ^ 0x5851_f42d_4c95_7f2d);
+            let alphas = (0..s * n).map(|_| rng.random::<f32>()).collect();
+            (x.unsqueeze(0)?.broadcast_as((s, n, c, h, w))?.reshape((s * n, c, h, w))?, alphas)
+        } else {
+            let (z, alphas) = self.draws(x)?;
+            (x.unsqueeze(0)?.broadcast_add(&(z * self.stdev)?)?.reshape((s * n, c, h, w))?, alphas)
+        };
         let alpha = Tensor::from_vec(alphas, (s * n, 1, 1, 1), x.device())?;
         let points = noisy.broadcast_mul(&alpha)?;
         let per_chunk = samples_per_chunk(self.batch, n);
