@@ -75,7 +75,7 @@ pub enum Family {
     Gradient,
     /// A feature layer's activations and gradients, up-sampled to the input.
     Layer,
-    /// Relevance sent back to the input by rules of the method's own (DeepLIFT).
+    /// Relevance sent back to the input by rules of the method's own (DeepLIFT, LRP).
     Propagation,
     /// No model at all: the evaluations' controls.
     Control,
