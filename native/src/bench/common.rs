@@ -15,3 +15,18 @@ pub fn repo_root() -> PathBuf {
         std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     native.join("..")
 }
+
+/// The MNIST test set, read from `$WHITEBOX_SHARED_DATA` or else `../shared/data` beside the repository.
+#[allow(dead_code)] // bench-kernels times random inputs and reads no data set.
+pub fn mnist_test() -> anyhow::Result<whitebox_core::data::ImageSet> {
+    use anyhow::Context;
+    let data =
+        std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(repo_root().join("../shared/data"));
+    let read = |f: &str| {
+        std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()))
+    };
+    Ok(whitebox_core::data::mnist_set(
+        ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
+        ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
+    )?)
+}

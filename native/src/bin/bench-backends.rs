@@ -14,11 +14,10 @@ use common::{arg, repo_root};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use whitebox_core::attribution::{self as attr, Ensemble, Explanation, Method};
-use whitebox_core::data::{mnist_set, DatasetKind};
+use whitebox_core::data::DatasetKind;
 use whitebox_core::engine::EngineModel;
 use whitebox_core::gpu::{block_on, Gpu, GpuPlan};
 use whitebox_core::models::Classifier;
@@ -46,14 +45,7 @@ fn main() -> Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     std::env::set_var("LP_NUM_THREADS", threads.to_string());
     let root = repo_root();
-    let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
-    let read = |f: &str| {
-        std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()))
-    };
-    let test = mnist_set(
-        ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
-        ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
-    )?;
+    let test = common::mnist_test()?;
     let idx: Vec<usize> = (0..n.min(test.len())).collect();
     let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
     let ck = Checkpoint::from_bytes(

@@ -13,13 +13,12 @@ mod allocator;
 mod common;
 use common::{arg, repo_root};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Instant;
 use whitebox_core::attribution::{self as attr, Attribution, Score};
-use whitebox_core::data::{mnist_set, DatasetKind};
+use whitebox_core::data::DatasetKind;
 use whitebox_core::evaluation::Ranking;
 use whitebox_core::metrics::faithfulness_correlation::{faithfulness_correlation, FaithfulnessCorrelation};
 use whitebox_core::metrics::infidelity::{infidelity, Infidelity};
@@ -40,16 +39,9 @@ fn main() -> Result<()> {
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let root = repo_root();
-    let data = std::env::var_os("WHITEBOX_SHARED_DATA").map(PathBuf::from).unwrap_or(root.join("../shared/data"));
     let checkpoint = root.join("weights/mnist/simple-cnn.safetensors");
     let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());
-    let read = |f: &str| {
-        std::fs::read(data.join("mnist").join(f)).with_context(|| format!("reading {f} from {}", data.display()))
-    };
-    let test = mnist_set(
-        ("t10k-images-idx3-ubyte.gz", read("t10k-images-idx3-ubyte.gz")?),
-        ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
-    )?;
+    let test = common::mnist_test()?;
     let idx: Vec<usize> = (0..n.min(test.len())).collect();
     let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
     let ck = Checkpoint::from_bytes("simple-cnn", &std::fs::read(&checkpoint)?, &Device::Cpu)?;
