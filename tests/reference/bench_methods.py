@@ -1,9 +1,10 @@
 """The references' side of the methods benchmark: maps/second on the first N MNIST test images with the shipped
 SimpleCNN, for the methods verified against Captum (DeepLift, GradientShap), Zennit (LRP composites) and
-pytorch-grad-cam (the CAM family). Prints one JSON object {"row": maps_per_s, ...}; driven by
+pytorch-grad-cam (the CAM family) and PAIR saliency (Guided IG, Blur IG: one image at a time, as its API takes
+them; Blur IG with all 100 steps in one model call). Prints one JSON object {"row": maps_per_s, ...}; driven by
 `cargo run --release -p whitebox --bin bench-methods`, which times whitebox on the same images in the same run.
 
-Usage: bench_methods.py CHECKPOINT N N_MULTI N_SCORECAM THREADS
+Usage: bench_methods.py CHECKPOINT N N_MULTI N_SCORECAM N_PATH THREADS
 """
 import json
 import os
@@ -14,8 +15,9 @@ import warnings
 import numpy as np
 import torch
 from captum.attr import DeepLift, GradientShap
-from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+import saliency.core as sal
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
@@ -28,7 +30,7 @@ warnings.filterwarnings("ignore")
 
 
 def main():
-    checkpoint, n, n_multi, n_score, threads = sys.argv[1], *map(int, sys.argv[2:6])
+    checkpoint, n, n_multi, n_score, n_path, threads = sys.argv[1], *map(int, sys.argv[2:7])
     torch.set_num_threads(threads)
     model = load_whitebox(checkpoint, "mnist", "simple-cnn")
     x = mnist_test_images(n)
@@ -60,6 +62,20 @@ def main():
             cam(input_tensor=a, targets=[ClassifierOutputTarget(int(c)) for c in t])
         return run
 
+    # saliency 0.2.1 spells np.quantile's method with the keyword NumPy 2 no longer takes.
+    quantile = np.quantile
+    np.quantile = lambda a, q, interpolation=None, **kw: quantile(a, q, method=interpolation or "linear", **kw)
+
+    def pair(method, **kw):
+        def run(a, t):
+            for img, c in zip(a.permute(0, 2, 3, 1).numpy(), t):
+                def call(xb, call_model_args=None, expected_keys=None, c=int(c)):
+                    xt = torch.tensor(np.asarray(xb), dtype=torch.float32).permute(0, 3, 1, 2).requires_grad_(True)
+                    (g,) = torch.autograd.grad(model(xt)[:, c].sum(), xt)
+                    return {sal.base.INPUT_OUTPUT_GRADIENTS: g.permute(0, 2, 3, 1).numpy()}
+                method().GetMask(img, call, **kw)
+        return run
+
     single = [100, 250]
     rates = {
         "DeepLIFT": best_rate(lambda a, t: DeepLift(model).attribute(a, baselines=torch.zeros_like(a), target=t),
@@ -78,6 +94,11 @@ def main():
         "LayerCAM": best_rate(grad_cam(LayerCAM), single, n),
         "Eigen-CAM": best_rate(grad_cam(EigenCAM), single, n),
         "Score-CAM": best_rate(grad_cam(ScoreCAM), [10, 50], n_score, repeat=1),
+        "Ablation-CAM": best_rate(grad_cam(AblationCAM), [10, 50], n_score, repeat=1),
+        "Guided IG-200": best_rate(pair(sal.GuidedIG, x_steps=200, fraction=0.25, max_dist=0.02), [n_path],
+                                   n_path, repeat=1),
+        "Blur IG-100": best_rate(pair(sal.BlurIG, max_sigma=50, steps=100, grad_step=0.01, batch_size=100), [n_path],
+                                 n_path, repeat=1),
     }
     print(json.dumps(rates))
 

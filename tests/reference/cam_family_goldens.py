@@ -5,7 +5,7 @@ Run from the repository root, in the reference venv (see metrics_goldens.py; gra
     /work/venv-ref/bin/python tests/reference/cam_family_goldens.py
 
 For each model (SimpleCNN, CAM, CBAM) and method (GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, ScoreCAM,
-EigenCAM) at `features[10]` (the last block's ReLU, where pytorch-grad-cam's users point it) and at `features[8]`
+EigenCAM, AblationCAM — the last at `features[10]` only) at `features[10]` (the last block's ReLU, where pytorch-grad-cam's users point it) and at `features[8]`
 (the last convolution's output before BatchNorm, the seed's Grad-CAM layer: keys `<model>/<method>@8`), the maps pytorch-grad-cam computes for the first test images and the model's
 predicted classes (`ClassifierOutputTarget`: the logit), at the layer's resolution and after its ReLU — the
 library's `scale_cam_image` (per-image min-max scaling and cv2 resizing, a display step) is replaced by the identity
@@ -24,7 +24,7 @@ import torch
 import pytorch_grad_cam
 import pytorch_grad_cam.base_cam as base_cam
 import pytorch_grad_cam.eigen_cam as eigen_cam
-from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
 from safetensors.torch import save_file
@@ -42,7 +42,11 @@ METHODS = {
     "layercam": LayerCAM,
     "scorecam": ScoreCAM,
     "eigencam": EigenCAM,
+    "ablationcam": AblationCAM,
 }
+# At a layer with negative values (features[8]) AblationCAM ablates with min − 1e7, growing with the channel's
+# position in its batch, instead of the paper's zero: it is compared at the ReLU only.
+ONLY_AT_RELU = ("ablationcam",)
 
 # The method's own map: no display scaling, no resizing.
 base_cam.scale_cam_image = lambda cam, target_size=None: cam
@@ -62,6 +66,8 @@ def goldens(dataset):
         for layer in LAYERS:
             at = "" if layer == LAYERS[0] else f"@{layer}"
             for key, cls in METHODS.items():
+                if key in ONLY_AT_RELU and layer != LAYERS[0]:
+                    continue
                 for suffix, m, inp in (("", model, x), ("_f64", model64, x.double())):
                     cam = cls(model=m, target_layers=[m.features[layer]])
                     maps = cam(input_tensor=inp, targets=[ClassifierOutputTarget(int(t)) for t in target])

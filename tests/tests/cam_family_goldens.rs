@@ -1,4 +1,5 @@
-//! The CAM family (Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM, Eigen-CAM) against pytorch-grad-cam 1.5.7
+//! The CAM family (Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM, Score-CAM, Eigen-CAM, Ablation-CAM) against
+//! pytorch-grad-cam 1.5.7
 //! on PyTorch, on the shipped MNIST and CIFAR-10 checkpoints (SimpleCNN, CAM, CBAM). The goldens (inputs, targets
 //! and the library's maps at the layer's resolution, after its ReLU, in float32 and float64) are made by
 //! `tests/reference/cam_family_goldens.py`. Each method is built through the registry, as the command line and the
@@ -10,7 +11,8 @@
 //! activations, which can nearly vanish there (measured on MNIST SimpleCNN: a channel weight of 123 from a sum of
 //! ≈ 0.01 over values of magnitude ≈ 3), so a 1e-7 difference in one activation moves the map by 1e-3: their
 //! float32 results — the library's and whitebox's — scatter around the float64 one by up to 1.6e-3, and only the
-//! other four methods are compared there.
+//! other four methods are compared there. Ablation-CAM is compared at `features[10]` only: where a layer has negative
+//! values the library ablates a channel with min − 1e7 (growing with its position in the batch), not the paper's zero.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use whitebox_core::attribution::{resize, Interpolation, Method, Score, Settings}
 use whitebox_core::params::Checkpoint;
 use whitebox_e2e::repo_root;
 
-const METHODS: [&str; 6] = ["gcpp", "xgc", "hirescam", "layercam", "scorecam", "eigencam"];
+const METHODS: [&str; 7] = ["gcpp", "xgc", "hirescam", "layercam", "scorecam", "eigencam", "ablationcam"];
 const WELL_CONDITIONED_AT_8: [&str; 4] = ["hirescam", "layercam", "scorecam", "eigencam"];
 
 fn check(dataset: &str) {

@@ -151,13 +151,7 @@ fn target_scores(
     layer: Option<usize>,
 ) -> Result<(Tensor, Option<crate::models::Tapped>)> {
     let n = x.dim(0)?;
-    if targets.len() != n {
-        crate::invalid!("{} targets for {n} images", targets.len());
-    }
-    let classes = model.spec().dataset.num_classes() as u32;
-    if let Some(t) = targets.iter().find(|&&t| t >= classes) {
-        crate::invalid!("target class {t} is outside 0..{classes}");
-    }
+    check_targets(model, n, targets)?;
     if let Some(l) = layer.filter(|&l| l >= model.tap_points()) {
         crate::invalid!("layer {l} does not exist (the model has features 0..{})", model.tap_points());
     }
@@ -168,6 +162,18 @@ fn target_scores(
     };
     let idx = Tensor::from_slice(targets, (n, 1), x.device())?;
     Ok((out.gather(&idx, 1)?.squeeze(1)?, tapped))
+}
+
+/// A clear error unless there is one target per image (`n`), each a class of `model`.
+pub fn check_targets(model: &dyn Classifier, n: usize, targets: &[u32]) -> Result<()> {
+    if targets.len() != n {
+        crate::invalid!("{} targets for {n} images", targets.len());
+    }
+    let classes = model.spec().dataset.num_classes() as u32;
+    if let Some(t) = targets.iter().find(|&&t| t >= classes) {
+        crate::invalid!("target class {t} is outside 0..{classes}");
+    }
+    Ok(())
 }
 
 /// The softmax class probabilities of each image (evaluation mode).

@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every method, in the order the command line, the page and the figures list them.
-static REGISTRY: [Method; 20] = [
+static REGISTRY: [Method; 23] = [
     Method(&methods::vanilla_gradient::DESCRIPTOR),
     Method(&methods::input_x_gradient::DESCRIPTOR),
     Method(&methods::deconvnet::DESCRIPTOR),
     Method(&methods::guided_backprop::DESCRIPTOR),
     Method(&methods::integrated_gradients::DESCRIPTOR),
     Method(&methods::gradient_shap::DESCRIPTOR),
+    Method(&methods::guided_ig::DESCRIPTOR),
+    Method(&methods::blur_ig::DESCRIPTOR),
     Method(&methods::deep_lift::DESCRIPTOR),
     Method(&methods::lrp::DESCRIPTOR),
     Method(&methods::grad_cam::DESCRIPTOR),
@@ -29,6 +31,7 @@ static REGISTRY: [Method; 20] = [
     Method(&methods::hires_cam::DESCRIPTOR),
     Method(&methods::layer_cam::DESCRIPTOR),
     Method(&methods::score_cam::DESCRIPTOR),
+    Method(&methods::ablation_cam::DESCRIPTOR),
     Method(&methods::eigen_cam::DESCRIPTOR),
     Method(&methods::conv_output::DESCRIPTOR),
     Method(&methods::random_map::DESCRIPTOR),

@@ -46,35 +46,33 @@ pub struct Request {
     pub layer: Option<usize>,
 }
 
-/// A scripted engine: [`Scripted::recorder`] records the gradient requests of a run and answers each with zeros of
-/// the right shape (checked by the CPU plan, so a bad request fails here already); [`Scripted::replay`] answers a
-/// run's requests with answers computed elsewhere, in order, and fails when the run asks for anything other than
-/// what was recorded. Logits come from the CPU plan.
+/// A scripted engine, which lets a method whose gradients are computed elsewhere (on a GPU, awaited) run as if
+/// they were at hand: it answers a run's gradient requests with `answers`, in order, and fails when the run asks
+/// for anything other than what they answer. The first request beyond them is kept ([`Scripted::finish`]) and
+/// stops the run; its answer, appended, lets the next run go one request further. A method whose requests do not
+/// depend on earlier answers (IG, the ensembles: one batched request) needs two runs; Guided IG, one run per step.
+/// Logits come from the CPU plan.
 pub struct Scripted {
     plan: Arc<Plan>,
     script: Mutex<Script>,
 }
 
-enum Script {
-    Recording(Vec<Request>),
-    Replaying(std::collections::VecDeque<(Request, Gradient)>),
+#[derive(Default)]
+struct Script {
+    answers: Vec<(Request, Gradient)>,
+    next: usize,
+    pending: Option<Request>,
 }
 
 impl Scripted {
-    pub fn recorder(plan: Arc<Plan>) -> Self {
-        Scripted { plan, script: Mutex::new(Script::Recording(Vec::new())) }
+    pub fn new(plan: Arc<Plan>, answers: Vec<(Request, Gradient)>) -> Self {
+        Scripted { plan, script: Mutex::new(Script { answers, next: 0, pending: None }) }
     }
 
-    pub fn replay(plan: Arc<Plan>, answers: Vec<(Request, Gradient)>) -> Self {
-        Scripted { plan, script: Mutex::new(Script::Replaying(answers.into())) }
-    }
-
-    /// The requests recorded so far, in order (none for a replay).
-    pub fn take(&self) -> Vec<Request> {
-        match &mut *self.script.lock().expect("not poisoned") {
-            Script::Recording(requests) => std::mem::take(requests),
-            Script::Replaying(_) => Vec::new(),
-        }
+    /// The answers given, and the request that stopped the run (None when the run needed no more).
+    pub fn finish(&self) -> (Vec<(Request, Gradient)>, Option<Request>) {
+        let script = std::mem::take(&mut *self.script.lock().expect("not poisoned"));
+        (script.answers, script.pending)
     }
 }
 
@@ -105,23 +103,23 @@ impl Engine for Scripted {
         layer: Option<usize>,
     ) -> Result<Gradient> {
         let asked = Request { x: x.to_vec(), n, targets: targets.to_vec(), score, rule, layer };
-        match &mut *self.script.lock().expect("not poisoned") {
-            Script::Recording(requests) => {
-                self.plan.check_request(x, n, targets, layer)?;
-                let len = match layer {
-                    Some(l) => {
-                        let (c, h, w) = self.plan.layer_shape(l);
-                        n * c * h * w
-                    }
-                    None => x.len(),
-                };
-                requests.push(asked);
-                Ok(Gradient { grad: vec![0.0; len], activation: layer.map(|_| vec![0.0; len]) })
+        let mut script = self.script.lock().expect("not poisoned");
+        if script.pending.is_some() {
+            crate::invalid!("the run went on after a gradient it had to wait for");
+        }
+        let next = script.next;
+        match script.answers.get(next) {
+            Some((request, answer)) if *request == asked => {
+                let answer = answer.clone();
+                script.next += 1;
+                Ok(answer)
             }
-            Script::Replaying(answers) => match answers.pop_front() {
-                Some((request, answer)) if request == asked => Ok(answer),
-                _ => crate::invalid!("the replayed run asked for a gradient that was not recorded"),
-            },
+            Some(_) => crate::invalid!("the replayed run asked for a gradient that was not recorded"),
+            None => {
+                self.plan.check_request(x, n, targets, layer)?;
+                script.pending = Some(asked);
+                crate::invalid!("this gradient is computed elsewhere: run again with its answer")
+            }
         }
     }
 }
@@ -202,30 +200,38 @@ mod tests {
     use crate::models::Arch;
     use crate::testing::random;
 
-    /// Recording a run, answering the requests with the CPU plan and replaying gives the direct result, for every
+    /// Running a method request by request, answering each with the CPU plan, gives the direct result, for every
     /// method (plain and in an ensemble); a replay that is asked something else fails.
     #[test]
-    fn record_then_replay_equals_direct() -> Result<()> {
+    fn scripted_runs_equal_direct() -> Result<()> {
         let m: Arc<dyn Classifier> = Arc::from(constant_model(Arch::Cam, DatasetKind::Mnist, 4));
         let plan = Arc::new(crate::engine::plan_of(m.engine().expect("constant weights")).expect("a CPU plan").clone());
         let x = (random(&[2, 1, 28, 28], 3)? * 2.0)?;
         let t = [3u32, 8];
         let mut requests: Vec<Explanation> = Method::all()
             .iter()
-            .map(|&m| Explanation { settings: Settings::default().with("steps", 5), ..Explanation::of(m) })
+            .map(|&m| Explanation {
+                settings: Settings::default().with("steps", 5).with("gig-steps", 4).with("blur-steps", 3),
+                ..Explanation::of(m)
+            })
             .collect();
         requests.push(Explanation { ensemble: Some(Ensemble::VarGrad), samples: 4, ..Explanation::of(Method::GBGC) });
         for e in requests {
             let direct = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
-            let recorder = Arc::new(Scripted::recorder(plan.clone()));
-            e.run(&EngineModel { model: m.clone(), engine: recorder.clone() }, &x, &t, &mut |_| {})?;
-            let answers = recorder
-                .take()
-                .into_iter()
-                .map(|r| Ok((r.clone(), plan.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer)?)))
-                .collect::<Result<Vec<_>>>()?;
-            let replay = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan.clone(), answers)) };
-            let replayed = e.run(&replay, &x, &t, &mut |_| {})?;
+            let mut answers = Vec::new();
+            let replayed = loop {
+                let script = Arc::new(Scripted::new(plan.clone(), answers));
+                let result = e.run(&EngineModel { model: m.clone(), engine: script.clone() }, &x, &t, &mut |_| {});
+                let (given, pending) = script.finish();
+                answers = given;
+                match pending {
+                    None => break result?,
+                    Some(r) => {
+                        let g = plan.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer)?;
+                        answers.push((r, g));
+                    }
+                }
+            };
             assert_eq!(
                 direct.flatten_all()?.to_vec1::<f32>()?,
                 replayed.flatten_all()?.to_vec1::<f32>()?,
@@ -233,9 +239,18 @@ mod tests {
                 e.label()
             );
         }
-        let empty = EngineModel { model: m.clone(), engine: Arc::new(Scripted::replay(plan, Vec::new())) };
+        let other = Request {
+            x: vec![0.0; 784],
+            n: 1,
+            targets: vec![1],
+            score: Score::Logit,
+            rule: ReluRule::Standard,
+            layer: None,
+        };
+        let answer = plan.gradient(&other.x, 1, &[1], Score::Logit, ReluRule::Standard, None)?;
+        let wrong = EngineModel { model: m.clone(), engine: Arc::new(Scripted::new(plan, vec![(other, answer)])) };
         assert!(Explanation::of(Method::VBP)
-            .run(&empty, &x, &t, &mut |_| {})
+            .run(&wrong, &x, &t, &mut |_| {})
             .unwrap_err()
             .to_string()
             .contains("not recorded"));

@@ -85,8 +85,8 @@ impl Gpu {
 }
 
 /// `explanation` of `x` for `targets` with every gradient computed by `gpu`, awaiting the GPU (the browser's way):
-/// the method runs once to record its gradient requests, the GPU answers them (each in one command buffer and one
-/// read-back), and the method runs again on the answers. Ensembles and IG run as one request: `settings.batch` is
+/// the method runs until it asks for a gradient not yet answered, the GPU answers it (in one command buffer and one
+/// read-back), and the method runs again with the answers so far ([`Scripted`]), until it finishes. Ensembles and IG run as one request: `settings.batch` is
 /// raised to hold all their model inputs (up to the plan's own limit per command buffer).
 pub async fn explain(
     explanation: &Explanation,
@@ -99,19 +99,16 @@ pub async fn explain(
     let units = explanation.inputs_per_image(model.as_ref())?;
     let mut e = explanation.clone();
     e.settings.batch = e.settings.batch.max(units * x.dim(0)?);
-    let recorder = Arc::new(Scripted::recorder(gpu.plan().clone()));
-    e.run(&EngineModel { model: model.clone(), engine: recorder.clone() }, x, targets, &mut |_| {})?;
     let mut answers = Vec::new();
-    for r in recorder.take() {
+    loop {
+        let script = Arc::new(Scripted::new(gpu.plan().clone(), answers));
+        let result = e.run(&EngineModel { model: model.clone(), engine: script.clone() }, x, targets, &mut |_| {});
+        let (given, pending) = script.finish();
+        let Some(r) = pending else { return result };
         let g = gpu.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer).await?;
+        answers = given;
         answers.push((r, g));
     }
-    e.run(
-        &EngineModel { model, engine: Arc::new(Scripted::replay(gpu.plan().clone(), answers)) },
-        x,
-        targets,
-        &mut |_| {},
-    )
 }
 
 /// Blocks until `future` is ready (natively: the GPU's callbacks run inside [`wgpu::Device::poll`]).

@@ -84,7 +84,13 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
             // GEMM kernels, the GPU's direct sums) — any of them is a valid gradient route. Measured: CBAM 8e-3, and
             // SimpleCNN on CIFAR-10 3e-3 once the CPU moved to AVX-512 GEMM kernels. So IG is checked with the
             // midpoint rule, which never evaluates α = 0 (the rules themselves are checked against Captum).
-            let settings = Settings { seed: 1, ..Settings::default() }.with("steps", 20).with("riemann", "middle");
+            let settings = Settings { seed: 1, ..Settings::default() }
+                .with("steps", 20)
+                .with("riemann", "middle")
+                .with("gig-steps", 20)
+                .with("gig-max-dist", 0.0)
+                .with("blur-steps", 20)
+                .with("max-sigma", 8.0);
             let mut requests: Vec<Explanation> = Method::all()
                 .iter()
                 .filter(|method| method.applies_to(m.as_ref()))
@@ -111,13 +117,26 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
                 let want = e.run(m.as_ref(), &x, &t, &mut |_| {})?;
                 let got = e.run(&gm, &x, &t, &mut |_| {})?;
                 let d = rel_error(&got, &want, f32::MIN_POSITIVE)?;
-                if e.ensemble.is_none() && (e.method == Method::IG || e.method.id() == "gradshap") {
-                    // IG (and GradientSHAP, at random α) sums scaled copies of the input; near α = 0 the feature maps are nearly flat and a
-                    // max-pooling window may hold values equal up to rounding, which the CPU's GEMM and the GPU's
-                    // direct sums break differently (measured once the CPU build used AVX-512 code: SimpleCNN on
-                    // CIFAR-10, 5e-3 at a few pixels). Held to the mean difference, and a looser maximum.
+                if e.ensemble.is_none() && ["ig", "gradshap", "guidedig"].contains(&e.method.id()) {
+                    // IG (and GradientSHAP, at random α) sums scaled copies of the input; near α = 0 the feature
+                    // maps are nearly flat and a max-pooling window may hold values equal up to rounding, which the
+                    // CPU's GEMM and the GPU's direct sums break differently (measured once the CPU build used
+                    // AVX-512 code: SimpleCNN on CIFAR-10, 5e-3 at a few pixels). Held to the mean difference, and a
+                    // looser maximum. Guided IG ranks gradients to choose its path, so a last-bit difference may
+                    // send it elsewhere (measured: CBAM on MNIST, 0.14); with max distance 0 its path is the
+                    // straight line, but its first gradient is taken at the all-zero baseline itself, where every
+                    // window ties (measured: CBAM on MNIST, mean 3.5e-4): a looser mean. (Blur IG meets the ties
+                    // once its blur has spread the image to near zero — measured: gradients 0.2–0.7 apart from
+                    // σ = 12.5 on, on this random model — so it is checked up to σ = 8.)
                     let mean = mean_rel_error_t(&got, &want, f32::MIN_POSITIVE)?;
-                    assert!(mean < 1e-4 && d < 2e-2, "{arch} {dataset} {}: mean {mean}, max {d}", e.label());
+                    let limit = if e.method.id() == "guidedig" { 1e-3 } else { 1e-4 };
+                    assert!(mean < limit && d < 2e-2, "{arch} {dataset} {}: mean {mean}, max {d}", e.label());
+                } else if ["blurig", "ablationcam"].contains(&e.method.id()) {
+                    // Blur IG: a signed sum over the path whose steps cancel; each step's gradients agree to 5e-7,
+                    // the sum to 1.4e-4 of its largest value (SimpleCNN on MNIST). Ablation-CAM: its weights
+                    // (S − S_k)/S are differences of nearly equal logits, from the GPU's activations (1e-6 from the
+                    // CPU's), and the weighted channels cancel (measured: CBAM on MNIST, 3.4e-4).
+                    assert!(d < 1e-3, "{arch} {dataset} {}: {d}", e.label());
                 } else {
                     assert!(d < 1e-4, "{arch} {dataset} {}: {d}", e.label());
                 }

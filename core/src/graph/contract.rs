@@ -101,6 +101,13 @@ pub trait Engine: Send + Sync {
         crate::invalid!("{} needs the graph executor (constant weights on the CPU)", how.name())
     }
 
+    /// Logits of `n` images (`x`) whose `features[layer]` is replaced by `activation` (`n ×` the layer's shape,
+    /// image-major): the network from the layer on (Ablation-CAM's ablated channels). Engines that do not run the
+    /// network's graph cannot.
+    fn forward_from(&self, _x: &[f32], _n: usize, _layer: usize, _activation: &[f32]) -> Result<Vec<f32>> {
+        crate::invalid!("a forward pass from an edited layer needs the graph executor (constant weights on the CPU)")
+    }
+
     /// Whether [`Engine::propagate`] can run `how` on this model.
     fn can_propagate(&self, _how: &Propagation) -> bool {
         false

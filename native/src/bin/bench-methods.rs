@@ -1,10 +1,11 @@
 //! Throughput of the methods verified against a reference library, each next to that library in the same run:
-//! DeepLIFT and GradientSHAP (Captum), LRP's composites (Zennit), the CAM family (pytorch-grad-cam). Maps/second
+//! DeepLIFT and GradientSHAP (Captum), LRP's composites (Zennit), the CAM family (pytorch-grad-cam), Guided IG and
+//! Blur IG (PAIR saliency, which explains one image at a time; whitebox takes the images together). Maps/second
 //! on the first N MNIST test images with the shipped SimpleCNN, both sides pinned to the same thread count, best
 //! internal batch size, two timings each (one for the multi-pass rows).
 //!
 //! cargo run --release -p whitebox --bin bench-methods -- [--images 500] [--multi-images 100]
-//!     [--scorecam-images 50] [--threads 2] [--python PY]
+//!     [--scorecam-images 50] [--path-images 20] [--threads 2] [--python PY]
 //! The references run through `tests/reference/bench_methods.py` with `--python` (default: $WHITEBOX_PYTHON, else
 //! python3); when they cannot be imported, the table says so and shows whitebox alone.
 
@@ -38,9 +39,10 @@ enum Images {
     All,
     Multi,
     ScoreCam,
+    Path,
 }
 
-const ROWS: [Row; 10] = [
+const ROWS: [Row; 13] = [
     row("DeepLIFT", "Captum", "deeplift", |s| s, Images::All, &[100, 250]),
     row("GradientSHAP-20", "Captum", "gradshap", |s| s.with("shap-samples", 20), Images::Multi, &[10, 50]),
     row("LRP EpsilonPlusFlat", "Zennit", "lrp", |s| s, Images::All, &[100, 250]),
@@ -58,6 +60,9 @@ const ROWS: [Row; 10] = [
     row("LayerCAM", "pytorch-grad-cam", "layercam", |s| s.with("layer", 10), Images::All, &[100, 250]),
     row("Eigen-CAM", "pytorch-grad-cam", "eigencam", |s| s.with("layer", 10), Images::All, &[100, 250]),
     row("Score-CAM", "pytorch-grad-cam", "scorecam", |s| s.with("layer", 10), Images::ScoreCam, &[10, 50]),
+    row("Ablation-CAM", "pytorch-grad-cam", "ablationcam", |s| s.with("layer", 10), Images::ScoreCam, &[32, 128]),
+    row("Guided IG-200", "PAIR saliency", "guidedig", |s| s, Images::Path, &[100]),
+    row("Blur IG-100", "PAIR saliency", "blurig", |s| s, Images::Path, &[100, 250]),
 ];
 
 const fn row(
@@ -76,12 +81,19 @@ fn best_rate(m: &dyn Classifier, x: &Tensor, targets: &[u32], row: &Row, repeat:
     let n = targets.len();
     let mut best = 0f64;
     for &batch in row.batches {
-        let settings = (row.params)(Settings { batch, ..Settings::default() });
-        let method = Method::parse(row.method)?.build(&settings, m)?;
+        let mut settings = (row.params)(Settings { batch, ..Settings::default() });
+        let mut method = Method::parse(row.method)?.build(&settings, m)?;
+        if matches!(row.images, Images::Multi) {
+            // All samples of a chunk of images in one pass, as Captum expands them.
+            settings.batch = batch * method.inputs_per_image();
+            method = Method::parse(row.method)?.build(&settings, m)?;
+        }
         for _ in 0..repeat {
             let t0 = Instant::now();
-            for s in (0..n).step_by(batch) {
-                let len = batch.min(n - s);
+            // Path methods batch steps, not images: their images go in one call.
+            let chunk = if matches!(row.images, Images::Path) { n } else { batch };
+            for s in (0..n).step_by(chunk) {
+                let len = chunk.min(n - s);
                 method.attribute(m, &x.narrow(0, s, len)?, &targets[s..s + len], Score::Logit)?;
             }
             best = best.max(n as f64 / t0.elapsed().as_secs_f64());
@@ -106,6 +118,7 @@ fn main() -> Result<()> {
     let n = n.min(test.len());
     let n_multi = count("--multi-images", 100)?.min(n);
     let n_score = count("--scorecam-images", 50)?.min(n);
+    let n_path = count("--path-images", 20)?.min(n);
     let idx: Vec<usize> = (0..n).collect();
     let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
     let model = Checkpoint::from_bytes("simple-cnn", &std::fs::read(&checkpoint)?, &Device::Cpu)?.model()?;
@@ -118,6 +131,7 @@ fn main() -> Result<()> {
             Images::All => (n, 2),
             Images::Multi => (n_multi, 1),
             Images::ScoreCam => (n_score, 1),
+            Images::Path => (n_path, 1),
         };
         ours.push((row, k, best_rate(m, &x.narrow(0, 0, k)?, &targets[..k], row, repeat)?));
     }
@@ -125,7 +139,7 @@ fn main() -> Result<()> {
     let theirs: Option<HashMap<String, f64>> = std::process::Command::new(&python)
         .arg(root.join("tests/reference/bench_methods.py"))
         .arg(&checkpoint)
-        .args([n, n_multi, n_score, threads].map(|v| v.to_string()))
+        .args([n, n_multi, n_score, n_path, threads].map(|v| v.to_string()))
         .env("OMP_NUM_THREADS", threads.to_string())
         .stderr(std::process::Stdio::null())
         .output()
@@ -144,7 +158,9 @@ fn main() -> Result<()> {
         }
     }
     if theirs.is_none() {
-        println!("(references not run: `{python}` could not import torch, captum, zennit and pytorch_grad_cam)");
+        println!(
+            "(references not run: `{python}` could not import torch, captum, zennit, pytorch_grad_cam and saliency)"
+        );
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! One file per method, named after it; each holds the method and its [`Descriptor`](super::registry::Descriptor),
 //! which `registry.rs` lists.
 
+pub mod ablation_cam;
+pub mod blur_ig;
 pub mod cam;
 pub mod conv_output;
 pub mod deconvnet;
@@ -11,6 +13,7 @@ pub mod grad_cam_plus_plus;
 pub mod gradient_shap;
 pub mod guided_backprop;
 pub mod guided_grad_cam;
+pub mod guided_ig;
 pub mod hires_cam;
 pub mod input_x_gradient;
 pub mod integrated_gradients;

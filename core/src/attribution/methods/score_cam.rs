@@ -6,7 +6,7 @@
 
 use crate::attribution::class_activation::weighted_sum;
 use crate::attribution::registry::{Descriptor, Display, Family, Needs, Settings, LAYER};
-use crate::attribution::{layer_activation, resize, to_input, Attribution, Interpolation, Score};
+use crate::attribution::{check_targets, layer_activation, resize, to_input, Attribution, Interpolation, Score};
 use crate::models::{eval_logits, Classifier};
 use crate::Result;
 use candle_core::Tensor;
@@ -41,13 +41,7 @@ impl ScoreCam {
     /// inputs' scores are soft-maxed over channels already).
     pub fn coarse(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32]) -> Result<Tensor> {
         let (n, _, height, width) = x.dims4()?;
-        if targets.len() != n {
-            crate::invalid!("{} targets for {n} images", targets.len());
-        }
-        let classes = model.spec().dataset.num_classes() as u32;
-        if let Some(t) = targets.iter().find(|&&t| t >= classes) {
-            crate::invalid!("target class {t} is outside 0..{classes}");
-        }
+        check_targets(model, n, targets)?;
         let act = layer_activation(model, x, self.layer)?;
         let (_, c, h, w) = act.dims4()?;
         // Each channel up-sampled and scaled to [0, 1]: N×c×H×W.

@@ -81,14 +81,14 @@ impl<'a> Executor<'a> {
         Ok(Executor { graph, params })
     }
 
-    /// Nodes needed for `roots`.
-    fn needed(&self, roots: &[NodeId]) -> Vec<bool> {
+    /// Nodes needed for `roots` (not what only `given`, a node whose value is supplied, needs).
+    fn needed(&self, roots: &[NodeId], given: Option<NodeId>) -> Vec<bool> {
         let mut need = vec![false; self.graph.nodes.len()];
         for &r in roots {
             need[r] = true;
         }
         for i in (0..need.len()).rev() {
-            if need[i] {
+            if need[i] && Some(i) != given {
                 for &j in &self.graph.nodes[i].inputs {
                     need[j] = true;
                 }
@@ -100,8 +100,21 @@ impl<'a> Executor<'a> {
     /// The forward pass of `x` (`n` images, channel-major) to `roots`; with `train`, batch statistics. Unless
     /// `keep`, a value is dropped after its last use (inference).
     fn forward(&self, x: Vec<f32>, n: usize, train: bool, roots: &[NodeId], keep: bool) -> Result<Forward> {
+        self.forward_given(x, n, train, roots, keep, None)
+    }
+
+    /// [`Executor::forward`] with node `given.0`'s value supplied (channel-major) instead of computed.
+    fn forward_given(
+        &self,
+        x: Vec<f32>,
+        n: usize,
+        train: bool,
+        roots: &[NodeId],
+        keep: bool,
+        given: Option<(NodeId, Vec<f32>)>,
+    ) -> Result<Forward> {
         let nodes = &self.graph.nodes;
-        let need = self.needed(roots);
+        let need = self.needed(roots, given.as_ref().map(|g| g.0));
         let mut last_use = vec![0usize; nodes.len()];
         for (i, node) in nodes.iter().enumerate() {
             for &j in &node.inputs {
@@ -118,7 +131,10 @@ impl<'a> Executor<'a> {
             if !need[i] {
                 continue;
             }
-            let (y, s) = self.node_forward(i, &values, n, train)?;
+            let (y, s) = match &given {
+                Some((g, value)) if *g == i => (value.clone(), Saved::Nothing),
+                _ => self.node_forward(i, &values, n, train)?,
+            };
             values[i] = y;
             saved[i] = s;
             if !keep {
@@ -645,6 +661,22 @@ impl Executor<'_> {
         Ok(transpose(&fwd.values[out], self.graph.classes(), n))
     }
 
+    /// Evaluation-mode logits (`n × classes`) with `features[tap]` replaced by `value` (`n ×` the tap's shape,
+    /// image-major): the forward pass from the tap on (layers that only feed the tap are not computed).
+    pub fn logits_from(&self, x: &[f32], n: usize, tap: usize, value: &[f32]) -> Result<Vec<f32>> {
+        let Some(&(_, node)) = self.graph.taps.get(tap) else {
+            crate::invalid!("layer {tap} does not exist (the model has features 0..{})", self.graph.taps.len());
+        };
+        let (c, h, w) = self.graph.nodes[node].shape;
+        if value.len() != n * c * h * w {
+            crate::invalid!("{} values are not {n} activations of {c}×{h}×{w}", value.len());
+        }
+        let out = self.graph.output;
+        let given = Some((node, transpose_planes(value, n, c, h * w)));
+        let fwd = self.forward_given(channel_major(self.graph, x, n)?, n, false, &[out], false, given)?;
+        Ok(transpose(&fwd.values[out], self.graph.classes(), n))
+    }
+
     /// The gradient of each image's `score` of its target with respect to the input (`tap` None) or to
     /// `features[tap]`, with the ReLU backward `rule`, image-major; for a tap, also its value.
     pub fn gradient(
@@ -924,6 +956,23 @@ impl Engine for GraphEngine {
             }
         }
         Ok(all)
+    }
+
+    fn forward_from(&self, x: &[f32], n: usize, layer: usize, activation: &[f32]) -> Result<Vec<f32>> {
+        let per = len(self.graph.input_shape());
+        let Some(&(_, node)) = self.graph.taps.get(layer) else {
+            crate::invalid!("layer {layer} does not exist (the model has features 0..{})", self.graph.taps.len());
+        };
+        let per_act = len(self.graph.nodes[node].shape);
+        if x.len() != n * per || activation.len() != n * per_act {
+            crate::invalid!("{} input and {} activation values are not {n} images", x.len(), activation.len());
+        }
+        let ex = self.executor();
+        let mut out = Vec::with_capacity(n * self.classes());
+        for (chunk, act) in x.chunks(CHUNK * per.max(1)).zip(activation.chunks(CHUNK * per_act.max(1))) {
+            out.extend(ex.logits_from(chunk, chunk.len() / per.max(1), layer, act)?);
+        }
+        Ok(out)
     }
 
     fn propagate(&self, x: &[f32], n: usize, targets: &[u32], score: Score, how: &Propagation) -> Result<Vec<f32>> {

@@ -388,3 +388,28 @@ fn lrp_identities() -> Result<()> {
     }
     Ok(())
 }
+
+/// The forward pass from a tap, given the tap's own value, is the forward pass (also where later layers read
+/// earlier ones past the tap: RAN's trunk and skip connections); a value of the wrong size is an error.
+#[test]
+fn forward_from_a_tap_with_its_own_value_is_the_forward_pass() -> Result<()> {
+    for arch in [Arch::SimpleCnn, Arch::Cbam, Arch::Ran, Arch::Warn] {
+        let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
+        let (map, _) = trainable(spec, 5)?;
+        let m = crate::params::Checkpoint::from_varmap(spec, &map, Default::default())?.model()?;
+        let engine = m.propagator().expect("the graph's engine for constant weights");
+        let (x, _) = batch(spec, 3, 4)?;
+        let xv = values(&x)?;
+        let want = engine.forward(&xv, 3)?;
+        for layer in 0..m.tap_points() {
+            let act = engine.activation(&xv, 3, layer)?;
+            let got = engine.forward_from(&xv, 3, layer, &act)?;
+            assert!(max_rel_error(&got, &want, 1e-6) < 1e-6, "{arch} layer {layer}");
+            // Zeroing the layer changes the logits (the network reads the layer).
+            let zero = engine.forward_from(&xv, 3, layer, &vec![0.0; act.len()])?;
+            assert!(max_rel_error(&zero, &want, 1e-6) > 1e-6, "{arch} layer {layer} is read");
+        }
+        assert!(engine.forward_from(&xv, 3, 0, &[0.0; 5]).unwrap_err().to_string().contains("activation values"));
+    }
+    Ok(())
+}
