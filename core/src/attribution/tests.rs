@@ -238,4 +238,13 @@ fn bad_requests_are_errors() {
         err(GradCam { layer: 12 }.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("layer 12 does not exist")
     );
     assert!(err(Cam.attribute(m.as_ref(), &x, &[1, 2], Score::Logit)).contains("CAM head"));
+    // The path methods read every input value: NaN and ∞ are refused, not integrated.
+    let bad = x
+        .broadcast_mul(&Tensor::new(&[f32::NAN, f32::INFINITY], x.device()).unwrap().reshape((2, 1, 1, 1)).unwrap())
+        .unwrap();
+    for id in ["guidedig", "blurig"] {
+        let method = crate::attribution::Method::parse(id).unwrap();
+        let built = method.build(&crate::attribution::Settings::default(), m.as_ref()).unwrap();
+        assert!(err(built.attribute(m.as_ref(), &bad, &[1, 2], Score::Logit)).contains("finite"), "{id}");
+    }
 }

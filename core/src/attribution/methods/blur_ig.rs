@@ -184,6 +184,9 @@ impl BlurIg {
         }
         let per = c * h * w;
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(v) = xs.iter().find(|v| !v.is_finite()) {
+            crate::invalid!("Blur IG needs finite inputs, got {v}");
+        }
         let sigmas = self.sigmas();
         let mut total = vec![0f64; n * per];
         let per_chunk = samples_per_chunk(self.batch, n);
