@@ -65,7 +65,8 @@ impl AblationCam {
             if original == 0.0 || !original.is_finite() {
                 crate::invalid!("Ablation-CAM divides by the target's logit, which is {original} for image {i}");
             }
-            let image = &xs[i * per_x..(i + 1) * per_x];
+            // The image once per ablated copy of a full batch (the last batch takes a prefix).
+            let copies = xs[i * per_x..(i + 1) * per_x].repeat(batch.min(c));
             let a = &act[i * per..(i + 1) * per];
             let mut weights = Vec::with_capacity(c);
             for start in (0..c).step_by(batch) {
@@ -76,8 +77,7 @@ impl AblationCam {
                     ablated.extend_from_slice(a);
                     ablated[from + k * hw..from + (k + 1) * hw].fill(0.0);
                 }
-                let copies: Vec<f32> = (0..len).flat_map(|_| image.iter().copied()).collect();
-                let out = engine.forward_from(&copies, len, self.layer, &ablated)?;
+                let out = engine.forward_from(&copies[..len * per_x], len, self.layer, &ablated)?;
                 let per_out = out.len() / len;
                 weights.extend((0..len).map(|j| ((original - out[j * per_out + t]) / original) as f64));
             }
