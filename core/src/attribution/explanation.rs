@@ -3,6 +3,7 @@
 //! progress and drop stale work between steps. A job's result equals the one-call result.
 
 use super::noise_tunnel::{samples_per_chunk, EnsembleSums};
+use super::perturbation::Run;
 use super::{input_gradient, Attribution, Ensemble, IntegralSums, Method, NoiseTunnel, Score, Settings};
 use crate::models::Classifier;
 use crate::ops::ReluRule;
@@ -144,6 +145,10 @@ impl Explanation {
         let per_chunk = samples_per_chunk(self.settings.batch, n * inputs_per_unit);
         let integral = base.integral().cloned();
         let plan = match (self.ensemble, integral) {
+            (None, None) if base.perturbation().is_some() => {
+                let method = base.perturbation().expect("checked");
+                Plan::Perturbed { run: Run::new(method, model.as_ref(), x, targets, self.score)? }
+            }
             (Some(kind), _) => {
                 let noisy = self.tunnel(base.as_ref(), kind).noisy_inputs(x)?;
                 Plan::Ensemble { base, noisy, sums: Some(EnsembleSums::new(kind, n)) }
@@ -158,6 +163,12 @@ impl Explanation {
             Plan::Ensemble { .. } => self.samples,
             Plan::Integrated { steps, .. } => steps,
             Plan::Once { .. } => 1,
+            Plan::Perturbed { ref run } => run.total(),
+        };
+        let per_chunk = match plan {
+            Plan::Perturbed { .. } => self.settings.batch,
+            _ if units == 1 => 1,
+            _ => per_chunk,
         };
         Ok(Job {
             model,
@@ -165,7 +176,7 @@ impl Explanation {
             targets: targets.to_vec(),
             score: self.score,
             plan,
-            per_chunk: if units == 1 { 1 } else { per_chunk },
+            per_chunk,
             done: 0,
             units,
             result: None,
@@ -174,9 +185,23 @@ impl Explanation {
 }
 
 enum Plan {
-    Once { base: Box<dyn Attribution> },
-    Integrated { scaled: Tensor, steps: usize, sums: Option<IntegralSums> },
-    Ensemble { base: Box<dyn Attribution>, noisy: Tensor, sums: Option<EnsembleSums> },
+    Once {
+        base: Box<dyn Attribution>,
+    },
+    Integrated {
+        scaled: Tensor,
+        steps: usize,
+        sums: Option<IntegralSums>,
+    },
+    Ensemble {
+        base: Box<dyn Attribution>,
+        noisy: Tensor,
+        sums: Option<EnsembleSums>,
+    },
+    /// Perturbed copies scored `per_chunk` at a time.
+    Perturbed {
+        run: Run,
+    },
 }
 
 /// An attribution computed in steps: call [`Job::step`] until it returns `true`, then [`Job::finish`].
@@ -215,6 +240,9 @@ impl Job {
                 let grads = input_gradient(self.model.as_ref(), &rows, &chunk_targets, self.score, ReluRule::Standard)?;
                 sums.as_mut().expect("not finished").add(&grads)?;
             }
+            Plan::Perturbed { run } => {
+                run.step(self.model.as_ref(), k)?;
+            }
             Plan::Ensemble { base, noisy, sums } => {
                 let rows = noisy.narrow(0, self.done * n, k * n)?;
                 sums.as_mut().expect("not finished").add(&base.attribute(
@@ -229,6 +257,9 @@ impl Job {
         if self.done == self.units {
             match &mut self.plan {
                 Plan::Once { .. } => {}
+                Plan::Perturbed { run } => {
+                    self.result = Some(Tensor::from_vec(run.finish()?, self.x.shape(), self.x.device())?)
+                }
                 Plan::Integrated { sums, .. } => {
                     self.result = Some(sums.take().expect("finished once").finish(&self.x)?)
                 }
@@ -265,7 +296,12 @@ mod tests {
         // DeepLIFT and LRP need constant weights (the graph's engine); these are a training model's variables.
         for &method in Method::all().iter().filter(|k| k.applies_to(m.as_ref())) {
             requests.push(Explanation {
-                settings: Settings { batch: 4, ..Settings::default() }.with("steps", 7),
+                settings: Settings { batch: 4, ..Settings::default() }
+                    .with("steps", 7)
+                    .with("perturbations", 10)
+                    .with("window", 14)
+                    .with("stride", 7)
+                    .with("patch", 14),
                 ..Explanation::of(method)
             });
         }
@@ -291,10 +327,17 @@ mod tests {
             let stepped = job.finish()?;
             assert!(rel_error(&whole, &stepped, 1.0)? < 1e-5, "{}", r.label());
             // 7 IG steps of 2 images in chunks of 2 steps: 4 steps; 5 samples: 3 steps.
+            // Perturbation methods: their copies of both images, 4 at a time (occlusion: 3×3 windows, feature
+            // ablation: 2×2 patches, the others 10 copies).
             let want = match r.ensemble {
                 Some(_) => 2,
                 None if r.method == Method::IG => 3,
-                None => 0,
+                None => match r.method.id() {
+                    "occlusion" => 4,
+                    "ablation" => 1,
+                    "rise" | "kernelshap" | "lime" => 4,
+                    _ => 0,
+                },
             };
             assert_eq!(steps, want, "{}", r.label());
         }

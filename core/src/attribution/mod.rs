@@ -8,8 +8,10 @@ mod estimator;
 mod explanation;
 pub mod methods;
 mod noise_tunnel;
+pub mod perturbation;
 pub mod registry;
 mod resize;
+mod superpixels;
 
 /// The class score a map explains (defined with the graph, at the bottom of the crate).
 pub use crate::graph::Score;
@@ -49,6 +51,11 @@ pub trait Attribution {
 
     /// A path integral over scaled inputs, which a [`Job`] runs a few steps at a time.
     fn integral(&self) -> Option<&IntegratedGradients> {
+        None
+    }
+
+    /// Perturbed copies of the input scored by forward passes, which a [`Job`] runs a batch at a time.
+    fn perturbation(&self) -> Option<&dyn perturbation::Perturbation> {
         None
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every method, in the order the command line, the page and the figures list them.
-static REGISTRY: [Method; 23] = [
+static REGISTRY: [Method; 28] = [
     Method(&methods::vanilla_gradient::DESCRIPTOR),
     Method(&methods::input_x_gradient::DESCRIPTOR),
     Method(&methods::deconvnet::DESCRIPTOR),
@@ -33,6 +33,11 @@ static REGISTRY: [Method; 23] = [
     Method(&methods::score_cam::DESCRIPTOR),
     Method(&methods::ablation_cam::DESCRIPTOR),
     Method(&methods::eigen_cam::DESCRIPTOR),
+    Method(&methods::occlusion::DESCRIPTOR),
+    Method(&methods::feature_ablation::DESCRIPTOR),
+    Method(&methods::rise::DESCRIPTOR),
+    Method(&methods::kernel_shap::DESCRIPTOR),
+    Method(&methods::lime::DESCRIPTOR),
     Method(&methods::conv_output::DESCRIPTOR),
     Method(&methods::random_map::DESCRIPTOR),
     Method(&methods::sobel::DESCRIPTOR),
@@ -80,6 +85,8 @@ pub enum Family {
     Layer,
     /// Relevance sent back to the input by rules of the method's own (DeepLIFT, LRP).
     Propagation,
+    /// Forward passes on perturbed copies of the input (Occlusion, RISE, LIME, …).
+    Perturbation,
     /// No model at all: the evaluations' controls.
     Control,
 }

@@ -248,3 +248,152 @@ fn bad_requests_are_errors() {
         assert!(err(built.attribute(m.as_ref(), &bad, &[1, 2], Score::Logit)).contains("finite"), "{id}");
     }
 }
+
+/// The map of `method`'s design for `image` (`1×h×w`) with the score `f` instead of a model.
+fn perturbed_map(
+    method: &dyn perturbation::Perturbation,
+    image: &[f32],
+    h: usize,
+    w: usize,
+    f: &dyn Fn(&[f32]) -> f32,
+) -> Vec<f32> {
+    let d = method.design(image, (1, h, w)).unwrap();
+    let mut copy = vec![0.0; h * w];
+    let scores: Vec<f32> = (0..d.count())
+        .map(|k| {
+            d.write(k, &mut copy);
+            f(&copy)
+        })
+        .collect();
+    d.finish(f(image), &scores).unwrap()
+}
+
+fn settings_with(pairs: &[(&str, &str)]) -> Settings {
+    let mut s = Settings::default();
+    for (k, v) in pairs {
+        s.params.set(k, v).unwrap();
+    }
+    s
+}
+
+/// On a linear score w·x, occlusion with a 1×1 window and a zero baseline is gradient × input, w ⊙ x; so is
+/// feature ablation over single pixels; KernelSHAP and unpenalised LIME recover each feature's exact contribution
+/// Σ_{p ∈ f} w_p (x_p − b) (a linear surrogate fits a linear score exactly, whatever the samples).
+#[test]
+fn perturbation_methods_on_a_linear_score_are_exact() {
+    use methods::{feature_ablation::FeatureAblation, kernel_shap::KernelShap, lime::Lime, occlusion::Occlusion};
+    let (h, w) = (9, 7);
+    let x = random(&[h * w], 5).unwrap().to_vec1::<f32>().unwrap();
+    let wt = random(&[h * w], 6).unwrap().to_vec1::<f32>().unwrap();
+    let f = |v: &[f32]| v.iter().zip(&wt).map(|(a, b)| a * b).sum::<f32>();
+    let gxi: Vec<f32> = x.iter().zip(&wt).map(|(a, b)| a * b).collect();
+    let occ = Occlusion { window: 1, stride: 1, baseline: 0.0, batch: 8, side: 9 };
+    let close = |a: &[f32], b: &[f32], tol: f32| a.iter().zip(b).all(|(p, q)| (p - q).abs() <= tol * (1.0 + q.abs()));
+    assert!(close(&perturbed_map(&occ, &x, h, w, &f), &gxi, 1e-5));
+    let ablation =
+        FeatureAblation { settings: settings_with(&[("features", "pixels")]), baseline: 0.0, features: None, side: 9 };
+    assert!(close(&perturbed_map(&ablation, &x, h, w, &f), &gxi, 1e-5));
+    // Patches of 3 with a baseline of 0.5.
+    let b = 0.5f32;
+    let feats = perturbation::Features::patches(h, w, 3).unwrap();
+    let mut contribution = vec![0.0f32; feats.count];
+    for p in 0..h * w {
+        contribution[feats.labels[p] as usize] += wt[p] * (x[p] - b);
+    }
+    let want: Vec<f32> = feats.labels.iter().map(|&l| contribution[l as usize]).collect();
+    let s = settings_with(&[("patch", "3"), ("baseline", "0.5"), ("perturbations", "60"), ("ridge", "0")]);
+    let shap = KernelShap { settings: s.clone(), given: None };
+    assert!(close(&perturbed_map(&shap, &x, h, w, &f), &want, 1e-4));
+    let lime = Lime { settings: s, given: None };
+    assert!(close(&perturbed_map(&lime, &x, h, w, &f), &want, 1e-4));
+}
+
+/// Occlusion's windows: a pixel's value is the mean drop over the windows that cover it (hand-derived on a
+/// strip of two rows, the second zero), and pixels no window covers get 0.
+#[test]
+fn occlusion_averages_the_windows_that_cover_a_pixel() {
+    use methods::occlusion::Occlusion;
+    let x = vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    // Score: the sum of squares; windows of 2 with stride 2 cover columns (0,1), (2,3), (4,5); stride 3: (0,1),
+    // (3,4); with stride 1, column 1 is in (0,1) (drop 5) and (1,2) (drop 13).
+    let f = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+    let run = |window, stride| {
+        let occ = Occlusion { window, stride, baseline: 0.0, batch: 4, side: 6 };
+        let m = perturbed_map(&occ, &x, 2, 6, &f);
+        assert_eq!(m[..6], m[6..], "a window covers both rows");
+        m[..6].to_vec()
+    };
+    assert_eq!(run(2, 2), vec![5.0, 5.0, 25.0, 25.0, 61.0, 61.0]);
+    assert_eq!(run(2, 3), vec![5.0, 5.0, 0.0, 41.0, 41.0, 0.0]);
+    assert_eq!(run(2, 1)[1], 9.0);
+}
+
+/// RISE's masks: a grid of one cell up-samples to a constant; PyTorch's bilinear weights on a two-cell row
+/// (hand-derived: out = 4, in = 2, sources max(0, (d + 0.5)/2 − 0.5)); the masks' mean is the keep probability;
+/// and a constant score gives a map of about that score (Σ S Mᵢ / (N p) with E[M] = p).
+#[test]
+fn rise_masks_and_map() {
+    use methods::rise::{mask, Rise};
+    assert_eq!(mask(&[1.0], (1, 1), 3, (1, 2), (2, 2)), vec![1.0; 4]);
+    // grid [0, 1] (1×2), cell 2 → up-sampled to 4×6: columns' sources max(0, (x + 0.5)·2/6 − 0.5).
+    let m = mask(&[0.0, 1.0], (1, 2), 2, (0, 0), (1, 6));
+    let want: Vec<f32> = (0..6).map(|x| ((x as f32 + 0.5) / 3.0 - 0.5).clamp(0.0, 1.0)).collect();
+    for (a, b) in m.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "{m:?} vs {want:?}");
+    }
+    let rise = Rise {
+        masks: 4000,
+        cell: 4,
+        keep: 0.3,
+        baseline: 0.0,
+        seed: 2,
+        batch: 64,
+        given: None,
+        drawn: Default::default(),
+    };
+    let masks = rise.draw(28, 28);
+    let mean = masks.iter().map(|&v| v as f64).sum::<f64>() / masks.len() as f64;
+    assert!((mean - 0.3).abs() < 0.01, "{mean}");
+    assert!(masks.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert_eq!(masks, rise.draw(28, 28), "the same seed draws the same masks");
+    let map = perturbed_map(&rise, &vec![1.0; 784], 28, 28, &|_| 2.0);
+    assert!(map.iter().all(|v| (v - 2.0).abs() < 0.2), "{:?}", &map[..8]);
+}
+
+/// On a real model, KernelSHAP's coefficients sum to S(x) − S(baseline) (the endpoints' weight of 10⁶ makes it
+/// hold to about 1e-4 of the scores' spread), and every perturbation method runs through the registry with
+/// reproducible draws and refuses non-finite images.
+#[test]
+fn kernel_shap_is_efficient_on_a_model() {
+    let m = trained(Arch::SimpleCnn);
+    let x = test_digits().narrow(0, 0, 2).unwrap();
+    let t = predict(m.as_ref(), &x).unwrap();
+    let s = settings_with(&[("patch", "7"), ("perturbations", "300")]);
+    let fx = logits_of(m.as_ref(), &x, &t);
+    let fb = logits_of(m.as_ref(), &x.zeros_like().unwrap(), &t);
+    let map = Method::parse("kernelshap")
+        .unwrap()
+        .build(&s, m.as_ref())
+        .unwrap()
+        .attribute(m.as_ref(), &x, &t, Score::Logit)
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for i in 0..2 {
+        // One pixel per 7×7 patch: the patch's coefficient.
+        let sum: f32 = (0..16).map(|f| map[i][(f / 4) * 7 * 28 + (f % 4) * 7]).sum();
+        let want = fx[i] - fb[i];
+        assert!((sum - want).abs() < 1e-3 * (1.0 + want.abs()), "image {i}: {sum} vs {want}");
+    }
+    let bad = x.affine(0.0, f64::NAN).unwrap();
+    for id in ["occlusion", "ablation", "rise", "kernelshap", "lime"] {
+        let method = Method::parse(id).unwrap().build(&s, m.as_ref()).unwrap();
+        let a = method.attribute(m.as_ref(), &x, &t, Score::Logit).unwrap();
+        let b = method.attribute(m.as_ref(), &x, &t, Score::Logit).unwrap();
+        assert_eq!(rel_error(&a, &b, 1.0).unwrap(), 0.0, "{id} is reproducible");
+        let e = method.attribute(m.as_ref(), &bad, &t, Score::Logit).unwrap_err().to_string();
+        assert!(e.contains("non-finite"), "{id}: {e}");
+    }
+}
