@@ -185,6 +185,16 @@ try {
   await select(page, 'param-layer', String(controls.info.defaultLayer));
   check((await paramControls('vbp')).length === 0, 'VBP has no parameters');
 
+  // The perturbation methods on the page: Occlusion with its default 4×4 window (stride 2: 169 occluded copies) in
+  // under a second, RISE with its 1000 masks, each with the progress bar moving while its copies are scored.
+  for (const [m, limit] of [['occlusion', 1000], ['rise', 3000]]) {
+    await select(page, 'method', 'vbp');
+    await page.evaluate(() => { window.whitebox.events.length = 0; });
+    const map = (await select(page, 'method', m)).maps[m];
+    const progressed = await page.evaluate(() => window.whitebox.events.includes('progress'));
+    check(map && map.values && map.ms < limit && progressed,
+      `${m}: the map in ${map && map.ms.toFixed(0)} ms (under ${limit} ms), progress shown: ${progressed}`);
+  }
   // Ensembles on GB: each changes the map, and progress is shown for n = 50.
   await select(page, 'method', 'gb');
   const gb = (await settle(page)).maps.gb.values;

@@ -8,6 +8,7 @@
 
 use super::registry::{ParamKind, ParamSpec, Settings};
 use super::{check_targets, Score};
+use crate::engine::Rect;
 use crate::models::{eval_logits, Classifier};
 use crate::Result;
 use candle_core::{Device, Tensor, D};
@@ -105,12 +106,36 @@ pub trait Design: Send {
 
     /// The map (`C×H×W`) from the target's score on the image itself and on each copy, in order.
     fn finish(&self, original: f32, scores: &[f32]) -> Result<Vec<f32>>;
+
+    /// A rectangle outside which copy `k` equals the image (every channel), where there is one: the CPU engine then
+    /// recomputes only what the change reaches ([`Plan::forward_local`](crate::engine::Plan::forward_local)).
+    fn changed(&self, _k: usize) -> Option<Rect> {
+        None
+    }
 }
 
 /// A perturbation method: a [`Design`] for each image.
 pub trait Perturbation {
     /// The design for `image` (`C×H×W`).
     fn design(&self, image: &[f32], shape: (usize, usize, usize)) -> Result<Box<dyn Design>>;
+}
+
+/// The target's score (`score` of logits `n × classes`) of each row `i`, explained for `target(i)`.
+fn pick(logits: &[f32], n: usize, target: impl Fn(usize) -> u32, score: Score) -> Vec<f32> {
+    let classes = logits.len() / n.max(1);
+    (0..n)
+        .map(|i| {
+            let row = &logits[i * classes..(i + 1) * classes];
+            let t = row[target(i) as usize];
+            match score {
+                Score::Logit => t,
+                Score::Prob => {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    (t - max).exp() / row.iter().map(|v| (v - max).exp()).sum::<f32>()
+                }
+            }
+        })
+        .collect()
 }
 
 /// The target's score (`score` of the logits) for each of `n` inputs in `xs`, image `i` explained for
@@ -151,6 +176,8 @@ pub fn attribute(
 /// starts. [`attribute`] runs it to the end; a job steps it.
 pub struct Run {
     designs: Vec<Box<dyn Design>>,
+    /// The images, `N×C×H×W`.
+    images: Vec<f32>,
     originals: Vec<f32>,
     scores: Vec<Vec<f32>>,
     targets: Vec<u32>,
@@ -178,9 +205,11 @@ impl Run {
         }
         let per = c * h * w;
         let designs = (0..n).map(|i| method.design(&xs[i * per..(i + 1) * per], (c, h, w))).collect::<Result<_>>()?;
-        let originals = if n == 0 { Vec::new() } else { scores(model, xs, n, (c, h, w), |i| targets[i], score)? };
+        let originals =
+            if n == 0 { Vec::new() } else { scores(model, xs.clone(), n, (c, h, w), |i| targets[i], score)? };
         Ok(Run {
             designs,
+            images: xs,
             originals,
             scores: vec![Vec::new(); n],
             targets: targets.to_vec(),
@@ -220,7 +249,36 @@ impl Run {
             self.copy += 1;
         }
         if !owners.is_empty() {
-            let got = scores(model, xs, owners.len(), self.shape, |k| self.targets[owners[k]], self.score)?;
+            let local = model.engine().and_then(crate::engine::plan_of).filter(|p| p.serves_local());
+            let rects: Option<Vec<Rect>> = owners
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    self.designs[i].changed(self.scores[i].len() + owners[..k].iter().filter(|&&o| o == i).count())
+                })
+                .collect();
+            let got = match (local, rects) {
+                (Some(plan), Some(rects)) => {
+                    // Each image's copies against its own activations.
+                    let mut got = Vec::with_capacity(owners.len());
+                    let mut start = 0;
+                    while start < owners.len() {
+                        let i = owners[start];
+                        let end = start + owners[start..].iter().take_while(|&&o| o == i).count();
+                        let logits = plan
+                            .forward_local(
+                                &self.images[i * per..(i + 1) * per],
+                                &xs[start * per..end * per],
+                                &rects[start..end],
+                            )
+                            .expect("the plan serves local passes");
+                        got.extend(pick(&logits, end - start, |_| self.targets[i], self.score));
+                        start = end;
+                    }
+                    got
+                }
+                _ => scores(model, xs, owners.len(), self.shape, |k| self.targets[owners[k]], self.score)?,
+            };
             for (k, s) in got.into_iter().enumerate() {
                 self.scores[owners[k]].push(s);
             }
@@ -267,7 +325,7 @@ pub fn write_masked(image: &[f32], hw: usize, baseline: f32, out: &mut [f32], on
 pub fn weighted_ridge(z: &[f64], y: &[f64], weights: &[f64], m: usize, alpha: f64) -> Result<Vec<f64>> {
     let k = y.len();
     let total: f64 = weights.iter().sum();
-    if !(total > 0.0) || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+    if total.is_nan() || total <= 0.0 || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
         crate::invalid!("the samples' weights must be finite, non-negative and not all zero");
     }
     let mean_z: Vec<f64> = (0..m).map(|j| (0..k).map(|r| weights[r] * z[r * m + j]).sum::<f64>() / total).collect();
@@ -319,7 +377,7 @@ fn cholesky_solve(a: &mut [f64], b: &mut [f64], m: usize) -> Option<()> {
         for p in 0..j {
             d -= a[j * m + p] * a[j * m + p];
         }
-        if !(d > scale * 1e-12) {
+        if d.is_nan() || d <= scale * 1e-12 {
             return None;
         }
         let d = d.sqrt();

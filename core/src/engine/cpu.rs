@@ -242,6 +242,11 @@ impl Plan {
     }
 
     /// Every layer's output for `n` images (index 0: the input itself).
+    /// Every layer's output for one image (`values[0]` the image itself, `values[i + 1]` layer i's output).
+    pub(crate) fn activations_of(&self, x: &[f32]) -> Vec<Vec<f32>> {
+        self.forward_chunk(x, 1).values
+    }
+
     fn forward_chunk(&self, x: &[f32], n: usize) -> Activations {
         let mut acts = Vec::with_capacity(self.layers.len() + 1);
         let mut argmax = vec![Vec::new(); self.layers.len()];
@@ -291,6 +296,11 @@ impl Plan {
             i += 1;
         }
         current.into_owned()
+    }
+
+    /// Layer `i`'s output for `n` images.
+    pub(crate) fn layer_output(&self, i: usize, input: &[f32], n: usize) -> Vec<f32> {
+        self.layer_forward(i, input, n).0
     }
 
     /// Layer `i`'s output for `n` images, and what its backward pass needs.

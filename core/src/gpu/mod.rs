@@ -17,7 +17,7 @@ mod plan;
 pub use plan::GpuPlan;
 
 use crate::attribution::Explanation;
-use crate::engine::{EngineModel, Scripted};
+use crate::engine::{Answer, Ask, EngineModel, Scripted};
 use crate::models::Classifier;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -84,9 +84,9 @@ impl Gpu {
     }
 }
 
-/// `explanation` of `x` for `targets` with every gradient computed by `gpu`, awaiting the GPU (the browser's way):
-/// the method runs until it asks for a gradient not yet answered, the GPU answers it (in one command buffer and one
-/// read-back), and the method runs again with the answers so far ([`Scripted`]), until it finishes. Ensembles and IG run as one request: `settings.batch` is
+/// `explanation` of `x` for `targets` with every gradient and logit computed by `gpu`, awaiting the GPU (the
+/// browser's way): the method runs until it asks for something not yet answered, the GPU answers it (in one command
+/// buffer and one read-back), and the method runs again with the answers so far ([`Scripted`]), until it finishes. Ensembles and IG run as one request: `settings.batch` is
 /// raised to hold all their model inputs (up to the plan's own limit per command buffer).
 pub async fn explain(
     explanation: &Explanation,
@@ -105,9 +105,14 @@ pub async fn explain(
         let result = e.run(&EngineModel { model: model.clone(), engine: script.clone() }, x, targets, &mut |_| {});
         let (given, pending) = script.finish();
         let Some(r) = pending else { return result };
-        let g = gpu.gradient(&r.x, r.n, &r.targets, r.score, r.rule, r.layer).await?;
+        let a = match &r.ask {
+            Ask::Logits => Answer::Logits(gpu.forward(&r.x, r.n).await?),
+            Ask::Gradient { targets, score, rule, layer } => {
+                Answer::Gradient(gpu.gradient(&r.x, r.n, targets, *score, *rule, *layer).await?)
+            }
+        };
         answers = given;
-        answers.push((r, g));
+        answers.push((r, a));
     }
 }
 

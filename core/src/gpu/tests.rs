@@ -90,7 +90,10 @@ fn every_method_on_the_gpu_equals_the_cpu() -> Result<()> {
                 .with("gig-steps", 20)
                 .with("gig-max-dist", 0.0)
                 .with("blur-steps", 20)
-                .with("max-sigma", 8.0);
+                .with("max-sigma", 8.0)
+                .with("perturbations", 24)
+                .with("stride", 6)
+                .with("patch", 8);
             let mut requests: Vec<Explanation> = Method::all()
                 .iter()
                 .filter(|method| method.applies_to(m.as_ref()))
@@ -170,7 +173,8 @@ fn large_batches_split_and_bad_requests_fail() -> Result<()> {
     Ok(())
 }
 
-/// The asynchronous driver (record, answer on the GPU, replay), as the browser uses it, equals the CPU result.
+/// The asynchronous driver (record, answer on the GPU, replay), as the browser uses it, equals the CPU result; its
+/// logits come from the GPU too.
 #[test]
 fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     let m: Arc<dyn Classifier> = Arc::from(constant_model(Arch::Cbam, DatasetKind::Cifar10, 4));
@@ -185,6 +189,15 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
         },
         Explanation::of(Method::GBGC),
         Explanation::of(Method::CO),
+        // Forward passes only: the images' logits, then all perturbed copies in one request.
+        Explanation {
+            settings: Settings::default().with("window", 8).with("stride", 8),
+            ..Explanation::of(Method::parse("occlusion")?)
+        },
+        Explanation {
+            settings: Settings { seed: 3, ..Settings::default() }.with("perturbations", 16),
+            ..Explanation::of(Method::parse("rise")?)
+        },
     ] {
         let want = e.run(m.as_ref(), &x, &[5], &mut |_| {})?;
         let got = block_on(super::explain(&e, m.clone(), &on_gpu, &x, &[5]))?;

@@ -1,11 +1,12 @@
 //! Throughput of the methods verified against a reference library, each next to that library in the same run:
 //! DeepLIFT and GradientSHAP (Captum), LRP's composites (Zennit), the CAM family (pytorch-grad-cam), Guided IG and
-//! Blur IG (PAIR saliency, which explains one image at a time; whitebox takes the images together). Maps/second
+//! Blur IG (PAIR saliency, which explains one image at a time; whitebox takes the images together), the
+//! perturbation methods (Captum's Occlusion, FeatureAblation, KernelShap, Lime; the reference RISE). Maps/second
 //! on the first N MNIST test images with the shipped SimpleCNN, both sides pinned to the same thread count, best
 //! internal batch size, two timings each (one for the multi-pass rows).
 //!
 //! cargo run --release -p whitebox --bin bench-methods -- [--images 500] [--multi-images 100]
-//!     [--scorecam-images 50] [--path-images 20] [--threads 2] [--python PY]
+//!     [--scorecam-images 50] [--path-images 20] [--perturb-images 20] [--threads 2] [--python PY] [--only A,B]
 //! The references run through `tests/reference/bench_methods.py` with `--python` (default: $WHITEBOX_PYTHON, else
 //! python3); when they cannot be imported, the table says so and shows whitebox alone.
 
@@ -40,9 +41,11 @@ enum Images {
     Multi,
     ScoreCam,
     Path,
+    /// The perturbation methods: all images in one call, `batch` perturbed copies per forward pass.
+    Perturb,
 }
 
-const ROWS: [Row; 13] = [
+const ROWS: [Row; 18] = [
     row("DeepLIFT", "Captum", "deeplift", |s| s, Images::All, &[100, 250]),
     row("GradientSHAP-20", "Captum", "gradshap", |s| s.with("shap-samples", 20), Images::Multi, &[10, 50]),
     row("LRP EpsilonPlusFlat", "Zennit", "lrp", |s| s, Images::All, &[100, 250]),
@@ -63,6 +66,25 @@ const ROWS: [Row; 13] = [
     row("Ablation-CAM", "pytorch-grad-cam", "ablationcam", |s| s.with("layer", 10), Images::ScoreCam, &[32, 128]),
     row("Guided IG-200", "PAIR saliency", "guidedig", |s| s, Images::Path, &[100]),
     row("Blur IG-100", "PAIR saliency", "blurig", |s| s, Images::Path, &[100, 250]),
+    row(
+        "Occlusion 4×4/2",
+        "Captum",
+        "occlusion",
+        |s| s.with("window", 4).with("stride", 2),
+        Images::Perturb,
+        &[64, 256],
+    ),
+    row("FeatureAblation 4×4", "Captum", "ablation", |s| s.with("patch", 4), Images::Perturb, &[64, 256]),
+    row(
+        "KernelShap-300",
+        "Captum",
+        "kernelshap",
+        |s| s.with("patch", 4).with("perturbations", 300),
+        Images::Perturb,
+        &[64, 300],
+    ),
+    row("Lime-300", "Captum", "lime", |s| s.with("patch", 4).with("perturbations", 300), Images::Perturb, &[64, 300]),
+    row("RISE-1000", "reference RISE", "rise", |s| s.with("perturbations", 1000), Images::Perturb, &[100, 250]),
 ];
 
 const fn row(
@@ -91,7 +113,7 @@ fn best_rate(m: &dyn Classifier, x: &Tensor, targets: &[u32], row: &Row, repeat:
         for _ in 0..repeat {
             let t0 = Instant::now();
             // Path methods batch steps, not images: their images go in one call.
-            let chunk = if matches!(row.images, Images::Path) { n } else { batch };
+            let chunk = if matches!(row.images, Images::Path | Images::Perturb) { n } else { batch };
             for s in (0..n).step_by(chunk) {
                 let len = chunk.min(n - s);
                 method.attribute(m, &x.narrow(0, s, len)?, &targets[s..s + len], Score::Logit)?;
@@ -119,19 +141,23 @@ fn main() -> Result<()> {
     let n_multi = count("--multi-images", 100)?.min(n);
     let n_score = count("--scorecam-images", 50)?.min(n);
     let n_path = count("--path-images", 20)?.min(n);
+    let n_perturb = count("--perturb-images", 20)?.min(n);
     let idx: Vec<usize> = (0..n).collect();
     let (x, _) = test.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
     let model = Checkpoint::from_bytes("simple-cnn", &std::fs::read(&checkpoint)?, &Device::Cpu)?.model()?;
     let m = model.as_ref();
     let targets = attr::predict(m, &x)?;
 
+    // `--only A,B`: the rows whose names contain A or B.
+    let only: Vec<String> = arg(&args, "--only").map(|o| o.split(',').map(String::from).collect()).unwrap_or_default();
     let mut ours = Vec::new();
-    for row in &ROWS {
+    for row in ROWS.iter().filter(|r| only.is_empty() || only.iter().any(|o| r.name.contains(o.as_str()))) {
         let (k, repeat) = match row.images {
             Images::All => (n, 2),
             Images::Multi => (n_multi, 1),
             Images::ScoreCam => (n_score, 1),
             Images::Path => (n_path, 1),
+            Images::Perturb => (n_perturb, 1),
         };
         ours.push((row, k, best_rate(m, &x.narrow(0, 0, k)?, &targets[..k], row, repeat)?));
     }
@@ -139,7 +165,8 @@ fn main() -> Result<()> {
     let theirs: Option<HashMap<String, f64>> = std::process::Command::new(&python)
         .arg(root.join("tests/reference/bench_methods.py"))
         .arg(&checkpoint)
-        .args([n, n_multi, n_score, n_path, threads].map(|v| v.to_string()))
+        .args([n, n_multi, n_score, n_path, n_perturb, threads].map(|v| v.to_string()))
+        .arg(only.join(","))
         .env("OMP_NUM_THREADS", threads.to_string())
         .stderr(std::process::Stdio::null())
         .output()

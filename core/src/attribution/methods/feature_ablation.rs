@@ -6,6 +6,7 @@
 use crate::attribution::perturbation::{self, Design, Features, Perturbation, BASELINE, FEATURES, PATCH};
 use crate::attribution::registry::{Descriptor, Display, Family, Needs, Settings};
 use crate::attribution::{Attribution, Score};
+use crate::engine::Rect;
 use crate::models::Classifier;
 use crate::Result;
 use candle_core::Tensor;
@@ -47,6 +48,8 @@ struct Ablated {
     shape: (usize, usize, usize),
     features: Features,
     baseline: f32,
+    /// Each feature's bounding box.
+    boxes: Vec<Rect>,
 }
 
 impl Design for Ablated {
@@ -57,6 +60,10 @@ impl Design for Ablated {
     fn write(&self, k: usize, out: &mut [f32]) {
         let (_, h, w) = self.shape;
         perturbation::write_masked(&self.image, h * w, self.baseline, out, |p| self.features.labels[p] != k as u32);
+    }
+
+    fn changed(&self, k: usize) -> Option<Rect> {
+        Some(self.boxes[k])
     }
 
     fn finish(&self, original: f32, scores: &[f32]) -> Result<Vec<f32>> {
@@ -75,7 +82,13 @@ impl Perturbation for FeatureAblation {
             }
             None => Features::of(&self.settings, image, shape)?,
         };
-        Ok(Box::new(Ablated { image: image.to_vec(), shape, features, baseline: self.baseline }))
+        let (_, h, w) = shape;
+        let mut boxes = vec![Rect { y0: h, y1: 0, x0: w, x1: 0 }; features.count];
+        for (p, &l) in features.labels.iter().enumerate() {
+            let (y, x, b) = (p / w, p % w, &mut boxes[l as usize]);
+            (b.y0, b.y1, b.x0, b.x1) = (b.y0.min(y), b.y1.max(y + 1), b.x0.min(x), b.x1.max(x + 1));
+        }
+        Ok(Box::new(Ablated { image: image.to_vec(), shape, features, baseline: self.baseline, boxes }))
     }
 }
 

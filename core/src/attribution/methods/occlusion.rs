@@ -7,6 +7,7 @@
 use crate::attribution::perturbation::{self, Design, Perturbation, BASELINE};
 use crate::attribution::registry::{Descriptor, Display, Family, Needs, ParamKind, ParamSpec, Settings};
 use crate::attribution::{Attribution, Score};
+use crate::engine::Rect;
 use crate::models::Classifier;
 use crate::Result;
 use candle_core::Tensor;
@@ -98,6 +99,11 @@ impl Design for Windows {
     fn write(&self, k: usize, out: &mut [f32]) {
         let (_, h, w) = self.shape;
         perturbation::write_masked(&self.image, h * w, self.baseline, out, |p| !self.covers(k, p));
+    }
+
+    fn changed(&self, k: usize) -> Option<Rect> {
+        let (y, x) = self.corners[k];
+        Some(Rect { y0: y, y1: y + self.window, x0: x, x1: x + self.window })
     }
 
     fn finish(&self, original: f32, scores: &[f32]) -> Result<Vec<f32>> {

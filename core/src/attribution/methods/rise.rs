@@ -55,6 +55,9 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     },
 };
 
+/// Masks drawn for images of one size (`h, w`).
+pub type Drawn = ((usize, usize), Arc<Vec<f32>>);
+
 pub struct Rise {
     pub masks: usize,
     pub cell: usize,
@@ -67,7 +70,7 @@ pub struct Rise {
     /// Masks given instead of drawn (`N×H×W`), for comparisons with a reference.
     pub given: Option<Arc<Vec<f32>>>,
     /// The masks drawn for one image size, shared by the images of a run.
-    pub drawn: Mutex<Option<((usize, usize), Arc<Vec<f32>>)>>,
+    pub drawn: Mutex<Option<Drawn>>,
 }
 
 impl Rise {
