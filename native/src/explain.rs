@@ -38,6 +38,8 @@ pub struct AttributeArgs {
     pub class: Option<u32>,
     pub explanation: Explanation,
     pub raw: Option<PathBuf>,
+    /// With `raw`: a perturbation method's draws too.
+    pub draws: bool,
     pub png: Option<PathBuf>,
     pub colormap: Colormap,
     /// Compute the gradients on the GPU (wgpu).
@@ -80,7 +82,7 @@ pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
     let maps = args.explanation.run(model.as_ref(), &x, &targets, &mut |k| pb.inc(k as u64))?;
     pb.finish_and_clear();
     if let Some(path) = &args.raw {
-        let tensors: HashMap<String, Tensor> = HashMap::from([
+        let mut tensors: HashMap<String, Tensor> = HashMap::from([
             ("attributions".to_string(), maps.clone()),
             ("inputs".to_string(), x.clone()),
             ("targets".to_string(), Tensor::new(targets.as_slice(), device)?),
@@ -89,6 +91,20 @@ pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
                 Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(), device)?,
             ),
         ]);
+        if args.draws {
+            let e = &args.explanation;
+            let method = e.method.build(&e.settings, model.as_ref())?;
+            let Some(perturbation) = method.perturbation() else {
+                bail!("--draws: {} draws nothing (it is not a perturbation method)", e.method.label());
+            };
+            let (_, c, h, w) = x.dims4()?;
+            for (k, &i) in indices.iter().enumerate() {
+                let image = x.get(k)?.flatten_all()?.to_vec1::<f32>()?;
+                for (name, values, shape) in perturbation.design(&image, (c, h, w))?.draws() {
+                    tensors.insert(format!("draws/{name}/{i}"), Tensor::from_vec(values, shape, device)?);
+                }
+            }
+        }
         let bytes = safetensors_bytes(&tensors, &label)?;
         fsutil::write_atomic(path, &bytes)?;
         ui::note(format!("wrote {} ({} maps)", path.display(), indices.len()));

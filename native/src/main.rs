@@ -252,6 +252,10 @@ enum Command {
         /// Write attributions (N×C×H×W), inputs, targets and indices to this safetensors file.
         #[arg(long)]
         raw: Option<PathBuf>,
+        /// With --raw, also write what a perturbation method drew for each image (`draws/<name>/<index>`: RISE's
+        /// masks, LIME's and KernelSHAP's coalitions, the features, the occlusion windows).
+        #[arg(long, requires = "raw")]
+        draws: bool,
         /// Write one PNG per image (input, map, overlay) to this directory.
         #[arg(long)]
         png: Option<PathBuf>,
@@ -476,6 +480,7 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             seed,
             raw,
+            draws,
             png,
             colormap,
             backend,
@@ -506,6 +511,7 @@ fn run(cli: Cli) -> Result<()> {
                     class,
                     explanation,
                     raw,
+                    draws,
                     png,
                     colormap,
                     gpu: backend == "wgpu",

@@ -327,3 +327,65 @@ fn attribute_on_the_gpu_equals_the_cpu() {
     let worst = whitebox_core::testing::max_rel_error(&gpu, &cpu, 0.0);
     assert!(worst < 1e-4, "relative error {worst}");
 }
+
+/// `attribute --method rise --draws` writes the masks it drew for each image with the maps; the same seed draws the
+/// same masks and maps, another seed others; the map equals Σ S(x ⊙ M) M / (N p) recomputed from the written masks
+/// with the model's own scores; `--draws` on a method that draws nothing is an error.
+#[test]
+fn perturbation_draws_are_written_and_reproducible() {
+    let dir = TempDir::new("draws");
+    let checkpoint = repo_root().join("weights/mnist/simple-cnn.safetensors");
+    let data = shared_data();
+    let run = |method: &str, seed: &str, name: &str| {
+        let raw = dir.path().join(name);
+        let out = whitebox(&[
+            "attribute",
+            "--quiet",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--method",
+            method,
+            "--perturbations",
+            "40",
+            "--seed",
+            seed,
+            "--target",
+            "prob",
+            "--indices",
+            "3,5",
+            "--raw",
+            raw.to_str().unwrap(),
+            "--draws",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        (out, raw)
+    };
+    let (out, a) = run("rise", "1", "a.safetensors");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, b) = run("rise", "1", "b.safetensors");
+    let (_, c) = run("rise", "2", "c.safetensors");
+    let load = |p: &Path| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
+    let (ta, tb, tc) = (load(&a), load(&b), load(&c));
+    let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(ta["draws/masks/3"].dims(), &[40, 28, 28]);
+    assert_eq!(values(&ta["draws/masks/3"]), values(&ta["draws/masks/5"]), "one set of masks per run");
+    assert_eq!(values(&ta["attributions"]), values(&tb["attributions"]), "the same seed, the same maps");
+    assert_ne!(values(&ta["draws/masks/3"]), values(&tc["draws/masks/3"]), "another seed, other masks");
+    // The map from the masks written: the model's probability of the target on each masked image.
+    let model =
+        Checkpoint::from_bytes("ck", &std::fs::read(&checkpoint).unwrap(), &Device::Cpu).unwrap().model().unwrap();
+    let x = ta["inputs"].get(0).unwrap();
+    let masks = &ta["draws/masks/3"];
+    let masked = masks.unsqueeze(1).unwrap().broadcast_mul(&x.unsqueeze(0).unwrap()).unwrap();
+    let p = whitebox_core::attribution::probabilities(model.as_ref(), &masked).unwrap();
+    let t = values(&ta["targets"].to_dtype(candle_core::DType::F32).unwrap())[0] as usize;
+    let s = values(&p.narrow(1, t, 1).unwrap());
+    let m = values(masks);
+    let want: Vec<f32> = (0..784).map(|q| (0..40).map(|i| s[i] * m[i * 784 + q]).sum::<f32>() / (40.0 * 0.5)).collect();
+    let got = &values(&ta["attributions"])[..784];
+    let worst = whitebox_core::testing::max_rel_error(got, &want, 1e-6);
+    assert!(worst < 1e-4, "RISE from the written masks: {worst}");
+    let (out, _) = run("vbp", "1", "d.safetensors");
+    assert!(!out.status.success() && stderr(&out).contains("draws nothing"), "{}", stderr(&out));
+}

@@ -112,6 +112,9 @@ pub trait Design: Send {
     fn changed(&self, _k: usize) -> Option<Rect> {
         None
     }
+
+    /// What the design drew or chose, by name, with its shape (`--draws`): masks, coalitions, features, windows.
+    fn draws(&self) -> Vec<(&'static str, Vec<f32>, Vec<usize>)>;
 }
 
 /// A perturbation method: a [`Design`] for each image.
@@ -496,6 +499,15 @@ impl Design for Surrogate {
     fn write(&self, k: usize, out: &mut [f32]) {
         let (_, h, w) = self.shape;
         write_masked(&self.image, h * w, self.baseline, out, |p| self.keeps(k, p));
+    }
+
+    fn draws(&self) -> Vec<(&'static str, Vec<f32>, Vec<usize>)> {
+        let (_, h, w) = self.shape;
+        let m = self.features.count;
+        vec![
+            ("coalitions", self.samples.iter().map(|&b| b as f32).collect(), vec![self.count(), m]),
+            ("features", self.features.labels.iter().map(|&l| l as f32).collect(), vec![h, w]),
+        ]
     }
 
     fn finish(&self, _original: f32, scores: &[f32]) -> Result<Vec<f32>> {

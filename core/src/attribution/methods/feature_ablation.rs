@@ -66,6 +66,11 @@ impl Design for Ablated {
         Some(self.boxes[k])
     }
 
+    fn draws(&self) -> Vec<(&'static str, Vec<f32>, Vec<usize>)> {
+        let (_, h, w) = self.shape;
+        vec![("features", self.features.labels.iter().map(|&l| l as f32).collect(), vec![h, w])]
+    }
+
     fn finish(&self, original: f32, scores: &[f32]) -> Result<Vec<f32>> {
         let (c, _, _) = self.shape;
         let plane: Vec<f32> = self.features.labels.iter().map(|&l| original - scores[l as usize]).collect();

@@ -106,6 +106,13 @@ impl Design for Windows {
         Some(Rect { y0: y, y1: y + self.window, x0: x, x1: x + self.window })
     }
 
+    /// Each window as (top, bottom, left, right), bottom and right exclusive.
+    fn draws(&self) -> Vec<(&'static str, Vec<f32>, Vec<usize>)> {
+        let corners =
+            self.corners.iter().flat_map(|&(y, x)| [y, y + self.window, x, x + self.window].map(|v| v as f32));
+        vec![("windows", corners.collect(), vec![self.corners.len(), 4])]
+    }
+
     fn finish(&self, original: f32, scores: &[f32]) -> Result<Vec<f32>> {
         let (c, h, w) = self.shape;
         let (mut sum, mut count) = (vec![0.0f64; h * w], vec![0u32; h * w]);

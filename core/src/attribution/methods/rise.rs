@@ -144,6 +144,11 @@ impl Design for Masked {
         }
     }
 
+    fn draws(&self) -> Vec<(&'static str, Vec<f32>, Vec<usize>)> {
+        let (_, h, w) = self.shape;
+        vec![("masks", self.masks.to_vec(), vec![self.count(), h, w])]
+    }
+
     fn finish(&self, _original: f32, scores: &[f32]) -> Result<Vec<f32>> {
         let (c, h, w) = self.shape;
         let hw = h * w;
