@@ -237,7 +237,8 @@ impl Run {
         let (c, h, w) = self.shape;
         let per = c * h * w;
         let mut xs = Vec::new();
-        let mut owners = Vec::new();
+        // (image, copy) of each row of `xs`.
+        let mut owners: Vec<(usize, usize)> = Vec::new();
         while owners.len() < batch.max(1) && self.image < self.designs.len() {
             let design = &self.designs[self.image];
             if self.copy == design.count() {
@@ -248,26 +249,20 @@ impl Run {
             let from = xs.len();
             xs.resize(from + per, 0.0);
             design.write(self.copy, &mut xs[from..]);
-            owners.push(self.image);
+            owners.push((self.image, self.copy));
             self.copy += 1;
         }
         if !owners.is_empty() {
             let local = model.engine().and_then(crate::engine::plan_of).filter(|p| p.serves_local());
-            let rects: Option<Vec<Rect>> = owners
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| {
-                    self.designs[i].changed(self.scores[i].len() + owners[..k].iter().filter(|&&o| o == i).count())
-                })
-                .collect();
+            let rects: Option<Vec<Rect>> = owners.iter().map(|&(i, k)| self.designs[i].changed(k)).collect();
             let got = match (local, rects) {
                 (Some(plan), Some(rects)) => {
                     // Each image's copies against its own activations.
                     let mut got = Vec::with_capacity(owners.len());
                     let mut start = 0;
                     while start < owners.len() {
-                        let i = owners[start];
-                        let end = start + owners[start..].iter().take_while(|&&o| o == i).count();
+                        let i = owners[start].0;
+                        let end = start + owners[start..].iter().take_while(|o| o.0 == i).count();
                         let logits = plan
                             .forward_local(
                                 &self.images[i * per..(i + 1) * per],
@@ -280,10 +275,10 @@ impl Run {
                     }
                     got
                 }
-                _ => scores(model, xs, owners.len(), self.shape, |k| self.targets[owners[k]], self.score)?,
+                _ => scores(model, xs, owners.len(), self.shape, |k| self.targets[owners[k].0], self.score)?,
             };
-            for (k, s) in got.into_iter().enumerate() {
-                self.scores[owners[k]].push(s);
+            for (&(i, _), s) in owners.iter().zip(got) {
+                self.scores[i].push(s);
             }
         }
         while self.image < self.designs.len() && self.copy == self.designs[self.image].count() {
