@@ -244,7 +244,7 @@ enum Command {
         /// Test images: `0..8`, `3,5,7`, `..100`.
         #[arg(long, default_value = "0..8")]
         indices: String,
-        /// Images per internal batch.
+        /// Model inputs per internal batch (IG steps, ensemble samples, perturbed copies).
         #[arg(long, default_value_t = 128)]
         batch: usize,
         #[arg(long, default_value_t = 0)]

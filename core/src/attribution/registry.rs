@@ -310,9 +310,10 @@ pub fn param(key: &str) -> Result<&'static ParamSpec> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub params: Params,
-    /// Images per internal batch (IG steps and ensemble samples are batched).
+    /// Model inputs per internal batch (IG steps, ensemble samples and perturbed copies are batched).
     pub batch: usize,
-    /// The seed of random draws (the random map, the ensembles' noise).
+    /// The seed of random draws (the random map, the ensembles' noise, RISE's masks, LIME's and KernelSHAP's
+    /// coalitions).
     pub seed: u64,
 }
 
