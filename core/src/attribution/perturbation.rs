@@ -436,6 +436,34 @@ pub enum Weighing {
     Cosine { width: f64 },
 }
 
+/// LIME's and KernelSHAP's features and samples for one image (`C×H×W` of `shape`): `given` ones (checked against
+/// the image), or the settings' features and `draw(features, perturbations, seed)`.
+pub fn surrogate_samples(
+    given: &Option<(Features, Vec<u8>)>,
+    settings: &Settings,
+    image: &[f32],
+    shape: (usize, usize, usize),
+    draw: impl Fn(usize, usize, u64) -> Result<Vec<u8>>,
+) -> Result<(Features, Vec<u8>)> {
+    match given {
+        Some((f, s)) if f.labels.len() == shape.1 * shape.2 && s.len() % f.count == 0 => Ok((f.clone(), s.clone())),
+        Some(_) => crate::invalid!("the given features or samples do not fit a {}×{} image", shape.1, shape.2),
+        None => {
+            let f = Features::of(settings, image, shape)?;
+            let s = draw(f.count, settings.params.count(&PERTURBATIONS), settings.seed)?;
+            Ok((f, s))
+        }
+    }
+}
+
+/// The perturbed copies per image of LIME and KernelSHAP: the given samples' rows, or the settings' count.
+pub fn surrogate_count(given: &Option<(Features, Vec<u8>)>, settings: &Settings) -> usize {
+    match given {
+        Some((f, s)) => s.len() / f.count.max(1),
+        None => settings.params.count(&PERTURBATIONS),
+    }
+}
+
 /// The design of LIME and KernelSHAP: `samples` (rows of 0/1 over the features; 1 keeps the feature's pixels,
 /// 0 puts the baseline there), a weight for each, and a linear surrogate fitted to the scores (weighted ridge with
 /// intercept); each pixel's attribution is its feature's coefficient.

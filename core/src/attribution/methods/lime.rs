@@ -62,15 +62,10 @@ impl Lime {
 
 impl Perturbation for Lime {
     fn design(&self, image: &[f32], shape: (usize, usize, usize)) -> Result<Box<dyn Design>> {
-        let (features, samples) = match &self.given {
-            Some((f, s)) if f.labels.len() == shape.1 * shape.2 && s.len() % f.count == 0 => (f.clone(), s.clone()),
-            Some(_) => crate::invalid!("the given features or samples do not fit a {}×{} image", shape.1, shape.2),
-            None => {
-                let f = Features::of(&self.settings, image, shape)?;
-                let s = Self::samples(f.count, self.settings.params.count(&PERTURBATIONS), self.settings.seed);
-                (f, s)
-            }
-        };
+        let (features, samples) =
+            perturbation::surrogate_samples(&self.given, &self.settings, image, shape, |m, k, seed| {
+                Ok(Self::samples(m, k, seed))
+            })?;
         Ok(Box::new(Surrogate {
             image: image.to_vec(),
             shape,
@@ -93,10 +88,7 @@ impl Attribution for Lime {
     }
 
     fn inputs_per_image(&self) -> usize {
-        match &self.given {
-            Some((f, s)) => s.len() / f.count.max(1),
-            None => self.settings.params.count(&PERTURBATIONS),
-        }
+        perturbation::surrogate_count(&self.given, &self.settings)
     }
 
     fn perturbation(&self) -> Option<&dyn Perturbation> {
