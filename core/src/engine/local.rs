@@ -121,39 +121,19 @@ impl Plan {
                     }
                     State::Full(y, out_rects)
                 }
-                (layer, state) => {
+                (_, state) => {
                     // Everything else on whole maps: a region is filled in first.
                     let x = match state {
                         State::Full(x, _) => x,
                         State::Region(regs, rects) => fill(&base[i], (c, h, w), &regs, &rects),
                     };
-                    State::Full(self.dense_layer(i, layer, &x, n), vec![Rect::full(ho, wo); n])
+                    State::Full(self.layer_output(i, &x, n), vec![Rect::full(ho, wo); n])
                 }
             };
         }
         match state {
             State::Full(x, _) => x,
             State::Region(regs, rects) => fill(&base[layers.len()], shapes[layers.len()], &regs, &rects),
-        }
-    }
-
-    /// A layer on whole maps (the plan's own arithmetic).
-    fn dense_layer(&self, i: usize, layer: &Layer, x: &[f32], n: usize) -> Vec<f32> {
-        let (c, h, w) = self.parts().1[i];
-        match layer {
-            Layer::Relu => x.iter().map(|v| v.max(0.0)).collect(),
-            Layer::Affine { scale, shift } => x
-                .chunks(h * w)
-                .enumerate()
-                .flat_map(|(j, p)| p.iter().map(move |v| v * scale[j % c] + shift[j % c]))
-                .collect(),
-            Layer::Linear { weight, bias, inp, out } => {
-                let mut y: Vec<f32> = (0..n).flat_map(|_| bias.iter().copied()).collect();
-                sgemm(n, *out, *inp, x, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true, false);
-                y
-            }
-            Layer::GlobalAvgPool => x.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),
-            _ => self.layer_output(i, x, n),
         }
     }
 }
