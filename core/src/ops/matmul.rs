@@ -194,6 +194,101 @@ pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
     });
 }
 
+/// `count` products `c_i (m×n) = a_i (m×k) · b_i (k×n)`, operand `i` starting `i·step` elements into its slice
+/// and `c_i` at `i·m·n`: every (product, block of columns) pair one task on the rayon pool, so many small products
+/// (Winograd's 16 per convolution over a few images) still fill every thread.
+pub(crate) fn sgemm_batched_wide(
+    count: usize,
+    (m, n, k): (usize, usize, usize),
+    ((a, a_s), a_step): (Operand, usize),
+    ((b, b_s), b_step): (Operand, usize),
+    c: &mut [f32],
+) {
+    check_batched(count, (m, n, k), ((a, a_s), a_step), ((b, b_s), b_step), c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let blocks = n.div_ceil(BLOCK);
+    let out = SendPtr(c.as_mut_ptr());
+    (0..count * blocks).into_par_iter().for_each(|task| {
+        let (i, t) = (task / blocks, task % blocks);
+        let (lo, hi) = (t * BLOCK, ((t + 1) * BLOCK).min(n));
+        #[allow(clippy::redundant_locals)]
+        let out = out;
+        // SAFETY: product i's operands were checked to lie inside their slices, and each task writes its own
+        // columns of its own product.
+        unsafe {
+            gemm_raw(
+                m,
+                hi - lo,
+                k,
+                out.0.add(i * m * n + lo),
+                n as isize,
+                false,
+                a.as_ptr().add(i * a_step),
+                a_s,
+                b.as_ptr().add(i * b_step).offset(lo as isize * b_s.1),
+                b_s,
+                false,
+            )
+        }
+    });
+}
+
+/// `count` products `c_i (m×n) = a_i (m×k) · b_i (k×n)` as in [`sgemm_batched_wide`], for a long `k` and small
+/// products (Winograd's weight gradient): each product one task, summed over the whole of `k` on one thread, so the
+/// bits do not depend on the scheduling.
+pub(crate) fn sgemm_batched_long(
+    count: usize,
+    (m, n, k): (usize, usize, usize),
+    ((a, a_s), a_step): (Operand, usize),
+    ((b, b_s), b_step): (Operand, usize),
+    c: &mut [f32],
+) {
+    check_batched(count, (m, n, k), ((a, a_s), a_step), ((b, b_s), b_step), c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    c[..count * m * n].par_chunks_mut(m * n).enumerate().for_each(|(i, out)| {
+        // SAFETY: product i's operands were checked to lie inside their slices; `out` is this task's own product.
+        unsafe {
+            gemm_raw(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                n as isize,
+                false,
+                a.as_ptr().add(i * a_step),
+                a_s,
+                b.as_ptr().add(i * b_step),
+                b_s,
+                false,
+            )
+        }
+    });
+}
+
+/// Panics unless every product of a batched call lies inside its operands (a caller's indexing bug, not input).
+fn check_batched(
+    count: usize,
+    (m, n, k): (usize, usize, usize),
+    ((a, a_s), a_step): (Operand, usize),
+    ((b, b_s), b_step): (Operand, usize),
+    c: &[f32],
+) {
+    let last = count.saturating_sub(1);
+    assert!(
+        c.len() >= count * m * n
+            && (count == 0
+                || (a.len() > last * a_step
+                    && b.len() > last * b_step
+                    && fits(a.len() - last * a_step, m, k, a_s)
+                    && fits(b.len() - last * b_step, k, n, b_s))),
+        "batched sgemm operands do not fit"
+    );
+}
+
 /// `c (m×n) = a (m×k) · b (k×n)` for a long `k` and a small `c` (a convolution's weight gradient, summed over every
 /// output position): blocks of `k` on the rayon pool, each thread summing its blocks' products, then the partial
 /// sums added. One product splitting itself would divide the small `c` (64 × 288 × 25,088: 45 → 204 GFLOP/s).
@@ -274,7 +369,7 @@ mod tests {
         Ok(())
     }
 
-    /// The split products equal the plain one: ragged last blocks, strided (transposed) operands, k = 0.
+    /// The split and batched products equal the plain one: ragged last blocks, strided (transposed) operands, k = 0.
     #[test]
     fn split_products_equal_the_plain_product() {
         let rand = |len: usize, seed: u64| -> Vec<f32> {
@@ -298,6 +393,33 @@ mod tests {
                 f(m, n, k, (&a, (k as isize, 1)), (&bt, (1, k as isize)), &mut got);
                 let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
                 assert!(err < 1e-4, "{name} {m}×{n}×{k}: {err}");
+            }
+            // Three products at once: operand i of `a` (transposed in memory) and of `b` `step` elements apart.
+            let count = 3;
+            let at: Vec<f32> = (0..count * m * k + 2).map(|i| rand(1, i as u64)[0]).collect();
+            let bs: Vec<f32> = (0..count * k * n + 5).map(|i| rand(1, 7 * i as u64 + 3)[0]).collect();
+            let (a_step, b_step) = (m * k, k * n + 1);
+            let bs = if k * n == 0 { bs } else { [bs.clone(), vec![0.0; count]].concat() };
+            for (name, f) in [
+                (
+                    "batched wide",
+                    sgemm_batched_wide
+                        as fn(usize, (usize, usize, usize), (Operand, usize), (Operand, usize), &mut [f32]),
+                ),
+                ("batched long", sgemm_batched_long),
+            ] {
+                let mut got = vec![7f32; count * m * n];
+                f(count, (m, n, k), ((&at, (1, m as isize)), a_step), ((&bs, (n as isize, 1)), b_step), &mut got);
+                for i in 0..count {
+                    for r in 0..m {
+                        for c in 0..n {
+                            let want: f32 =
+                                (0..k).map(|l| at[i * a_step + l * m + r] * bs[i * b_step + l * n + c]).sum();
+                            let err = (got[(i * m + r) * n + c] - want).abs();
+                            assert!(err < 1e-4, "{name} {m}×{n}×{k}, product {i}: {err}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -10,12 +10,13 @@ mod matmul;
 mod max_pool;
 mod relu;
 mod upsample;
+mod winograd;
 
 pub use batch_norm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub(crate) use conv::{col2im_same, im2col_same, transpose_planes, transpose_planes_into, Geometry};
 pub use conv::{conv2d, conv2d_reference};
 pub use matmul::{matmul_left, matmul_right};
-pub(crate) use matmul::{sgemm, sgemm_long, sgemm_wide};
+pub(crate) use matmul::{sgemm, sgemm_batched_long, sgemm_batched_wide, sgemm_long, sgemm_wide};
 pub(crate) use max_pool::{affine_relu_pool, window_argmax};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 
@@ -36,6 +37,7 @@ pub(crate) fn grain(len: usize) -> usize {
 pub use relu::{relu, ReluRule};
 pub(crate) use upsample::interpolation_matrix;
 pub use upsample::upsample_bilinear_aligned;
+pub(crate) use winograd::Winograd;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
 

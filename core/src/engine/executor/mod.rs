@@ -165,6 +165,8 @@ impl<'a> Executor<'a> {
                 let g = ConvGeometry { n, input: in_shape(0), c_out: c, k: *k, stride: *stride, pad: *pad };
                 let y = if g.is_pointwise() {
                     conv_forward(&g, x, self.p(*weight), bias.map(|b| self.p(b)))
+                } else if let Some(wg) = g.winograd().filter(|_| train) {
+                    wg.forward(&wg.weight(self.p(*weight)), &wg.input(x), bias.map(|b| self.p(b)))
                 } else {
                     let mut cols = scratch(g.rows() * g.positions());
                     g.im2col(x, &mut cols);
@@ -356,6 +358,17 @@ impl<'a> Executor<'a> {
             Op::Input => vec![],
             Op::Conv { weight, bias, k, stride, pad } => {
                 let geo = ConvGeometry { n, input: in_shape(0), c_out: c, k: *k, stride: *stride, pad: *pad };
+                if let Some(wg) = geo.winograd().filter(|_| wants_params) {
+                    let dm = wg.output_grad(&g);
+                    let u = wg.weight(self.p(*weight));
+                    if wants_params {
+                        add_param(*weight, wg.weight_grad(&dm, &wg.input(x)));
+                        if let Some(b) = bias {
+                            add_param(*b, channel_sums(&g, c));
+                        }
+                    }
+                    return Ok(one(wants[0].then(|| wg.input_grad(&u, &dm))));
+                }
                 let cols_owned;
                 let cols: &[f32] = if geo.is_pointwise() {
                     x
