@@ -137,7 +137,8 @@ impl GraphModel {
 
     /// SimpleCNN and CAM keep their hand-written training step (`cnn_step.rs`) and the SimpleCNN family its
     /// fused evaluation plan (`engine/cpu.rs`) until the executor is as fast: at batch 128 on MNIST the graph's step
-    /// takes 0.130 s for SimpleCNN (hand-written 0.089) and 0.104 for CAM (0.067).
+    /// (with Winograd) takes 0.079–0.088 s for SimpleCNN (hand-written 0.055–0.058) and 0.074–0.075 for CAM
+    /// (0.047–0.052; `results/bench/graph-vs-own-step-2026-12-03.txt`).
     fn keeps_own_step(&self) -> bool {
         matches!(self.inner().spec().arch, Arch::SimpleCnn | Arch::Cam)
     }
