@@ -28,9 +28,18 @@ pub(crate) struct Winograd {
 }
 
 impl Winograd {
-    /// Whether a convolution has the shape this algorithm computes.
-    pub fn applies(k: usize, stride: usize, pad: usize) -> bool {
-        k == 3 && stride == 1 && pad == 1
+    /// The Winograd form of a convolution of `n` images of `input` (`c_in × h × w`) into `c_out` channels, where it
+    /// applies (3×3, stride 1, padding 1) and has channels to amortise its tile transforms over (a first layer's 1
+    /// or 3 input channels keep im2col + GEMM).
+    pub fn of(
+        n: usize,
+        (c_in, h, w): (usize, usize, usize),
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Option<Self> {
+        (k == 3 && stride == 1 && pad == 1 && c_in >= 8).then_some(Winograd { n, c_in, c_out, h, w })
     }
 
     /// Tile rows and columns per image: `⌈h/2⌉ × ⌈w/2⌉`.

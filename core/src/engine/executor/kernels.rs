@@ -61,21 +61,13 @@ impl ConvGeometry {
         self.stride == 1 && 2 * self.pad + 1 == self.k
     }
 
-    /// The Winograd form of this convolution, where it applies (3×3, stride 1, padding 1) and has channels to
-    /// amortise its tile transforms over (a first layer's 1 or 3 input channels keep im2col + GEMM).
-    /// Training only: the tile transforms round differently from a direct sum, and in evaluation mode (no batch
-    /// statistics to renormalise) WARN's layer gradients on MNIST moved 5.5e-4 from float64 through it, against
-    /// 1.2e-5 through im2col (`executor::tests::evaluation_equals_autograd`); the training pass stays within the
-    /// tolerance of candle's own float32.
+    /// The Winograd form of this convolution ([`Winograd::of`]). Training only: the tile transforms round
+    /// differently from a direct sum, and in evaluation mode (no batch statistics to renormalise) WARN's layer
+    /// gradients on MNIST moved 5.5e-4 from float64 through it, against 1.2e-5 through im2col
+    /// (`executor::tests::evaluation_equals_autograd`); the training pass stays within the tolerance of candle's own
+    /// float32.
     pub fn winograd(&self) -> Option<Winograd> {
-        let (c_in, h, w) = self.input;
-        (Winograd::applies(self.k, self.stride, self.pad) && c_in >= 8).then_some(Winograd {
-            n: self.n,
-            c_in,
-            c_out: self.c_out,
-            h,
-            w,
-        })
+        Winograd::of(self.n, self.input, self.c_out, self.k, self.stride, self.pad)
     }
 
     /// The input rows `iy` (for output rows `0..ho`) that kernel row `ky` reads: `oy·stride + ky − pad`.
