@@ -15,8 +15,9 @@ use (supplied to both sides), and the references' results:
   `FaithfulnessCorrelation` on the logits with its `np.random.choice` replaced by the saved subsets);
 - infidelity and max-sensitivity: Captum 0.9 (`infidelity` on the logits, `sensitivity_max` of the logit's gradient,
   with the saved perturbations);
-- MPRT (top-down and independent, Spearman), eMPRT and random logit (SSIM): Quantus 0.6, its layer
-  re-initialisation of convolutions and linear layers replaced by `hashed_uniform` (restated in the Rust test);
+- MPRT (top-down and independent, Spearman), sMPRT (bottom-up, its Gaussian draws the saved `smprt_noise`), eMPRT
+  and random logit (SSIM): Quantus 0.6, its layer re-initialisation of convolutions and linear layers replaced by
+  `hashed_uniform` (restated in the Rust test);
 - insertion and deletion: RISE's `CausalMetric` (Petsiuk et al. 2018, github.com/eclique/RISE, evaluation.py),
   restated here because it is not a package: scipy's `gaussian_filter` kernel, torch's conv2d, softmax scores.
 The Rust test tests/tests/metrics_goldens.rs recomputes each with whitebox and compares.
@@ -43,6 +44,7 @@ FC_RUNS, FC_SUBSET = 20, 50
 INF_SAMPLES, INF_NOISE = 12, 0.2
 SENS_SAMPLES, SENS_RADIUS = 5, 0.02
 CAUSAL_STEP = 28
+SMPRT_SAMPLES, SMPRT_NOISE = 4, 0.1
 MPRT_SEED = 42
 
 
@@ -264,6 +266,38 @@ def quantus_randomisation(out, model, x, target):
     out["emprt"] = torch.tensor(
         np.array(emprt(model=model, x_batch=xb, y_batch=yb, a_batch=ab, explain_func=explain, device="cpu"), dtype=np.float64)
     )
+    # sMPRT (bottom-up, Spearman) with Quantus computing the denoised maps itself (a_batch=None); its Gaussian draws
+    # (np.random.randn, once per noisy copy, for every model it explains) come from the saved noise, the same
+    # SMPRT_SAMPLES - 1 copies for every model, as whitebox's `smoothed` uses them.
+    noise = torch.randn((SMPRT_SAMPLES - 1,) + tuple(x.shape), generator=torch.Generator().manual_seed(7))
+    out["smprt_noise"] = noise
+    draws = {"k": 0}
+    real_randn = np.random.randn
+
+    def saved_randn(*shape):
+        assert tuple(shape) == tuple(x.shape), shape
+        z = noise[draws["k"] % (SMPRT_SAMPLES - 1)].numpy().astype(np.float64)
+        draws["k"] += 1
+        return z
+
+    np.random.randn = saved_randn
+    try:
+        smprt = quantus.SmoothMPRT(
+            similarity_func=quantus.similarity_func.correlation_spearman,
+            layer_order="bottom_up",
+            nr_samples=SMPRT_SAMPLES,
+            noise_magnitude=SMPRT_NOISE,
+            seed=MPRT_SEED,
+            abs=False,
+            normalise=False,
+            return_aggregate=False,
+            disable_warnings=True,
+        )
+        scores = smprt(model=model, x_batch=xb, y_batch=yb, a_batch=None, explain_func=explain, device="cpu")
+    finally:
+        np.random.randn = real_randn
+    layers = [k for k in scores if k != "original"]
+    out["smprt_bottom_up"] = torch.tensor(np.array([scores[k] for k in layers], dtype=np.float64))
     rl = quantus.RandomLogit(
         num_classes=10, similarity_func=quantus.similarity_func.ssim, seed=MPRT_SEED, abs=False, normalise=False,
         disable_warnings=True,
@@ -322,6 +356,7 @@ def goldens(dataset):
         "infidelity": f"{INF_SAMPLES},{INF_NOISE}",
         "sensitivity": f"{SENS_SAMPLES},{SENS_RADIUS}",
         "causal_step": str(CAUSAL_STEP),
+        "smprt": f"{SMPRT_SAMPLES},{SMPRT_NOISE}",
     }
     save_file(out, path, metadata=meta)
     print(f"wrote {path}: {', '.join(sorted(out))}")

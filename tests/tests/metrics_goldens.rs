@@ -11,7 +11,9 @@ use whitebox_core::metrics::faithfulness_correlation::{faithfulness_correlation,
 use whitebox_core::metrics::imputation::impute;
 use whitebox_core::metrics::infidelity::{infidelity, Infidelity};
 use whitebox_core::metrics::insertion_deletion::{causal_curves, Causal, CausalConfig};
-use whitebox_core::metrics::mprt::{efficient_mprt, fresh_checkpoint, mprt, parameter_layers, random_logit, Order};
+use whitebox_core::metrics::mprt::{
+    efficient_mprt, fresh_checkpoint, mprt, parameter_layers, random_logit, smoothed, Order,
+};
 use whitebox_core::metrics::pixel_flipping::{pixel_flipping, PixelFlipping};
 use whitebox_core::metrics::road::{removed_pixels, road, RoadConfig};
 use whitebox_core::metrics::sensitivity_max::sensitivity_max;
@@ -246,4 +248,14 @@ fn mprt_emprt_and_random_logit_equal_quantus() {
         mprt(&ck, &fresh_checkpoint(ck.spec, 1).unwrap(), Order::TopDown, &batch, Similarity::Spearman, &mut explain)
             .unwrap();
     assert!(ours.similarity.last().unwrap().iter().all(|s| s.abs() < 0.5), "{:?}", ours.similarity.last());
+    // sMPRT: the denoised maps (the clean input and 3 noisy copies, σ = 0.1 × each image's range, the saved draws)
+    // of the original model are the reference, each model from the bottom layer up is explained the same way.
+    let noise = g.f32s("smprt_noise");
+    let mut smooth = smoothed(&mut explain, 0.1, &noise, c * h * w);
+    let original = ck.model().unwrap();
+    let denoised = smooth(original.as_ref(), &x, &targets).unwrap();
+    let smooth_batch = Batch::new(&x, g.shape, &targets, &denoised).unwrap();
+    let ours = mprt(&ck, &fresh, Order::BottomUp, &smooth_batch, Similarity::Spearman, &mut smooth).unwrap();
+    let flat: Vec<f64> = ours.similarity.iter().flatten().copied().collect();
+    check("sMPRT", &flat, &g.f64s("smprt_bottom_up"), 1e-4);
 }
