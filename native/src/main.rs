@@ -359,6 +359,10 @@ enum Command {
         /// sMPRT: noisy copies per map (the clean input is one of them).
         #[arg(long, default_value_t = 10)]
         smprt_samples: usize,
+        /// A ROAR/KAR sweep's output directory: each method's mean accuracy under ROAR and KAR joins the summary
+        /// and its rank-agreement table.
+        #[arg(long)]
+        roar_kar: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Output directory (default: runs/metrics-<dataset>-<model>).
@@ -567,6 +571,7 @@ fn run(cli: Cli) -> Result<()> {
             fc_runs,
             fc_subset,
             smprt_samples,
+            roar_kar,
             seed,
             out,
             shard,
@@ -601,6 +606,7 @@ fn run(cli: Cli) -> Result<()> {
                 out: out.clone(),
                 shard: evaluate::shard_from(shard.shard.as_deref(), shard.shard_count)?,
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
+                roar_kar,
             })?;
             print!("{}", evaluate::metrics::summary(&out)?);
             report_and_print(&out)?;

@@ -425,10 +425,28 @@ fn metrics_units_resume_shard_and_summarise() {
     let fc = &first["faithfulness-correlation/vbp.json"];
     assert_eq!(fc["per_image"].as_array().unwrap().len(), 6);
     assert_eq!(fc["images"], serde_json::json!([0, 1, 2, 3, 4, 5]));
-    // A rerun finds every unit done.
-    let again = whitebox(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(again.status.success());
+    // A rerun finds every unit done; with `--roar-kar` the committed MNIST sweep's mean accuracy per method joins
+    // the summary (VBP's: the mean of its ROAR units, read here from their files), and the report keeps it.
+    let sweep = whitebox_e2e::repo_root().join("results/mnist-simple-cnn");
+    let mut with_sweep = a.clone();
+    with_sweep.extend(["--roar-kar".to_string(), sweep.to_string_lossy().into_owned()]);
+    let again = whitebox(&with_sweep.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(units(whole.path()), first);
+    let accs: Vec<f64> = std::fs::read_dir(sweep.join("units"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("roar-vbp-"))
+        .map(|e| json(&e.path())["test_accuracy"].as_f64().unwrap())
+        .collect();
+    assert!(!accs.is_empty());
+    let roar_vbp = format!("{:.4}", accs.iter().sum::<f64>() / accs.len() as f64);
+    let table = stdout(&again);
+    assert!(table.contains(" roar ↓ | kar ↑ |"), "{table}");
+    let vbp_row = table.lines().find(|l| l.starts_with("| VBP |")).unwrap();
+    assert!(vbp_row.contains(&roar_vbp) && table.contains("| SG-VBP |"), "{roar_vbp}: {table}");
+    let report = std::fs::read_to_string(whole.path().join("report/report.md")).unwrap();
+    assert!(report.contains(" roar ↓ | kar ↑ |"), "{report}");
     // Two shards at once in separate processes: together the same results.
     let sharded = TempDir::new("metrics-shards");
     let s = sharded.path().to_string_lossy().into_owned();

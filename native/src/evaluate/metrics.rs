@@ -59,6 +59,9 @@ pub struct MetricsArgs {
     pub out: PathBuf,
     pub shard: Shard,
     pub data_dir: PathBuf,
+    /// A ROAR/KAR sweep's directory whose results join the summary (kept in `metrics/roar-kar.json`, so that
+    /// `whitebox report` finds it again).
+    pub roar_kar: Option<PathBuf>,
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]
@@ -364,6 +367,9 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         });
     }
     overall.finish_and_clear();
+    if let Some(sweep) = &args.roar_kar {
+        write_json(&out_dir.join("roar-kar.json"), &RetrainLink { dir: sweep.clone() })?;
+    }
     let summary = summary(&args.out)?;
     fsutil::write_atomic(&out_dir.join("summary.md"), summary.as_bytes())?;
     Ok(())
@@ -383,10 +389,52 @@ pub fn results(out: &Path) -> Result<Vec<MetricResult>> {
     Ok(all)
 }
 
+/// Where a metrics run's ROAR/KAR sweep lies (`--roar-kar`).
+#[derive(Serialize, Deserialize)]
+struct RetrainLink {
+    dir: PathBuf,
+}
+
+/// One column of the summary: a metric, or ROAR/KAR from a sweep; a value per method (`None`: not measured).
+struct Column {
+    id: String,
+    higher_is_better: bool,
+    values: Vec<Option<f64>>,
+}
+
+/// Each method's mean test accuracy under ROAR and under KAR in a sweep's units (over its thresholds above 0 and
+/// its seeds): ROAR's lower is better (removing the pixels a map ranks first hurts most), KAR's higher.
+fn retrain_means(units: &[super::remove_retrain::UnitResult], methods: &[Estimator]) -> Vec<Column> {
+    use whitebox_core::evaluation::Mode;
+    [(Mode::Roar, false), (Mode::Kar, true)]
+        .into_iter()
+        .map(|(mode, higher_is_better)| Column {
+            id: mode.name().to_string(),
+            higher_is_better,
+            values: methods
+                .iter()
+                .map(|&m| {
+                    let accs: Vec<f64> = units
+                        .iter()
+                        .filter(|u| u.unit.mode == Some(mode) && u.unit.method == Some(m) && u.unit.threshold > 0.0)
+                        .map(|u| u.test_accuracy)
+                        .collect();
+                    (!accs.is_empty()).then(|| accs.iter().sum::<f64>() / accs.len() as f64)
+                })
+                .collect(),
+        })
+        .filter(|c| c.values.iter().any(Option::is_some))
+        .collect()
+}
+
 /// A markdown table (method × metric means, each metric's best in bold) and the Spearman rank correlation between
-/// every two metrics' orderings of the methods (each metric oriented so that higher is better).
+/// every two metrics' orderings of the methods (each metric oriented so that higher is better). With ROAR/KAR
+/// units in the sweep `metrics/roar-kar.json` names (else in `out` itself), each method's mean accuracy under ROAR
+/// and KAR joins both tables.
 pub fn summary(out: &Path) -> Result<String> {
     let all = results(out)?;
+    let retrain =
+        read_json::<RetrainLink>(&dir(out).join("roar-kar.json"))?.map_or_else(|| out.to_path_buf(), |l| l.dir);
     let metrics: Vec<Metric> = Metric::ALL.into_iter().filter(|k| all.iter().any(|r| r.metric == *k)).collect();
     let mut methods: Vec<Estimator> = Vec::new();
     for r in &all {
@@ -395,28 +443,36 @@ pub fn summary(out: &Path) -> Result<String> {
         }
     }
     methods.sort_by_key(|m| Estimator::all().iter().position(|a| a == m));
-    let value = |m: Estimator, k: Metric| all.iter().find(|r| r.method == m && r.metric == k).map(|r| r.mean);
+    let mut columns: Vec<Column> = metrics
+        .iter()
+        .map(|&k| Column {
+            id: k.id().to_string(),
+            higher_is_better: k.higher_is_better(),
+            values: methods
+                .iter()
+                .map(|&m| all.iter().find(|r| r.method == m && r.metric == k).map(|r| r.mean))
+                .collect(),
+        })
+        .collect();
+    columns.extend(retrain_means(&super::remove_retrain::results(&retrain)?, &methods));
     let mut s = String::from("| method |");
-    for k in &metrics {
-        s.push_str(&format!(" {} {} |", k.id(), if k.higher_is_better() { "↑" } else { "↓" }));
+    for c in &columns {
+        s.push_str(&format!(" {} {} |", c.id, if c.higher_is_better { "↑" } else { "↓" }));
     }
     s.push_str("\n|---|");
-    s.push_str(&"---:|".repeat(metrics.len()));
+    s.push_str(&"---:|".repeat(columns.len()));
     s.push('\n');
-    for &m in &methods {
+    for (i, m) in methods.iter().enumerate() {
         s.push_str(&format!("| {} |", m.label()));
-        for &k in &metrics {
-            let best = methods.iter().filter_map(|&o| value(o, k)).filter(|v| v.is_finite()).fold(
-                None,
-                |b: Option<f64>, v| {
-                    Some(match b {
-                        None => v,
-                        Some(b) if k.higher_is_better() => b.max(v),
-                        Some(b) => b.min(v),
-                    })
-                },
-            );
-            match value(m, k) {
+        for c in &columns {
+            let best = c.values.iter().flatten().copied().filter(|v| v.is_finite()).fold(None, |b: Option<f64>, v| {
+                Some(match b {
+                    None => v,
+                    Some(b) if c.higher_is_better => b.max(v),
+                    Some(b) => b.min(v),
+                })
+            });
+            match c.values[i] {
                 Some(v) if Some(v) == best && methods.len() > 1 => s.push_str(&format!(" **{v:.4}** |")),
                 Some(v) => s.push_str(&format!(" {v:.4} |")),
                 None => s.push_str(" – |"),
@@ -437,25 +493,23 @@ pub fn summary(out: &Path) -> Result<String> {
             undefined.join(", ")
         ));
     }
-    let complete: Vec<Metric> =
-        metrics.iter().copied().filter(|&k| methods.iter().all(|&m| value(m, k).is_some_and(f64::is_finite))).collect();
+    let complete: Vec<&Column> =
+        columns.iter().filter(|c| c.values.iter().all(|v| v.is_some_and(f64::is_finite))).collect();
     if complete.len() >= 2 && methods.len() >= 3 {
         s.push_str("\nRank agreement between metrics (Spearman ρ over the methods, each metric oriented higher = better):\n\n| |");
-        for k in &complete {
-            s.push_str(&format!(" {} |", k.id()));
+        for c in &complete {
+            s.push_str(&format!(" {} |", c.id));
         }
         s.push_str("\n|---|");
         s.push_str(&"---:|".repeat(complete.len()));
         s.push('\n');
-        let oriented = |k: Metric| -> Vec<f64> {
-            methods
-                .iter()
-                .map(|&m| value(m, k).unwrap_or(f64::NAN) * if k.higher_is_better() { 1.0 } else { -1.0 })
-                .collect()
+        let oriented = |c: &Column| -> Vec<f64> {
+            let sign = if c.higher_is_better { 1.0 } else { -1.0 };
+            c.values.iter().map(|v| v.unwrap_or(f64::NAN) * sign).collect()
         };
-        for &a in &complete {
-            s.push_str(&format!("| {} |", a.id()));
-            for &b in &complete {
+        for a in &complete {
+            s.push_str(&format!("| {} |", a.id));
+            for b in &complete {
                 s.push_str(&format!(" {:.2} |", spearman(&oriented(a), &oriented(b))));
             }
             s.push('\n');
@@ -489,5 +543,40 @@ mod tests {
         assert_eq!(back.per_image[0], 0.5);
         assert!(back.per_image[1].is_nan() && back.std.is_nan() && back.curves["x"].mean[0].is_nan());
         assert_eq!(mean_std(&r.per_image).0, 0.5);
+    }
+
+    /// ROAR's and KAR's column: each method's mean accuracy over its units above threshold 0 (every seed), by hand.
+    #[test]
+    fn retrain_columns_average_a_methods_units() {
+        use super::super::remove_retrain::{Unit, UnitResult};
+        use whitebox_core::evaluation::Mode;
+        let vbp = Estimator::parse("vbp").unwrap();
+        let gb = Estimator::parse("gb").unwrap();
+        let unit = |mode: Option<Mode>, threshold: f64, seed: u64, acc: f64| UnitResult {
+            unit: Unit { mode, method: mode.map(|_| vbp), threshold, seed },
+            test_accuracy: acc,
+            test_images: 10,
+            train_images: 10,
+            epochs: vec![],
+            seconds: 0.0,
+            shard: "0/1".into(),
+            seed_variant: false,
+        };
+        let units = [
+            unit(None, 0.0, 1, 0.95),
+            unit(Some(Mode::Roar), 0.0, 1, 0.99),
+            unit(Some(Mode::Roar), 0.5, 1, 0.8),
+            unit(Some(Mode::Roar), 0.9, 1, 0.6),
+            unit(Some(Mode::Roar), 0.5, 2, 0.7),
+            unit(Some(Mode::Kar), 0.1, 1, 0.5),
+        ];
+        let cols = retrain_means(&units, &[vbp, gb]);
+        assert_eq!(cols.len(), 2);
+        assert_eq!((cols[0].id.as_str(), cols[0].higher_is_better), ("roar", false));
+        assert!((cols[0].values[0].unwrap() - 0.7).abs() < 1e-12 && cols[0].values[1].is_none());
+        assert_eq!((cols[1].id.as_str(), cols[1].higher_is_better), ("kar", true));
+        assert_eq!(cols[1].values, vec![Some(0.5), None]);
+        // A sweep without KAR units gives no KAR column.
+        assert_eq!(retrain_means(&units[..5], &[vbp]).len(), 1);
     }
 }
