@@ -386,7 +386,9 @@ try {
       // elsewhere (as between any two float32 implementations); with no room to stray (max distance 0) its path is
       // IG's straight line, and its 200 sequential steps still each await the GPU.
       if (m === 'guidedig') await p.fill('#param-gig-max-dist', '0');
-      results.push((await settle(p)).maps[m]);
+      // Emulated WebGPU (SwiftShader) takes ~30 s for the sampling methods (RISE, KernelSHAP, LIME) on an idle
+      // machine; a loaded one may take twice that, so the comparison waits up to four minutes per map.
+      results.push((await settle(p, 240000)).maps[m]);
     }
     const [gm, cm] = results;
     const ok = gm && cm && !gm.error && gm.values.length === cm.values.length;

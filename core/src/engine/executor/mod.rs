@@ -358,16 +358,14 @@ impl<'a> Executor<'a> {
             Op::Input => vec![],
             Op::Conv { weight, bias, k, stride, pad } => {
                 let geo = ConvGeometry { n, input: in_shape(0), c_out: c, k: *k, stride: *stride, pad: *pad };
+                // Training (parameter gradients wanted) goes through Winograd, as its forward pass did.
                 if let Some(wg) = geo.winograd().filter(|_| wants_params) {
                     let dm = wg.output_grad(&g);
-                    let u = wg.weight(self.p(*weight));
-                    if wants_params {
-                        add_param(*weight, wg.weight_grad(&dm, &wg.input(x)));
-                        if let Some(b) = bias {
-                            add_param(*b, channel_sums(&g, c));
-                        }
+                    add_param(*weight, wg.weight_grad(&dm, &wg.input(x)));
+                    if let Some(b) = bias {
+                        add_param(*b, channel_sums(&g, c));
                     }
-                    return Ok(one(wants[0].then(|| wg.input_grad(&u, &dm))));
+                    return Ok(one(wants[0].then(|| wg.input_grad(&wg.weight(self.p(*weight)), &dm))));
                 }
                 let cols_owned;
                 let cols: &[f32] = if geo.is_pointwise() {
