@@ -223,8 +223,92 @@ fn training_equals_autograd() -> Result<()> {
     Ok(())
 }
 
-/// Images of the evaluation test: few, so that no pooling window holds a near-tie (RAN-92 at 16 images has one).
+/// Images of the evaluation test: few, so that a batch without near-ties is quickly drawn.
 const EVAL_N: usize = 3;
+
+/// A batch of [`EVAL_N`] random images for which no max-pooling window in the evaluation forward pass holds a
+/// near-tie. A gradient through max-pooling is unique only away from ties: where a window's two largest inputs lie
+/// closer than the two implementations' rounding errors, the graph and candle (which sum in different orders) may
+/// route the gradient to different cells, and the difference then spreads through every layer below. (RAN-92 on
+/// CIFAR-10 with the first batch drawn has a window in attention module Stage3.2 whose two largest inputs differ by
+/// 1.5e-7 of the layer's largest value, under the forward pass's own rounding; there the graph's input gradient was
+/// 1.5e-2 from candle's, the difference starting exactly in that module's backward pass.) The rounding is measured:
+/// the graph's activation at every tap against candle's float64 one, relative to the tap's largest value; batches
+/// are drawn until every window's two largest inputs are more than twice that apart.
+fn away_from_ties(
+    spec: ModelSpec,
+    map: &candle_nn::VarMap,
+    model: &dyn Classifier,
+    reference: &dyn Classifier,
+    what: &str,
+) -> Result<Tensor> {
+    let engine = model.engine().expect("an engine for constant weights");
+    let (x, _) = batch(spec, EVAL_N, 2)?;
+    let targets = vec![0u32; EVAL_N];
+    let mut rounding = Vec::new();
+    for layer in 0..model.tap_points() {
+        let act = engine.gradient(&values(&x)?, EVAL_N, &targets, Score::Logit, ReluRule::Standard, Some(layer))?;
+        let x64 = x.to_dtype(DType::F64)?;
+        let (exact, _) = autograd_layer_gradient(reference, &x64, &targets, Score::Logit, ReluRule::Standard, layer)?;
+        let exact = f64s(&exact)?;
+        let largest = exact.iter().fold(0f64, |m, a| m.max(a.abs()));
+        let act = act.activation.expect("a layer's activation");
+        let e = act.iter().zip(&exact).map(|(a, b)| (*a as f64 - b).abs() / largest).fold(0f64, f64::max);
+        rounding.push(e as f32);
+    }
+    let graph = crate::models::graph(spec)?;
+    let params: Vec<Vec<f32>> = {
+        let data = map.data().lock().unwrap();
+        graph.params.iter().map(|p| values(data[&p.name].as_tensor())).collect::<candle_core::Result<_>>()?
+    };
+    let ex = super::Executor::new(&graph, params.iter().map(|p| p.as_slice()).collect())?;
+    for seed in 2..50 {
+        let (x, _) = batch(spec, EVAL_N, seed)?;
+        let channel_major = values(&x.transpose(0, 1)?.contiguous()?)?;
+        let fwd = ex.forward(channel_major, EVAL_N, false, &[graph.output], true)?;
+        let (mut closest, mut bound) = (f32::INFINITY, 1f32);
+        for (i, node) in
+            graph.nodes.iter().enumerate().filter(|(_, n)| matches!(n.op, crate::graph::Op::MaxPool2 { .. }))
+        {
+            // The rounding at the first tap from here on (it grows with depth).
+            let tap = graph.taps.iter().position(|t| t.1 >= i).unwrap_or(graph.taps.len() - 1);
+            let v = &fwd.values[node.inputs[0]];
+            let largest = v.iter().fold(0f32, |m, a| m.max(a.abs()));
+            let (_, hi, wi) = graph.nodes[node.inputs[0]].shape;
+            let (_, ho, wo) = node.shape;
+            for plane in v.chunks(hi * wi) {
+                for (oy, ox) in (0..ho).flat_map(|oy| (0..wo).map(move |ox| (oy, ox))) {
+                    let mut cells: Vec<f32> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .iter()
+                        .map(|(dy, dx)| (2 * oy + dy, 2 * ox + dx))
+                        .filter(|&(y, x)| y < hi && x < wi)
+                        .map(|(y, x)| plane[y * wi + x])
+                        .collect();
+                    cells.sort_by(|a, b| b.total_cmp(a));
+                    // An exact tie of zeros is a ReLU's dead region: its gradient is zero whichever cell takes it.
+                    if cells.len() < 2 || cells[0] == 0.0 {
+                        continue;
+                    }
+                    let gap = (cells[0] - cells[1]) / largest;
+                    if gap * bound < closest * rounding[tap] {
+                        (closest, bound) = (gap, rounding[tap]);
+                    }
+                }
+            }
+        }
+        if closest.is_infinite() {
+            return Ok(x); // no max-pooling (WARN)
+        }
+        if closest > 2.0 * bound {
+            println!("{what}: batch {seed}, closest pooling pair {closest:e} apart (rounding there {bound:e})");
+            return Ok(x);
+        }
+        println!(
+            "{what}: batch {seed} has a pooling pair {closest:e} apart, within twice the rounding {bound:e} there"
+        );
+    }
+    panic!("{what}: every batch drawn holds a pooling near-tie")
+}
 
 /// The evaluation engine equals autograd for the attention models (the SimpleCNN family is covered by the CPU
 /// plan's test): logits, input gradients under every rule and score, every layer's activation and gradient, and
@@ -233,20 +317,14 @@ const EVAL_N: usize = 3;
 fn evaluation_equals_autograd() -> Result<()> {
     for dataset in DatasetKind::ALL {
         for arch in [Arch::Ran, Arch::Ran92, Arch::Warn] {
-            if (arch, dataset) == (Arch::Ran92, DatasetKind::Cifar10) {
-                // OPEN (issue 18): here the graph's input gradient is 1.5e-2 from candle's (which is within 1e-4
-                // of float64); the difference starts in the backward pass of the attention module Stage3.2 (the
-                // gradient at its output agrees to 2e-7, at its input it is 7e-2 off). RAN-92 on MNIST, whose
-                // Stage3 modules have the same sizes, agrees. Not yet explained.
-                continue;
-            }
             let spec = ModelSpec { arch, dataset };
             let (map, _) = trainable(spec, 3)?;
             let checkpoint = crate::params::Checkpoint::from_varmap(spec, &map, Default::default())?;
             let m = checkpoint.model()?;
             let engine = m.engine().expect("an engine for constant weights");
             let what = format!("{arch} {dataset}");
-            let (x, _) = batch(spec, EVAL_N, 2)?;
+            let (_, reference) = reference_f64(spec, &map)?;
+            let x = away_from_ties(spec, &map, m.as_ref(), reference.as_ref(), &what)?;
             let targets: Vec<u32> = (0..EVAL_N as u32).map(|i| (i * 3 + 1) % 10).collect();
             let xv = values(&x)?;
             let logits = engine.forward(&xv, EVAL_N)?;
@@ -255,7 +333,6 @@ fn evaluation_equals_autograd() -> Result<()> {
             // Candle's own float32 input gradient against float64 (standard rule: the only one candle computes off its
             // f32 kernels): a deep network in evaluation mode, with maxima and ReLU inputs within rounding of each
             // other, is not exact in float32 either; the graph's tolerance is 1e-4 or three times that.
-            let (_, reference) = reference_f64(spec, &map)?;
             let x64 = candle_core::Var::from_tensor(&x.to_dtype(DType::F64)?)?;
             let logits64 = reference.forward(&x64, &crate::nn::Pass::EVAL)?;
             let picked = logits64.gather(&Tensor::new(targets.as_slice(), &Device::Cpu)?.unsqueeze(1)?, 1)?;
