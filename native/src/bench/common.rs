@@ -30,3 +30,37 @@ pub fn mnist_test() -> anyhow::Result<whitebox_core::data::ImageSet> {
         ("t10k-labels-idx1-ubyte.gz", read("t10k-labels-idx1-ubyte.gz")?),
     )?)
 }
+
+/// Multiply-adds ×2 of one image's forward pass through SimpleCNN (its three 3×3 convolutions and the classifier's
+/// two linear layers; BatchNorm, ReLU and pooling are not counted).
+#[allow(dead_code)] // used by the benchmarks that state a roofline
+pub fn simple_cnn_forward_flops(kind: whitebox_core::data::DatasetKind) -> f64 {
+    let (mut c, mut side) = (kind.channels(), kind.side());
+    let mut flops = 0f64;
+    for out in [32, 64, 128] {
+        flops += 2.0 * (out * c * 9 * side * side) as f64;
+        c = out;
+        side /= 2;
+    }
+    flops + 2.0 * (c * side * side * 1024 + 1024 * 10) as f64
+}
+
+/// GFLOP/s of a 1024³ single-precision matrix product on the threads rayon was given (candle's CPU matmul, the
+/// `gemm` crate the kernels use): the best of three timings of ten products. A forward pass made of such products
+/// cannot run faster than this.
+#[allow(dead_code)] // used by the benchmarks that state a roofline
+pub fn sgemm_gflops() -> anyhow::Result<f64> {
+    use candle_core::{Device, Tensor};
+    let a = Tensor::randn(0f32, 1.0, (1024, 1024), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (1024, 1024), &Device::Cpu)?;
+    a.matmul(&b)?;
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        for _ in 0..10 {
+            a.matmul(&b)?;
+        }
+        best = best.max(10.0 * 2.0 * 1024f64.powi(3) / t0.elapsed().as_secs_f64());
+    }
+    Ok(best / 1e9)
+}

@@ -13,7 +13,7 @@ mod common;
 use common::{arg, repo_root};
 
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -43,18 +43,6 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     }
     times.sort_by(f64::total_cmp);
     Ok(times[runs / 2])
-}
-
-/// Multiply-adds ×2 of one image's forward pass through SimpleCNN (convolutions and linear layers).
-fn forward_flops(kind: DatasetKind) -> f64 {
-    let (mut c, mut side) = (kind.channels(), kind.side());
-    let mut flops = 0f64;
-    for out in [32, 64, 128] {
-        flops += 2.0 * (out * c * 9 * side * side) as f64;
-        c = out;
-        side /= 2;
-    }
-    flops + 2.0 * (c * side * side * 1024 + 1024 * 10) as f64
 }
 
 fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64>> {
@@ -108,19 +96,6 @@ fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64
     Ok(out)
 }
 
-/// GFLOP/s of a 1024³ single-precision matrix product (candle's CPU matmul, the `gemm` crate the kernels use).
-fn sgemm_gflops() -> Result<f64> {
-    let a = Tensor::randn(0f32, 1.0, (1024, 1024), &Device::Cpu)?;
-    let b = Tensor::randn(0f32, 1.0, (1024, 1024), &Device::Cpu)?;
-    a.matmul(&b)?;
-    Ok(rate(10 * 2 * 1024 * 1024 * 1024, || {
-        for _ in 0..10 {
-            a.matmul(&b)?;
-        }
-        Ok(())
-    })? / 1e9)
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
@@ -131,7 +106,7 @@ fn main() -> Result<()> {
         .into_iter()
         .map(|k| Ok((k, bench(k, batches)?)))
         .collect::<Result<_>>()?;
-    let our_peak = sgemm_gflops()?;
+    let our_peak = common::sgemm_gflops()?;
     let script = repo_root().join("tests/reference/bench_torch.py");
     let torch: Option<serde_json::Value> = std::process::Command::new(&python)
         .arg(&script)
@@ -181,7 +156,7 @@ fn main() -> Result<()> {
     );
     for (kind, figures) in &ours {
         // Training costs about three forward passes (forward, input gradient, weight gradient).
-        let train_flops = 3.0 * forward_flops(*kind);
+        let train_flops = 3.0 * common::simple_cnn_forward_flops(*kind);
         let peak = our_peak.max(torch_peak.unwrap_or(0.0));
         let mine = figures["train"] * train_flops / 1e9;
         let theirs = torch.as_ref().and_then(|t| t[kind.name()]["train"].as_f64()).map(|r| r * train_flops / 1e9);

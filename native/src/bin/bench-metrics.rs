@@ -130,7 +130,7 @@ fn main() -> Result<()> {
         "infidelity" | "max-sensitivity" => "Captum 0.9.0",
         _ => "Quantus 0.6.0",
     };
-    for (name, s) in ours {
+    for &(name, s) in &ours {
         match theirs.as_ref().and_then(|t| t.get(name)) {
             Some(t) => println!("| {name} | {} | {s:.3} | {t:.3} | {:.1}× |", reference(name), t / s),
             None => println!("| {name} | {} | {s:.3} | n/a | n/a |", reference(name)),
@@ -138,6 +138,24 @@ fn main() -> Result<()> {
     }
     if theirs.is_none() {
         println!("(references not run: `{python}` could not import torch, quantus, captum and grad-cam; set --python or WHITEBOX_PYTHON)");
+    }
+    // Pixel flipping and faithfulness correlation are forward passes of perturbed copies on both sides (the
+    // unperturbed image's and each step's or subset's): their rates in GFLOP/s against the machine's matrix-product
+    // peak bound what any implementation can reach here.
+    let peak = common::sgemm_gflops()?;
+    let forward = common::simple_cnn_forward_flops(DatasetKind::Mnist);
+    for (name, passes) in [("pixel flipping", 784usize.div_ceil(28) + 1), ("faithfulness correlation", 100 + 1)] {
+        let flops = (idx.len() * passes) as f64 * forward;
+        let Some(&(_, mine)) = ours.iter().find(|(n, _)| *n == name) else { continue };
+        print!("roofline: {name} is {passes} forward passes an image: whitebox {:.0} GFLOP/s", flops / mine / 1e9);
+        match theirs.as_ref().and_then(|t| t.get(name)) {
+            Some(t) => println!(
+                ", reference {:.0} GFLOP/s; 10× the reference would be {:.0} GFLOP/s; a 1024³ sgemm here: {peak:.0} GFLOP/s",
+                flops / t / 1e9,
+                10.0 * flops / t / 1e9
+            ),
+            None => println!("; a 1024³ sgemm here: {peak:.0} GFLOP/s"),
+        }
     }
     Ok(())
 }
