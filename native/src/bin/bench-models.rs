@@ -1,10 +1,11 @@
 //! Training cost of every model (SimpleCNN, CAM, CBAM, RAN-56, WARN) on the CPU against PyTorch running the seed's
 //! own definitions: seconds per training batch and images per second (SGD with momentum, the same batch size and
 //! thread count) and the peak memory of the process. Each model runs in a child process of its own, so the peaks
-//! do not mix.
+//! do not mix. With `--saliency`, instead: the time of one image's saliency map (the gradient of a class logit to
+//! the input, evaluation mode) for each model on both sides.
 //!
 //! cargo run --release -p whitebox --bin bench-models -- [--threads 2] [--batch 32,128] [--steps 3]
-//!     [--models simple-cnn,cam,cbam,ran,warn] [--python PY --seed-code DIR]
+//!     [--models simple-cnn,cam,cbam,ran,warn] [--saliency] [--python PY --seed-code DIR]
 //! PyTorch runs `tests/reference/bench_attention_models.py` with the seed's `code/` directory; without `--python`
 //! the table shows whitebox alone.
 
@@ -50,6 +51,29 @@ fn one(spec: ModelSpec, batch: usize, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// One model's single-image saliency map (VBP: the gradient of class 3's logit to the input, evaluation mode, random
+/// weights and image), median of `runs` after a warm-up; prints "milliseconds".
+fn saliency(spec: ModelSpec, runs: usize) -> Result<()> {
+    use candle_core::{Device, Tensor};
+    use whitebox_core::attribution::{input_gradient, Score};
+    let (map, _) = whitebox_core::params::init_model(spec, 0, &Device::Cpu)?;
+    // Constant weights, as a shipped checkpoint: the model explains through its engine.
+    let model = whitebox_core::params::Checkpoint::from_varmap(spec, &map, Default::default())?.model()?;
+    let (c, s) = (spec.dataset.channels(), spec.dataset.side());
+    let x = Tensor::randn(0f32, 1.0, (1, c, s, s), &Device::Cpu)?;
+    let rule = whitebox_core::ops::ReluRule::Standard;
+    input_gradient(model.as_ref(), &x, &[3], Score::Logit, rule)?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        input_gradient(model.as_ref(), &x, &[3], Score::Logit, rule)?;
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("{}", times[runs / 2]);
+    Ok(())
+}
+
 fn parse_pair(text: &str) -> Option<(f64, f64)> {
     let mut it = text.lines().last()?.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some((it.next()??, it.next()??))
@@ -66,13 +90,21 @@ fn main() -> Result<()> {
     if let Some(model) = arg(&args, "--one") {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
         let dataset = DatasetKind::parse(&arg(&args, "--dataset").context("--dataset")?)?;
-        return one(ModelSpec { arch: Arch::parse(&model)?, dataset }, batch, steps);
+        let spec = ModelSpec { arch: Arch::parse(&model)?, dataset };
+        return if args.iter().any(|a| a == "--saliency") {
+            saliency(spec, SALIENCY_RUNS)
+        } else {
+            one(spec, batch, steps)
+        };
     }
     let python = arg(&args, "--python");
     let seed_code = arg(&args, "--seed-code");
     let script = repo_root().join("tests/reference/bench_attention_models.py");
     let script = script.to_str().context("a repository path that is not UTF-8")?;
     let models = arg(&args, "--models").unwrap_or("simple-cnn,cam,cbam,ran,warn".into());
+    if args.iter().any(|a| a == "--saliency") {
+        return saliency_table(&models, threads, python.as_deref(), seed_code.as_deref(), script);
+    }
     println!("training on the CPU, {threads} threads, mean of {steps} batches after a warm-up\n");
     println!(
         "| model | data | batch | whitebox images/s | PyTorch images/s | speed ratio | whitebox peak MiB | PyTorch peak MiB |"
@@ -116,3 +148,56 @@ fn main() -> Result<()> {
     println!("\nspeed ratio = whitebox images/s / PyTorch images/s (above 1: whitebox is faster)");
     Ok(())
 }
+
+/// The saliency table: each model's single-image map on both sides, each in a child process.
+fn saliency_table(
+    models: &str,
+    threads: usize,
+    python: Option<&str>,
+    seed_code: Option<&str>,
+    script: &str,
+) -> Result<()> {
+    println!("\none image's saliency map (VBP, evaluation mode), median of {SALIENCY_RUNS} after a warm-up, {threads} threads\n");
+    println!("| model | data | whitebox ms | PyTorch ms | time ratio |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for arch in models.split(',') {
+        for dataset in ["mnist", "cifar10"] {
+            let one_of = |program: &std::path::Path, pre: &[&str]| -> Result<Option<f64>> {
+                let out =
+                    Command::new(program).args(pre).args(["--saliency", "--threads", &threads.to_string()]).output()?;
+                Ok(String::from_utf8_lossy(&out.stdout).lines().last().and_then(|l| l.trim().parse().ok()))
+            };
+            let exe = std::env::current_exe()?;
+            let ours = one_of(&exe, &["--one", arch, "--dataset", dataset])?.context("whitebox child output")?;
+            let theirs = match (python, seed_code) {
+                (Some(py), Some(code)) => one_of(
+                    std::path::Path::new(py),
+                    &[
+                        script,
+                        "--seed-code",
+                        code,
+                        "--model",
+                        arch,
+                        "--dataset",
+                        dataset,
+                        "--batch",
+                        "1",
+                        "--steps",
+                        "1",
+                    ],
+                )?,
+                _ => None,
+            };
+            let (t, ratio) = match theirs {
+                Some(t) => (format!("{t:.1}"), format!("{:.2}", ours / t)),
+                None => ("–".into(), "–".into()),
+            };
+            println!("| {arch} | {dataset} | {ours:.1} | {t} | {ratio} |");
+        }
+    }
+    println!("\ntime ratio = whitebox ms / PyTorch ms (below 1: whitebox is faster)");
+    Ok(())
+}
+
+/// Timed saliency maps per model.
+const SALIENCY_RUNS: usize = 20;
