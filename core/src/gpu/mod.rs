@@ -13,8 +13,10 @@
 
 mod kernels;
 mod plan;
+mod train;
 
 pub use plan::GpuPlan;
+pub use train::{check_graph, GpuTrainer, Tally};
 
 use crate::attribution::Explanation;
 use crate::engine::{Answer, Ask, EngineModel, Scripted};

@@ -224,3 +224,140 @@ fn recorded_runs_answered_by_the_gpu_equal_the_cpu() -> Result<()> {
     }
     Ok(())
 }
+
+/// The named variables of `map` as the graph's parameter values, in `graph.params` order.
+fn graph_values(map: &candle_nn::VarMap, graph: &crate::graph::Graph) -> Result<Vec<Vec<f32>>> {
+    let vars = map.data().lock().expect("varmap lock");
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            Ok(vars.get(&p.name).expect("a graph parameter in the var map").as_tensor().flatten_all()?.to_vec1()?)
+        })
+        .collect()
+}
+
+/// A batch of `n` images of `dataset` and labels, drawn from `seed`.
+fn training_batch(dataset: DatasetKind, n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
+    let (c, s) = (dataset.channels(), dataset.side());
+    let x = random(&[n, c, s, s], seed)?;
+    let y =
+        Tensor::new((0..n as u32).map(|i| (i * 7 + seed as u32) % 10).collect::<Vec<_>>(), &candle_core::Device::Cpu)?;
+    Ok((x, y))
+}
+
+/// Three SGD steps (momentum 0.9, weight decay 5e-4) on the GPU equal the CPU trainer's on the same initial weights
+/// and batches: each step's loss, the first step's gradients, and every weight and running statistic afterwards,
+/// within 1e-4 of the largest entry of its tensor.
+#[test]
+fn gpu_training_equals_cpu_trainer() -> Result<()> {
+    use crate::train::{Optimizer, OptimizerKind};
+    let gpu = gpu();
+    for dataset in DatasetKind::ALL {
+        for arch in [Arch::SimpleCnn, Arch::Cam] {
+            let spec = crate::models::ModelSpec { arch, dataset };
+            let (map, model) = crate::params::init_model(spec, 11, &candle_core::Device::Cpu)?;
+            let graph = Arc::new(crate::models::graph(spec)?);
+            let mut trainer =
+                super::GpuTrainer::new(gpu.clone(), graph.clone(), &graph_values(&map, &graph)?, None, 8, 0.9, 5e-4)?;
+            let mut optimizer = Optimizer::new(OptimizerKind::Sgd, &map, 0.9, 5e-4);
+            for (step, lr) in [0.05f32, 0.03, 0.02].into_iter().enumerate() {
+                let n = 8 - 2 * step; // a short last batch too
+                let (x, y) = training_batch(dataset, n, 20 + step as u64)?;
+                let cpu = model.training_step(&x, &y)?;
+                optimizer.step(&cpu.grads, lr as f64)?;
+                let (xv, yv) = (x.flatten_all()?.to_vec1::<f32>()?, y.to_vec1::<u32>()?);
+                block_on(trainer.step(&xv, &yv, lr))?;
+                let t = block_on(trainer.tally())?;
+                let d = (t.last_loss - cpu.loss).abs() / cpu.loss.abs().max(1.0);
+                assert!(d < 1e-5, "{arch} {dataset} step {step} loss: GPU {} CPU {}", t.last_loss, cpu.loss);
+                if step == 0 {
+                    let grads = block_on(trainer.gradients())?;
+                    let vars = map.data().lock().expect("varmap lock");
+                    for (p, g) in graph.params.iter().zip(grads) {
+                        let Some(g) = g else { continue };
+                        let want = cpu.grads.get(vars[&p.name].as_tensor()).expect("a CPU gradient");
+                        let want = want.flatten_all()?.to_vec1::<f32>()?;
+                        let largest = |v: &[f32]| v.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        // A convolution's bias before BatchNorm has gradient zero in exact arithmetic (the
+                        // normalisation removes any shift): both sides hold rounding noise (~1e-8), so both must
+                        // be that small instead.
+                        if largest(&want) < 1e-6 {
+                            assert!(largest(&g) < 1e-6, "{arch} {dataset} {}: {} for zero", p.name, largest(&g));
+                            continue;
+                        }
+                        let d = max_rel_error(&g, &want, 0.0);
+                        assert!(d < 1e-4, "{arch} {dataset} gradient of {}: {d}", p.name);
+                    }
+                }
+            }
+            let got = block_on(trainer.parameters())?;
+            for ((p, g), want) in graph.params.iter().zip(&got).zip(graph_values(&map, &graph)?) {
+                let d = max_rel_error(g, &want, 0.0);
+                assert!(d < 1e-4, "{arch} {dataset} {} after three steps: {d}", p.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A GPU training run is deterministic, and one stopped after a step and resumed from its saved weights and
+/// momentum buffers ends bit-identical to the uninterrupted run.
+#[test]
+fn gpu_training_is_deterministic_and_resumes_exactly() -> Result<()> {
+    let gpu = gpu();
+    let spec = crate::models::ModelSpec { arch: Arch::SimpleCnn, dataset: DatasetKind::Mnist };
+    let (map, _) = crate::params::init_model(spec, 5, &candle_core::Device::Cpu)?;
+    let graph = Arc::new(crate::models::graph(spec)?);
+    let start = graph_values(&map, &graph)?;
+    let batches: Vec<(Vec<f32>, Vec<u32>)> = (0..3)
+        .map(|s| {
+            let (x, y) = training_batch(DatasetKind::Mnist, 6, 40 + s)?;
+            Ok((x.flatten_all()?.to_vec1()?, y.to_vec1()?))
+        })
+        .collect::<Result<_>>()?;
+    let run = |resume_after: Option<usize>| -> Result<Vec<Vec<f32>>> {
+        let new = |values: &[Vec<f32>], velocity: Option<&[Option<Vec<f32>>]>| {
+            super::GpuTrainer::new(gpu.clone(), graph.clone(), values, velocity, 6, 0.9, 5e-4)
+        };
+        let mut t = new(&start, None)?;
+        for (i, (x, y)) in batches.iter().enumerate() {
+            block_on(t.step(x, y, 0.05))?;
+            if resume_after == Some(i) {
+                let (values, velocity) = (block_on(t.parameters())?, block_on(t.velocity())?);
+                t = new(&values, Some(&velocity))?;
+            }
+        }
+        block_on(t.parameters())
+    };
+    let straight = run(None)?;
+    assert_eq!(straight, run(None)?, "two runs differ");
+    assert_eq!(straight, run(Some(0))?, "the resumed run differs");
+    assert_ne!(straight, start, "training moved nothing");
+    Ok(())
+}
+
+/// Layers the GPU trainer does not run yet are a clear error, not a wrong result; bad batches are errors.
+#[test]
+fn gpu_trainer_refuses_what_it_cannot_train() -> Result<()> {
+    let gpu = gpu();
+    for arch in [Arch::Cbam, Arch::Ran, Arch::Warn] {
+        let spec = crate::models::ModelSpec { arch, dataset: DatasetKind::Mnist };
+        let graph = Arc::new(crate::models::graph(spec)?);
+        let values: Vec<Vec<f32>> = graph.params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let e = super::GpuTrainer::new(gpu.clone(), graph, &values, None, 4, 0.9, 0.0).err().expect("an error");
+        assert!(e.to_string().contains("does not"), "{arch}: {e}");
+    }
+    let spec = crate::models::ModelSpec { arch: Arch::Cam, dataset: DatasetKind::Mnist };
+    let (map, _) = crate::params::init_model(spec, 5, &candle_core::Device::Cpu)?;
+    let graph = Arc::new(crate::models::graph(spec)?);
+    let mut t = super::GpuTrainer::new(gpu.clone(), graph.clone(), &graph_values(&map, &graph)?, None, 2, 0.9, 0.0)?;
+    let x = vec![0.5f32; 2 * 784];
+    assert!(block_on(t.step(&x, &[1, 2, 3], 0.1)).is_err(), "three labels for a batch of two");
+    assert!(block_on(t.step(&x, &[1, 12], 0.1)).is_err(), "label 12 of 10 classes");
+    let mut bad = x.clone();
+    bad[7] = f32::NAN;
+    assert!(block_on(t.step(&bad, &[1, 2], 0.1)).unwrap_err().to_string().contains("non-finite"));
+    block_on(t.step(&x, &[1, 2], 0.1))?;
+    Ok(())
+}

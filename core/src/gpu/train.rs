@@ -1,0 +1,633 @@
+//! Training on the GPU: the network graph's training pass as WGSL kernels through wgpu (WebGPU in the browser,
+//! Vulkan, Metal or DX12 natively). The same [`Graph`] the CPU executor trains is walked once to lay out one
+//! command buffer per step: the forward pass with batch statistics (BatchNorm, Ioffe & Szegedy 2015), the mean
+//! cross-entropy, the backward pass to every parameter, SGD with momentum and weight decay in place (PyTorch's rule)
+//! and BatchNorm's running statistics. Nothing is read back but the loss and hit totals, when asked.
+//!
+//! Every reduction runs in a fixed order (a workgroup tree or one invocation's loop; no float atomics), so a run is
+//! deterministic on one adapter. A value read by two layers gets its gradients summed in the backward pass's order.
+//!
+//! Layers covered: convolution (stride 1), BatchNorm, ReLU, 2×2 max-pooling (floor), global average pooling, linear
+//! — SimpleCNN and CAM (Zhou et al. 2016). Any other layer is a clear error at construction.
+
+use super::kernels::{Kernel, Params, WORKGROUP};
+use super::{gpu_error, Gpu};
+use crate::graph::{self, Graph, Op};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// At most this many kernel launches per step (a uniform slot each).
+const MAX_DISPATCHES: usize = 512;
+
+/// The running totals of [`GpuTrainer::tally`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tally {
+    /// Σ per-image loss since the last reset.
+    pub loss_sum: f64,
+    /// Images whose first largest logit was the label.
+    pub hits: usize,
+    /// The last step's mean loss.
+    pub last_loss: f32,
+    /// Steps since the last reset.
+    pub steps: usize,
+}
+
+/// A model being trained on the GPU: its parameters, gradients, momentum buffers and the work buffers of a batch.
+pub struct GpuTrainer {
+    gpu: Arc<Gpu>,
+    graph: Arc<Graph>,
+    max_batch: usize,
+    momentum: f32,
+    weight_decay: f32,
+    /// Every graph parameter (running statistics too), in `graph.params` order.
+    params: Vec<wgpu::Buffer>,
+    /// Trainable parameters: their gradient and momentum buffer.
+    grads: Vec<Option<wgpu::Buffer>>,
+    velocity: Vec<Option<wgpu::Buffer>>,
+    /// Whether the momentum buffers hold a previous step's values (else the next step starts them, `b = g`).
+    velocity_started: bool,
+    /// Each node's value and gradient for `max_batch` images.
+    values: Vec<wgpu::Buffer>,
+    node_grads: Vec<wgpu::Buffer>,
+    /// Per node: BatchNorm's batch statistics (mean, variance) or max-pooling's positions.
+    aux: Vec<Option<wgpu::Buffer>>,
+    scratch: wgpu::Buffer,
+    ones: wgpu::Buffer,
+    zeros: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    loss: wgpu::Buffer,
+    tally: wgpu::Buffer,
+    uniforms: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+/// One kernel launch: `params.total` invocations over `buffers` (bindings 1, 2, …).
+struct Dispatch<'a> {
+    kernel: &'a Kernel,
+    params: Params,
+    buffers: Vec<&'a wgpu::Buffer>,
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+/// Invocations of the 4 × 4-blocked kernels (convolutions, linear layers).
+fn blocks4(n: usize, blocked: usize, rows: usize, cols: usize) -> u32 {
+    u(n * blocked.div_ceil(4) * rows * cols.div_ceil(4))
+}
+
+/// Whether the GPU trainer runs every layer of `graph`; the first it does not, as an error.
+pub fn check_graph(graph: &Graph) -> Result<()> {
+    if !graph.penalties.is_empty() {
+        return Err(Error::InvalidArgument("the GPU trainer does not add loss penalties yet (WARN)".into()));
+    }
+    let mut used = vec![0usize; graph.params.len()];
+    for node in &graph.nodes {
+        let ok = match &node.op {
+            Op::Input | Op::BatchNorm { .. } | Op::Relu | Op::GlobalAvgPool | Op::Linear { .. } => true,
+            Op::Conv { stride, .. } => *stride == 1,
+            Op::MaxPool2 { ceil } => !ceil,
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "the GPU trainer does not run {:?} yet (it trains SimpleCNN and CAM)",
+                node.op
+            )));
+        }
+        match node.op {
+            Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => {
+                used[weight] += 1;
+                bias.into_iter().for_each(|b| used[b] += 1);
+            }
+            Op::BatchNorm { gamma, beta, .. } => {
+                used[gamma] += 1;
+                used[beta] += 1;
+            }
+            _ => {}
+        }
+    }
+    if let Some(p) = used.iter().position(|&k| k > 1) {
+        return Err(Error::InvalidArgument(format!(
+            "the GPU trainer does not share parameters between layers yet ({})",
+            graph.params[p].name
+        )));
+    }
+    Ok(())
+}
+
+impl GpuTrainer {
+    /// A trainer for `graph` with parameter `values` (in `graph.params` order) and, when resuming, the momentum
+    /// buffers of the trainable ones; batches of at most `max_batch` images.
+    pub fn new(
+        gpu: Arc<Gpu>,
+        graph: Arc<Graph>,
+        values: &[Vec<f32>],
+        velocity: Option<&[Option<Vec<f32>>]>,
+        max_batch: usize,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<GpuTrainer> {
+        check_graph(&graph)?;
+        if values.len() != graph.params.len() {
+            crate::invalid!("{} parameter tensors for a graph of {}", values.len(), graph.params.len());
+        }
+        for (v, p) in values.iter().zip(&graph.params) {
+            if v.len() != p.len() {
+                crate::invalid!("parameter {} has {} values, expected {}", p.name, v.len(), p.len());
+            }
+        }
+        if max_batch == 0 {
+            crate::invalid!("the batch size must be at least 1");
+        }
+        let device = &gpu.device;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let sized = |label: &str, values: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (4 * values).max(16) as u64,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let filled = |label: &str, data: &[f32]| {
+            let b = sized(label, data.len());
+            gpu.queue.write_buffer(&b, 0, bytemuck::cast_slice(data));
+            b
+        };
+        let params: Vec<_> = values.iter().zip(&graph.params).map(|(v, p)| filled(&p.name, v)).collect();
+        let grads = graph.params.iter().map(|p| (!p.buffer).then(|| sized("gradient", p.len()))).collect();
+        let velocity_started = velocity.is_some();
+        let velocity = match velocity {
+            Some(v) => {
+                if v.len() != graph.params.len() {
+                    crate::invalid!("{} momentum buffers for a graph of {} parameters", v.len(), graph.params.len());
+                }
+                graph
+                    .params
+                    .iter()
+                    .zip(v)
+                    .map(|(p, v)| match (p.buffer, v) {
+                        (true, _) => Ok(None),
+                        (false, Some(v)) if v.len() == p.len() => Ok(Some(filled("momentum", v))),
+                        (false, Some(_)) => {
+                            Err(Error::InvalidArgument(format!("momentum of {}: wrong length", p.name)))
+                        }
+                        (false, None) => Ok(Some(filled("momentum", &vec![0.0; p.len()]))),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            None => graph.params.iter().map(|p| (!p.buffer).then(|| sized("momentum", p.len()))).collect(),
+        };
+        let lens: Vec<usize> = graph.nodes.iter().map(|n| graph::len(n.shape)).collect();
+        let largest = lens.iter().copied().max().unwrap_or(1);
+        let values = lens.iter().map(|&l| sized("value", max_batch * l)).collect();
+        let node_grads = lens.iter().map(|&l| sized("value gradient", max_batch * l)).collect();
+        let aux = graph
+            .nodes
+            .iter()
+            .map(|n| match n.op {
+                Op::BatchNorm { .. } => Some(sized("batch statistics", 2 * n.shape.0)),
+                Op::MaxPool2 { .. } => Some(sized("pool positions", max_batch * graph::len(n.shape))),
+                _ => None,
+            })
+            .collect();
+        let widest = graph.nodes.iter().map(|n| n.shape.0.max(graph::len(n.shape))).max().unwrap_or(1);
+        let align = uniform_slot(&device.limits());
+        Ok(GpuTrainer {
+            scratch: sized("scratch", max_batch * largest),
+            ones: filled("ones", &vec![1.0; widest]),
+            zeros: filled("zeros", &vec![0.0; widest]),
+            labels: sized("labels", max_batch),
+            loss: sized("loss", 2 * max_batch),
+            tally: filled("tally", &[0.0; 4]),
+            uniforms: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: (MAX_DISPATCHES * align) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            staging: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read-back"),
+                size: (4 * graph.params.iter().map(|p| p.len()).max().unwrap_or(4).max(4)) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            gpu,
+            graph,
+            max_batch,
+            momentum,
+            weight_decay,
+            params,
+            grads,
+            velocity,
+            velocity_started,
+            values,
+            node_grads,
+            aux,
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// One SGD step at learning rate `lr` on `n` images `x` (`n × c × h × w`) with `labels`.
+    pub async fn step(&mut self, x: &[f32], labels: &[u32], lr: f32) -> Result<()> {
+        let n = labels.len();
+        let len = graph::len(self.graph.input_shape());
+        if n == 0 || n > self.max_batch {
+            crate::invalid!("a batch of {n} images (the trainer holds 1 to {})", self.max_batch);
+        }
+        if x.len() != n * len {
+            crate::invalid!("{} input values for {n} images of {len}", x.len());
+        }
+        if let Some(v) = x.iter().find(|v| !v.is_finite()) {
+            crate::invalid!("the batch holds a non-finite value ({v})");
+        }
+        let classes = self.graph.classes();
+        if let Some(l) = labels.iter().find(|&&l| l as usize >= classes) {
+            crate::invalid!("label {l} is not below the {classes} classes");
+        }
+        if !lr.is_finite() || lr < 0.0 {
+            crate::invalid!("learning rate {lr}");
+        }
+        self.gpu.queue.write_buffer(&self.values[0], 0, bytemuck::cast_slice(x));
+        self.gpu.queue.write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
+        let mut d = self.forward(n);
+        d.extend(self.backward(n));
+        d.extend(self.update(n, lr));
+        self.submit(&d, None).await?;
+        self.velocity_started = self.momentum > 0.0;
+        Ok(())
+    }
+
+    fn forward(&self, n: usize) -> Vec<Dispatch<'_>> {
+        let k = &self.gpu.kernels;
+        let g = &self.graph;
+        let mut d = Vec::new();
+        for (id, node) in g.nodes.iter().enumerate() {
+            let (c, h, w) = node.shape;
+            let Some(&input) = node.inputs.first() else { continue };
+            let (ci, hi, wi) = g.nodes[input].shape;
+            let x = &self.values[input];
+            let y = &self.values[id];
+            let base =
+                Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
+            match node.op {
+                Op::Conv { weight, bias, k: size, pad, .. } => d.push(Dispatch {
+                    kernel: &k.conv_forward,
+                    params: Params { total: blocks4(n, c, h, w), k: u(size), pad: u(pad), ..base },
+                    buffers: vec![
+                        x,
+                        &self.params[weight],
+                        bias.map_or(&self.zeros, |b| &self.params[b]),
+                        y,
+                        &self.ones,
+                        &self.zeros,
+                    ],
+                }),
+                Op::BatchNorm { gamma, beta, eps, .. } => {
+                    let stats = self.aux[id].as_ref().expect("batch statistics");
+                    let p = Params { spare: [eps.to_bits(), 0, 0, 0], ..base };
+                    d.push(Dispatch {
+                        kernel: &k.train_bn_stats,
+                        params: Params { total: u(c) * WORKGROUP, ..p },
+                        buffers: vec![x, stats],
+                    });
+                    d.push(Dispatch {
+                        kernel: &k.train_bn_forward,
+                        params: Params { total: u(n * c * h * w), ..p },
+                        buffers: vec![x, stats, &self.params[gamma], &self.params[beta], y],
+                    });
+                }
+                Op::Relu => d.push(Dispatch {
+                    kernel: &k.relu_forward,
+                    params: Params { total: u(n * c * h * w), ..base },
+                    buffers: vec![x, y],
+                }),
+                Op::MaxPool2 { .. } => d.push(Dispatch {
+                    kernel: &k.pool_forward,
+                    params: Params { total: u(n * c * h * w), ..base },
+                    buffers: vec![x, y, self.aux[id].as_ref().expect("pool positions")],
+                }),
+                Op::GlobalAvgPool => d.push(Dispatch {
+                    kernel: &k.gap_forward,
+                    params: Params { total: u(n * c), ..base },
+                    buffers: vec![x, y],
+                }),
+                Op::Linear { weight, bias } => {
+                    let (fan_in, out) = (ci * hi * wi, c * h * w);
+                    d.push(Dispatch {
+                        kernel: &k.linear_forward,
+                        params: Params { total: u(n.div_ceil(4) * out.div_ceil(4)), c: u(fan_in), co: u(out), ..base },
+                        buffers: vec![x, &self.params[weight], bias.map_or(&self.zeros, |b| &self.params[b]), y],
+                    })
+                }
+                _ => unreachable!("check_graph admits only the layers above"),
+            }
+        }
+        let out = g.output;
+        d.push(Dispatch {
+            kernel: &k.train_softmax_xent,
+            params: Params { total: u(n), n: u(n), co: u(g.classes()), ..Default::default() },
+            buffers: vec![&self.values[out], &self.labels, &self.node_grads[out], &self.loss],
+        });
+        d.push(Dispatch {
+            kernel: &k.train_tally,
+            params: Params { total: 1, n: u(n), ..Default::default() },
+            buffers: vec![&self.loss, &self.tally],
+        });
+        d
+    }
+
+    fn backward(&self, n: usize) -> Vec<Dispatch<'_>> {
+        let k = &self.gpu.kernels;
+        let g = &self.graph;
+        let mut d = Vec::new();
+        let mut written = vec![false; g.nodes.len()];
+        for id in (1..g.nodes.len()).rev() {
+            let node = &g.nodes[id];
+            let (c, h, w) = node.shape;
+            let input = node.inputs[0];
+            let (ci, hi, wi) = g.nodes[input].shape;
+            let gy = &self.node_grads[id];
+            let x = &self.values[input];
+            let base =
+                Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
+            let grad = |p: usize| self.grads[p].as_ref().expect("a trainable parameter");
+            // Parameter gradients.
+            match node.op {
+                Op::Conv { weight, bias, k: size, pad, .. } => {
+                    let p = Params { k: u(size), pad: u(pad), ..base };
+                    d.push(Dispatch {
+                        kernel: &k.train_conv_weight_grad,
+                        params: Params { total: u(c * ci * size * size), ..p },
+                        buffers: vec![gy, x, grad(weight)],
+                    });
+                    if let Some(b) = bias {
+                        d.push(Dispatch {
+                            kernel: &k.train_channel_sum,
+                            params: Params { total: u(c) * WORKGROUP, c: u(c), h: u(h), w: u(w), ..p },
+                            buffers: vec![gy, grad(b)],
+                        });
+                    }
+                }
+                Op::BatchNorm { gamma, beta, eps, .. } => d.push(Dispatch {
+                    kernel: &k.train_bn_backward_sums,
+                    params: Params { total: u(c) * WORKGROUP, spare: [eps.to_bits(), 0, 0, 0], ..base },
+                    buffers: vec![gy, x, self.aux[id].as_ref().expect("batch statistics"), grad(gamma), grad(beta)],
+                }),
+                Op::Linear { weight, bias } => {
+                    let (fan_in, out) = (ci * hi * wi, c * h * w);
+                    d.push(Dispatch {
+                        kernel: &k.train_linear_weight_grad,
+                        params: Params { total: u(out * fan_in + out), c: u(fan_in), co: u(out), ..base },
+                        buffers: vec![gy, x, grad(weight), bias.map_or(&self.scratch, grad)],
+                    });
+                }
+                _ => {}
+            }
+            if matches!(g.nodes[input].op, Op::Input) {
+                continue;
+            }
+            // The input's gradient: written directly by its first reader in this order, added by the others.
+            let add = written[input];
+            written[input] = true;
+            let dx = if add { &self.scratch } else { &self.node_grads[input] };
+            let all = u(n * ci * hi * wi);
+            match node.op {
+                Op::Conv { weight, k: size, pad, .. } => d.push(Dispatch {
+                    kernel: &k.conv_input_grad,
+                    params: Params { total: blocks4(n, ci, hi, wi), k: u(size), pad: u(pad), ..base },
+                    buffers: vec![gy, &self.params[weight], dx],
+                }),
+                Op::BatchNorm { gamma, beta, eps, .. } => d.push(Dispatch {
+                    kernel: &k.train_bn_backward,
+                    params: Params { total: all, spare: [eps.to_bits(), 0, 0, 0], ..base },
+                    buffers: vec![
+                        gy,
+                        x,
+                        self.aux[id].as_ref().expect("batch statistics"),
+                        &self.params[gamma],
+                        grad(gamma),
+                        grad(beta),
+                        dx,
+                    ],
+                }),
+                Op::Relu => d.push(Dispatch {
+                    kernel: &k.relu_backward,
+                    params: Params { total: all, ..base },
+                    buffers: vec![gy, x, dx],
+                }),
+                Op::MaxPool2 { .. } => d.push(Dispatch {
+                    kernel: &k.pool_backward,
+                    params: Params { total: all, ..base },
+                    buffers: vec![gy, self.aux[id].as_ref().expect("pool positions"), dx],
+                }),
+                Op::GlobalAvgPool => d.push(Dispatch {
+                    kernel: &k.gap_backward,
+                    params: Params { total: all, ..base },
+                    buffers: vec![gy, dx],
+                }),
+                Op::Linear { weight, .. } => {
+                    let (fan_in, out) = (ci * hi * wi, c * h * w);
+                    d.push(Dispatch {
+                        kernel: &k.linear_backward,
+                        params: Params {
+                            total: u(n.div_ceil(4) * fan_in.div_ceil(4)),
+                            c: u(fan_in),
+                            co: u(out),
+                            ..base
+                        },
+                        buffers: vec![gy, &self.params[weight], dx],
+                    })
+                }
+                _ => unreachable!("check_graph admits only the layers above"),
+            }
+            if add {
+                d.push(Dispatch {
+                    kernel: &k.train_add,
+                    params: Params { total: all, ..Default::default() },
+                    buffers: vec![&self.scratch, &self.node_grads[input]],
+                });
+            }
+        }
+        d
+    }
+
+    /// SGD on every trainable parameter, then BatchNorm's running statistics.
+    fn update(&self, n: usize, lr: f32) -> Vec<Dispatch<'_>> {
+        let k = &self.gpu.kernels;
+        let mut d = Vec::new();
+        let first = u((!self.velocity_started || self.momentum == 0.0) as usize);
+        for (i, p) in self.graph.params.iter().enumerate() {
+            let (Some(grad), Some(b)) = (&self.grads[i], &self.velocity[i]) else { continue };
+            d.push(Dispatch {
+                kernel: &k.train_sgd,
+                params: Params {
+                    total: u(p.len()),
+                    flag: first,
+                    spare: [lr.to_bits(), self.momentum.to_bits(), self.weight_decay.to_bits(), 0],
+                    ..Default::default()
+                },
+                buffers: vec![&self.params[i], grad, b],
+            });
+        }
+        for (id, node) in self.graph.nodes.iter().enumerate() {
+            let Op::BatchNorm { mean, var, momentum, .. } = node.op else { continue };
+            let (c, h, w) = node.shape;
+            let count = n * h * w;
+            let unbias = count as f64 / (count.max(2) - 1) as f64;
+            d.push(Dispatch {
+                kernel: &k.train_running_stats,
+                params: Params {
+                    total: u(c),
+                    c: u(c),
+                    spare: [momentum.to_bits(), (unbias as f32).to_bits(), 0, 0],
+                    ..Default::default()
+                },
+                buffers: vec![self.aux[id].as_ref().expect("batch statistics"), &self.params[mean], &self.params[var]],
+            });
+        }
+        d
+    }
+
+    /// The loss and hit totals since the last [`reset_tally`](Self::reset_tally).
+    pub async fn tally(&self) -> Result<Tally> {
+        let t = self.read(&self.tally, 4).await?;
+        Ok(Tally { loss_sum: t[0] as f64, hits: t[1] as usize, last_loss: t[2], steps: t[3] as usize })
+    }
+
+    pub fn reset_tally(&self) {
+        self.gpu.queue.write_buffer(&self.tally, 0, bytemuck::cast_slice(&[0f32; 4]));
+    }
+
+    /// Every parameter's values (running statistics too), in `graph.params` order.
+    pub async fn parameters(&self) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (b, p) in self.params.iter().zip(&self.graph.params) {
+            out.push(self.read(b, p.len()).await?);
+        }
+        Ok(out)
+    }
+
+    /// The momentum buffers of the trainable parameters (`None` for buffers, or before the first step).
+    pub async fn velocity(&self) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (b, p) in self.velocity.iter().zip(&self.graph.params) {
+            out.push(match b {
+                Some(b) if self.velocity_started => Some(self.read(b, p.len()).await?),
+                _ => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The trainable parameters' gradients from the last step (tests).
+    pub async fn gradients(&self) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (b, p) in self.grads.iter().zip(&self.graph.params) {
+            out.push(match b {
+                Some(b) => Some(self.read(b, p.len()).await?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn read(&self, buffer: &wgpu::Buffer, values: usize) -> Result<Vec<f32>> {
+        self.submit(&[], Some((buffer, values))).await.map(Option::unwrap_or_default)
+    }
+
+    /// Encodes `dispatches` in one compute pass, optionally copies `result` into the read-back buffer, submits,
+    /// and reads it back, turning GPU errors into [`crate::Error`]s.
+    async fn submit(
+        &self,
+        dispatches: &[Dispatch<'_>],
+        result: Option<(&wgpu::Buffer, usize)>,
+    ) -> Result<Option<Vec<f32>>> {
+        if dispatches.len() > MAX_DISPATCHES {
+            crate::invalid!("a training step needs {} kernel launches, more than {MAX_DISPATCHES}", dispatches.len());
+        }
+        let device = &self.gpu.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let limits = device.limits();
+        let align = uniform_slot(&limits);
+        if !dispatches.is_empty() {
+            let mut params = vec![0u8; dispatches.len() * align];
+            for (slot, d) in params.chunks_mut(align).zip(dispatches) {
+                slot[..size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&d.params));
+            }
+            self.gpu.queue.write_buffer(&self.uniforms, 0, &params);
+        }
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });
+        {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train"), timestamp_writes: None });
+            for (slot, d) in dispatches.iter().enumerate() {
+                if d.params.total == 0 {
+                    continue;
+                }
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.uniforms,
+                        offset: (slot * align) as u64,
+                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+                    }),
+                }];
+                entries.extend(
+                    d.buffers
+                        .iter()
+                        .enumerate()
+                        .map(|(j, b)| wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() }),
+                );
+                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &d.kernel.layout,
+                    entries: &entries,
+                });
+                let groups = d.params.total.div_ceil(WORKGROUP);
+                let x = groups.min(limits.max_compute_workgroups_per_dimension);
+                pass.set_pipeline(&d.kernel.pipeline);
+                pass.set_bind_group(0, Some(&group), &[]);
+                pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
+            }
+        }
+        if let Some((buffer, values)) = result {
+            encoder.copy_buffer_to_buffer(buffer, 0, &self.staging, 0, 4 * values as u64);
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+        let values = match result {
+            None => None,
+            Some((_, values)) => {
+                let slice = self.staging.slice(0..4 * values as u64);
+                let (tx, rx) = futures_channel::oneshot::channel();
+                slice.map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
+                device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| gpu_error("poll", e))?;
+                rx.await.map_err(|e| gpu_error("read-back", e))?.map_err(|e| gpu_error("read-back", e))?;
+                let out = {
+                    let view = slice.get_mapped_range().map_err(|e| gpu_error("read-back", e))?;
+                    bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+                };
+                self.staging.unmap();
+                Some(out)
+            }
+        };
+        if let Some(e) = validation.pop().await {
+            return Err(gpu_error("validation", e));
+        }
+        if let Some(e) = oom.pop().await {
+            return Err(gpu_error("out of memory", e));
+        }
+        Ok(values)
+    }
+}
+
+/// Bytes per dispatch in the uniform buffer: one [`Params`], at the device's offset alignment.
+fn uniform_slot(limits: &wgpu::Limits) -> usize {
+    size_of::<Params>().next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize)
+}
