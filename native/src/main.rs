@@ -187,6 +187,10 @@ enum Command {
         /// Output directory (default: runs/<dataset>-<model>-seed<S>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Where the training steps run: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; SimpleCNN and
+        /// CAM, SGD). Checkpoints, logs and resuming are the same either way.
+        #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
+        backend: String,
         #[command(flatten)]
         data: DataDir,
     },
@@ -446,7 +450,19 @@ fn run(cli: Cli) -> Result<()> {
             fsutil::write_atomic(&out, &bytes)?;
             println!("{}: {} images", out.display(), bytes.len() / (1 + test.image_len()));
         }
-        Command::Train { dataset, model, training, optimizer, momentum, weight_decay, augment, limit, out, data } => {
+        Command::Train {
+            dataset,
+            model,
+            training,
+            optimizer,
+            momentum,
+            weight_decay,
+            augment,
+            limit,
+            out,
+            backend,
+            data,
+        } => {
             let spec = ModelSpec { arch: model, dataset };
             let defaults = training.config(dataset)?;
             let config = TrainConfig {
@@ -465,6 +481,7 @@ fn run(cli: Cli) -> Result<()> {
                 out,
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
                 device: Device::Cpu,
+                gpu: backend == "wgpu",
             })?;
         }
         Command::Eval { checkpoint, dataset, limit, data } => {

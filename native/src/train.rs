@@ -19,6 +19,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     pub data_dir: PathBuf,
     pub device: Device,
+    /// Train on the GPU through wgpu.
+    pub gpu: bool,
 }
 
 /// The JSON log: configuration, per-epoch figures and the best epoch.
@@ -121,7 +123,7 @@ pub fn run_epoch(
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let TrainArgs { spec, config, limit, out, data_dir, device } = args;
+    let TrainArgs { spec, config, limit, out, data_dir, device, gpu } = args;
     let loaded = crate::datasets::load(spec.dataset, &data_dir)?;
     let mut train = loaded.train;
     if let Some(n) = limit {
@@ -157,6 +159,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         trainer.restore(&state)?;
         log = saved_log;
         ui::note(format!("resuming {} after epoch {}", out.display(), trainer.epochs_done));
+    }
+    if gpu {
+        use whitebox_core::gpu::{block_on, Gpu};
+        let gpu = block_on(Gpu::new())?;
+        ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
+        trainer.use_gpu(std::sync::Arc::new(gpu))?;
     }
     let started = std::time::Instant::now();
     while trainer.epochs_done < config.epochs {

@@ -361,3 +361,65 @@ fn gpu_trainer_refuses_what_it_cannot_train() -> Result<()> {
     block_on(t.step(&x, &[1, 2], 0.1))?;
     Ok(())
 }
+
+/// Training through [`crate::train::Trainer`] on the GPU, stopped after an epoch (its saved state restored into a
+/// fresh trainer, as `whitebox train` resumes after a kill) ends bit-identical to the uninterrupted run, and close
+/// to the same run on the CPU.
+#[test]
+fn gpu_trainer_resumes_to_the_uninterrupted_result() -> Result<()> {
+    use crate::train::{Schedule, TrainConfig, Trainer};
+    let gpu = gpu();
+    let (c, s) = (1, 28);
+    let images = 48;
+    let pixels: Vec<u8> = (0..images * c * s * s).map(|i| ((i * 7919 + i / 97) % 251) as u8).collect();
+    let labels: Vec<u8> = (0..images).map(|i| (i % 10) as u8).collect();
+    let set = crate::data::ImageSet::new(pixels, labels, c, s, s)?;
+    let indices: Vec<usize> = (0..images).collect();
+    let spec = crate::models::ModelSpec { arch: Arch::Cam, dataset: DatasetKind::Mnist };
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        lr: 0.05,
+        optimizer: crate::train::OptimizerKind::Sgd,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        schedule: Schedule::Cosine,
+        seed: 9,
+        augment: true,
+    };
+    let device = candle_core::Device::Cpu;
+    let weights = |t: &Trainer| -> Result<Vec<(String, Vec<f32>)>> {
+        let ck = t.checkpoint(Default::default())?;
+        let mut named: Vec<_> = ck
+            .tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.flatten_all()?.to_vec1::<f32>()?)))
+            .collect::<Result<_>>()?;
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named)
+    };
+    let mut straight = Trainer::new(spec, config.clone(), &device)?;
+    straight.use_gpu(gpu.clone())?;
+    for _ in 0..2 {
+        straight.train_epoch(&set, &indices, &mut |_, _, _| {})?;
+    }
+    let mut first = Trainer::new(spec, config.clone(), &device)?;
+    first.use_gpu(gpu.clone())?;
+    first.train_epoch(&set, &indices, &mut |_, _, _| {})?;
+    let state = first.state()?;
+    drop(first);
+    let mut resumed = Trainer::new(spec, config.clone(), &device)?;
+    resumed.restore(&state)?;
+    resumed.use_gpu(gpu.clone())?;
+    resumed.train_epoch(&set, &indices, &mut |_, _, _| {})?;
+    assert_eq!(weights(&straight)?, weights(&resumed)?, "the resumed GPU run differs");
+    let mut cpu = Trainer::new(spec, config, &device)?;
+    for _ in 0..2 {
+        cpu.train_epoch(&set, &indices, &mut |_, _, _| {})?;
+    }
+    for ((name, g), (_, want)) in weights(&straight)?.iter().zip(weights(&cpu)?) {
+        let d = max_rel_error(g, &want, 0.0);
+        assert!(d < 1e-3, "{name} after two epochs on the GPU and the CPU: {d}");
+    }
+    Ok(())
+}

@@ -229,6 +229,11 @@ impl GpuTrainer {
         })
     }
 
+    /// The device it trains on.
+    pub fn device(&self) -> Arc<Gpu> {
+        self.gpu.clone()
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }

@@ -165,6 +165,10 @@ pub fn evaluate(
     Ok(eval)
 }
 
+/// Steps between read-backs of the loss when training on the GPU.
+#[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+const GPU_READ_EVERY: usize = 20;
+
 /// A model being trained, with its optimiser and progress.
 pub struct Trainer {
     pub spec: ModelSpec,
@@ -176,6 +180,10 @@ pub struct Trainer {
     /// Number of completed epochs.
     pub epochs_done: usize,
     pub history: Vec<EpochLog>,
+    /// When training on the GPU: the trainer there, which holds the weights during an epoch (`map` and the
+    /// optimiser get them back after each).
+    #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+    gpu: Option<crate::gpu::GpuTrainer>,
 }
 
 /// Everything needed to resume a run: weights, optimiser state and history.
@@ -191,7 +199,74 @@ impl Trainer {
         config.validate()?;
         let (map, model) = init_model(spec, config.seed, device)?;
         let optimizer = Optimizer::new(config.optimizer, &map, config.momentum, config.weight_decay);
-        Ok(Trainer { spec, config, map, model, optimizer, device: device.clone(), epochs_done: 0, history: vec![] })
+        Ok(Trainer {
+            spec,
+            config,
+            map,
+            model,
+            optimizer,
+            device: device.clone(),
+            epochs_done: 0,
+            history: vec![],
+            #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+            gpu: None,
+        })
+    }
+
+    /// Trains on `gpu` from now on (SGD only), starting from the current weights and optimiser state.
+    #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+    pub fn use_gpu(&mut self, gpu: std::sync::Arc<crate::gpu::Gpu>) -> Result<()> {
+        if self.config.optimizer != OptimizerKind::Sgd {
+            crate::invalid!("the GPU trainer runs SGD; train with --optimizer sgd or on the CPU");
+        }
+        let graph = std::sync::Arc::new(crate::models::graph(self.spec)?);
+        crate::gpu::check_graph(&graph)?;
+        let (values, velocity) = {
+            let vars = self.map.data().lock().map_err(|_| Error::InvalidArgument("poisoned var map".into()))?;
+            let state = self.optimizer.state()?;
+            let mut values = Vec::with_capacity(graph.params.len());
+            let mut velocity = Vec::with_capacity(graph.params.len());
+            for p in &graph.params {
+                let var = vars.get(&p.name).ok_or_else(|| Error::Checkpoint(format!("no variable {}", p.name)))?;
+                values.push(var.as_tensor().flatten_all()?.to_vec1::<f32>()?);
+                velocity.push(match state.get(&format!("{}#1", p.name)) {
+                    Some(t) => Some(t.flatten_all()?.to_vec1::<f32>()?),
+                    None => None,
+                });
+            }
+            (values, velocity)
+        };
+        let started = velocity.iter().any(Option::is_some);
+        self.gpu = Some(crate::gpu::GpuTrainer::new(
+            gpu,
+            graph,
+            &values,
+            started.then_some(velocity.as_slice()),
+            self.config.batch_size,
+            self.config.momentum as f32,
+            self.config.weight_decay as f32,
+        )?);
+        Ok(())
+    }
+
+    /// The GPU's weights and momentum buffers back into the var map and the optimiser.
+    #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+    fn sync_from_gpu(&mut self) -> Result<()> {
+        let Some(gpu) = &self.gpu else { return Ok(()) };
+        let values = crate::gpu::block_on(gpu.parameters())?;
+        let velocity = crate::gpu::block_on(gpu.velocity())?;
+        let mut state = self.optimizer.state()?;
+        state.retain(|k, _| !k.ends_with("#1"));
+        let vars = self.map.data().lock().map_err(|_| Error::InvalidArgument("poisoned var map".into()))?;
+        for ((p, v), b) in gpu.graph().params.iter().zip(values).zip(velocity) {
+            let var = vars.get(&p.name).ok_or_else(|| Error::Checkpoint(format!("no variable {}", p.name)))?;
+            var.set(&Tensor::from_vec(v, var.shape(), &self.device)?)?;
+            if let Some(b) = b {
+                state.insert(format!("{}#1", p.name), Tensor::from_vec(b, var.shape(), &self.device)?);
+            }
+        }
+        drop(vars);
+        self.optimizer.load_state(&state)
     }
 
     pub fn model(&self) -> &dyn Classifier {
@@ -229,6 +304,10 @@ impl Trainer {
         self.optimizer.load_state(&optimizer)?;
         self.epochs_done = state.epochs_done;
         self.history = state.history.clone();
+        #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+        if let Some(gpu) = self.gpu.take() {
+            self.use_gpu(gpu.device())?;
+        }
         Ok(())
     }
 
@@ -281,8 +360,30 @@ impl Trainer {
             } else {
                 train.batch(chunk, kind, &self.device)?
             };
-            let step = self.model.training_step(&x, &y)?;
             lr = self.config.schedule.rate(self.config.lr, epoch * batches + b, total_steps);
+            #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+            if let Some(gpu) = &mut self.gpu {
+                if b == 0 {
+                    gpu.reset_tally();
+                }
+                let (xv, yv) = (x.flatten_all()?.to_vec1::<f32>()?, y.to_vec1::<u32>()?);
+                crate::gpu::block_on(gpu.step(&xv, &yv, lr as f32))?;
+                seen += chunk.len();
+                // The loss is read back every few steps (each read waits for the GPU).
+                if (b + 1) % GPU_READ_EVERY == 0 || b + 1 == batches {
+                    let t = crate::gpu::block_on(gpu.tally())?;
+                    if !t.last_loss.is_finite() || !t.loss_sum.is_finite() {
+                        return Err(Error::InvalidArgument(format!(
+                            "training diverged (loss {}) by epoch {epoch}, batch {b}: lower the learning rate",
+                            t.last_loss
+                        )));
+                    }
+                    (loss_sum, correct) = (t.loss_sum, t.hits);
+                    on_batch(b + 1, batches, t.last_loss as f64);
+                }
+                continue;
+            }
+            let step = self.model.training_step(&x, &y)?;
             self.optimizer.step(&step.grads, lr)?;
             let (logits, loss_v) = (step.logits, step.loss as f64);
             if !loss_v.is_finite() {
@@ -296,6 +397,8 @@ impl Trainer {
             seen += chunk.len();
             on_batch(b + 1, batches, loss_v);
         }
+        #[cfg(all(feature = "gpu", not(target_arch = "wasm32")))]
+        self.sync_from_gpu()?;
         self.epochs_done += 1;
         Ok((loss_sum / seen as f64, correct as f64 / seen as f64, lr))
     }

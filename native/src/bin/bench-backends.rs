@@ -4,7 +4,12 @@
 //! batch), on the first MNIST test images with the shipped SimpleCNN. The browser's backends (WASM CPU, WebGPU)
 //! are measured by the browser test `tests/browser` and printed there.
 //!
-//! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2]
+//! Then training: SGD steps per second of SimpleCNN and CAM on MNIST at `--batch` images, the CPU trainer (the
+//! `Trainer`'s step: the model's training step and the optimiser) against the GPU trainer (one command buffer per
+//! step; the clock stops after a read-back, so the GPU has finished), with GFLOP/s counted as three forward passes
+//! per image (forward, input gradient, weight gradient).
+//!
+//! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2] [--batch 64] [--steps 5]
 
 #[path = "../allocator.rs"]
 mod allocator;
@@ -78,6 +83,60 @@ fn main() -> Result<()> {
         let c = rate(cpu.as_ref(), &x, &targets, &e)?;
         let g = rate(&on_gpu, &x, &targets, &e)?;
         println!("| {name} | {c:.1} | {g:.1} | {:.2}× |", g / c);
+    }
+    train(gpu, &args, threads)
+}
+
+/// Training images per second, CPU trainer against GPU trainer.
+fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
+    use whitebox_core::gpu::GpuTrainer;
+    use whitebox_core::models::{Arch, ModelSpec};
+    use whitebox_core::train::{Optimizer, OptimizerKind};
+    let batch: usize = arg(args, "--batch").map(|v| v.parse()).transpose()?.unwrap_or(64);
+    let steps: usize = arg(args, "--steps").map(|v| v.parse()).transpose()?.unwrap_or(5);
+    let train = common::mnist_test()?; // any real images do for timing
+    let idx: Vec<usize> = (0..batch).collect();
+    let (x, y) = train.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
+    let (xv, yv) = (x.flatten_all()?.to_vec1::<f32>()?, y.to_vec1::<u32>()?);
+    let flops = 3.0 * common::simple_cnn_forward_flops(DatasetKind::Mnist);
+    println!();
+    println!("training images/s, MNIST, batch {batch}, best of {steps} steps after one warm-up, {threads} threads");
+    println!("| model | CPU trainer | wgpu | wgpu / CPU | wgpu GFLOP/s |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for arch in [Arch::SimpleCnn, Arch::Cam] {
+        let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
+        let (map, model) = whitebox_core::params::init_model(spec, 1, &Device::Cpu)?;
+        let mut optimizer = Optimizer::new(OptimizerKind::Sgd, &map, 0.9, 5e-4);
+        let mut cpu = 0f64;
+        for s in 0..=steps {
+            let t0 = Instant::now();
+            let step = model.training_step(&x, &y)?;
+            optimizer.step(&step.grads, 0.01)?;
+            if s > 0 {
+                cpu = cpu.max(batch as f64 / t0.elapsed().as_secs_f64());
+            }
+        }
+        let graph = Arc::new(whitebox_core::models::graph(spec)?);
+        let values: Vec<Vec<f32>> = {
+            let vars = map.data().lock().expect("var map");
+            graph
+                .params
+                .iter()
+                .map(|p| Ok(vars[&p.name].as_tensor().flatten_all()?.to_vec1::<f32>()?))
+                .collect::<Result<_>>()?
+        };
+        let mut trainer = GpuTrainer::new(gpu.clone(), graph, &values, None, batch, 0.9, 5e-4)?;
+        let mut on_gpu = 0f64;
+        for s in 0..=steps {
+            let t0 = Instant::now();
+            block_on(trainer.step(&xv, &yv, 0.01))?;
+            block_on(trainer.tally())?;
+            if s > 0 {
+                on_gpu = on_gpu.max(batch as f64 / t0.elapsed().as_secs_f64());
+            }
+        }
+        // CAM's classifier is smaller, so its count is slightly high; it is the same for both columns.
+        println!("| {arch} | {cpu:.0} | {on_gpu:.1} | {:.3}× | {:.2} |", on_gpu / cpu, on_gpu * flops / 1e9);
     }
     Ok(())
 }
