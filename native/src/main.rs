@@ -187,8 +187,8 @@ enum Command {
         /// Output directory (default: runs/<dataset>-<model>-seed<S>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Where the training steps run: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; SimpleCNN and
-        /// CAM, SGD). Checkpoints, logs and resuming are the same either way.
+        /// Where the training steps run: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; SimpleCNN, CAM
+        /// and CBAM, SGD). Checkpoints, logs and resuming are the same either way.
         #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
         backend: String,
         #[command(flatten)]

@@ -97,4 +97,10 @@ kernels!(
     train_sgd,
     train_running_stats,
     train_add,
+    train_sigmoid,
+    train_global_max,
+    train_channel_pool,
+    train_concat,
+    train_elementwise,
+    train_mul_backward_b,
 );

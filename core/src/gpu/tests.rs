@@ -254,7 +254,7 @@ fn gpu_training_equals_cpu_trainer() -> Result<()> {
     use crate::train::{Optimizer, OptimizerKind};
     let gpu = gpu();
     for dataset in DatasetKind::ALL {
-        for arch in [Arch::SimpleCnn, Arch::Cam] {
+        for arch in Arch::SMALL {
             let spec = crate::models::ModelSpec { arch, dataset };
             let (map, model) = crate::params::init_model(spec, 11, &candle_core::Device::Cpu)?;
             let graph = Arc::new(crate::models::graph(spec)?);
@@ -341,7 +341,7 @@ fn gpu_training_is_deterministic_and_resumes_exactly() -> Result<()> {
 #[test]
 fn gpu_trainer_refuses_what_it_cannot_train() -> Result<()> {
     let gpu = gpu();
-    for arch in [Arch::Cbam, Arch::Ran, Arch::Warn] {
+    for arch in [Arch::Ran, Arch::Ran92, Arch::Warn] {
         let spec = crate::models::ModelSpec { arch, dataset: DatasetKind::Mnist };
         let graph = Arc::new(crate::models::graph(spec)?);
         let values: Vec<Vec<f32>> = graph.params.iter().map(|p| vec![0.0; p.len()]).collect();

@@ -7,8 +7,9 @@
 //! Every reduction runs in a fixed order (a workgroup tree or one invocation's loop; no float atomics), so a run is
 //! deterministic on one adapter. A value read by two layers gets its gradients summed in the backward pass's order.
 //!
-//! Layers covered: convolution (stride 1), BatchNorm, ReLU, 2×2 max-pooling (floor), global average pooling, linear
-//! — SimpleCNN and CAM (Zhou et al. 2016). Any other layer is a clear error at construction.
+//! Layers covered: convolution (stride 1), BatchNorm, ReLU, sigmoid, 2×2 max-pooling (floor), global average and
+//! max pooling, channel max and mean, concatenation, sum, product (broadcast per channel or per position), linear —
+//! SimpleCNN, CAM (Zhou et al. 2016) and CBAM (Woo et al. 2018). Any other layer is a clear error at construction.
 
 use super::kernels::{Kernel, Params, WORKGROUP};
 use super::{gpu_error, Gpu};
@@ -52,6 +53,8 @@ pub struct GpuTrainer {
     /// Per node: BatchNorm's batch statistics (mean, variance) or max-pooling's positions.
     aux: Vec<Option<wgpu::Buffer>>,
     scratch: wgpu::Buffer,
+    /// Gradients of a parameter used by two layers (CBAM's shared MLP), before they are added: weight, bias.
+    param_scratch: [wgpu::Buffer; 2],
     ones: wgpu::Buffer,
     zeros: wgpu::Buffer,
     labels: wgpu::Buffer,
@@ -77,6 +80,19 @@ fn blocks4(n: usize, blocked: usize, rows: usize, cols: usize) -> u32 {
     u(n * blocked.div_ceil(4) * rows * cols.div_ceil(4))
 }
 
+/// How a product's second factor is broadcast over its first (`train_elementwise`'s `p.k`): 0 the same shape, 1 one
+/// value per channel, 2 one value per position.
+fn broadcast_mode(graph: &Graph, node: &graph::Node) -> Option<u32> {
+    let [a, b] = node.inputs[..] else { return None };
+    let ((c, h, w), shape) = (graph.nodes[a].shape, graph.nodes[b].shape);
+    match shape {
+        s if s == (c, h, w) => Some(0),
+        s if s == (c, 1, 1) => Some(1),
+        s if s == (1, h, w) => Some(2),
+        _ => None,
+    }
+}
+
 /// Whether the GPU trainer runs every layer of `graph`; the first it does not, as an error.
 pub fn check_graph(graph: &Graph) -> Result<()> {
     if !graph.penalties.is_empty() {
@@ -85,32 +101,36 @@ pub fn check_graph(graph: &Graph) -> Result<()> {
     let mut used = vec![0usize; graph.params.len()];
     for node in &graph.nodes {
         let ok = match &node.op {
-            Op::Input | Op::BatchNorm { .. } | Op::Relu | Op::GlobalAvgPool | Op::Linear { .. } => true,
+            Op::Input
+            | Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
+            | Op::ChannelMax
+            | Op::ChannelMean
+            | Op::Concat
+            | Op::Add
+            | Op::Linear { .. } => true,
+            Op::Mul => broadcast_mode(graph, node).is_some(),
             Op::Conv { stride, .. } => *stride == 1,
             Op::MaxPool2 { ceil } => !ceil,
             _ => false,
         };
         if !ok {
             return Err(Error::InvalidArgument(format!(
-                "the GPU trainer does not run {:?} yet (it trains SimpleCNN and CAM)",
+                "the GPU trainer does not run {:?} yet (it trains SimpleCNN, CAM and CBAM)",
                 node.op
             )));
         }
-        match node.op {
-            Op::Conv { weight, bias, .. } | Op::Linear { weight, bias } => {
-                used[weight] += 1;
-                bias.into_iter().for_each(|b| used[b] += 1);
-            }
-            Op::BatchNorm { gamma, beta, .. } => {
-                used[gamma] += 1;
-                used[beta] += 1;
-            }
-            _ => {}
+        if let Op::BatchNorm { gamma, beta, .. } = node.op {
+            used[gamma] += 1;
+            used[beta] += 1;
         }
     }
     if let Some(p) = used.iter().position(|&k| k > 1) {
         return Err(Error::InvalidArgument(format!(
-            "the GPU trainer does not share parameters between layers yet ({})",
+            "the GPU trainer does not share a BatchNorm between layers yet ({})",
             graph.params[p].name
         )));
     }
@@ -189,14 +209,18 @@ impl GpuTrainer {
             .iter()
             .map(|n| match n.op {
                 Op::BatchNorm { .. } => Some(sized("batch statistics", 2 * n.shape.0)),
-                Op::MaxPool2 { .. } => Some(sized("pool positions", max_batch * graph::len(n.shape))),
+                Op::MaxPool2 { .. } | Op::GlobalMaxPool | Op::ChannelMax | Op::ChannelMean => {
+                    Some(sized("pool positions", max_batch * graph::len(n.shape)))
+                }
                 _ => None,
             })
             .collect();
+        let largest_param = graph.params.iter().map(|p| p.len()).max().unwrap_or(1);
         let widest = graph.nodes.iter().map(|n| n.shape.0.max(graph::len(n.shape))).max().unwrap_or(1);
         let align = uniform_slot(&device.limits());
         Ok(GpuTrainer {
             scratch: sized("scratch", max_batch * largest),
+            param_scratch: [sized("parameter scratch", largest_param), sized("parameter scratch", largest_param)],
             ones: filled("ones", &vec![1.0; widest]),
             zeros: filled("zeros", &vec![0.0; widest]),
             labels: sized("labels", max_batch),
@@ -322,6 +346,43 @@ impl GpuTrainer {
                     params: Params { total: u(n * c), ..base },
                     buffers: vec![x, y],
                 }),
+                Op::Sigmoid => d.push(Dispatch {
+                    kernel: &k.train_sigmoid,
+                    params: Params { total: u(n * c * h * w), ..base },
+                    buffers: vec![x, x, y],
+                }),
+                Op::GlobalMaxPool => d.push(Dispatch {
+                    kernel: &k.train_global_max,
+                    params: Params { total: u(n * c), ..base },
+                    buffers: vec![x, self.aux[id].as_ref().expect("positions"), y],
+                }),
+                Op::ChannelMax | Op::ChannelMean => d.push(Dispatch {
+                    kernel: &k.train_channel_pool,
+                    params: Params { total: u(n * h * w), k: u(matches!(node.op, Op::ChannelMean) as usize), ..base },
+                    buffers: vec![x, self.aux[id].as_ref().expect("positions"), y],
+                }),
+                Op::Concat => {
+                    let mut offset = 0;
+                    for &j in &node.inputs {
+                        let (cj, _, _) = g.nodes[j].shape;
+                        d.push(Dispatch {
+                            kernel: &k.train_concat,
+                            params: Params { total: u(n * cj * h * w), c: u(cj), k: u(offset), ..base },
+                            buffers: vec![&self.values[j], y],
+                        });
+                        offset += cj;
+                    }
+                }
+                Op::Add | Op::Mul => d.push(Dispatch {
+                    kernel: &k.train_elementwise,
+                    params: Params {
+                        total: u(n * c * h * w),
+                        k: broadcast_mode(g, node).expect("checked"),
+                        flag: u(matches!(node.op, Op::Mul) as usize),
+                        ..base
+                    },
+                    buffers: vec![x, &self.values[node.inputs[1]], y],
+                }),
                 Op::Linear { weight, bias } => {
                     let (fan_in, out) = (ci * hi * wi, c * h * w);
                     d.push(Dispatch {
@@ -352,6 +413,7 @@ impl GpuTrainer {
         let g = &self.graph;
         let mut d = Vec::new();
         let mut written = vec![false; g.nodes.len()];
+        let mut param_written = vec![false; g.params.len()];
         for id in (1..g.nodes.len()).rev() {
             let node = &g.nodes[id];
             let (c, h, w) = node.shape;
@@ -362,21 +424,25 @@ impl GpuTrainer {
             let base =
                 Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
             let grad = |p: usize| self.grads[p].as_ref().expect("a trainable parameter");
-            // Parameter gradients.
+            // Parameter gradients: written by the first layer using the parameter in this order, added by others.
             match node.op {
                 Op::Conv { weight, bias, k: size, pad, .. } => {
                     let p = Params { k: u(size), pad: u(pad), ..base };
+                    let (dw, add_w) = self.param_target(&mut param_written, weight, 0);
                     d.push(Dispatch {
                         kernel: &k.train_conv_weight_grad,
                         params: Params { total: u(c * ci * size * size), ..p },
-                        buffers: vec![gy, x, grad(weight)],
+                        buffers: vec![gy, x, dw],
                     });
+                    d.extend(add_w.then(|| self.add_param(weight, 0)));
                     if let Some(b) = bias {
+                        let (db, add_b) = self.param_target(&mut param_written, b, 1);
                         d.push(Dispatch {
                             kernel: &k.train_channel_sum,
                             params: Params { total: u(c) * WORKGROUP, c: u(c), h: u(h), w: u(w), ..p },
-                            buffers: vec![gy, grad(b)],
+                            buffers: vec![gy, db],
                         });
+                        d.extend(add_b.then(|| self.add_param(b, 1)));
                     }
                 }
                 Op::BatchNorm { gamma, beta, eps, .. } => d.push(Dispatch {
@@ -386,80 +452,127 @@ impl GpuTrainer {
                 }),
                 Op::Linear { weight, bias } => {
                     let (fan_in, out) = (ci * hi * wi, c * h * w);
+                    let (dw, add_w) = self.param_target(&mut param_written, weight, 0);
+                    let (db, add_b) = match bias {
+                        Some(b) => self.param_target(&mut param_written, b, 1),
+                        None => (&self.param_scratch[1], false),
+                    };
                     d.push(Dispatch {
                         kernel: &k.train_linear_weight_grad,
                         params: Params { total: u(out * fan_in + out), c: u(fan_in), co: u(out), ..base },
-                        buffers: vec![gy, x, grad(weight), bias.map_or(&self.scratch, grad)],
+                        buffers: vec![gy, x, dw, db],
                     });
+                    d.extend(add_w.then(|| self.add_param(weight, 0)));
+                    d.extend(bias.filter(|_| add_b).map(|b| self.add_param(b, 1)));
                 }
                 _ => {}
             }
-            if matches!(g.nodes[input].op, Op::Input) {
-                continue;
-            }
-            // The input's gradient: written directly by its first reader in this order, added by the others.
-            let add = written[input];
-            written[input] = true;
-            let dx = if add { &self.scratch } else { &self.node_grads[input] };
-            let all = u(n * ci * hi * wi);
-            match node.op {
-                Op::Conv { weight, k: size, pad, .. } => d.push(Dispatch {
-                    kernel: &k.conv_input_grad,
-                    params: Params { total: blocks4(n, ci, hi, wi), k: u(size), pad: u(pad), ..base },
-                    buffers: vec![gy, &self.params[weight], dx],
-                }),
-                Op::BatchNorm { gamma, beta, eps, .. } => d.push(Dispatch {
-                    kernel: &k.train_bn_backward,
-                    params: Params { total: all, spare: [eps.to_bits(), 0, 0, 0], ..base },
-                    buffers: vec![
-                        gy,
-                        x,
-                        self.aux[id].as_ref().expect("batch statistics"),
-                        &self.params[gamma],
-                        grad(gamma),
-                        grad(beta),
-                        dx,
-                    ],
-                }),
-                Op::Relu => d.push(Dispatch {
-                    kernel: &k.relu_backward,
-                    params: Params { total: all, ..base },
-                    buffers: vec![gy, x, dx],
-                }),
-                Op::MaxPool2 { .. } => d.push(Dispatch {
-                    kernel: &k.pool_backward,
-                    params: Params { total: all, ..base },
-                    buffers: vec![gy, self.aux[id].as_ref().expect("pool positions"), dx],
-                }),
-                Op::GlobalAvgPool => d.push(Dispatch {
-                    kernel: &k.gap_backward,
-                    params: Params { total: all, ..base },
-                    buffers: vec![gy, dx],
-                }),
-                Op::Linear { weight, .. } => {
-                    let (fan_in, out) = (ci * hi * wi, c * h * w);
-                    d.push(Dispatch {
-                        kernel: &k.linear_backward,
-                        params: Params {
-                            total: u(n.div_ceil(4) * fan_in.div_ceil(4)),
-                            c: u(fan_in),
-                            co: u(out),
-                            ..base
-                        },
-                        buffers: vec![gy, &self.params[weight], dx],
-                    })
+            // Each input's gradient: written directly by its first reader in this order, added by the others.
+            for (slot, &input) in node.inputs.iter().enumerate() {
+                if matches!(g.nodes[input].op, Op::Input) {
+                    continue;
                 }
-                _ => unreachable!("check_graph admits only the layers above"),
-            }
-            if add {
-                d.push(Dispatch {
-                    kernel: &k.train_add,
-                    params: Params { total: all, ..Default::default() },
-                    buffers: vec![&self.scratch, &self.node_grads[input]],
-                });
+                let add = written[input];
+                written[input] = true;
+                let dx = if add { &self.scratch } else { &self.node_grads[input] };
+                d.push(self.input_grad(n, id, slot, dx));
+                if add {
+                    d.push(Dispatch {
+                        kernel: &k.train_add,
+                        params: Params { total: u(n * graph::len(g.nodes[input].shape)), ..Default::default() },
+                        buffers: vec![&self.scratch, &self.node_grads[input]],
+                    });
+                }
             }
         }
         d
+    }
+
+    /// Where a layer writes parameter `p`'s gradient: the gradient itself if no later layer (in the backward order)
+    /// wrote it yet, else spare buffer `spare`, to be added (`true`).
+    fn param_target(&self, written: &mut [bool], p: usize, spare: usize) -> (&wgpu::Buffer, bool) {
+        let add = std::mem::replace(&mut written[p], true);
+        (if add { &self.param_scratch[spare] } else { self.grads[p].as_ref().expect("a trainable parameter") }, add)
+    }
+
+    /// Adds spare buffer `spare` into parameter `p`'s gradient.
+    fn add_param(&self, p: usize, spare: usize) -> Dispatch<'_> {
+        Dispatch {
+            kernel: &self.gpu.kernels.train_add,
+            params: Params { total: u(self.graph.params[p].len()), ..Default::default() },
+            buffers: vec![&self.param_scratch[spare], self.grads[p].as_ref().expect("a trainable parameter")],
+        }
+    }
+
+    /// The launch that writes the gradient of node `id`'s input number `slot` into `dx`.
+    fn input_grad<'a>(&'a self, n: usize, id: usize, slot: usize, dx: &'a wgpu::Buffer) -> Dispatch<'a> {
+        let k = &self.gpu.kernels;
+        let g = &self.graph;
+        let node = &g.nodes[id];
+        let (c, h, w) = node.shape;
+        let first = node.inputs[0];
+        let (ci, hi, wi) = g.nodes[first].shape;
+        let gy = &self.node_grads[id];
+        let x = &self.values[first];
+        let base = Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
+        let all = u(n * graph::len(g.nodes[node.inputs[slot]].shape));
+        let grad = |p: usize| self.grads[p].as_ref().expect("a trainable parameter");
+        let aux = || self.aux[id].as_ref().expect("positions or statistics");
+        let (kernel, params, buffers): (&Kernel, Params, Vec<&wgpu::Buffer>) = match node.op {
+            Op::Conv { weight, k: size, pad, .. } => (
+                &k.conv_input_grad,
+                Params { total: blocks4(n, ci, hi, wi), k: u(size), pad: u(pad), ..base },
+                vec![gy, &self.params[weight], dx],
+            ),
+            Op::BatchNorm { gamma, beta, eps, .. } => (
+                &k.train_bn_backward,
+                Params { total: all, spare: [eps.to_bits(), 0, 0, 0], ..base },
+                vec![gy, x, aux(), &self.params[gamma], grad(gamma), grad(beta), dx],
+            ),
+            Op::Relu => (&k.relu_backward, Params { total: all, ..base }, vec![gy, x, dx]),
+            Op::Sigmoid => (&k.train_sigmoid, Params { total: all, flag: 1, ..base }, vec![gy, &self.values[id], dx]),
+            Op::MaxPool2 { .. } => (&k.pool_backward, Params { total: all, ..base }, vec![gy, aux(), dx]),
+            Op::GlobalAvgPool => (&k.gap_backward, Params { total: all, ..base }, vec![gy, dx]),
+            Op::GlobalMaxPool => (&k.train_global_max, Params { total: all, flag: 1, ..base }, vec![gy, aux(), dx]),
+            Op::ChannelMax | Op::ChannelMean => (
+                &k.train_channel_pool,
+                Params { total: all, flag: 1, k: u(matches!(node.op, Op::ChannelMean) as usize), ..base },
+                vec![gy, aux(), dx],
+            ),
+            Op::Concat => {
+                let offset: usize = node.inputs[..slot].iter().map(|&j| g.nodes[j].shape.0).sum();
+                let cj = g.nodes[node.inputs[slot]].shape.0;
+                (&k.train_concat, Params { total: all, c: u(cj), k: u(offset), flag: 1, ..base }, vec![gy, dx])
+            }
+            Op::Add => (&k.train_elementwise, Params { total: all, flag: 2, ..base }, vec![gy, gy, dx]),
+            Op::Mul => {
+                let mode = broadcast_mode(g, node).expect("checked");
+                if slot == 0 {
+                    let b = &self.values[node.inputs[1]];
+                    (&k.train_elementwise, Params { total: all, k: mode, flag: 1, ..base }, vec![gy, b, dx])
+                } else {
+                    (&k.train_mul_backward_b, Params { total: all, k: mode, ..base }, vec![gy, x, dx])
+                }
+            }
+            Op::Linear { weight, .. } => {
+                let (fan_in, out) = (ci * hi * wi, c * h * w);
+                (
+                    &k.linear_backward,
+                    Params { total: u(n.div_ceil(4) * fan_in.div_ceil(4)), c: u(fan_in), co: u(out), ..base },
+                    vec![gy, &self.params[weight], dx],
+                )
+            }
+            Op::Input
+            | Op::Gate
+            | Op::Tanh
+            | Op::Upsample { .. }
+            | Op::SpatialSoftmax
+            | Op::Softmax
+            | Op::HeadPool { .. }
+            | Op::HeadMix { .. }
+            | Op::LogSoftmaxGroups { .. } => unreachable!("check_graph admits only the layers above"),
+        };
+        Dispatch { kernel, params, buffers }
     }
 
     /// SGD on every trainable parameter, then BatchNorm's running statistics.

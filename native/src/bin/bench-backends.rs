@@ -4,7 +4,7 @@
 //! batch), on the first MNIST test images with the shipped SimpleCNN. The browser's backends (WASM CPU, WebGPU)
 //! are measured by the browser test `tests/browser` and printed there.
 //!
-//! Then training: SGD steps per second of SimpleCNN and CAM on MNIST at `--batch` images, the CPU trainer (the
+//! Then training: SGD steps per second of SimpleCNN, CAM and CBAM on MNIST at `--batch` images, the CPU trainer (the
 //! `Trainer`'s step: the model's training step and the optimiser) against the GPU trainer (one command buffer per
 //! step; the clock stops after a read-back, so the GPU has finished), with GFLOP/s counted as three forward passes
 //! per image (forward, input gradient, weight gradient).
@@ -103,7 +103,7 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
     println!("training images/s, MNIST, batch {batch}, best of {steps} steps after one warm-up, {threads} threads");
     println!("| model | CPU trainer | wgpu | wgpu / CPU | wgpu GFLOP/s |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for arch in [Arch::SimpleCnn, Arch::Cam] {
+    for arch in Arch::SMALL {
         let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
         let (map, model) = whitebox_core::params::init_model(spec, 1, &Device::Cpu)?;
         let mut optimizer = Optimizer::new(OptimizerKind::Sgd, &map, 0.9, 5e-4);
@@ -135,7 +135,7 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
                 on_gpu = on_gpu.max(batch as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        // CAM's classifier is smaller, so its count is slightly high; it is the same for both columns.
+        // SimpleCNN's count for all three (CAM's classifier is smaller, CBAM adds its attention); the ratio is exact.
         println!("| {arch} | {cpu:.0} | {on_gpu:.1} | {:.3}× | {:.2} |", on_gpu / cpu, on_gpu * flops / 1e9);
     }
     Ok(())
