@@ -49,13 +49,19 @@ pub struct AttributeArgs {
 /// `model` with its gradients computed on the GPU: fails clearly when there is no adapter or the model has no
 /// engine plan (RAN and WARN run on the CPU only).
 fn on_gpu(model: Box<dyn Classifier>) -> Result<Box<dyn Classifier>> {
-    use whitebox_core::gpu::{block_on, Gpu, GpuPlan};
+    use whitebox_core::gpu::{block_on, Gpu};
+    let gpu = block_on(Gpu::new())?;
+    ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
+    with_gpu(model, Arc::new(gpu))
+}
+
+/// `model` with its logits and gradients computed by the GPU engine on `gpu` (SimpleCNN, CAM and CBAM).
+pub fn with_gpu(model: Box<dyn Classifier>, gpu: Arc<whitebox_core::gpu::Gpu>) -> Result<Box<dyn Classifier>> {
+    use whitebox_core::gpu::GpuPlan;
     let Some(plan) = model.engine().and_then(whitebox_core::engine::plan_of).cloned() else {
         bail!("--backend wgpu runs SimpleCNN, CAM and CBAM; {} runs on the CPU", model.spec().arch);
     };
-    let gpu = block_on(Gpu::new())?;
-    ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
-    let engine = Arc::new(GpuPlan::new(Arc::new(gpu), &plan)?);
+    let engine = Arc::new(GpuPlan::new(gpu, &plan)?);
     Ok(Box::new(EngineModel { model: Arc::from(model), engine }))
 }
 

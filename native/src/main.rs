@@ -132,6 +132,10 @@ struct SweepCli {
     repeats: usize,
     #[command(flatten)]
     training: TrainingFlags,
+    /// Where the maps are computed and the models retrained: the CPU, or the GPU through wgpu (Vulkan, Metal or
+    /// DX12; SimpleCNN, CAM and CBAM, SGD). The unit files are the same either way.
+    #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
+    backend: String,
     /// Use only the first N training images (split 80/20 into train and validation).
     #[arg(long)]
     limit: Option<usize>,
@@ -687,6 +691,14 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         out: out.clone(),
         shard: evaluate::shard_from(a.shard.shard.as_deref(), a.shard.shard_count)?,
         data_dir: datasets::data_dir(a.data.data_dir.as_deref()),
+        gpu: match a.backend.as_str() {
+            "wgpu" => {
+                let gpu = whitebox_core::gpu::block_on(whitebox_core::gpu::Gpu::new())?;
+                ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
+                Some(std::sync::Arc::new(gpu))
+            }
+            _ => None,
+        },
     })?;
     report_and_print(&out)
 }

@@ -39,6 +39,8 @@ pub struct SweepArgs {
     pub out: PathBuf,
     pub shard: Shard,
     pub data_dir: PathBuf,
+    /// Compute the maps and retrain on this GPU (wgpu) instead of the CPU; the unit files are the same.
+    pub gpu: Option<std::sync::Arc<whitebox_core::gpu::Gpu>>,
 }
 
 /// What every unit of a directory shares: changing any of it needs another directory.
@@ -184,7 +186,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let (ck, explained) = checkpoint_explained(&args.checkpoint, &args.params)?;
     let spec = ck.spec;
     let kind = spec.dataset;
-    let model = ck.model()?;
+    let model = match &args.gpu {
+        Some(gpu) => crate::explain::with_gpu(ck.model()?, gpu.clone())?,
+        None => ck.model()?,
+    };
     for m in &args.methods {
         m.method.check_applies(model.as_ref())?;
     }
@@ -284,6 +289,9 @@ fn retrain(
     if state_path.exists() {
         let (state, _) = load_state(&state_path, spec, &device)?;
         trainer.restore(&state)?;
+    }
+    if let Some(gpu) = &args.gpu {
+        trainer.use_gpu(gpu.clone())?;
     }
     while trainer.epochs_done < config.epochs {
         let label = format!("{} {}/{}", unit.id(), trainer.epochs_done + 1, config.epochs);
