@@ -42,17 +42,23 @@ pub struct AttributeArgs {
     pub draws: bool,
     pub png: Option<PathBuf>,
     pub colormap: Colormap,
-    /// Compute the gradients on the GPU (wgpu).
-    pub gpu: bool,
+    /// Compute the gradients on this GPU (wgpu).
+    pub gpu: Option<Arc<whitebox_core::gpu::Gpu>>,
 }
 
-/// `model` with its gradients computed on the GPU: fails clearly when there is no adapter or the model has no
-/// engine plan (RAN and WARN run on the CPU only).
-fn on_gpu(model: Box<dyn Classifier>) -> Result<Box<dyn Classifier>> {
+/// The GPU of `--backend` and `--adapter`: `None` for the CPU; an error for `--adapter` without `--backend wgpu`
+/// or when no adapter matches.
+pub fn open_gpu(backend: &str, adapter: Option<&str>) -> Result<Option<Arc<whitebox_core::gpu::Gpu>>> {
     use whitebox_core::gpu::{block_on, Gpu};
-    let gpu = block_on(Gpu::new())?;
-    ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
-    with_gpu(model, Arc::new(gpu))
+    match (backend, adapter) {
+        ("wgpu", adapter) => {
+            let gpu = block_on(Gpu::with_adapter(adapter))?;
+            ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
+            Ok(Some(Arc::new(gpu)))
+        }
+        (_, Some(_)) => bail!("--adapter chooses a GPU: give --backend wgpu too"),
+        _ => Ok(None),
+    }
 }
 
 /// `model` with its logits and gradients computed by the GPU engine on `gpu` (SimpleCNN, CAM and CBAM).
@@ -74,7 +80,10 @@ pub fn attribute(args: AttributeArgs, device: &Device) -> Result<()> {
         bail!("nothing to write: give --raw FILE.safetensors and/or --png DIR");
     }
     let kind = ck.spec.dataset;
-    let model = if args.gpu { on_gpu(ck.model()?)? } else { ck.model()? };
+    let model = match &args.gpu {
+        Some(gpu) => with_gpu(ck.model()?, gpu.clone())?,
+        None => ck.model()?,
+    };
     let test = crate::datasets::load(kind, &args.data_dir)?.test;
     let indices = parse_indices(&args.indices, test.len())?;
     let (x, _) = test.batch(&indices, kind, device)?;

@@ -136,6 +136,9 @@ struct SweepCli {
     /// DX12; SimpleCNN, CAM and CBAM, SGD). The unit files are the same either way.
     #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
     backend: String,
+    /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
     /// Use only the first N training images (split 80/20 into train and validation).
     #[arg(long)]
     limit: Option<usize>,
@@ -195,6 +198,9 @@ enum Command {
         /// and CBAM, SGD). Checkpoints, logs and resuming are the same either way.
         #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
         backend: String,
+        /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
+        #[arg(long, value_name = "NAME")]
+        adapter: Option<String>,
         #[command(flatten)]
         data: DataDir,
     },
@@ -218,10 +224,13 @@ enum Command {
     },
     /// Parameter count and layer list of an architecture.
     Info {
-        #[arg(long, value_enum)]
-        model: Arch,
-        #[arg(long, value_enum)]
-        dataset: DatasetKind,
+        #[arg(long, value_enum, required_unless_present = "adapters")]
+        model: Option<Arch>,
+        #[arg(long, value_enum, required_unless_present = "adapters")]
+        dataset: Option<DatasetKind>,
+        /// List the GPU adapters that `--backend wgpu --adapter NAME` can choose from.
+        #[arg(long, conflicts_with_all = ["model", "dataset"])]
+        adapters: bool,
     },
     /// Attribution maps for test images: raw tensors and/or PNG pictures.
     Attribute {
@@ -273,6 +282,9 @@ enum Command {
         /// CAM and CBAM).
         #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
         backend: String,
+        /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
+        #[arg(long, value_name = "NAME")]
+        adapter: Option<String>,
         #[command(flatten)]
         data: DataDir,
         #[command(flatten)]
@@ -321,6 +333,12 @@ enum Command {
         /// Output directory (default: runs/selectivity-<dataset>-<model>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Where the maps and forward passes run: the CPU, or the GPU through wgpu (SimpleCNN, CAM and CBAM).
+        #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
+        backend: String,
+        /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
+        #[arg(long, value_name = "NAME")]
+        adapter: Option<String>,
         #[command(flatten)]
         shard: ShardArgs,
         #[command(flatten)]
@@ -465,6 +483,7 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             out,
             backend,
+            adapter,
             data,
         } => {
             let spec = ModelSpec { arch: model, dataset };
@@ -485,7 +504,7 @@ fn run(cli: Cli) -> Result<()> {
                 out,
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
                 device: Device::Cpu,
-                gpu: backend == "wgpu",
+                gpu: explain::open_gpu(&backend, adapter.as_deref())?,
             })?;
         }
         Command::Eval { checkpoint, dataset, limit, data } => {
@@ -509,6 +528,7 @@ fn run(cli: Cli) -> Result<()> {
             png,
             colormap,
             backend,
+            adapter,
             data,
             params,
         } => {
@@ -539,7 +559,7 @@ fn run(cli: Cli) -> Result<()> {
                     draws,
                     png,
                     colormap,
-                    gpu: backend == "wgpu",
+                    gpu: explain::open_gpu(&backend, adapter.as_deref())?,
                 },
                 &Device::Cpu,
             )?;
@@ -559,6 +579,8 @@ fn run(cli: Cli) -> Result<()> {
             fill,
             ranking,
             out,
+            backend,
+            adapter,
             shard,
             data,
             params,
@@ -577,6 +599,7 @@ fn run(cli: Cli) -> Result<()> {
                 out: out.clone(),
                 shard: evaluate::shard_from(shard.shard.as_deref(), shard.shard_count)?,
                 data_dir: datasets::data_dir(data.data_dir.as_deref()),
+                gpu: explain::open_gpu(&backend, adapter.as_deref())?,
             })?;
             report_and_print(&out)?;
         }
@@ -640,7 +663,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Methods { json } => inspect::methods(json)?,
-        Command::Info { model, dataset } => inspect::info(ModelSpec { arch: model, dataset })?,
+        Command::Info { adapters: true, .. } => {
+            let all = whitebox_core::gpu::block_on(whitebox_core::gpu::Gpu::adapters());
+            if all.is_empty() {
+                bail!("no GPU adapter (on Linux, install a Vulkan driver; mesa-vulkan-drivers gives lavapipe)");
+            }
+            all.iter().for_each(|a| println!("{a}"));
+        }
+        Command::Info { model: Some(arch), dataset: Some(dataset), .. } => inspect::info(ModelSpec { arch, dataset })?,
+        Command::Info { .. } => bail!("give --model and --dataset, or --adapters"),
         Command::Convert { checkpoint, out, dtype } => {
             let dtype = match dtype {
                 DtypeArg::F32 => DType::F32,
@@ -691,14 +722,7 @@ fn sweep(mode: whitebox_core::evaluation::Mode, a: SweepCli) -> Result<()> {
         out: out.clone(),
         shard: evaluate::shard_from(a.shard.shard.as_deref(), a.shard.shard_count)?,
         data_dir: datasets::data_dir(a.data.data_dir.as_deref()),
-        gpu: match a.backend.as_str() {
-            "wgpu" => {
-                let gpu = whitebox_core::gpu::block_on(whitebox_core::gpu::Gpu::new())?;
-                ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
-                Some(std::sync::Arc::new(gpu))
-            }
-            _ => None,
-        },
+        gpu: explain::open_gpu(&a.backend, a.adapter.as_deref())?,
     })?;
     report_and_print(&out)
 }

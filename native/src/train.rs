@@ -19,8 +19,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     pub data_dir: PathBuf,
     pub device: Device,
-    /// Train on the GPU through wgpu.
-    pub gpu: bool,
+    /// Train on this GPU (wgpu).
+    pub gpu: Option<std::sync::Arc<whitebox_core::gpu::Gpu>>,
 }
 
 /// The JSON log: configuration, per-epoch figures and the best epoch.
@@ -160,11 +160,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         log = saved_log;
         ui::note(format!("resuming {} after epoch {}", out.display(), trainer.epochs_done));
     }
-    if gpu {
-        use whitebox_core::gpu::{block_on, Gpu};
-        let gpu = block_on(Gpu::new())?;
-        ui::note(format!("GPU: {} ({})", gpu.name, gpu.backend));
-        trainer.use_gpu(std::sync::Arc::new(gpu))?;
+    if let Some(gpu) = gpu {
+        trainer.use_gpu(gpu)?;
     }
     let started = std::time::Instant::now();
     while trainer.epochs_done < config.epochs {

@@ -546,3 +546,46 @@ fn roar_on_the_gpu_equals_the_cpu() {
         assert!(differing * 100 <= images, "{split}: {differing} of {images} VBP maps differ on the GPU");
     }
 }
+
+/// `selectivity --backend wgpu` (maps and the removal steps' forward passes on the GPU engine; lavapipe in CI) gives
+/// the CPU's curves: every probability within 1e-5.
+#[test]
+fn selectivity_on_the_gpu_equals_the_cpu() {
+    let dir = TempDir::new("selectivity-gpu");
+    let data = shared_data().to_string_lossy().into_owned();
+    let ck = checkpoint();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name).to_string_lossy().into_owned();
+        let mut args = vec!["selectivity", "--checkpoint", &ck, "--methods", "vbp,gc", "--steps", "5"];
+        args.extend(["--sample", "0.002", "--data-dir", &data, "--quiet", "--out", &out]);
+        args.extend(extra);
+        let o = whitebox(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        results(&dir.path().join(name))
+    };
+    let (cpu, gpu) = (run("cpu", &[]), run("gpu", &["--backend", "wgpu"]));
+    assert_eq!(cpu.keys().collect::<Vec<_>>(), gpu.keys().collect::<Vec<_>>());
+    let mut compared = 0;
+    for (id, c) in &cpu {
+        let numbers = |v: &Value| -> Vec<f64> {
+            let mut out = Vec::new();
+            let mut walk = vec![v.clone()];
+            while let Some(v) = walk.pop() {
+                match v {
+                    Value::Number(n) => out.push(n.as_f64().unwrap()),
+                    Value::Array(a) => walk.extend(a),
+                    Value::Object(o) => walk.extend(o.into_iter().filter(|(k, _)| k != "seconds").map(|(_, v)| v)),
+                    _ => {}
+                }
+            }
+            out
+        };
+        let (a, b) = (numbers(c), numbers(&gpu[id]));
+        assert_eq!(a.len(), b.len(), "{id}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{id}: {x} on the CPU, {y} on the GPU");
+        }
+        compared += a.len();
+    }
+    assert!(compared > 20, "too little compared ({compared} numbers)");
+}

@@ -46,17 +46,51 @@ impl Gpu {
     /// The first adapter that the platform offers (WebGPU in a browser; Vulkan, Metal or DX12 natively), with its
     /// own limits.
     pub async fn new() -> Result<Gpu> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        Gpu::with_adapter(None).await
+    }
+
+    fn instance() -> wgpu::Instance {
+        wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::all(),
             ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| gpu_error("no adapter", e))?;
+        })
+    }
+
+    /// The adapters this machine offers, as `name (backend, device type)`, natively (a browser offers one).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn adapters() -> Vec<String> {
+        let adapters = Gpu::instance().enumerate_adapters(wgpu::Backends::all()).await;
+        adapters
+            .iter()
+            .map(|a| a.get_info())
+            .map(|i| format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type))
+            .collect()
+    }
+
+    /// The adapter whose name contains `name` (case-insensitive; natively), or the platform's first when `None`.
+    pub async fn with_adapter(name: Option<&str>) -> Result<Gpu> {
+        let instance = Gpu::instance();
+        let adapter = match name {
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| gpu_error("no adapter", e))?,
+            #[cfg(not(target_arch = "wasm32"))]
+            Some(name) => {
+                let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+                let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                let wanted = name.to_lowercase();
+                let at = names.iter().position(|n| n.to_lowercase().contains(&wanted)).ok_or_else(|| {
+                    Error::Gpu(format!("no adapter named like '{name}' (there are: {})", names.join("; ")))
+                })?;
+                all.into_iter().nth(at).expect("an adapter at a found position")
+            }
+            #[cfg(target_arch = "wasm32")]
+            Some(_) => return Err(Error::Gpu("a browser offers one adapter; it cannot be chosen by name".into())),
+        };
         let info = adapter.get_info();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

@@ -24,6 +24,8 @@ pub struct SelectivityArgs {
     pub out: PathBuf,
     pub shard: Shard,
     pub data_dir: PathBuf,
+    /// Compute the maps and the removal steps' forward passes on this GPU (wgpu); the results are the same.
+    pub gpu: Option<std::sync::Arc<whitebox_core::gpu::Gpu>>,
 }
 
 /// What every unit of a directory shares.
@@ -62,7 +64,10 @@ pub fn dir(out: &Path) -> PathBuf {
 pub fn run(args: SelectivityArgs) -> Result<()> {
     let (ck, explained) = checkpoint_explained(&args.checkpoint, &args.params)?;
     let kind = ck.spec.dataset;
-    let model = ck.model()?;
+    let model = match &args.gpu {
+        Some(gpu) => crate::explain::with_gpu(ck.model()?, gpu.clone())?,
+        None => ck.model()?,
+    };
     let test = datasets::load(kind, &args.data_dir)?.test;
     if !(args.sample > 0.0 && args.sample <= 1.0) {
         anyhow::bail!("--sample must be in (0, 1] (got {})", args.sample);
