@@ -103,4 +103,5 @@ kernels!(
     train_concat,
     train_elementwise,
     train_mul_backward_b,
+    train_sum_rows,
 );

@@ -53,6 +53,8 @@ pub struct GpuTrainer {
     /// Per node: BatchNorm's batch statistics (mean, variance) or max-pooling's positions.
     aux: Vec<Option<wgpu::Buffer>>,
     scratch: wgpu::Buffer,
+    /// A convolution's weight gradient per image, before the images are added.
+    per_image: wgpu::Buffer,
     /// Gradients of a parameter used by two layers (CBAM's shared MLP), before they are added: weight, bias.
     param_scratch: [wgpu::Buffer; 2],
     ones: wgpu::Buffer,
@@ -215,11 +217,21 @@ impl GpuTrainer {
                 _ => None,
             })
             .collect();
+        let largest_conv = graph
+            .nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Conv { weight, .. } => Some(graph.params[weight].len()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(1);
         let largest_param = graph.params.iter().map(|p| p.len()).max().unwrap_or(1);
         let widest = graph.nodes.iter().map(|n| n.shape.0.max(graph::len(n.shape))).max().unwrap_or(1);
         let align = uniform_slot(&device.limits());
         Ok(GpuTrainer {
             scratch: sized("scratch", max_batch * largest),
+            per_image: sized("per-image weight gradients", max_batch * largest_conv),
             param_scratch: [sized("parameter scratch", largest_param), sized("parameter scratch", largest_param)],
             ones: filled("ones", &vec![1.0; widest]),
             zeros: filled("zeros", &vec![0.0; widest]),
@@ -429,10 +441,16 @@ impl GpuTrainer {
                 Op::Conv { weight, bias, k: size, pad, .. } => {
                     let p = Params { k: u(size), pad: u(pad), ..base };
                     let (dw, add_w) = self.param_target(&mut param_written, weight, 0);
+                    let weights = c * ci * size * size;
                     d.push(Dispatch {
                         kernel: &k.train_conv_weight_grad,
-                        params: Params { total: u(c * ci * size * size), ..p },
-                        buffers: vec![gy, x, dw],
+                        params: Params { total: u(n * weights), ..p },
+                        buffers: vec![gy, x, &self.per_image],
+                    });
+                    d.push(Dispatch {
+                        kernel: &k.train_sum_rows,
+                        params: Params { total: u(weights), n: u(n), ..Default::default() },
+                        buffers: vec![&self.per_image, dw],
                     });
                     d.extend(add_w.then(|| self.add_param(weight, 0)));
                     if let Some(b) = bias {
