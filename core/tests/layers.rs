@@ -1,7 +1,8 @@
 //! core's modules depend one way: a module may use only modules of lower layers (test code aside). The layers, from
 //! the bottom: the data formats and kernels; the network description with the contracts every layer shares
 //! (`graph`: `Score`, `Engine`, `Gradients`) and the candle building blocks; the models; the engines; checkpoints;
-//! the attribution methods; training, the GPU engine and the evaluations; the metrics and rendering.
+//! the attribution methods; the GPU engine and the evaluations; training (on the CPU or the GPU), the metrics and
+//! rendering.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,8 @@ const LAYERS: &[(&str, usize)] = &[
     ("engine", 3),
     ("params", 4),
     ("attribution", 4),
-    ("train", 5),
     ("gpu", 5),
+    ("train", 6),
     ("evaluation", 5),
     ("metrics", 6),
     ("render", 6),
