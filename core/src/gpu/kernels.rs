@@ -105,3 +105,76 @@ kernels!(
     train_mul_backward_b,
     train_sum_rows,
 );
+
+/// One kernel launch: `params.total` invocations over `buffers` (bindings 1, 2, …).
+pub struct Dispatch<'a> {
+    pub kernel: &'a Kernel,
+    pub params: Params,
+    pub buffers: Vec<&'a wgpu::Buffer>,
+}
+
+pub fn u(v: usize) -> u32 {
+    v as u32
+}
+
+/// Invocations of the blocked kernels (convolutions, linear layers): `n` × ⌈`blocked`/4⌉ × `rows` × ⌈`cols`/4⌉,
+/// each computing a 4 × 4 block.
+pub fn blocks4(n: usize, blocked: usize, rows: usize, cols: usize) -> u32 {
+    u(n * blocked.div_ceil(4) * rows * cols.div_ceil(4))
+}
+
+/// Bytes per dispatch in the uniform buffer: one [`Params`], at the device's offset alignment.
+pub fn uniform_slot(limits: &wgpu::Limits) -> usize {
+    size_of::<Params>().next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize)
+}
+
+/// Writes each dispatch's [`Params`] into its slot of `uniforms` and records the dispatches, in order, as one compute
+/// pass of `encoder` (wgpu orders their reads and writes); a dispatch of no invocations is skipped.
+pub fn encode(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    uniforms: &wgpu::Buffer,
+    encoder: &mut wgpu::CommandEncoder,
+    dispatches: &[Dispatch<'_>],
+) {
+    let limits = device.limits();
+    let align = uniform_slot(&limits);
+    if !dispatches.is_empty() {
+        let mut params = vec![0u8; dispatches.len() * align];
+        for (slot, d) in params.chunks_mut(align).zip(dispatches) {
+            slot[..size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&d.params));
+        }
+        queue.write_buffer(uniforms, 0, &params);
+    }
+    let mut pass =
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("whitebox"), timestamp_writes: None });
+    for (slot, d) in dispatches.iter().enumerate() {
+        if d.params.total == 0 {
+            continue;
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniforms,
+                offset: (slot * align) as u64,
+                size: wgpu::BufferSize::new(size_of::<Params>() as u64),
+            }),
+        }];
+        entries.extend(
+            d.buffers
+                .iter()
+                .enumerate()
+                .map(|(j, b)| wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() }),
+        );
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &d.kernel.layout,
+            entries: &entries,
+        });
+        let groups = d.params.total.div_ceil(WORKGROUP);
+        let x = groups.min(limits.max_compute_workgroups_per_dimension);
+        pass.set_pipeline(&d.kernel.pipeline);
+        pass.set_bind_group(0, Some(&group), &[]);
+        pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
+    }
+}

@@ -1,7 +1,7 @@
 //! A model's [`Plan`] on the GPU: its weights uploaded once, work buffers kept between calls, and each request
 //! encoded as one command buffer (forward, score, backward) with one read-back.
 
-use super::kernels::{Kernel, Kernels, Params, WORKGROUP};
+use super::kernels::{blocks4, encode, u, uniform_slot, Dispatch, Kernel, Kernels, Params};
 use super::{gpu_error, Gpu};
 use crate::engine::{Gradient, Layer, Plan};
 use crate::graph::Score;
@@ -96,13 +96,6 @@ struct CbamWork {
     dv: wgpu::Buffer,
 }
 
-/// One kernel launch: `params.total` invocations over `buffers` (bindings 1, 2, …).
-struct Dispatch<'a> {
-    kernel: &'a Kernel,
-    params: Params,
-    buffers: Vec<&'a wgpu::Buffer>,
-}
-
 /// What a command buffer computes.
 #[derive(Clone, Copy)]
 enum Output<'a> {
@@ -116,10 +109,6 @@ fn rule_id(rule: ReluRule) -> u32 {
         ReluRule::Guided => 1,
         ReluRule::Deconv => 2,
     }
-}
-
-fn u(v: usize) -> u32 {
-    v as u32
 }
 
 impl GpuPlan {
@@ -551,47 +540,8 @@ impl GpuPlan {
         let device = &self.gpu.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let limits = device.limits();
-        let align = uniform_slot(&limits);
-        let mut params = vec![0u8; dispatches.len() * align];
-        for (slot, d) in params.chunks_mut(align).zip(dispatches) {
-            slot[..size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&d.params));
-        }
-        self.gpu.queue.write_buffer(&work.params, 0, &params);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("whitebox") });
-        {
-            let mut pass = encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("whitebox"), timestamp_writes: None });
-            for (slot, d) in dispatches.iter().enumerate() {
-                if d.params.total == 0 {
-                    continue;
-                }
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &work.params,
-                        offset: (slot * align) as u64,
-                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
-                    }),
-                }];
-                entries.extend(
-                    d.buffers
-                        .iter()
-                        .enumerate()
-                        .map(|(j, b)| wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() }),
-                );
-                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &d.kernel.layout,
-                    entries: &entries,
-                });
-                let groups = d.params.total.div_ceil(WORKGROUP);
-                let x = groups.min(limits.max_compute_workgroups_per_dimension);
-                pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, Some(&group), &[]);
-                pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
-            }
-        }
+        encode(device, &self.gpu.queue, &work.params, &mut encoder, dispatches);
         let mut offset = 0u64;
         for (buffer, values) in results {
             let bytes = 4 * *values as u64;
@@ -626,17 +576,6 @@ impl GpuPlan {
 fn largest_buffer(shapes: &[crate::engine::Shape]) -> usize {
     let (_, h, w) = shapes[0];
     shapes.iter().map(|(c, h, w)| c * h * w).max().unwrap_or(1).max(2 * h * w)
-}
-
-/// Invocations of the blocked kernels (convolutions, linear layers): `n` × ⌈`blocked`/4⌉ × `rows` × ⌈`cols`/4⌉,
-/// each computing a 4 × 4 block.
-fn blocks4(n: usize, blocked: usize, rows: usize, cols: usize) -> u32 {
-    u(n * blocked.div_ceil(4) * rows * cols.div_ceil(4))
-}
-
-/// Bytes per dispatch in the uniform buffer: one [`Params`], at the device's offset alignment.
-fn uniform_slot(limits: &wgpu::Limits) -> usize {
-    size_of::<Params>().next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize)
 }
 
 #[allow(clippy::too_many_arguments)]

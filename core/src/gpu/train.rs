@@ -11,7 +11,7 @@
 //! max pooling, channel max and mean, concatenation, sum, product (broadcast per channel or per position), linear —
 //! SimpleCNN, CAM (Zhou et al. 2016) and CBAM (Woo et al. 2018). Any other layer is a clear error at construction.
 
-use super::kernels::{Kernel, Params, WORKGROUP};
+use super::kernels::{blocks4, encode, u, Dispatch, Kernel, Params, WORKGROUP};
 use super::{gpu_error, Gpu};
 use crate::graph::{self, Graph, Op};
 use crate::{Error, Result};
@@ -64,22 +64,6 @@ pub struct GpuTrainer {
     tally: wgpu::Buffer,
     uniforms: wgpu::Buffer,
     staging: wgpu::Buffer,
-}
-
-/// One kernel launch: `params.total` invocations over `buffers` (bindings 1, 2, …).
-struct Dispatch<'a> {
-    kernel: &'a Kernel,
-    params: Params,
-    buffers: Vec<&'a wgpu::Buffer>,
-}
-
-fn u(v: usize) -> u32 {
-    v as u32
-}
-
-/// Invocations of the 4 × 4-blocked kernels (convolutions, linear layers).
-fn blocks4(n: usize, blocked: usize, rows: usize, cols: usize) -> u32 {
-    u(n * blocked.div_ceil(4) * rows * cols.div_ceil(4))
 }
 
 /// How a product's second factor is broadcast over its first (`train_elementwise`'s `p.k`): 0 the same shape, 1 one
@@ -228,7 +212,7 @@ impl GpuTrainer {
             .unwrap_or(1);
         let largest_param = graph.params.iter().map(|p| p.len()).max().unwrap_or(1);
         let widest = graph.nodes.iter().map(|n| n.shape.0.max(graph::len(n.shape))).max().unwrap_or(1);
-        let align = uniform_slot(&device.limits());
+        let align = super::kernels::uniform_slot(&device.limits());
         Ok(GpuTrainer {
             scratch: sized("scratch", max_batch * largest),
             per_image: sized("per-image weight gradients", max_batch * largest_conv),
@@ -690,49 +674,8 @@ impl GpuTrainer {
         let device = &self.gpu.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let limits = device.limits();
-        let align = uniform_slot(&limits);
-        if !dispatches.is_empty() {
-            let mut params = vec![0u8; dispatches.len() * align];
-            for (slot, d) in params.chunks_mut(align).zip(dispatches) {
-                slot[..size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&d.params));
-            }
-            self.gpu.queue.write_buffer(&self.uniforms, 0, &params);
-        }
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });
-        {
-            let mut pass = encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train"), timestamp_writes: None });
-            for (slot, d) in dispatches.iter().enumerate() {
-                if d.params.total == 0 {
-                    continue;
-                }
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &self.uniforms,
-                        offset: (slot * align) as u64,
-                        size: wgpu::BufferSize::new(size_of::<Params>() as u64),
-                    }),
-                }];
-                entries.extend(
-                    d.buffers
-                        .iter()
-                        .enumerate()
-                        .map(|(j, b)| wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() }),
-                );
-                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &d.kernel.layout,
-                    entries: &entries,
-                });
-                let groups = d.params.total.div_ceil(WORKGROUP);
-                let x = groups.min(limits.max_compute_workgroups_per_dimension);
-                pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, Some(&group), &[]);
-                pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
-            }
-        }
+        encode(device, &self.gpu.queue, &self.uniforms, &mut encoder, dispatches);
         if let Some((buffer, values)) = result {
             encoder.copy_buffer_to_buffer(buffer, 0, &self.staging, 0, 4 * values as u64);
         }
@@ -761,9 +704,4 @@ impl GpuTrainer {
         }
         Ok(values)
     }
-}
-
-/// Bytes per dispatch in the uniform buffer: one [`Params`], at the device's offset alignment.
-fn uniform_slot(limits: &wgpu::Limits) -> usize {
-    size_of::<Params>().next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize)
 }
