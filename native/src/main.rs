@@ -133,7 +133,7 @@ struct SweepCli {
     #[command(flatten)]
     training: TrainingFlags,
     /// Where the maps are computed and the models retrained: the CPU, or the GPU through wgpu (Vulkan, Metal or
-    /// DX12; SimpleCNN, CAM and CBAM, SGD). The unit files are the same either way.
+    /// DX12; SGD; the attention models' maps stay on the CPU). The unit files are the same either way.
     #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
     backend: String,
     /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
@@ -194,8 +194,8 @@ enum Command {
         /// Output directory (default: runs/<dataset>-<model>-seed<S>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Where the training steps run: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; SimpleCNN, CAM
-        /// and CBAM, SGD). Checkpoints, logs and resuming are the same either way.
+        /// Where the training steps run: the CPU, or the GPU through wgpu (Vulkan, Metal or DX12; every model, SGD).
+        /// Checkpoints, logs and resuming are the same either way.
         #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
         backend: String,
         /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).

@@ -103,3 +103,25 @@ async fn webgpu_equals_wasm_cpu() {
         console_log!("| {label} | {cpu_ms:.1} | {gpu_ms:.1} | {:.2}× |", cpu_ms / gpu_ms);
     }
 }
+
+/// The GPU trainer on WebGPU (SwiftShader in headless Chromium) equals the WebAssembly CPU trainer: three SGD steps
+/// of SimpleCNN, CAM and CBAM on MNIST and CIFAR-10, and of WARN on MNIST at a small batch (against float64, as
+/// natively) — the check the native tests run on lavapipe for every model (`whitebox_core::train::parity`).
+#[wasm_bindgen_test]
+async fn webgpu_training_equals_wasm_cpu_trainer() {
+    use whitebox_core::data::DatasetKind;
+    use whitebox_core::gpu::Gpu;
+    use whitebox_core::models::{Arch, ModelSpec};
+    use whitebox_core::train::parity;
+    let gpu = std::sync::Arc::new(Gpu::new().await.expect("a WebGPU adapter (--enable-unsafe-webgpu)"));
+    let mut cases: Vec<(Arch, DatasetKind, usize)> = Vec::new();
+    for dataset in DatasetKind::ALL {
+        cases.extend(Arch::SMALL.iter().map(|&arch| (arch, dataset, 8)));
+    }
+    cases.push((Arch::Warn, DatasetKind::Mnist, 4));
+    for (arch, dataset, batch) in cases {
+        let start = js_sys::Date::now();
+        let p = parity::training_matches_cpu(gpu.clone(), ModelSpec { arch, dataset }, batch).await.unwrap();
+        console_log!("WebGPU training {arch} {dataset}: {p} ({:.1} s)", (js_sys::Date::now() - start) / 1000.0);
+    }
+}

@@ -7,9 +7,12 @@
 //! Every reduction runs in a fixed order (a workgroup tree or one invocation's loop; no float atomics), so a run is
 //! deterministic on one adapter. A value read by two layers gets its gradients summed in the backward pass's order.
 //!
-//! Layers covered: convolution (stride 1), BatchNorm, ReLU, sigmoid, 2×2 max-pooling (floor), global average and
-//! max pooling, channel max and mean, concatenation, sum, product (broadcast per channel or per position), linear —
-//! SimpleCNN, CAM (Zhou et al. 2016) and CBAM (Woo et al. 2018). Any other layer is a clear error at construction.
+//! Every layer of the graph runs: convolution (any stride), BatchNorm (shared between layers too), ReLU, sigmoid,
+//! tanh, 2×2 max-pooling (floor and ceil), global average and max pooling, channel max and mean, concatenation, sum,
+//! product (broadcast per channel or per position), the attention gate `(1 + M)·T`, aligned bilinear up-sampling,
+//! spatial and channel softmax, attention-head pooling and mixing, grouped log-softmax, linear — and WARN's
+//! head-overlap penalty in the loss. So SimpleCNN, CAM (Zhou et al. 2016), CBAM (Woo et al. 2018), the Residual
+//! Attention Networks (Wang et al. 2017) and WARN (Rodríguez et al. 2018) all train here.
 
 use super::kernels::{blocks4, encode, u, Dispatch, Kernel, Params, WORKGROUP};
 use super::{gpu_error, Gpu};
@@ -17,8 +20,9 @@ use crate::graph::{self, Graph, Op};
 use crate::{Error, Result};
 use std::sync::Arc;
 
-/// At most this many kernel launches per step (a uniform slot each).
-const MAX_DISPATCHES: usize = 512;
+/// Convolutions with at least this many weights add their weight gradient over the images in one invocation per
+/// weight (parallel enough already); smaller ones compute one partial per image and weight first.
+const DIRECT_WEIGHT_GRAD: usize = 1 << 16;
 
 /// The running totals of [`GpuTrainer::tally`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -52,6 +56,8 @@ pub struct GpuTrainer {
     node_grads: Vec<wgpu::Buffer>,
     /// Per node: BatchNorm's batch statistics (mean, variance) or max-pooling's positions.
     aux: Vec<Option<wgpu::Buffer>>,
+    /// Per loss penalty: the Gram matrices of its masks.
+    grams: Vec<wgpu::Buffer>,
     scratch: wgpu::Buffer,
     /// A convolution's weight gradient per image, before the images are added.
     per_image: wgpu::Buffer,
@@ -62,6 +68,7 @@ pub struct GpuTrainer {
     labels: wgpu::Buffer,
     loss: wgpu::Buffer,
     tally: wgpu::Buffer,
+    /// One [`Params`] slot per kernel launch of a step.
     uniforms: wgpu::Buffer,
     staging: wgpu::Buffer,
 }
@@ -79,46 +86,45 @@ fn broadcast_mode(graph: &Graph, node: &graph::Node) -> Option<u32> {
     }
 }
 
-/// Whether the GPU trainer runs every layer of `graph`; the first it does not, as an error.
-pub fn check_graph(graph: &Graph) -> Result<()> {
-    if !graph.penalties.is_empty() {
-        return Err(Error::InvalidArgument("the GPU trainer does not add loss penalties yet (WARN)".into()));
+/// Rows of a softmax layer's `n` images (each row contiguous) and `train_softmax`'s forward switch.
+fn softmax_rows(op: &Op, (c, _, _): graph::Shape, n: usize) -> (usize, u32) {
+    match *op {
+        Op::SpatialSoftmax => (n * c, 0),
+        Op::LogSoftmaxGroups { groups } => (n * groups, 2),
+        _ => (n, 0),
     }
-    let mut used = vec![0usize; graph.params.len()];
+}
+
+fn penalty_node(penalty: &graph::Penalty) -> usize {
+    let graph::Penalty::HeadOverlap { node, .. } = penalty;
+    *node
+}
+
+/// Whether the GPU trainer runs every layer of `graph` as it stands; the first it does not, as an error.
+pub fn check_graph(graph: &Graph) -> Result<()> {
     for node in &graph.nodes {
         let ok = match &node.op {
-            Op::Input
-            | Op::BatchNorm { .. }
-            | Op::Relu
-            | Op::Sigmoid
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
-            | Op::ChannelMax
-            | Op::ChannelMean
-            | Op::Concat
-            | Op::Add
-            | Op::Linear { .. } => true,
             Op::Mul => broadcast_mode(graph, node).is_some(),
-            Op::Conv { stride, .. } => *stride == 1,
-            Op::MaxPool2 { ceil } => !ceil,
-            _ => false,
+            Op::Gate => node.inputs.len() == 2 && graph.nodes[node.inputs[1]].shape == node.shape,
+            Op::MaxPool2 { .. } => {
+                let (_, h, w) = graph.nodes[node.inputs[0]].shape;
+                h > 0 && w > 0
+            }
+            _ => true,
         };
         if !ok {
             return Err(Error::InvalidArgument(format!(
-                "the GPU trainer does not run {:?} yet (it trains SimpleCNN, CAM and CBAM)",
-                node.op
+                "the GPU trainer does not run {:?} on inputs of shapes {:?}",
+                node.op,
+                node.inputs.iter().map(|&i| graph.nodes[i].shape).collect::<Vec<_>>()
             )));
         }
-        if let Op::BatchNorm { gamma, beta, .. } = node.op {
-            used[gamma] += 1;
-            used[beta] += 1;
-        }
     }
-    if let Some(p) = used.iter().position(|&k| k > 1) {
-        return Err(Error::InvalidArgument(format!(
-            "the GPU trainer does not share a BatchNorm between layers yet ({})",
-            graph.params[p].name
-        )));
+    for penalty in &graph.penalties {
+        let graph::Penalty::HeadOverlap { node, .. } = penalty;
+        if graph.nodes.get(*node).is_none() {
+            crate::invalid!("a penalty on node {node}, beyond the graph's {}", graph.nodes.len());
+        }
     }
     Ok(())
 }
@@ -208,12 +214,29 @@ impl GpuTrainer {
                 Op::Conv { weight, .. } => Some(graph.params[weight].len()),
                 _ => None,
             })
+            .filter(|&l| l < DIRECT_WEIGHT_GRAD)
             .max()
             .unwrap_or(1);
+        let grams = graph
+            .penalties
+            .iter()
+            .map(|graph::Penalty::HeadOverlap { node, .. }| {
+                let heads = graph.nodes[*node].shape.0;
+                sized("Gram matrices", max_batch * heads * heads)
+            })
+            .collect();
         let largest_param = graph.params.iter().map(|p| p.len()).max().unwrap_or(1);
         let widest = graph.nodes.iter().map(|n| n.shape.0.max(graph::len(n.shape))).max().unwrap_or(1);
         let align = super::kernels::uniform_slot(&device.limits());
-        Ok(GpuTrainer {
+        let uniforms = |device: &wgpu::Device, slots: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: (slots.max(1) * align) as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let mut trainer = GpuTrainer {
             scratch: sized("scratch", max_batch * largest),
             per_image: sized("per-image weight gradients", max_batch * largest_conv),
             param_scratch: [sized("parameter scratch", largest_param), sized("parameter scratch", largest_param)],
@@ -222,12 +245,7 @@ impl GpuTrainer {
             labels: sized("labels", max_batch),
             loss: sized("loss", 2 * max_batch),
             tally: filled("tally", &[0.0; 4]),
-            uniforms: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: (MAX_DISPATCHES * align) as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
+            uniforms: uniforms(device, 1),
             staging: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("read-back"),
                 size: (4 * graph.params.iter().map(|p| p.len()).max().unwrap_or(4).max(4)) as u64,
@@ -246,7 +264,12 @@ impl GpuTrainer {
             values,
             node_grads,
             aux,
-        })
+            grams,
+        };
+        // The launches of a full batch's step: one uniform slot each.
+        let slots = trainer.forward(max_batch).len() + trainer.backward(max_batch).len() + trainer.update(0, 0.0).len();
+        trainer.uniforms = uniforms(&trainer.gpu.device, slots);
+        Ok(trainer)
     }
 
     /// The device it trains on.
@@ -301,9 +324,15 @@ impl GpuTrainer {
             let base =
                 Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
             match node.op {
-                Op::Conv { weight, bias, k: size, pad, .. } => d.push(Dispatch {
+                Op::Conv { weight, bias, k: size, stride, pad } => d.push(Dispatch {
                     kernel: &k.conv_forward,
-                    params: Params { total: blocks4(n, c, h, w), k: u(size), pad: u(pad), ..base },
+                    params: Params {
+                        total: blocks4(n, c, h, w),
+                        k: u(size),
+                        pad: u(pad),
+                        spare: [0, 0, 0, u(stride)],
+                        ..base
+                    },
                     buffers: vec![
                         x,
                         &self.params[weight],
@@ -342,10 +371,38 @@ impl GpuTrainer {
                     params: Params { total: u(n * c), ..base },
                     buffers: vec![x, y],
                 }),
-                Op::Sigmoid => d.push(Dispatch {
-                    kernel: &k.train_sigmoid,
-                    params: Params { total: u(n * c * h * w), ..base },
+                Op::Sigmoid | Op::Tanh => d.push(Dispatch {
+                    kernel: &k.train_activation,
+                    params: Params { total: u(n * c * h * w), flag: if node.op == Op::Tanh { 2 } else { 0 }, ..base },
                     buffers: vec![x, x, y],
+                }),
+                Op::Gate => d.push(Dispatch {
+                    kernel: &k.train_elementwise,
+                    params: Params { total: u(n * c * h * w), flag: 3, ..base },
+                    buffers: vec![&self.values[node.inputs[1]], x, y],
+                }),
+                Op::Upsample { .. } => d.push(Dispatch {
+                    kernel: &k.train_upsample,
+                    params: Params { total: u(n * c * h * w), ..base },
+                    buffers: vec![x, y],
+                }),
+                Op::SpatialSoftmax | Op::Softmax | Op::LogSoftmaxGroups { .. } => {
+                    let (rows, flag) = softmax_rows(&node.op, node.shape, n);
+                    d.push(Dispatch {
+                        kernel: &k.train_softmax,
+                        params: Params { total: u(rows), k: u(n * graph::len(node.shape) / rows), flag, ..base },
+                        buffers: vec![x, x, y],
+                    })
+                }
+                Op::HeadPool { heads } => d.push(Dispatch {
+                    kernel: &k.train_heads,
+                    params: Params { total: u(n * ci), k: u(ci / heads), ..base },
+                    buffers: vec![x, &self.values[node.inputs[1]], y],
+                }),
+                Op::HeadMix { .. } => d.push(Dispatch {
+                    kernel: &k.train_heads,
+                    params: Params { total: u(n * c), c: u(ci), k: u(c), flag: 3, ..base },
+                    buffers: vec![x, &self.values[node.inputs[1]], y],
                 }),
                 Op::GlobalMaxPool => d.push(Dispatch {
                     kernel: &k.train_global_max,
@@ -387,7 +444,7 @@ impl GpuTrainer {
                         buffers: vec![x, &self.params[weight], bias.map_or(&self.zeros, |b| &self.params[b]), y],
                     })
                 }
-                _ => unreachable!("check_graph admits only the layers above"),
+                Op::Input => {}
             }
         }
         let out = g.output;
@@ -396,6 +453,13 @@ impl GpuTrainer {
             params: Params { total: u(n), n: u(n), co: u(g.classes()), ..Default::default() },
             buffers: vec![&self.values[out], &self.labels, &self.node_grads[out], &self.loss],
         });
+        for (i, penalty) in g.penalties.iter().enumerate() {
+            d.push(Dispatch {
+                kernel: &k.train_head_overlap,
+                params: Params { total: u(n), ..self.penalty_params(penalty, n) },
+                buffers: vec![&self.values[penalty_node(penalty)], &self.grams[i], &self.loss],
+            });
+        }
         d.push(Dispatch {
             kernel: &k.train_tally,
             params: Params { total: 1, n: u(n), ..Default::default() },
@@ -404,12 +468,41 @@ impl GpuTrainer {
         d
     }
 
+    /// [`Params`] of a penalty's kernel for `n` images (`total` left to the caller).
+    fn penalty_params(&self, penalty: &graph::Penalty, n: usize) -> Params {
+        let graph::Penalty::HeadOverlap { node, weight } = penalty;
+        let (heads, h, w) = self.graph.nodes[*node].shape;
+        Params { n: u(n), c: u(heads), h: u(h), w: u(w), spare: [weight.to_bits(), 0, 0, 0], ..Default::default() }
+    }
+
     fn backward(&self, n: usize) -> Vec<Dispatch<'_>> {
         let k = &self.gpu.kernels;
         let g = &self.graph;
         let mut d = Vec::new();
         let mut written = vec![false; g.nodes.len()];
         let mut param_written = vec![false; g.params.len()];
+        // The penalties' gradients start their masks' gradients (the cross-entropy's starts the output's).
+        for (i, penalty) in g.penalties.iter().enumerate() {
+            let node = penalty_node(penalty);
+            let (add, len) = (written[node], n * graph::len(g.nodes[node].shape));
+            written[node] = true;
+            d.push(Dispatch {
+                kernel: &k.train_head_overlap,
+                params: Params { total: u(len), flag: 1, ..self.penalty_params(penalty, n) },
+                buffers: vec![
+                    &self.values[node],
+                    &self.grams[i],
+                    if add { &self.scratch } else { &self.node_grads[node] },
+                ],
+            });
+            if add {
+                d.push(Dispatch {
+                    kernel: &k.train_add,
+                    params: Params { total: u(len), ..Default::default() },
+                    buffers: vec![&self.scratch, &self.node_grads[node]],
+                });
+            }
+        }
         for id in (1..g.nodes.len()).rev() {
             let node = &g.nodes[id];
             let (c, h, w) = node.shape;
@@ -419,23 +512,33 @@ impl GpuTrainer {
             let x = &self.values[input];
             let base =
                 Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
-            let grad = |p: usize| self.grads[p].as_ref().expect("a trainable parameter");
-            // Parameter gradients: written by the first layer using the parameter in this order, added by others.
+            // Parameter gradients: written by the first layer using the parameter in this order, added by others
+            // (after the layer's input gradients, which BatchNorm computes from its own sums).
+            let mut adds = Vec::new();
+            let mut bn_sums = None;
             match node.op {
-                Op::Conv { weight, bias, k: size, pad, .. } => {
-                    let p = Params { k: u(size), pad: u(pad), ..base };
+                Op::Conv { weight, bias, k: size, stride, pad } => {
+                    let p = Params { k: u(size), pad: u(pad), spare: [0, 0, 0, u(stride)], ..base };
                     let (dw, add_w) = self.param_target(&mut param_written, weight, 0);
                     let weights = c * ci * size * size;
-                    d.push(Dispatch {
-                        kernel: &k.train_conv_weight_grad,
-                        params: Params { total: u(n * weights), ..p },
-                        buffers: vec![gy, x, &self.per_image],
-                    });
-                    d.push(Dispatch {
-                        kernel: &k.train_sum_rows,
-                        params: Params { total: u(weights), n: u(n), ..Default::default() },
-                        buffers: vec![&self.per_image, dw],
-                    });
+                    if weights >= DIRECT_WEIGHT_GRAD {
+                        d.push(Dispatch {
+                            kernel: &k.train_conv_weight_grad,
+                            params: Params { total: u(weights), flag: 1, ..p },
+                            buffers: vec![gy, x, dw],
+                        });
+                    } else {
+                        d.push(Dispatch {
+                            kernel: &k.train_conv_weight_grad,
+                            params: Params { total: u(n * weights), ..p },
+                            buffers: vec![gy, x, &self.per_image],
+                        });
+                        d.push(Dispatch {
+                            kernel: &k.train_sum_rows,
+                            params: Params { total: u(weights), n: u(n), ..Default::default() },
+                            buffers: vec![&self.per_image, dw],
+                        });
+                    }
                     d.extend(add_w.then(|| self.add_param(weight, 0)));
                     if let Some(b) = bias {
                         let (db, add_b) = self.param_target(&mut param_written, b, 1);
@@ -447,11 +550,18 @@ impl GpuTrainer {
                         d.extend(add_b.then(|| self.add_param(b, 1)));
                     }
                 }
-                Op::BatchNorm { gamma, beta, eps, .. } => d.push(Dispatch {
-                    kernel: &k.train_bn_backward_sums,
-                    params: Params { total: u(c) * WORKGROUP, spare: [eps.to_bits(), 0, 0, 0], ..base },
-                    buffers: vec![gy, x, self.aux[id].as_ref().expect("batch statistics"), grad(gamma), grad(beta)],
-                }),
+                Op::BatchNorm { gamma, beta, eps, .. } => {
+                    let (dg, add_g) = self.param_target(&mut param_written, gamma, 0);
+                    let (db, add_b) = self.param_target(&mut param_written, beta, 1);
+                    d.push(Dispatch {
+                        kernel: &k.train_bn_backward_sums,
+                        params: Params { total: u(c) * WORKGROUP, spare: [eps.to_bits(), 0, 0, 0], ..base },
+                        buffers: vec![gy, x, self.aux[id].as_ref().expect("batch statistics"), dg, db],
+                    });
+                    bn_sums = Some((dg, db));
+                    adds.extend(add_g.then(|| self.add_param(gamma, 0)));
+                    adds.extend(add_b.then(|| self.add_param(beta, 1)));
+                }
                 Op::Linear { weight, bias } => {
                     let (fan_in, out) = (ci * hi * wi, c * h * w);
                     let (dw, add_w) = self.param_target(&mut param_written, weight, 0);
@@ -477,7 +587,7 @@ impl GpuTrainer {
                 let add = written[input];
                 written[input] = true;
                 let dx = if add { &self.scratch } else { &self.node_grads[input] };
-                d.push(self.input_grad(n, id, slot, dx));
+                d.push(self.input_grad(n, id, slot, dx, bn_sums));
                 if add {
                     d.push(Dispatch {
                         kernel: &k.train_add,
@@ -486,6 +596,7 @@ impl GpuTrainer {
                     });
                 }
             }
+            d.extend(adds);
         }
         d
     }
@@ -506,8 +617,16 @@ impl GpuTrainer {
         }
     }
 
-    /// The launch that writes the gradient of node `id`'s input number `slot` into `dx`.
-    fn input_grad<'a>(&'a self, n: usize, id: usize, slot: usize, dx: &'a wgpu::Buffer) -> Dispatch<'a> {
+    /// The launch that writes the gradient of node `id`'s input number `slot` into `dx` (a BatchNorm's from its
+    /// sums of the gradient, `bn_sums`).
+    fn input_grad<'a>(
+        &'a self,
+        n: usize,
+        id: usize,
+        slot: usize,
+        dx: &'a wgpu::Buffer,
+        bn_sums: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+    ) -> Dispatch<'a> {
         let k = &self.gpu.kernels;
         let g = &self.graph;
         let node = &g.nodes[id];
@@ -518,21 +637,51 @@ impl GpuTrainer {
         let x = &self.values[first];
         let base = Params { n: u(n), c: u(ci), h: u(hi), w: u(wi), co: u(c), ho: u(h), wo: u(w), ..Default::default() };
         let all = u(n * graph::len(g.nodes[node.inputs[slot]].shape));
-        let grad = |p: usize| self.grads[p].as_ref().expect("a trainable parameter");
         let aux = || self.aux[id].as_ref().expect("positions or statistics");
+        let other = || &self.values[node.inputs[1 - slot]];
         let (kernel, params, buffers): (&Kernel, Params, Vec<&wgpu::Buffer>) = match node.op {
-            Op::Conv { weight, k: size, pad, .. } => (
+            Op::Conv { weight, k: size, stride, pad, .. } => (
                 &k.conv_input_grad,
-                Params { total: blocks4(n, ci, hi, wi), k: u(size), pad: u(pad), ..base },
+                Params { total: blocks4(n, ci, hi, wi), k: u(size), pad: u(pad), spare: [0, 0, 0, u(stride)], ..base },
                 vec![gy, &self.params[weight], dx],
             ),
-            Op::BatchNorm { gamma, beta, eps, .. } => (
-                &k.train_bn_backward,
-                Params { total: all, spare: [eps.to_bits(), 0, 0, 0], ..base },
-                vec![gy, x, aux(), &self.params[gamma], grad(gamma), grad(beta), dx],
-            ),
+            Op::BatchNorm { gamma, eps, .. } => {
+                let (dg, db) = bn_sums.expect("the BatchNorm's sums");
+                (
+                    &k.train_bn_backward,
+                    Params { total: all, spare: [eps.to_bits(), 0, 0, 0], ..base },
+                    vec![gy, x, aux(), &self.params[gamma], dg, db, dx],
+                )
+            }
             Op::Relu => (&k.relu_backward, Params { total: all, ..base }, vec![gy, x, dx]),
-            Op::Sigmoid => (&k.train_sigmoid, Params { total: all, flag: 1, ..base }, vec![gy, &self.values[id], dx]),
+            Op::Sigmoid | Op::Tanh => (
+                &k.train_activation,
+                Params { total: all, flag: if node.op == Op::Tanh { 3 } else { 1 }, ..base },
+                vec![gy, &self.values[id], dx],
+            ),
+            // (1 + M)·T: dM = g·T, dT = g·(1 + M).
+            Op::Gate => {
+                (&k.train_elementwise, Params { total: all, flag: 1 + 2 * u(slot), ..base }, vec![gy, other(), dx])
+            }
+            Op::Upsample { .. } => (&k.train_upsample, Params { total: all, flag: 1, ..base }, vec![gy, dx]),
+            Op::SpatialSoftmax | Op::Softmax | Op::LogSoftmaxGroups { .. } => {
+                let (rows, flag) = softmax_rows(&node.op, node.shape, n);
+                (
+                    &k.train_softmax,
+                    Params { total: u(rows), k: u(n * graph::len(node.shape) / rows), flag: flag + 1, ..base },
+                    vec![gy, &self.values[id], dx],
+                )
+            }
+            Op::HeadPool { heads } => (
+                &k.train_heads,
+                Params { total: all, k: u(ci / heads), flag: 1 + u(slot), ..base },
+                vec![gy, other(), dx],
+            ),
+            Op::HeadMix { .. } => (
+                &k.train_heads,
+                Params { total: all, c: u(ci), k: u(c), flag: 4 + u(slot), ..base },
+                vec![gy, other(), dx],
+            ),
             Op::MaxPool2 { .. } => (&k.pool_backward, Params { total: all, ..base }, vec![gy, aux(), dx]),
             Op::GlobalAvgPool => (&k.gap_backward, Params { total: all, ..base }, vec![gy, dx]),
             Op::GlobalMaxPool => (&k.train_global_max, Params { total: all, flag: 1, ..base }, vec![gy, aux(), dx]),
@@ -564,15 +713,7 @@ impl GpuTrainer {
                     vec![gy, &self.params[weight], dx],
                 )
             }
-            Op::Input
-            | Op::Gate
-            | Op::Tanh
-            | Op::Upsample { .. }
-            | Op::SpatialSoftmax
-            | Op::Softmax
-            | Op::HeadPool { .. }
-            | Op::HeadMix { .. }
-            | Op::LogSoftmaxGroups { .. } => unreachable!("check_graph admits only the layers above"),
+            Op::Input => unreachable!("the input has no inputs"),
         };
         Dispatch { kernel, params, buffers }
     }
@@ -668,10 +809,14 @@ impl GpuTrainer {
         dispatches: &[Dispatch<'_>],
         result: Option<(&wgpu::Buffer, usize)>,
     ) -> Result<Option<Vec<f32>>> {
-        if dispatches.len() > MAX_DISPATCHES {
-            crate::invalid!("a training step needs {} kernel launches, more than {MAX_DISPATCHES}", dispatches.len());
-        }
         let device = &self.gpu.device;
+        let slots = self.uniforms.size() as usize / super::kernels::uniform_slot(&device.limits());
+        if dispatches.len() > slots {
+            crate::invalid!(
+                "a training step needs {} kernel launches, more than the {slots} laid out",
+                dispatches.len()
+            );
+        }
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train") });

@@ -37,6 +37,8 @@ pub enum Arch {
 impl Arch {
     /// The small models, cheap enough for every test and the browser demo.
     pub const SMALL: [Arch; 3] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam];
+    /// Every architecture.
+    pub const ALL: [Arch; 6] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam, Arch::Ran, Arch::Ran92, Arch::Warn];
 
     pub fn name(self) -> &'static str {
         match self {

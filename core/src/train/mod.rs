@@ -4,6 +4,8 @@
 
 mod augment;
 mod optim;
+#[doc(hidden)]
+pub mod parity;
 
 pub use crate::graph::Gradients;
 pub use augment::random_crop_flip;

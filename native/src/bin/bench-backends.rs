@@ -4,12 +4,14 @@
 //! batch), on the first MNIST test images with the shipped SimpleCNN. The browser's backends (WASM CPU, WebGPU)
 //! are measured by the browser test `tests/browser` and printed there.
 //!
-//! Then training: SGD steps per second of SimpleCNN, CAM and CBAM on MNIST at `--batch` images, the CPU trainer (the
-//! `Trainer`'s step: the model's training step and the optimiser) against the GPU trainer (one command buffer per
-//! step; the clock stops after a read-back, so the GPU has finished), with GFLOP/s counted as three forward passes
-//! per image (forward, input gradient, weight gradient).
+//! Then training: SGD steps per second on MNIST at `--batch` images of SimpleCNN, CAM and CBAM (or the `--models`
+//! named, e.g. `simple-cnn,ran,warn`), the CPU trainer (the `Trainer`'s step: the model's training step and the
+//! optimiser) against the GPU trainer (one command buffer per step; the clock stops after a read-back, so the GPU
+//! has finished), with GFLOP/s for the SimpleCNN family counted as three forward passes per image (forward, input
+//! gradient, weight gradient).
 //!
 //! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2] [--batch 64] [--steps 5]
+//!     [--models simple-cnn,cam,cbam] [--adapter NAME]
 
 #[path = "../allocator.rs"]
 mod allocator;
@@ -60,7 +62,7 @@ fn main() -> Result<()> {
     )?;
     let cpu: Arc<dyn Classifier> = Arc::from(ck.model()?);
     let targets = attr::predict(cpu.as_ref(), &x)?;
-    let gpu = Arc::new(block_on(Gpu::new())?);
+    let gpu = Arc::new(block_on(Gpu::with_adapter(arg(&args, "--adapter").as_deref()))?);
     let plan = cpu.engine().and_then(whitebox_core::engine::plan_of).context("SimpleCNN has a CPU plan")?;
     let on_gpu = EngineModel { model: cpu.clone(), engine: Arc::new(GpuPlan::new(gpu.clone(), plan)?) };
 
@@ -103,7 +105,16 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
     println!("training images/s, MNIST, batch {batch}, best of {steps} steps after one warm-up, {threads} threads");
     println!("| model | CPU trainer | wgpu | wgpu / CPU | wgpu GFLOP/s |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for arch in Arch::SMALL {
+    let models: Vec<Arch> = match arg(args, "--models") {
+        Some(list) => list
+            .split(',')
+            .map(|name| {
+                Arch::ALL.into_iter().find(|a| a.name() == name).with_context(|| format!("no model called {name}"))
+            })
+            .collect::<Result<_>>()?,
+        None => Arch::SMALL.to_vec(),
+    };
+    for arch in models {
         let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
         let (map, model) = whitebox_core::params::init_model(spec, 1, &Device::Cpu)?;
         let mut optimizer = Optimizer::new(OptimizerKind::Sgd, &map, 0.9, 5e-4);
@@ -135,8 +146,12 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
                 on_gpu = on_gpu.max(batch as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        // SimpleCNN's count for all three (CAM's classifier is smaller, CBAM adds its attention); the ratio is exact.
-        println!("| {arch} | {cpu:.0} | {on_gpu:.1} | {:.3}× | {:.2} |", on_gpu / cpu, on_gpu * flops / 1e9);
+        // SimpleCNN's count for its family (CAM's classifier is smaller, CBAM adds its attention); the ratio is exact.
+        let gflops = match Arch::SMALL.contains(&arch) {
+            true => format!("{:.2}", on_gpu * flops / 1e9),
+            false => "–".into(),
+        };
+        println!("| {arch} | {cpu:.1} | {on_gpu:.1} | {:.3}× | {gflops} |", on_gpu / cpu);
     }
     Ok(())
 }

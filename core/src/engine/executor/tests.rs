@@ -8,11 +8,11 @@ use crate::models::Classifier;
 use crate::models::{autograd_step, Arch, ModelSpec};
 use crate::nn::is_buffer;
 use crate::ops::ReluRule;
-use crate::params::init_model;
 use crate::testing::{max_rel_error, random, values};
+use crate::train::parity::{error_f64, f64s, reference_f64, tolerance, trainable};
 use crate::train::{Optimizer, OptimizerKind};
 use crate::Result;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 
 const ALL: [Arch; 6] = [Arch::SimpleCnn, Arch::Cam, Arch::Cbam, Arch::Ran, Arch::Ran92, Arch::Warn];
 
@@ -24,33 +24,6 @@ fn batch(spec: ModelSpec, n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
     Ok((x, Tensor::new(labels.as_slice(), &Device::Cpu)?))
 }
 
-/// A freshly initialised model whose BatchNorm scales and other 1-d biases are random (γ in [0.5, 1.5], β in
-/// [0.05, 0.25]). Gradients through max-pooling and ReLU are unique only away from ties and kinks, and PyTorch's
-/// start (γ = 1, β = 0) sits on them: half the units are dead, a region of dead units makes the next convolution
-/// output the same value at neighbouring positions, and a pooling window then holds an exact tie that two correct
-/// implementations break differently by rounding (seen on CBAM, CIFAR-10); a channel constant over a small batch
-/// normalises to ±rounding noise at a ReLU's kink (RAN's 4×4 tail; one-sided finite differences give each path's
-/// value). Shifting β off zero keeps the comparison away from both.
-fn trainable(spec: ModelSpec, seed: u64) -> Result<(candle_nn::VarMap, Box<dyn Classifier>)> {
-    let (map, model) = init_model(spec, seed, &Device::Cpu)?;
-    let graph = crate::models::graph(spec)?;
-    let mut gammas = Vec::new();
-    for node in &graph.nodes {
-        if let crate::graph::Op::BatchNorm { gamma, .. } = node.op {
-            gammas.push(graph.params[gamma].name.clone());
-        }
-    }
-    for (k, v) in map.data().lock().unwrap().iter() {
-        let r = random(v.dims(), k.len() as u64 + seed)?;
-        if gammas.contains(k) {
-            v.set(&((r * 0.5)? + 1.0)?)?;
-        } else if v.rank() == 1 && k.ends_with("bias") {
-            v.set(&((r * 0.1)? + 0.15)?)?;
-        }
-    }
-    Ok((map, model))
-}
-
 /// The graph model over `map`'s variables (its training step whatever `Classifier::training_step` serves).
 fn graph_of(spec: ModelSpec, map: &candle_nn::VarMap) -> Result<crate::engine::GraphModel> {
     crate::engine::graph_model(spec, candle_nn::VarBuilder::from_varmap(map, DType::F32, &Device::Cpu))
@@ -58,49 +31,6 @@ fn graph_of(spec: ModelSpec, map: &candle_nn::VarMap) -> Result<crate::engine::G
 
 /// Images per batch: 3 (WARN's gate normalises over the batch alone, so one image would do nothing).
 const N: usize = 16;
-
-/// Named float64 variables and the model over them.
-type Reference = (Vec<(String, Var)>, Box<dyn Classifier>);
-
-/// The same network in `f64` through candle's reference formulations (no custom kernels), from `map`'s values:
-/// the trainable parameters as variables, by name, and the model.
-fn reference_f64(spec: ModelSpec, map: &candle_nn::VarMap) -> Result<Reference> {
-    let mut vars = Vec::new();
-    let mut tensors = std::collections::HashMap::new();
-    for (name, v) in map.data().lock().unwrap().iter() {
-        let t = v.as_tensor().to_dtype(DType::F64)?;
-        if is_buffer(name) {
-            tensors.insert(name.clone(), t);
-        } else {
-            let var = Var::from_tensor(&t)?;
-            tensors.insert(name.clone(), var.as_tensor().clone());
-            vars.push((name.clone(), var));
-        }
-    }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
-    Ok((vars, crate::models::build(spec, vb)?))
-}
-
-/// `x` in `f64`.
-fn f64s(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-}
-
-/// `max |a − b| / max(floor, max |b|)` against an `f64` reference.
-fn error_f64(a: &[f32], b: &[f64], floor: f64) -> f64 {
-    let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max) / scale
-}
-
-/// The tolerance of the graph's result: 1e-4, or three times candle's own (worst, over the model) float32 distance
-/// from float64 where that is larger. In deep networks with batch statistics float32 is far from float64: RAN's
-/// training-mode forward pass is good to ~1e-4 (as PyTorch's is, the goldens' metadata), a ReLU input that close to
-/// zero passes or blocks its gradient by rounding, and each float32 path takes its own side at a different set of
-/// them (measured: candle's gradients up to 1e-1 from float64 on RAN, the graph's within 1.7×, 2.9× on one WARN
-/// bias).
-fn tolerance(candle_f32: f64) -> f64 {
-    1e-4f64.max(3.0 * candle_f32)
-}
 
 /// One step's loss and every parameter's gradient, and three SGD steps (momentum, weight decay): the graph's
 /// training pass and candle's autograd in float32 both against candle's autograd in float64 on the same weights.

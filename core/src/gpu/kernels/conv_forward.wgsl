@@ -1,5 +1,6 @@
-// Square convolution, stride 1, with a per-channel affine epilogue (the BatchNorm after it, or scale 1 and shift 0):
-// y[n, o, oy, ox] = (b[o] + Σ x[n, ci, oy + ky − pad, ox + kx − pad] · w[o, ci, ky, kx]) · scale[o] + shift[o].
+// Square convolution with a per-channel affine epilogue (the BatchNorm after it, or scale 1 and shift 0), stride
+// `p.spare3` (0 means 1): y[n, o, oy, ox] = (b[o] + Σ x[n, ci, s·oy + ky − pad, s·ox + kx − pad] · w[o, ci, ky, kx])
+// · scale[o] + shift[o].
 // The epilogue keeps the CPU's order of operations (convolution, then BatchNorm): folding the scale into the weights
 // rounds differently, and in flat image regions max-pooling then breaks its ties between equal values differently.
 // Each invocation computes a block of 4 output channels × 4 neighbouring positions of one row (8 loads per 16
@@ -40,16 +41,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var a1 = vec4<f32>(select(0.0, bias[min(o0 + 1u, p.co - 1u)], o0 + 1u < p.co));
     var a2 = vec4<f32>(select(0.0, bias[min(o0 + 2u, p.co - 1u)], o0 + 2u < p.co));
     var a3 = vec4<f32>(select(0.0, bias[min(o0 + 3u, p.co - 1u)], o0 + 3u < p.co));
+    let s = i32(max(p.spare3, 1u));
     for (var ci = 0u; ci < p.c; ci++) {
         let plane = (img * p.c + ci) * p.h * p.w;
         for (var ky = 0u; ky < p.k; ky++) {
-            let iy = i32(oy + ky) - i32(p.pad);
+            let iy = i32(oy * u32(s) + ky) - i32(p.pad);
             if (iy < 0 || iy >= i32(p.h)) {
                 continue;
             }
             for (var kx = 0u; kx < p.k; kx++) {
-                let ix = i32(ox0 + kx) - i32(p.pad);
-                let v = vec4<f32>(input_at(plane, iy, ix), input_at(plane, iy, ix + 1), input_at(plane, iy, ix + 2), input_at(plane, iy, ix + 3));
+                let ix = i32(ox0 * u32(s) + kx) - i32(p.pad);
+                let v = vec4<f32>(input_at(plane, iy, ix), input_at(plane, iy, ix + s), input_at(plane, iy, ix + 2 * s), input_at(plane, iy, ix + 3 * s));
                 a0 += v * weight_at(o0, ci, ky, kx);
                 a1 += v * weight_at(o0 + 1u, ci, ky, kx);
                 a2 += v * weight_at(o0 + 2u, ci, ky, kx);

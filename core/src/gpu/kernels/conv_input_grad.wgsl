@@ -1,12 +1,15 @@
-// The gradient of a stride-1 convolution's input: dx[n, ci, iy, ix] = Σ g[n, o, iy + pad − ky, ix + pad − kx] · w[o, ci, ky, kx].
+// The gradient of a convolution's input, stride s = `p.spare3` (0 means 1): dx[n, ci, iy, ix] = Σ g[n, o, oy, ox] ·
+// w[o, ci, ky, kx] over the taps with s·oy = iy + pad − ky and s·ox = ix + pad − kx.
 // Each invocation computes a block of 4 input channels × 4 neighbouring positions of one row (see conv_forward).
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-// g[plane, oy, ox], or 0 outside the output.
-fn grad_at(plane: u32, oy: i32, ox: i32) -> f32 {
-    let inside = oy >= 0 && oy < i32(p.ho) && ox >= 0 && ox < i32(p.wo);
+// g[plane, sy / s, sx / s], or 0 outside the output or between the stride's positions.
+fn grad_at(plane: u32, sy: i32, sx: i32, s: i32) -> f32 {
+    let oy = sy / s;
+    let ox = sx / s;
+    let inside = sy >= 0 && sx >= 0 && sy % s == 0 && sx % s == 0 && oy < i32(p.ho) && ox < i32(p.wo);
     let at = plane + u32(clamp(oy, 0, i32(p.ho) - 1)) * p.wo + u32(clamp(ox, 0, i32(p.wo) - 1));
     return select(0.0, g[at], inside);
 }
@@ -33,16 +36,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
+    let s = i32(max(p.spare3, 1u));
     for (var o = 0u; o < p.co; o++) {
         let plane = (img * p.co + o) * p.ho * p.wo;
         for (var ky = 0u; ky < p.k; ky++) {
-            let oy = i32(iy + p.pad) - i32(ky);
-            if (oy < 0 || oy >= i32(p.ho)) {
+            let sy = i32(iy + p.pad) - i32(ky);
+            if (sy < 0 || sy % s != 0 || sy / s >= i32(p.ho)) {
                 continue;
             }
             for (var kx = 0u; kx < p.k; kx++) {
-                let ox = i32(ix0 + p.pad) - i32(kx);
-                let v = vec4<f32>(grad_at(plane, oy, ox), grad_at(plane, oy, ox + 1), grad_at(plane, oy, ox + 2), grad_at(plane, oy, ox + 3));
+                let sx = i32(ix0 + p.pad) - i32(kx);
+                let v = vec4<f32>(grad_at(plane, sy, sx, s), grad_at(plane, sy, sx + 1, s), grad_at(plane, sy, sx + 2, s), grad_at(plane, sy, sx + 3, s));
                 a0 += v * weight_at(o, c0, ky, kx);
                 a1 += v * weight_at(o, c0 + 1u, ky, kx);
                 a2 += v * weight_at(o, c0 + 2u, ky, kx);
