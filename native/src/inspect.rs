@@ -40,13 +40,23 @@ pub fn eval(
     dataset: Option<DatasetKind>,
     data_dir: &Path,
     limit: Option<usize>,
+    gpu: Option<std::sync::Arc<whitebox_core::gpu::Gpu>>,
     device: &Device,
 ) -> Result<()> {
     let ck = load_checkpoint(checkpoint, device)?;
     if let Some(d) = dataset.filter(|d| *d != ck.spec.dataset) {
         bail!("{} is a {} model; it cannot be evaluated on {d}", checkpoint.display(), ck.spec.dataset);
     }
-    let model = ck.model()?;
+    let model = match gpu {
+        Some(gpu) if whitebox_core::models::Arch::SMALL.contains(&ck.spec.arch) => {
+            crate::explain::with_gpu(ck.model()?, gpu)?
+        }
+        Some(_) => {
+            ui::note(format!("forward passes on the CPU: the GPU engine does not run {} yet", ck.spec.arch));
+            ck.model()?
+        }
+        None => ck.model()?,
+    };
     let test = crate::datasets::load(ck.spec.dataset, data_dir)?.test;
     let n = limit.unwrap_or(test.len()).min(test.len());
     let indices: Vec<usize> = (0..n).collect();

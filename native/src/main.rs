@@ -214,6 +214,13 @@ enum Command {
         /// Evaluate on the first N test images only.
         #[arg(long)]
         limit: Option<usize>,
+        /// Where the forward passes run: the CPU, or the GPU through wgpu (the SimpleCNN family; the attention
+        /// models' forward passes stay on the CPU).
+        #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
+        backend: String,
+        /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
+        #[arg(long, value_name = "NAME")]
+        adapter: Option<String>,
         #[command(flatten)]
         data: DataDir,
     },
@@ -507,9 +514,10 @@ fn run(cli: Cli) -> Result<()> {
                 gpu: explain::open_gpu(&backend, adapter.as_deref())?,
             })?;
         }
-        Command::Eval { checkpoint, dataset, limit, data } => {
+        Command::Eval { checkpoint, dataset, limit, backend, adapter, data } => {
             let dir = datasets::data_dir(data.data_dir.as_deref());
-            inspect::eval(&checkpoint, dataset, &dir, limit, &Device::Cpu)?;
+            let gpu = explain::open_gpu(&backend, adapter.as_deref())?;
+            inspect::eval(&checkpoint, dataset, &dir, limit, gpu, &Device::Cpu)?;
         }
         Command::Attribute {
             checkpoint,

@@ -255,6 +255,29 @@ fn shipped_checkpoints_reach_their_accuracy() {
     }
 }
 
+/// `eval --backend wgpu` (the GPU engine's forward passes; lavapipe in CI) prints the accuracy table `--backend cpu`
+/// prints, for a shipped MNIST and CIFAR-10 model.
+#[test]
+fn eval_on_the_gpu_equals_the_cpu() {
+    for model in ["mnist/cbam", "cifar10/simple-cnn"] {
+        let ck = repo_root().join(format!("weights/{model}.safetensors"));
+        let run = |backend: &str| {
+            let data = shared_data();
+            let args =
+                ["eval", "--checkpoint", ck.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--limit", "300"];
+            let out = whitebox(&[&args[..], &["--backend", backend]].concat());
+            assert!(out.status.success(), "{model} {backend}: {}", stderr(&out));
+            // The GPU run names its adapter: it did not fall back to the CPU.
+            assert_eq!(stderr(&out).contains("GPU: "), backend == "wgpu", "{}", stderr(&out));
+            stdout(&out)
+        };
+        let (cpu, gpu) = (run("cpu"), run("wgpu"));
+        assert!(cpu.contains("(") && cpu.contains("/300)"), "{cpu}");
+        // The loss is printed to four decimals: equal logits to ~1e-6 give the same text.
+        assert_eq!(gpu, cpu, "{model}: the GPU's table differs from the CPU's");
+    }
+}
+
 /// `coherence` draws the method figure, the seed's per-layer ConvOutput figure (a column per `features[k]`: 12 for
 /// SimpleCNN and CBAM), the per-layer Grad-CAM one (a column per block: 3) and the ensemble figure (a row per
 /// method, a column per ensemble and none), SimpleCNN and CBAM side by side.
