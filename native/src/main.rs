@@ -412,12 +412,18 @@ enum Command {
     Roar(SweepCli),
     /// KAR (Hooker et al. 2019): remove the least relevant pixels of train and test images, retrain, test.
     Kar(SweepCli),
-    /// Merge the results of a Selectivity / ROAR / KAR directory (all shards) into figures and a markdown table.
+    /// Merge the results of a Selectivity / ROAR / KAR directory (all shards) into figures and a markdown table;
+    /// several ROAR/KAR directories (say one per model) are overlaid in one figure.
     Report {
-        dir: PathBuf,
+        /// One evaluation directory, or several ROAR/KAR directories to overlay (then --out is required).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
         /// Output directory (default: DIR/report).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Only these ROAR/KAR methods, comma-separated (e.g. gc,co,cam).
+        #[arg(long)]
+        methods: Option<String>,
     },
     /// Rewrite a checkpoint with another float type (e.g. f16 to ship it).
     Convert {
@@ -665,8 +671,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Roar(args) => sweep(whitebox_core::evaluation::Mode::Roar, args)?,
         Command::Kar(args) => sweep(whitebox_core::evaluation::Mode::Kar, args)?,
-        Command::Report { dir, out } => {
-            for path in evaluate::report::write(&dir, out.as_deref())? {
+        Command::Report { dirs, out, methods } => {
+            let methods = methods
+                .map(|m| m.split(',').map(|s| Estimator::parse(s.trim())).collect::<whitebox_core::Result<Vec<_>>>())
+                .transpose()?;
+            for path in evaluate::report::write(&dirs, out.as_deref(), methods.as_deref())? {
                 println!("{}", path.display());
             }
         }
@@ -693,7 +702,7 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Rewrites the directory's report after a worker finishes (every worker does; the last one sees every unit).
 fn report_and_print(out: &std::path::Path) -> Result<()> {
-    match evaluate::report::write(out, None) {
+    match evaluate::report::write(&[out.to_path_buf()], None, None) {
         Ok(paths) => {
             for p in paths {
                 println!("{}", p.display());

@@ -51,6 +51,18 @@ impl Arch {
         }
     }
 
+    /// A short name for legends: SimpleCNN, CAM, CBAM, RAN-56, RAN-92, WARN.
+    pub fn label(self) -> &'static str {
+        match self {
+            Arch::SimpleCnn => "SimpleCNN",
+            Arch::Cam => "CAM",
+            Arch::Cbam => "CBAM",
+            Arch::Ran => "RAN-56",
+            Arch::Ran92 => "RAN-92",
+            Arch::Warn => "WARN",
+        }
+    }
+
     /// The seed's name for the architecture, as in its result tables.
     pub fn title(self) -> &'static str {
         match self {

@@ -15,6 +15,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use whitebox_core::attribution::{Estimator, Method};
 use whitebox_core::evaluation::Mode;
+use whitebox_core::models::Arch;
 
 const SEED_RESULTS: &str = include_str!("../../assets/seed_results.json");
 
@@ -84,31 +85,116 @@ fn curves(units: &[UnitResult]) -> Curves {
     out
 }
 
+/// One curve pair of a ROAR/KAR figure: a sweep directory's method.
+struct Row {
+    label: String,
+    arch: String,
+    dataset: String,
+    method: Estimator,
+    curves: BTreeMap<Mode, BTreeMap<String, (f64, Vec<f64>)>>,
+}
+
+/// A sweep directory's protocol in one line, so that a comparison shows what each curve was trained under.
+fn protocol(dir: &Path) -> Result<String> {
+    let Some(v) = super::read_json::<serde_json::Value>(&dir.join("sweep.json"))? else { return Ok(String::new()) };
+    let c = &v["config"];
+    Ok(format!(
+        "{} on {}: {} training images, {} test images, {} epochs at lr {} ({}), fill {}, ranking {}{}",
+        v["arch"].as_str().unwrap_or_default(),
+        v["dataset"].as_str().unwrap_or_default(),
+        v["limit"].as_u64().map_or("all".into(), |n| n.to_string()),
+        v["test_limit"].as_u64().map_or("all".into(), |n| n.to_string()),
+        c["epochs"],
+        c["lr"],
+        c["schedule"].as_str().unwrap_or_default(),
+        v["fill"].as_str().unwrap_or_default(),
+        v["ranking"].as_str().unwrap_or_default(),
+        if v["seed_variant"].as_bool() == Some(true) { ", the seed's protocol (--seed-variant)" } else { "" },
+    ))
+}
+
+/// The ROAR/KAR rows of the given sweep directories (only `methods`, if given), in `Estimator::all`'s order per
+/// directory; with several directories each label starts with its model's name.
+fn rows(dirs: &[PathBuf], methods: Option<&[Estimator]>) -> Result<(Vec<Row>, usize, f64)> {
+    let mut rows = vec![];
+    let (mut count, mut seconds) = (0, 0.0);
+    for dir in dirs {
+        let units = remove_retrain::results(dir)?;
+        if units.is_empty() {
+            continue;
+        }
+        count += units.len();
+        seconds += units.iter().map(|u| u.seconds).sum::<f64>();
+        let (arch, dataset) =
+            remove_retrain::dataset_of(dir)?.map(|(a, d)| (a, d.name().to_string())).unwrap_or_default();
+        let model = Arch::parse(&arch).map(Arch::label).unwrap_or(arch.as_str()).to_string();
+        let mut by_method = curves(&units);
+        for m in Estimator::all() {
+            if methods.is_some_and(|keep| !keep.contains(&m)) {
+                continue;
+            }
+            let mut per_mode = BTreeMap::new();
+            for mode in [Mode::Roar, Mode::Kar] {
+                if let Some(c) = by_method.remove(&(mode, m.id())) {
+                    per_mode.insert(mode, c);
+                }
+            }
+            if !per_mode.is_empty() {
+                let label = if dirs.len() > 1 { format!("{model} {}", m.label()) } else { m.label() };
+                rows.push(Row { label, arch: arch.clone(), dataset: dataset.clone(), method: m, curves: per_mode });
+            }
+        }
+    }
+    Ok((rows, count, seconds))
+}
+
+/// Distinct values, in order, joined for a title.
+fn distinct(values: impl Iterator<Item = String>) -> String {
+    let mut out: Vec<String> = vec![];
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out.join(" / ")
+}
+
 /// Writes `roar-kar.svg`, `selectivity.svg` and `report.md` (whatever the directory has results for) into `to`
-/// (default `DIR/report`); returns the files written.
-pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
+/// (default `DIR/report`); returns the files written. With several directories (say one ROAR/KAR sweep per model,
+/// as the seed's "ROAR/KAR by model" figure), their ROAR/KAR curves are overlaid in one figure and one table, each
+/// labelled with its model, and `to` is required; `methods` keeps only those methods' curves.
+pub fn write(dirs: &[PathBuf], to: Option<&Path>, methods: Option<&[Estimator]>) -> Result<Vec<PathBuf>> {
+    let [dir, ..] = dirs else { anyhow::bail!("no directory to report on") };
+    if dirs.len() > 1 && to.is_none() {
+        anyhow::bail!("several directories are overlaid into one report: say where it goes with --out");
+    }
     let to = to.map(Path::to_path_buf).unwrap_or_else(|| dir.join("report"));
     let seed = seed_results()?;
-    let units = remove_retrain::results(dir)?;
-    let sel = selectivity::results(dir)?;
-    let which = remove_retrain::dataset_of(dir)?;
+    let (rows, unit_count, unit_seconds) = rows(dirs, methods)?;
+    let sel = if dirs.len() == 1 { selectivity::results(dir)? } else { vec![] };
     let sel_settings: Option<serde_json::Value> = super::read_json(&selectivity::dir(dir).join("settings.json"))?;
-    let mut md = format!("# Evaluation report for `{}`\n\n", dir.display());
+    let names: Vec<String> = dirs.iter().map(|d| format!("`{}`", d.display())).collect();
+    let mut md = format!("# Evaluation report for {}\n\n", names.join(", "));
     let mut written = vec![];
-    if !units.is_empty() {
-        let (arch, dataset) = which.clone().map(|(a, d)| (a, d.name().to_string())).unwrap_or_default();
-        let curves = curves(&units);
-        let shown: Vec<Estimator> =
-            Estimator::all().into_iter().filter(|m| curves.keys().any(|(_, id)| *id == m.id())).collect();
+    if !rows.is_empty() {
+        let dataset = distinct(rows.iter().map(|r| r.dataset.clone()));
+        let arch = distinct(rows.iter().map(|r| r.arch.clone()));
+        if dirs.len() > 1 {
+            md.push_str("Sweeps overlaid:\n\n");
+            for d in dirs {
+                let _ = writeln!(md, "- `{}`: {}", d.display(), protocol(d)?);
+            }
+            md.push('\n');
+        }
         let mut charts = vec![];
         for mode in [Mode::Roar, Mode::Kar] {
             let mut series = vec![];
             let mut table = String::new();
             let thresholds: Vec<String> = {
-                let mut t: Vec<(f64, String)> = curves
+                let mut t: Vec<(f64, String)> = rows
                     .iter()
-                    .filter(|((m, _), _)| *m == mode)
-                    .flat_map(|(_, c)| c.iter().map(|(k, v)| (v.0, k.clone())))
+                    .filter_map(|r| r.curves.get(&mode))
+                    .flat_map(|c| c.iter().map(|(k, v)| (v.0, k.clone())))
                     .collect();
                 t.sort_by(|a, b| a.0.total_cmp(&b.0));
                 t.dedup_by(|a, b| a.1 == b.1);
@@ -124,26 +210,24 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
             );
             let _ = writeln!(table, "| method | {} |", thresholds.join(" | "));
             let _ = writeln!(table, "|---|{}", "---:|".repeat(thresholds.len()));
-            for &m in &shown {
-                let Some(curve) = curves.get(&(mode, m.id())) else { continue };
+            for (color, row) in rows.iter().enumerate() {
+                let Some(curve) = row.curves.get(&mode) else { continue };
                 let points: Vec<(f64, f64)> = curve.values().map(|(t, accs)| (*t, mean_std(accs).0)).collect();
-                series.push(Series { name: m.label(), points, color: color(&shown, m), dashed: false });
+                series.push(Series { name: row.label.clone(), points, color, dashed: false });
                 let theirs: Vec<&SeedRoarKar> = seed
                     .roar_kar
                     .iter()
                     .filter(|s| {
-                        s.dataset == dataset && s.model == arch && Some(s.method) == seed_method(m) && s.mode == mode
+                        s.dataset == row.dataset
+                            && s.model == row.arch
+                            && Some(s.method) == seed_method(row.method)
+                            && s.mode == mode
                     })
                     .collect();
                 if !theirs.is_empty() {
                     let mut pts: Vec<(f64, f64)> = theirs.iter().map(|s| (s.threshold, s.test_accuracy)).collect();
                     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    series.push(Series {
-                        name: format!("{} (seed)", m.label()),
-                        points: pts,
-                        color: color(&shown, m),
-                        dashed: true,
-                    });
+                    series.push(Series { name: format!("{} (seed)", row.label), points: pts, color, dashed: true });
                 }
                 let cells: Vec<String> = thresholds
                     .iter()
@@ -160,7 +244,7 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
                         None => "".into(),
                     })
                     .collect();
-                let _ = writeln!(table, "| {} | {} |", m.label(), cells.join(" | "));
+                let _ = writeln!(table, "| {} | {} |", row.label, cells.join(" | "));
             }
             md.push_str(&table);
             md.push('\n');
@@ -169,7 +253,12 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
                 Mode::Kar => "KAR: least relevant pixels removed",
             };
             charts.push(Chart {
-                title: format!("{what} ({dataset}, {arch})"),
+                // Several models: each curve's label names its model, and the title stays short.
+                title: if arch.contains(" / ") {
+                    format!("{what} ({dataset})")
+                } else {
+                    format!("{what} ({dataset}, {arch})")
+                },
                 x_label: "fraction of pixels removed".into(),
                 y_label: "test accuracy after retraining".into(),
                 series,
@@ -178,12 +267,10 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
         let path = to.join("roar-kar.svg");
         fsutil::write_atomic(&path, figure(&charts, 2).as_bytes())?;
         written.push(path);
-        let seconds: f64 = units.iter().map(|u| u.seconds).sum();
         let _ = writeln!(
             md,
-            "{} units, {:.1} CPU-hours of work in all; figure: `roar-kar.svg`.\n",
-            units.len(),
-            seconds / 3600.0
+            "{unit_count} units, {:.1} CPU-hours of work in all; figure: `roar-kar.svg`.\n",
+            unit_seconds / 3600.0
         );
     }
     if !sel.is_empty() {
@@ -277,7 +364,7 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
         md.push_str("\nFigure: `selectivity.svg`.\n");
     }
     let metric_results = super::metrics::results(dir)?;
-    if !metric_results.is_empty() {
+    if dirs.len() == 1 && !metric_results.is_empty() {
         let _ = writeln!(md, "\n## Metrics without retraining — mean over the images (↑/↓: which way is better)\n");
         md.push_str(&super::metrics::summary(dir)?);
         let path = to.join("metrics.svg");
@@ -286,7 +373,7 @@ pub fn write(dir: &Path, to: Option<&Path>) -> Result<Vec<PathBuf>> {
         md.push_str("\nFigure: `metrics.svg` (the mean curves behind the numbers).\n");
     }
     if written.is_empty() {
-        anyhow::bail!("{} holds no finished evaluation units yet", dir.display());
+        anyhow::bail!("{} hold no finished evaluation units yet", names.join(", "));
     }
     let path = to.join("report.md");
     fsutil::write_atomic(&path, md.as_bytes())?;
@@ -347,4 +434,75 @@ fn metric_charts(results: &[super::metrics::MetricResult]) -> Vec<Chart> {
             Chart { title, x_label, y_label: y_label.into(), series }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remove_retrain::Unit;
+
+    /// A sweep directory with the given units (mode, method, threshold, seed, accuracy), as workers leave it.
+    fn sweep(root: &Path, name: &str, arch: &str, units: &[(Option<Mode>, &str, f64, u64, f64)]) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("units")).unwrap();
+        let settings = serde_json::json!({
+            "arch": arch, "dataset": "mnist", "limit": 4000, "test_limit": 2000, "fill": "mean",
+            "ranking": "signed", "seed_variant": false, "config": { "epochs": 3, "lr": 0.05, "schedule": "cosine" },
+        });
+        std::fs::write(dir.join("sweep.json"), settings.to_string()).unwrap();
+        for (k, &(mode, method, threshold, seed, test_accuracy)) in units.iter().enumerate() {
+            let method = mode.map(|_| Estimator::parse(method).unwrap());
+            let unit = UnitResult {
+                unit: Unit { mode, method, threshold, seed },
+                test_accuracy,
+                test_images: 2000,
+                train_images: 3200,
+                epochs: vec![],
+                seconds: 10.0,
+                shard: "0/1".into(),
+                seed_variant: false,
+            };
+            std::fs::write(dir.join(format!("units/{k}.json")), serde_json::to_string(&unit).unwrap()).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn several_sweeps_overlay_in_one_figure_labelled_by_model() {
+        let root = std::env::temp_dir().join(format!("whitebox-report-{}", std::process::id()));
+        let roar = Some(Mode::Roar);
+        let cam = sweep(
+            &root,
+            "cam",
+            "cam",
+            &[(None, "", 0.0, 223, 0.9), (roar, "cam", 0.5, 223, 0.7), (roar, "cam", 0.5, 224, 0.5)],
+        );
+        let cbam = sweep(
+            &root,
+            "cbam",
+            "cbam",
+            &[(None, "", 0.0, 223, 0.95), (roar, "gc", 0.5, 223, 0.8), (roar, "co", 0.5, 223, 0.3)],
+        );
+        let both = [cam.clone(), cbam.clone()];
+        let err = write(&both, None, None).unwrap_err().to_string();
+        assert!(err.contains("--out"), "{err}");
+
+        let out = root.join("together");
+        let keep = [Estimator::parse("cam").unwrap(), Estimator::parse("gc").unwrap()];
+        write(&both, Some(&out), Some(&keep)).unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        // Mean ± std over the two seeds, the baseline at 0, and the seed's published MNIST CAM value beside it.
+        assert!(md.contains("| CAM CAM | 0.9000 | 0.6000 ± 0.1414 (0.5227) |"), "{md}");
+        assert!(md.contains("| CBAM GC | 0.9500 | 0.8000 (0.9092) |"), "{md}");
+        assert!(!md.contains("CBAM CO"), "--methods keeps only CAM and GC:\n{md}");
+        assert!(md.contains("cbam on mnist: 4000 training images, 2000 test images, 3 epochs"), "{md}");
+        let svg = std::fs::read_to_string(out.join("roar-kar.svg")).unwrap();
+        assert!(svg.contains("CAM CAM (seed)") && svg.contains("CBAM GC (seed)") && svg.contains("(mnist)</text>"));
+
+        // One directory alone keeps the plain method labels and its default place.
+        write(std::slice::from_ref(&cam), None, None).unwrap();
+        let md = std::fs::read_to_string(cam.join("report/report.md")).unwrap();
+        assert!(md.contains("| CAM | 0.9000 | 0.6000 ± 0.1414 (0.5227) |"), "{md}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
