@@ -1,0 +1,10 @@
+#!/bin/bash
+# ROAR and KAR for CBAM on MNIST with its own maps (the seed's "ROAR/KAR by model"), at the reduced scale of
+# results/mnist-simple-cnn (same images, epochs, schedule and thresholds); rerun to resume.
+set -e
+cd "$(dirname "$0")/../.."
+B=${WHITEBOX:-whitebox}
+A="--checkpoint weights/mnist/cbam.safetensors --methods gc,co --limit 4000 --test-limit 2000 --epochs 3 --lr 0.05 \
+   --schedule cosine --thresholds 0.1,0.3,0.5,0.7,0.9 --data-dir ${WHITEBOX_DATA:-data} --out results/mnist-cbam"
+$B roar $A && $B kar $A
+$B report results/mnist-cbam
