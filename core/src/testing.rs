@@ -5,6 +5,18 @@
 use candle_core::{Device, Result, Tensor};
 use rand::{Rng, SeedableRng};
 
+/// How far gradient `got` is from `want`, relative to `want`'s largest entry. A gradient that is zero in exact
+/// arithmetic (a convolution bias before BatchNorm, what a spatial softmax's shift cannot see) holds rounding noise
+/// on both sides: where `want`'s largest entry is below 1e-6, `got`'s must be too — the gap is then 0, else
+/// infinite.
+pub fn gradient_gap(got: &[f32], want: &[f32]) -> f32 {
+    let largest = |v: &[f32]| v.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if largest(want) < 1e-6 {
+        return if largest(got) < 1e-6 { 0.0 } else { f32::INFINITY };
+    }
+    max_rel_error(got, want, 0.0)
+}
+
 /// `max |a − b| / max(floor, max |b|)`; `b` is the reference. Panics when the lengths differ (a test's mistake).
 pub fn max_rel_error(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len(), "compared slices differ in length");

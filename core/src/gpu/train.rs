@@ -484,24 +484,14 @@ impl GpuTrainer {
         // The penalties' gradients start their masks' gradients (the cross-entropy's starts the output's).
         for (i, penalty) in g.penalties.iter().enumerate() {
             let node = penalty_node(penalty);
-            let (add, len) = (written[node], n * graph::len(g.nodes[node].shape));
-            written[node] = true;
+            let len = n * graph::len(g.nodes[node].shape);
+            let (target, add) = self.node_target(&mut written, node, n);
             d.push(Dispatch {
                 kernel: &k.train_head_overlap,
                 params: Params { total: u(len), flag: 1, ..self.penalty_params(penalty, n) },
-                buffers: vec![
-                    &self.values[node],
-                    &self.grams[i],
-                    if add { &self.scratch } else { &self.node_grads[node] },
-                ],
+                buffers: vec![&self.values[node], &self.grams[i], target],
             });
-            if add {
-                d.push(Dispatch {
-                    kernel: &k.train_add,
-                    params: Params { total: u(len), ..Default::default() },
-                    buffers: vec![&self.scratch, &self.node_grads[node]],
-                });
-            }
+            d.extend(add);
         }
         for id in (1..g.nodes.len()).rev() {
             let node = &g.nodes[id];
@@ -584,21 +574,27 @@ impl GpuTrainer {
                 if matches!(g.nodes[input].op, Op::Input) {
                     continue;
                 }
-                let add = written[input];
-                written[input] = true;
-                let dx = if add { &self.scratch } else { &self.node_grads[input] };
+                let (dx, add) = self.node_target(&mut written, input, n);
                 d.push(self.input_grad(n, id, slot, dx, bn_sums));
-                if add {
-                    d.push(Dispatch {
-                        kernel: &k.train_add,
-                        params: Params { total: u(n * graph::len(g.nodes[input].shape)), ..Default::default() },
-                        buffers: vec![&self.scratch, &self.node_grads[input]],
-                    });
-                }
+                d.extend(add);
             }
             d.extend(adds);
         }
         d
+    }
+
+    /// Where a gradient of node `node` goes: the node's gradient if nothing wrote it yet in this backward pass, else
+    /// the scratch buffer, with the launch that then adds it in (push it after the launch that writes it).
+    fn node_target(&self, written: &mut [bool], node: usize, n: usize) -> (&wgpu::Buffer, Option<Dispatch<'_>>) {
+        if !std::mem::replace(&mut written[node], true) {
+            return (&self.node_grads[node], None);
+        }
+        let add = Dispatch {
+            kernel: &self.gpu.kernels.train_add,
+            params: Params { total: u(n * graph::len(self.graph.nodes[node].shape)), ..Default::default() },
+            buffers: vec![&self.scratch, &self.node_grads[node]],
+        };
+        (&self.scratch, Some(add))
     }
 
     /// Where a layer writes parameter `p`'s gradient: the gradient itself if no later layer (in the backward order)
