@@ -121,6 +121,9 @@ fn rows(dirs: &[PathBuf], methods: Option<&[Estimator]>) -> Result<(Vec<Row>, us
     for dir in dirs {
         let units = remove_retrain::results(dir)?;
         if units.is_empty() {
+            if dirs.len() > 1 {
+                anyhow::bail!("{} holds no finished ROAR/KAR units to overlay", dir.display());
+            }
             continue;
         }
         count += units.len();
@@ -486,6 +489,9 @@ mod tests {
         let both = [cam.clone(), cbam.clone()];
         let err = write(&both, None, None).unwrap_err().to_string();
         assert!(err.contains("--out"), "{err}");
+        // A directory without units (a typo, a sweep not run yet) is named, not silently left out.
+        let err = write(&[cam.clone(), root.join("nothing")], Some(&root.join("x")), None).unwrap_err().to_string();
+        assert!(err.contains("nothing holds no finished ROAR/KAR units"), "{err}");
 
         let out = root.join("together");
         let keep = [Estimator::parse("cam").unwrap(), Estimator::parse("gc").unwrap()];
