@@ -1,0 +1,9 @@
+#!/bin/bash
+# ROAR and KAR for CBAM on CIFAR-10 with Grad-CAM and ConvOutput maps, reduced scale (4,000 training + 1,000 validation images, 1,000 test images, 8 epochs as results/hooker-cifar10); rerun to resume.
+set -e
+cd "$(dirname "$0")/../.."
+B=${WHITEBOX:-whitebox}
+A="--checkpoint weights/cifar10/cbam.safetensors --methods gc,co  --limit 5000 --test-limit 1000 --epochs 8 --lr 0.05 --schedule cosine --thresholds 0.1,0.3,0.5,0.7,0.9 \
+   --data-dir ${WHITEBOX_DATA:-data} --out results/cifar10-cbam"
+$B roar $A && $B kar $A
+$B report results/cifar10-cbam
