@@ -68,7 +68,10 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// Mean (and std over seeds) test accuracy per mode, method and threshold; the baseline sits at threshold 0 of
 /// every curve.
-type Curves = BTreeMap<(Mode, String), BTreeMap<String, (f64, Vec<f64>)>>;
+type Curves = BTreeMap<(Mode, String), Curve>;
+
+/// One method's test accuracies by threshold (its key, to two decimals): the threshold and the accuracy per seed.
+type Curve = BTreeMap<String, (f64, Vec<f64>)>;
 
 fn curves(units: &[UnitResult]) -> Curves {
     let mut out: Curves = BTreeMap::new();
@@ -91,7 +94,7 @@ struct Row {
     arch: String,
     dataset: String,
     method: Estimator,
-    curves: BTreeMap<Mode, BTreeMap<String, (f64, Vec<f64>)>>,
+    curves: BTreeMap<Mode, Curve>,
 }
 
 /// A sweep directory's protocol in one line, so that a comparison shows what each curve was trained under.
@@ -151,15 +154,15 @@ fn rows(dirs: &[PathBuf], methods: Option<&[Estimator]>) -> Result<(Vec<Row>, us
     Ok((rows, count, seconds))
 }
 
-/// Distinct values, in order, joined for a title.
-fn distinct(values: impl Iterator<Item = String>) -> String {
+/// Distinct values, in order.
+fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = vec![];
     for v in values {
         if !out.contains(&v) {
             out.push(v);
         }
     }
-    out.join(" / ")
+    out
 }
 
 /// Writes `roar-kar.svg`, `selectivity.svg` and `report.md` (whatever the directory has results for) into `to`
@@ -180,8 +183,8 @@ pub fn write(dirs: &[PathBuf], to: Option<&Path>, methods: Option<&[Estimator]>)
     let mut md = format!("# Evaluation report for {}\n\n", names.join(", "));
     let mut written = vec![];
     if !rows.is_empty() {
-        let dataset = distinct(rows.iter().map(|r| r.dataset.clone()));
-        let arch = distinct(rows.iter().map(|r| r.arch.clone()));
+        let dataset = distinct(rows.iter().map(|r| r.dataset.clone())).join(" / ");
+        let archs = distinct(rows.iter().map(|r| r.arch.clone()));
         if dirs.len() > 1 {
             md.push_str("Sweeps overlaid:\n\n");
             for d in dirs {
@@ -257,10 +260,9 @@ pub fn write(dirs: &[PathBuf], to: Option<&Path>, methods: Option<&[Estimator]>)
             };
             charts.push(Chart {
                 // Several models: each curve's label names its model, and the title stays short.
-                title: if arch.contains(" / ") {
-                    format!("{what} ({dataset})")
-                } else {
-                    format!("{what} ({dataset}, {arch})")
+                title: match archs.as_slice() {
+                    [arch] => format!("{what} ({dataset}, {arch})"),
+                    _ => format!("{what} ({dataset})"),
                 },
                 x_label: "fraction of pixels removed".into(),
                 y_label: "test accuracy after retraining".into(),
@@ -366,8 +368,8 @@ pub fn write(dirs: &[PathBuf], to: Option<&Path>, methods: Option<&[Estimator]>)
         written.push(path);
         md.push_str("\nFigure: `selectivity.svg`.\n");
     }
-    let metric_results = super::metrics::results(dir)?;
-    if dirs.len() == 1 && !metric_results.is_empty() {
+    let metric_results = if dirs.len() == 1 { super::metrics::results(dir)? } else { vec![] };
+    if !metric_results.is_empty() {
         let _ = writeln!(md, "\n## Metrics without retraining — mean over the images (↑/↓: which way is better)\n");
         md.push_str(&super::metrics::summary(dir)?);
         let path = to.join("metrics.svg");
@@ -376,7 +378,11 @@ pub fn write(dirs: &[PathBuf], to: Option<&Path>, methods: Option<&[Estimator]>)
         md.push_str("\nFigure: `metrics.svg` (the mean curves behind the numbers).\n");
     }
     if written.is_empty() {
-        anyhow::bail!("{} hold no finished evaluation units yet", names.join(", "));
+        match dirs {
+            [_] => anyhow::bail!("{} holds no finished evaluation units yet", dir.display()),
+            // Several directories each hold units (rows() refuses an empty one): `methods` kept none of them.
+            _ => anyhow::bail!("{}: no ROAR/KAR units of the methods asked for", names.join(", ")),
+        }
     }
     let path = to.join("report.md");
     fsutil::write_atomic(&path, md.as_bytes())?;
