@@ -317,8 +317,26 @@ pub(super) fn max_pool(x: &[f32], (h, w): (usize, usize), (ho, wo): (usize, usiz
     let mut y = scratch(planes * ho * wo);
     let mut arg = vec![0u32; planes * ho * wo];
     y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)).zip(x.par_chunks(h * w)).for_each(|((yp, ap), p)| {
+        // Whole windows: the four cells in order, straight-line.
+        for oy in 0..(h / 2).min(ho) {
+            let (r0, r1) = (&p[2 * oy * w..][..w], &p[(2 * oy + 1) * w..][..w]);
+            for ox in 0..(w / 2).min(wo) {
+                let mut best = (2 * oy * w + 2 * ox, r0[2 * ox]);
+                for (i, v) in [(1, r0[2 * ox + 1]), (w, r1[2 * ox]), (w + 1, r1[2 * ox + 1])] {
+                    if v > best.1 || (v.is_nan() && !best.1.is_nan()) {
+                        best = (2 * oy * w + 2 * ox + i, v);
+                    }
+                }
+                yp[oy * wo + ox] = best.1;
+                ap[oy * wo + ox] = best.0 as u32;
+            }
+        }
+        // Windows cut by the edge (ceil mode).
         for oy in 0..ho {
             for ox in 0..wo {
+                if 2 * oy + 1 < h && 2 * ox + 1 < w {
+                    continue;
+                }
                 let cells = [(0, 0), (0, 1), (1, 0), (1, 1)]
                     .into_iter()
                     .map(|(dy, dx)| (2 * oy + dy, 2 * ox + dx))
@@ -351,8 +369,14 @@ pub(super) fn scatter(arg: &[u32], dy: &[f32], per_plane_out: usize, plane_len: 
 pub(super) fn plane_max(x: &[f32], hw: usize) -> (Vec<f32>, Vec<u32>) {
     x.par_chunks(hw)
         .map(|p| {
-            let (i, v) = first_max(p.iter().copied().enumerate());
-            (v, i as u32)
+            // The largest number (a comparison that vectorises), then the first position holding it — or the first
+            // NaN, which counts as the maximum.
+            let top = p.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+            let i = match p.iter().position(|v| v.is_nan()) {
+                Some(i) => i,
+                None => p.iter().position(|&v| v == top).unwrap_or(0),
+            };
+            (p[i], i as u32)
         })
         .unzip()
 }
@@ -464,4 +488,257 @@ pub(super) fn add_into(acc: &mut [f32], g: &[f32]) {
     acc.par_chunks_mut(GRAIN)
         .zip(g.par_chunks(GRAIN))
         .for_each(|(a, g)| a.iter_mut().zip(g).for_each(|(a, b)| *a += b));
+}
+
+/// Output positions `o` in `0..len` whose tap `kk` reads inside `0..size` (`o·stride + kk − pad`): a range.
+fn valid(len: usize, kk: usize, size: usize, stride: usize, pad: usize) -> std::ops::Range<usize> {
+    let lo = pad.saturating_sub(kk).div_ceil(stride);
+    let hi = if size + pad > kk { (size + pad - kk - 1) / stride + 1 } else { 0 };
+    lo.min(len)..hi.min(len).max(lo.min(len))
+}
+
+/// Images per task of the direct convolution's weight gradient: a fixed split, so the sum's order (and the
+/// result) does not depend on the thread count.
+const DIRECT_IMAGES: usize = 8;
+
+impl ConvGeometry {
+    /// Few channels in and out: the direct sum beats unfolding (the unfolded input would be `k²` times the input,
+    /// for a matrix product a row or two tall — CBAM's 7×7 spatial gate, 2 → 1 channel). With more input channels
+    /// (WARN's 4 attention heads over 64–256 channels) the matrix product wins.
+    pub fn is_narrow(&self) -> bool {
+        self.c_out * self.input.0 <= 8 && !self.is_pointwise()
+    }
+
+    /// Calls `f(ky, kx, oys, oxs)` for each tap with the output rows and columns that read inside the input.
+    fn taps(&self, mut f: impl FnMut(usize, usize, std::ops::Range<usize>, std::ops::Range<usize>)) {
+        let (_, h, w) = self.input;
+        let (ho, wo) = self.out_hw();
+        for ky in 0..self.k {
+            let oys = valid(ho, ky, h, self.stride, self.pad);
+            for kx in 0..self.k {
+                let oxs = valid(wo, kx, w, self.stride, self.pad);
+                if !oys.is_empty() && !oxs.is_empty() {
+                    f(ky, kx, oys.clone(), oxs);
+                }
+            }
+        }
+    }
+
+    /// The direct convolution `y = W ∗ x + b` (`c_out × n × ho·wo`).
+    pub fn direct_forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        let (c_in, h, w) = self.input;
+        let (ho, wo) = self.out_hw();
+        let (n, k, s, pad) = (self.n, self.k, self.stride, self.pad);
+        let mut y = scratch(self.c_out * n * ho * wo);
+        y.par_chunks_mut(ho * wo).enumerate().for_each(|(r, out)| {
+            let (co, ni) = (r / n, r % n);
+            out.fill(bias.map_or(0.0, |b| b[co]));
+            for ci in 0..c_in {
+                let plane = &x[(ci * n + ni) * h * w..][..h * w];
+                self.taps(|ky, kx, oys, oxs| {
+                    let wv = weight[((co * c_in + ci) * k + ky) * k + kx];
+                    for oy in oys {
+                        let src = &plane[(oy * s + ky - pad) * w..][..w];
+                        let dst = &mut out[oy * wo..][..wo];
+                        if s == 1 {
+                            let src = &src[oxs.start + kx - pad..oxs.end + kx - pad];
+                            dst[oxs.clone()].iter_mut().zip(src).for_each(|(d, &v)| *d += wv * v);
+                        } else {
+                            for ox in oxs.clone() {
+                                dst[ox] += wv * src[ox * s + kx - pad];
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        y
+    }
+
+    /// The direct convolution's input gradient `Wᵀ ⋆ dy` (`c_in × n × h·w`).
+    pub fn direct_input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+        let (c_in, h, w) = self.input;
+        let (ho, wo) = self.out_hw();
+        let (n, k, s, pad) = (self.n, self.k, self.stride, self.pad);
+        let mut dx = zeros(c_in * n * h * w);
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(r, plane)| {
+            let (ci, ni) = (r / n, r % n);
+            for co in 0..self.c_out {
+                let g = &dy[(co * n + ni) * ho * wo..][..ho * wo];
+                self.taps(|ky, kx, oys, oxs| {
+                    let wv = weight[((co * c_in + ci) * k + ky) * k + kx];
+                    for oy in oys {
+                        let dst = &mut plane[(oy * s + ky - pad) * w..][..w];
+                        let src = &g[oy * wo..][..wo];
+                        if s == 1 {
+                            let dst = &mut dst[oxs.start + kx - pad..oxs.end + kx - pad];
+                            dst.iter_mut().zip(&src[oxs.clone()]).for_each(|(d, &v)| *d += wv * v);
+                        } else {
+                            for ox in oxs.clone() {
+                                dst[ox * s + kx - pad] += wv * src[ox];
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        dx
+    }
+
+    /// The direct convolution's weight gradient `Σ dy ⋆ x` (`c_out × c_in·k·k`).
+    pub fn direct_weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let (c_in, h, w) = self.input;
+        let (ho, wo) = self.out_hw();
+        let (n, k, s, pad) = (self.n, self.k, self.stride, self.pad);
+        let rows = self.rows();
+        let starts: Vec<usize> = (0..n).step_by(DIRECT_IMAGES).collect();
+        let partial: Vec<Vec<f32>> = starts
+            .par_iter()
+            .map(|&start| {
+                let mut dw = zeros(self.c_out * rows);
+                for ni in start..(start + DIRECT_IMAGES).min(n) {
+                    for co in 0..self.c_out {
+                        let g = &dy[(co * n + ni) * ho * wo..][..ho * wo];
+                        for ci in 0..c_in {
+                            let plane = &x[(ci * n + ni) * h * w..][..h * w];
+                            self.taps(|ky, kx, oys, oxs| {
+                                let mut acc = 0f32;
+                                for oy in oys {
+                                    let src = &plane[(oy * s + ky - pad) * w..][..w];
+                                    let gr = &g[oy * wo..][..wo];
+                                    if s == 1 {
+                                        let src = &src[oxs.start + kx - pad..oxs.end + kx - pad];
+                                        acc += gr[oxs.clone()].iter().zip(src).map(|(a, b)| a * b).sum::<f32>();
+                                    } else {
+                                        for ox in oxs.clone() {
+                                            acc += gr[ox] * src[ox * s + kx - pad];
+                                        }
+                                    }
+                                }
+                                dw[co * rows + (ci * k + ky) * k + kx] += acc;
+                            });
+                        }
+                    }
+                }
+                dw
+            })
+            .collect();
+        let mut dw = zeros(self.c_out * rows);
+        for p in &partial {
+            add_into(&mut dw, p);
+        }
+        dw
+    }
+}
+
+/// How the second operand of a product meets the first (`c × n × hw`, channel-major).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Broadcast {
+    /// The same shape.
+    Same,
+    /// One value per channel and image (`c × 1 × 1`).
+    Channel,
+    /// One plane per image (`1 × h × w`).
+    Spatial,
+}
+
+impl Broadcast {
+    pub fn of(a: Shape, b: Shape) -> Broadcast {
+        if a == b {
+            Broadcast::Same
+        } else if b.1 * b.2 == 1 {
+            Broadcast::Channel
+        } else {
+            Broadcast::Spatial
+        }
+    }
+
+    /// `a ⊙ b` (also the product's gradient to `a`, with `a` the output's gradient).
+    pub fn mul(self, a: &[f32], b: &[f32], n: usize, hw: usize) -> Vec<f32> {
+        let mut y = scratch(a.len());
+        y.par_chunks_mut(hw).zip(a.par_chunks(hw)).enumerate().for_each(|(r, (o, a))| match self {
+            Broadcast::Same => o.iter_mut().zip(a.iter().zip(&b[r * hw..][..hw])).for_each(|(o, (x, y))| *o = x * y),
+            Broadcast::Channel => o.iter_mut().zip(a).for_each(|(o, x)| *o = x * b[r]),
+            Broadcast::Spatial => {
+                o.iter_mut().zip(a.iter().zip(&b[(r % n) * hw..][..hw])).for_each(|(o, (x, y))| *o = x * y)
+            }
+        });
+        y
+    }
+
+    /// The product's gradient to `b`: `g ⊙ a` summed over what `b` was broadcast along (in channel order).
+    pub fn reduce(self, g: &[f32], a: &[f32], n: usize, hw: usize) -> Vec<f32> {
+        match self {
+            Broadcast::Same => Broadcast::Same.mul(g, a, n, hw),
+            Broadcast::Channel => g
+                .par_chunks(hw)
+                .zip(a.par_chunks(hw))
+                .map(|(g, a)| g.iter().zip(a).fold(0f32, |s, (x, y)| s + x * y))
+                .collect(),
+            Broadcast::Spatial => {
+                let c = g.len() / (n * hw);
+                let mut db = zeros(n * hw);
+                db.par_chunks_mut(hw).enumerate().for_each(|(ni, d)| {
+                    for ch in 0..c {
+                        let at = (ch * n + ni) * hw;
+                        d.iter_mut().zip(g[at..][..hw].iter().zip(&a[at..][..hw])).for_each(|(d, (x, y))| *d += x * y);
+                    }
+                });
+                db
+            }
+        }
+    }
+}
+
+/// The maximum over channels at each position of `x` (`c × m`), and the channel of its first maximum.
+pub(super) fn channel_max(x: &[f32], c: usize) -> (Vec<f32>, Vec<u32>) {
+    let m = x.len() / c;
+    let mut y = scratch(m);
+    let mut arg = vec![0u32; m];
+    y.par_chunks_mut(GRAIN).zip(arg.par_chunks_mut(GRAIN)).enumerate().for_each(|(t, (y, arg))| {
+        let at = t * GRAIN;
+        y.copy_from_slice(&x[at..][..y.len()]);
+        for ch in 1..c {
+            let len = y.len();
+            for ((yv, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(&x[ch * m + at..][..len]) {
+                if v > *yv || (v.is_nan() && !yv.is_nan()) {
+                    *yv = v;
+                    *a = ch as u32;
+                }
+            }
+        }
+    });
+    (y, arg)
+}
+
+/// The mean over channels at each position of `x` (`c × m`), summed in channel order.
+pub(super) fn channel_mean(x: &[f32], c: usize) -> Vec<f32> {
+    let m = x.len() / c;
+    let mut y = zeros(m);
+    y.par_chunks_mut(GRAIN).enumerate().for_each(|(t, y)| {
+        let at = t * GRAIN;
+        for ch in 0..c {
+            let len = y.len();
+            y.iter_mut().zip(&x[ch * m + at..][..len]).for_each(|(o, v)| *o += v);
+        }
+        y.iter_mut().for_each(|o| *o /= c as f32);
+    });
+    y
+}
+
+/// Each of `c` channel planes of length `g.len()` filled by `f(channel, position value of g)`.
+pub(super) fn per_channel(g: &[f32], c: usize, f: impl Fn(usize, usize, f32) -> f32 + Sync) -> Vec<f32> {
+    let m = g.len();
+    let mut dx = scratch(c * m);
+    dx.par_chunks_mut(m)
+        .enumerate()
+        .for_each(|(ch, d)| d.iter_mut().zip(g).enumerate().for_each(|(p, (o, &v))| *o = f(ch, p, v)));
+    dx
+}
+
+/// Each value of `g` spread evenly over a plane of `m` (global average pooling's gradient).
+pub(super) fn spread(g: &[f32], m: usize) -> Vec<f32> {
+    let mut dx = scratch(g.len() * m);
+    dx.par_chunks_mut(m).zip(g.par_iter()).for_each(|(d, &v)| d.fill(v / m as f32));
+    dx
 }

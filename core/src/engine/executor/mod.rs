@@ -3,6 +3,8 @@
 //! parameter). One executor serves evaluation, attribution and training for every model; candle's autograd on the
 //! models' own modules is its test oracle.
 
+#[cfg(test)]
+mod kernel_tests;
 mod kernels;
 mod lrp;
 #[cfg(test)]
@@ -163,7 +165,9 @@ impl<'a> Executor<'a> {
             Op::Input => unreachable!("the input is node 0"),
             Op::Conv { weight, bias, k, stride, pad } => {
                 let g = ConvGeometry { n, input: in_shape(0), c_out: c, k: *k, stride: *stride, pad: *pad };
-                let y = if g.is_pointwise() {
+                let y = if g.is_narrow() {
+                    g.direct_forward(x, self.p(*weight), bias.map(|b| self.p(b)))
+                } else if g.is_pointwise() {
                     conv_forward(&g, x, self.p(*weight), bias.map(|b| self.p(b)))
                 } else if let Some(wg) = g.winograd().filter(|_| train) {
                     wg.forward(&wg.weight(self.p(*weight)), &wg.input(x), bias.map(|b| self.p(b)))
@@ -209,38 +213,14 @@ impl<'a> Executor<'a> {
                 let (y, arg) = plane_max(x, hi * wi);
                 (y, Saved::Index(arg))
             }
-            Op::ChannelMax | Op::ChannelMean => {
-                let ci = in_shape(0).0;
-                let m = n * hw;
-                let mut y = vec![f32::NEG_INFINITY; m];
-                let mut arg = vec![0u32; m];
-                if node.op == Op::ChannelMax {
-                    for ch in 0..ci {
-                        for ((yv, a), &v) in y.iter_mut().zip(&mut arg).zip(&x[ch * m..][..m]) {
-                            if ch == 0 || v > *yv || (v.is_nan() && !yv.is_nan()) {
-                                *yv = v;
-                                *a = ch as u32;
-                            }
-                        }
-                    }
-                    (y, Saved::Index(arg))
-                } else {
-                    y.fill(0.0);
-                    for ch in 0..ci {
-                        y.iter_mut().zip(&x[ch * m..][..m]).for_each(|(o, v)| *o += v);
-                    }
-                    y.iter_mut().for_each(|o| *o /= ci as f32);
-                    (y, Saved::Nothing)
-                }
+            Op::ChannelMax => {
+                let (y, arg) = channel_max(x, in_shape(0).0);
+                (y, Saved::Index(arg))
             }
+            Op::ChannelMean => (channel_mean(x, in_shape(0).0), Saved::Nothing),
             Op::Concat => (node.inputs.iter().flat_map(|&j| values[j].iter().copied()).collect(), Saved::Nothing),
             Op::Add => (zip_map(x, input(1), |a, b| a + b), Saved::Nothing),
-            Op::Mul => {
-                let b = input(1);
-                let mut y = zeros(x.len());
-                broadcast(node.shape, in_shape(1), n, |i, j| y[i] = x[i] * b[j]);
-                (y, Saved::Nothing)
-            }
+            Op::Mul => (Broadcast::of(node.shape, in_shape(1)).mul(x, input(1), n, hw), Saved::Nothing),
             Op::Gate => (zip_map(x, input(1), |m, t| (1.0 + m) * t), Saved::Nothing),
             Op::Upsample { .. } => {
                 let (_, hi, wi) = in_shape(0);
@@ -358,6 +338,15 @@ impl<'a> Executor<'a> {
             Op::Input => vec![],
             Op::Conv { weight, bias, k, stride, pad } => {
                 let geo = ConvGeometry { n, input: in_shape(0), c_out: c, k: *k, stride: *stride, pad: *pad };
+                if geo.is_narrow() {
+                    if wants_params {
+                        add_param(*weight, geo.direct_weight_grad(x, &g));
+                        if let Some(b) = bias {
+                            add_param(*b, channel_sums(&g, c));
+                        }
+                    }
+                    return Ok(one(wants[0].then(|| geo.direct_input_grad(self.p(*weight), &g))));
+                }
                 // Training (parameter gradients wanted) goes through Winograd, as its forward pass did.
                 if let Some(wg) = geo.winograd().filter(|_| wants_params) {
                     let dm = wg.output_grad(&g);
@@ -436,21 +425,15 @@ impl<'a> Executor<'a> {
             Op::GlobalAvgPool => {
                 let (_, hi, wi) = in_shape(0);
                 let m = hi * wi;
-                one(Some(g.iter().flat_map(|&gv| std::iter::repeat_n(gv / m as f32, m)).collect()))
+                one(Some(spread(&g, m)))
             }
             Op::ChannelMax => {
                 let Saved::Index(arg) = &fwd.saved[i] else { unreachable!("channel max saves its arg-max") };
-                let m = n * hw;
-                let mut dx = zeros(in_shape(0).0 * m);
-                for (p, (&gv, &a)) in g.iter().zip(arg).enumerate() {
-                    dx[a as usize * m + p] += gv;
-                }
-                one(Some(dx))
+                one(Some(per_channel(&g, in_shape(0).0, |ch, p, v| if arg[p] as usize == ch { v } else { 0.0 })))
             }
             Op::ChannelMean => {
                 let ci = in_shape(0).0;
-                let share: Vec<f32> = g.iter().map(|v| v / ci as f32).collect();
-                one(Some((0..ci).flat_map(|_| share.iter().copied()).collect()))
+                one(Some(per_channel(&g, ci, |_, _, v| v / ci as f32)))
             }
             Op::Concat => {
                 let mut at = 0;
@@ -465,14 +448,9 @@ impl<'a> Executor<'a> {
             }
             Op::Add => vec![Some(g.clone()), Some(g)],
             Op::Mul => {
-                let b = value(node.inputs[1])?;
-                let mut da = zeros(g.len());
-                let mut db = zeros(len(in_shape(1)) * n);
-                broadcast(node.shape, in_shape(1), n, |p, q| {
-                    da[p] = g[p] * b[q];
-                    db[q] += g[p] * x[p];
-                });
-                vec![Some(da), Some(db)]
+                let how = Broadcast::of(node.shape, in_shape(1));
+                let da = how.mul(&g, value(node.inputs[1])?, n, hw);
+                vec![Some(da), Some(how.reduce(&g, x, n, hw))]
             }
             Op::Gate => {
                 let t = value(node.inputs[1])?;
@@ -574,28 +552,6 @@ fn eval_affine(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32)
     let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + eps).sqrt()).collect();
     let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
     (scale, shift)
-}
-
-/// Calls `f(i, j)` for each element `i` of a value of shape `a` and the element `j` of the broadcast operand of
-/// shape `b` (`a`'s shape, `(c, 1, 1)` or `(1, h, w)`) it meets, over `n` images (channel-major).
-fn broadcast(a: crate::graph::Shape, b: crate::graph::Shape, n: usize, mut f: impl FnMut(usize, usize)) {
-    let (c, h, w) = a;
-    let hw = h * w;
-    for ch in 0..c {
-        for ni in 0..n {
-            let base = (ch * n + ni) * hw;
-            for p in 0..hw {
-                let j = if b == a {
-                    base + p
-                } else if b.1 * b.2 == 1 {
-                    ch * n + ni
-                } else {
-                    ni * hw + p
-                };
-                f(base + p, j);
-            }
-        }
-    }
 }
 
 /// `x` (`n × C×H×W`, image-major) channel-major.

@@ -1,0 +1,170 @@
+//! The executor's hand-written kernels against plain loops and the unfolding path (itself held to candle's autograd
+//! in `tests.rs`): the direct convolution on strides, paddings and kernels wider than the input; products with
+//! each broadcast; the channel and window maxima on ties, NaN and cut-off windows.
+
+use super::kernels::*;
+
+/// Deterministic values in [-1, 1) from `seed`, with every fourth one repeated (ties).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+        out.push(if i % 4 == 3 { out[i - 1] } else { v });
+    }
+    out
+}
+
+/// The largest difference, relative to the largest entry of `want`.
+fn rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let top = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / top
+}
+
+#[test]
+fn direct_convolution_equals_unfolding() {
+    // (n, c_in, h, w, c_out, k, stride, pad): CBAM's gate, stride 2, no padding, padding wider than the kernel
+    // needs, a kernel wider than the input, odd sizes.
+    let cases = [
+        (3, 2, 9, 7, 1, 7, 1, 3),
+        (2, 1, 8, 8, 3, 3, 2, 1),
+        (2, 2, 5, 6, 2, 5, 2, 0),
+        (1, 3, 4, 4, 2, 3, 1, 2),
+        (2, 1, 3, 3, 1, 7, 1, 3),
+        (9, 2, 6, 5, 4, 3, 3, 1),
+    ];
+    for (seed, &(n, c_in, h, w, c_out, k, stride, pad)) in cases.iter().enumerate() {
+        let g = ConvGeometry { n, input: (c_in, h, w), c_out, k, stride, pad };
+        assert!(g.is_narrow(), "{g:?}");
+        let x = values(c_in * n * h * w, seed as u64);
+        let weight = values(g.c_out * g.rows(), 100 + seed as u64);
+        let bias = values(c_out, 200 + seed as u64);
+        let dy = values(c_out * g.positions(), 300 + seed as u64);
+        let mut cols = zeros(g.rows() * g.positions());
+        g.im2col(&x, &mut cols);
+        let y = conv_forward(&g, &cols, &weight, Some(&bias));
+        assert!(rel(&g.direct_forward(&x, &weight, Some(&bias)), &y) < 1e-6, "forward {g:?}");
+        let (dw, _) = conv_param_grads(&g, &cols, &dy, false);
+        assert!(rel(&g.direct_weight_grad(&x, &dy), &dw) < 1e-5, "weight gradient {g:?}");
+        let mut dcols = conv_cols_grad(&g, &weight, &dy);
+        let mut dx = zeros(x.len());
+        g.col2im(&mut dcols, &mut dx);
+        assert!(rel(&g.direct_input_grad(&weight, &dy), &dx) < 1e-6, "input gradient {g:?}");
+    }
+}
+
+#[test]
+fn direct_weight_gradient_is_independent_of_the_thread_count() {
+    let g = ConvGeometry { n: 37, input: (2, 12, 12), c_out: 1, k: 7, stride: 1, pad: 3 };
+    let (x, dy) = (values(2 * 37 * 144, 1), values(37 * 144, 2));
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| g.direct_weight_grad(&x, &dy))
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn broadcast_products_and_their_gradients_equal_plain_loops() {
+    let (c, n, h, w) = (3, 4, 5, 3);
+    let hw = h * w;
+    let a = values(c * n * hw, 7);
+    let g = values(c * n * hw, 8);
+    for (shape, how) in [((c, h, w), Broadcast::Same), ((c, 1, 1), Broadcast::Channel), ((1, h, w), Broadcast::Spatial)]
+    {
+        assert_eq!(Broadcast::of((c, h, w), shape), how);
+        let b = values(shape.0 * shape.1 * shape.2 * n, 9);
+        // Where element (ch, ni, p) of `a` meets `b`.
+        let at = |ch: usize, ni: usize, p: usize| match how {
+            Broadcast::Same => (ch * n + ni) * hw + p,
+            Broadcast::Channel => ch * n + ni,
+            Broadcast::Spatial => ni * hw + p,
+        };
+        let mut want = vec![0f32; a.len()];
+        let mut want_db = vec![0f32; b.len()];
+        for ch in 0..c {
+            for ni in 0..n {
+                for p in 0..hw {
+                    let i = (ch * n + ni) * hw + p;
+                    want[i] = a[i] * b[at(ch, ni, p)];
+                    want_db[at(ch, ni, p)] += g[i] * a[i];
+                }
+            }
+        }
+        assert_eq!(how.mul(&a, &b, n, hw), want, "{how:?}");
+        assert!(rel(&how.reduce(&g, &a, n, hw), &want_db) < 1e-6, "{how:?}");
+    }
+}
+
+#[test]
+fn maxima_take_the_first_maximum_and_nan_wins() {
+    // Channel maximum over 3 channels of 4 positions: a tie (first channel wins), a NaN (wins), -inf everywhere.
+    let x = [
+        1.0,
+        f32::NEG_INFINITY,
+        0.0,
+        2.0, // channel 0
+        1.0,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        3.0, // channel 1
+        0.5,
+        f32::NEG_INFINITY,
+        5.0,
+        3.0, // channel 2
+    ];
+    let (y, arg) = channel_max(&x, 3);
+    assert_eq!(arg, [0, 0, 1, 1]);
+    assert_eq!((y[0], y[1], y[3]), (1.0, f32::NEG_INFINITY, 3.0));
+    assert!(y[2].is_nan());
+    // The same over whole planes.
+    let (y, arg) = plane_max(&[1.0, 4.0, 4.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 2.0, f32::NAN, f32::NAN], 4);
+    assert_eq!(arg, [1, 2]);
+    assert_eq!(y[0], 4.0);
+    assert!(y[1].is_nan());
+    let (y, arg) = plane_max(&[f32::NEG_INFINITY; 3], 3);
+    assert_eq!((y[0], arg[0]), (f32::NEG_INFINITY, 0));
+}
+
+#[test]
+fn window_maxima_equal_plain_loops_with_cut_windows() {
+    for (h, w) in [(4usize, 4usize), (5, 7), (3, 2), (1, 1)] {
+        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+        let mut x = values(2 * h * w, (h * w) as u64);
+        x[h * w - 1] = f32::NAN;
+        let (y, arg) = max_pool(&x, (h, w), (ho, wo));
+        for (pl, plane) in x.chunks(h * w).enumerate() {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let (iy, ix) = (2 * oy + dy, 2 * ox + dx);
+                        if iy < h && ix < w {
+                            let v = plane[iy * w + ix];
+                            if at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
+                                (best, at) = (v, iy * w + ix);
+                            }
+                        }
+                    }
+                    let o = pl * ho * wo + oy * wo + ox;
+                    assert_eq!(arg[o] as usize, at, "{h}×{w} window ({oy}, {ox})");
+                    assert!(y[o] == best || (y[o].is_nan() && best.is_nan()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn channel_mean_and_spreads_equal_plain_loops() {
+    let (c, m) = (5, 40_000);
+    let x = values(c * m, 3);
+    let want: Vec<f32> = (0..m).map(|p| (0..c).fold(0f32, |s, ch| s + x[ch * m + p]) / c as f32).collect();
+    assert_eq!(channel_mean(&x, c), want);
+    let g = values(m, 4);
+    let dx = per_channel(&g, c, |ch, p, v| if p % c == ch { v } else { 0.0 });
+    assert!((0..c * m).all(|i| dx[i] == if (i % m) % c == i / m { g[i % m] } else { 0.0 }));
+    assert_eq!(spread(&[2.0, -4.0], 4), [0.5, 0.5, 0.5, 0.5, -1.0, -1.0, -1.0, -1.0]);
+}
