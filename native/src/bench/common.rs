@@ -64,3 +64,16 @@ pub fn sgemm_gflops() -> anyhow::Result<f64> {
     }
     Ok(best / 1e9)
 }
+
+/// The command line; with `--help` or `-h`, prints the bench's `//!` header (its usage, from `source`, the bench's
+/// own file) and exits.
+pub fn args(source: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+        for line in source.lines().take_while(|l| l.starts_with("//!")) {
+            println!("{}", line.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""));
+        }
+        std::process::exit(0);
+    }
+    args
+}

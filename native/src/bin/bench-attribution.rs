@@ -48,7 +48,7 @@ fn best_rate<'a>(
 
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
-    let args: Vec<String> = std::env::args().collect();
+    let args = common::args(include_str!("bench-attribution.rs"));
     let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(1000);
     let n_ens: usize = arg(&args, "--ensemble-images").map(|v| v.parse()).transpose()?.unwrap_or(100);
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);

@@ -46,7 +46,7 @@ fn rate(model: &dyn Classifier, x: &candle_core::Tensor, targets: &[u32], e: &Ex
 
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
-    let args: Vec<String> = std::env::args().collect();
+    let args = common::args(include_str!("bench-backends.rs"));
     let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(20);
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

@@ -97,7 +97,7 @@ fn bench(kind: DatasetKind, batches: usize) -> Result<BTreeMap<&'static str, f64
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let args = common::args(include_str!("bench-kernels.rs"));
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     let batches: usize = arg(&args, "--batches").map(|v| v.parse()).transpose()?.unwrap_or(20);
     let python = arg(&args, "--python").or_else(|| std::env::var("WHITEBOX_PYTHON").ok()).unwrap_or("python3".into());

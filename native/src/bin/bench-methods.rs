@@ -129,7 +129,7 @@ fn best_rate(m: &dyn Classifier, x: &Tensor, targets: &[u32], row: &Row, repeat:
 
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
-    let args: Vec<String> = std::env::args().collect();
+    let args = common::args(include_str!("bench-methods.rs"));
     let count = |name: &str, default: usize| -> Result<usize> {
         Ok(arg(&args, name).map(|v| v.parse()).transpose()?.unwrap_or(default))
     };

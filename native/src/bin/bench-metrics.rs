@@ -34,7 +34,7 @@ use whitebox_core::params::Checkpoint;
 
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
-    let args: Vec<String> = std::env::args().collect();
+    let args = common::args(include_str!("bench-metrics.rs"));
     let n: usize = arg(&args, "--images").map(|v| v.parse()).transpose()?.unwrap_or(100);
     let threads: usize = arg(&args, "--threads").map(|v| v.parse()).transpose()?.unwrap_or(2);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

@@ -81,7 +81,7 @@ fn parse_pair(text: &str) -> Option<(f64, f64)> {
 
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
-    let args: Vec<String> = std::env::args().collect();
+    let args = common::args(include_str!("bench-models.rs"));
     let threads: usize = arg(&args, "--threads").map(|t| t.parse()).transpose()?.unwrap_or(2);
     let batches: Vec<usize> =
         arg(&args, "--batch").unwrap_or("32,128".into()).split(',').map(|b| b.parse()).collect::<Result<_, _>>()?;
@@ -134,7 +134,10 @@ fn main() -> Result<()> {
                         .args([script, "--seed-code", code, "--model", arch, "--dataset", dataset])
                         .args(&common)
                         .output()?;
-                    parse_pair(&String::from_utf8_lossy(&out.stdout))
+                    if !out.status.success() {
+                        bail!("PyTorch, {arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
+                    }
+                    Some(parse_pair(&String::from_utf8_lossy(&out.stdout)).context("PyTorch child output")?)
                 }
                 _ => None,
             };
