@@ -99,6 +99,15 @@ fn broadcast_products_and_their_gradients_equal_plain_loops() {
 }
 
 #[test]
+fn one_value_per_image_times_a_vector_per_image() {
+    // (3, 1, 1) times (1, 1, 1) over 2 images: the single value of each image scales its three channels.
+    let how = Broadcast::of((3, 1, 1), (1, 1, 1));
+    let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // channel-major: (channel, image)
+    assert_eq!(how.mul(&a, &[10.0, 100.0], 2, 1), [10.0, 200.0, 30.0, 400.0, 50.0, 600.0]);
+    assert_eq!(how.reduce(&[1.0; 6], &a, 2, 1), [9.0, 12.0]);
+}
+
+#[test]
 fn maxima_take_the_first_maximum_and_nan_wins() {
     // Channel maximum over 3 channels of 4 positions: a tie (first channel wins), a NaN (wins), -inf everywhere.
     let x = [

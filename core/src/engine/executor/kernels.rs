@@ -646,7 +646,8 @@ impl Broadcast {
     pub fn of(a: Shape, b: Shape) -> Broadcast {
         if a == b {
             Broadcast::Same
-        } else if b.1 * b.2 == 1 {
+        } else if b.0 == a.0 {
+            // (c, 1, 1); a (1, 1, 1) operand of a (c, 1, 1) value with c > 1 is one value per image: spatial.
             Broadcast::Channel
         } else {
             Broadcast::Spatial
