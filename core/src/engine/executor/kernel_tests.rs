@@ -4,23 +4,19 @@
 
 use super::kernels::*;
 
-/// Deterministic values in [-1, 1) from `seed`, with every fourth one repeated (ties).
+/// The project's random test values (`testing::random`) with every fourth one repeated (ties).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut out = Vec::with_capacity(len);
-    for i in 0..len {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let v = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
-        out.push(if i % 4 == 3 { out[i - 1] } else { v });
+    let mut v = crate::testing::values(&crate::testing::random(&[len], seed).expect("random values"))
+        .expect("a vector's values");
+    for i in (3..len).step_by(4) {
+        v[i] = v[i - 1];
     }
-    out
+    v
 }
 
 /// The largest difference, relative to the largest entry of `want`.
 fn rel(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let top = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / top
+    crate::testing::max_rel_error(got, want, 1e-30)
 }
 
 #[test]
