@@ -165,28 +165,50 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// Tasks a split product aims for: enough for the thread pools here (2–16 threads) to share, fixed so that the split
+/// (and so every bit of the result) depends on the shapes only, never on the thread count.
+const TASKS: usize = 8;
+
+/// The fewest rows (or columns) of the result a task gets when a product is split along the result's long side.
+const MIN_SLICE: usize = 64;
+
+/// `len` split into at most `parts` slices of at least [`MIN_SLICE`] (one slice when `len` is short): the slice
+/// length and the number of slices.
+fn slices(len: usize, parts: usize) -> (usize, usize) {
+    let parts = parts.min(len.div_ceil(MIN_SLICE)).max(1);
+    let per = len.div_ceil(parts).max(1);
+    (per, len.div_ceil(per))
+}
+
 /// `c (m×n) = a (m×k) · b (k×n)` for a wide `n` (a convolution's output positions): blocks of columns on the rayon
 /// pool, each block one single-threaded product. Twice as fast as letting one product split itself at these
-/// shapes (64 × 25,088 × 288 on 2 threads: 119 → 205 GFLOP/s).
+/// shapes (64 × 25,088 × 288 on 2 threads: 119 → 205 GFLOP/s). Where there are fewer column blocks than [`TASKS`]
+/// (a few images of a small map: RAN's 4×4 stage over 32 images is one block) the rows are split too, so that
+/// every thread has work (1×1, 512 → 2048 over 32 × 4 × 4 positions: one thread before).
 pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_s): Operand, c: &mut [f32]) {
     assert!(c.len() >= m * n && fits(a.len(), m, k, a_s) && fits(b.len(), k, n, b_s), "sgemm operands do not fit");
+    let col_blocks = n.div_ceil(BLOCK);
+    let (rows, row_blocks) = slices(m, TASKS.div_ceil(col_blocks.max(1)));
     let out = SendPtr(c.as_mut_ptr());
-    (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|t| {
+    (0..row_blocks * col_blocks).into_par_iter().for_each(|task| {
+        let (r, t) = (task / col_blocks, task % col_blocks);
+        let (r0, r1) = (r * rows, ((r + 1) * rows).min(m));
         let (lo, hi) = (t * BLOCK, ((t + 1) * BLOCK).min(n));
         // Rebinding moves the whole `SendPtr` into the closure (a field access alone would capture the raw pointer,
         // which is not `Send`).
         #[allow(clippy::redundant_locals)]
         let out = out;
-        // SAFETY: columns lo..hi of `b` and `c` lie inside the checked operands, and each task writes its own columns.
+        // SAFETY: rows r0..r1 of `a` and `c` and columns lo..hi of `b` and `c` lie inside the checked operands, and
+        // each task writes its own block of `c`.
         unsafe {
             gemm_raw(
-                m,
+                r1 - r0,
                 hi - lo,
                 k,
-                out.0.add(lo),
+                out.0.add(r0 * n + lo),
                 (n as isize, 1),
                 false,
-                a.as_ptr(),
+                a.as_ptr().offset(r0 as isize * a_s.0),
                 a_s,
                 b.as_ptr().offset(lo as isize * b_s.1),
                 b_s,
@@ -296,32 +318,43 @@ fn check_batched(
 /// `c (m×n) = a (m×k) · b (k×n)` for a long `k` and a small `c` (a convolution's weight gradient, summed over every
 /// output position): blocks of `k` on the rayon pool, each thread summing its blocks' products, then the partial
 /// sums added. One product splitting itself would divide the small `c` (64 × 288 × 25,088: 45 → 204 GFLOP/s).
+/// Where `k` has fewer blocks than [`TASKS`] (few images of a small map) the result's long side is split too.
 pub(crate) fn sgemm_long(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_s): Operand, c: &mut [f32]) {
     assert!(c.len() >= m * n && fits(a.len(), m, k, a_s) && fits(b.len(), k, n, b_s), "sgemm operands do not fit");
-    // A fixed split of k (not the thread pool's), summed in a fixed order: the same bits on every run, whatever
-    // the scheduling, so training stays deterministic and resumable.
-    const PARTS: usize = 8;
+    // A fixed split of k and of the result (not the thread pool's), summed in a fixed order: the same bits on every
+    // run, whatever the scheduling, so training stays deterministic and resumable.
     let blocks = k.div_ceil(BLOCK);
-    let per_part = blocks.div_ceil(PARTS).max(1);
-    let sums: Vec<Vec<f32>> = (0..blocks.div_ceil(per_part))
+    let per_part = blocks.div_ceil(TASKS).max(1);
+    let k_parts = blocks.div_ceil(per_part);
+    if k_parts == 0 || m == 0 || n == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    let split_rows = m >= n;
+    let (per_slice, slices) = slices(m.max(n), TASKS.div_ceil(k_parts));
+    let sums: Vec<Vec<f32>> = (0..slices * k_parts)
         .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0f32; m * n];
+        .map(|task| {
+            let (slice, part) = (task / k_parts, task % k_parts);
+            let (s0, s1) = (slice * per_slice, ((slice + 1) * per_slice).min(m.max(n)));
+            let (mm, nn, a_off, b_off) =
+                if split_rows { (s1 - s0, n, s0 as isize * a_s.0, 0) } else { (m, s1 - s0, 0, s0 as isize * b_s.1) };
+            let mut acc = vec![0f32; mm * nn];
             for t in part * per_part..((part + 1) * per_part).min(blocks) {
                 let (lo, hi) = (t * BLOCK, ((t + 1) * BLOCK).min(k));
-                // SAFETY: rows lo..hi of `b` and columns lo..hi of `a` lie inside the checked operands; `acc` is this
-                // task's own buffer.
+                // SAFETY: this slice's rows of `a` (or columns of `b`) and rows lo..hi of `b` and columns lo..hi of
+                // `a` lie inside the checked operands; `acc` is this task's own buffer.
                 unsafe {
                     gemm_raw(
-                        m,
-                        n,
+                        mm,
+                        nn,
                         hi - lo,
                         acc.as_mut_ptr(),
-                        long_layout(m, n),
+                        long_layout(mm, nn),
                         true,
-                        a.as_ptr().offset(lo as isize * a_s.1),
+                        a.as_ptr().offset(a_off + lo as isize * a_s.1),
                         a_s,
-                        b.as_ptr().offset(lo as isize * b_s.0),
+                        b.as_ptr().offset(b_off + lo as isize * b_s.0),
                         b_s,
                         false,
                     )
@@ -330,13 +363,23 @@ pub(crate) fn sgemm_long(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
             acc
         })
         .collect();
-    let partial = sums.into_iter().reduce(|mut x, y| {
-        x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-        x
-    });
-    match partial {
-        Some(sum) => from_long_layout(&sum, m, n, &mut c[..m * n]),
-        None => c[..m * n].fill(0.0),
+    for (slice, parts) in sums.chunks(k_parts).enumerate() {
+        let mut sum = parts[0].clone();
+        for p in &parts[1..] {
+            sum.iter_mut().zip(p).for_each(|(x, y)| *x += y);
+        }
+        let s0 = slice * per_slice;
+        if split_rows {
+            let mm = sum.len() / n;
+            from_long_layout(&sum, mm, n, &mut c[s0 * n..(s0 + mm) * n]);
+        } else {
+            let nn = sum.len() / m;
+            let mut block = vec![0f32; m * nn];
+            from_long_layout(&sum, m, nn, &mut block);
+            for (row, src) in c[..m * n].chunks_exact_mut(n).zip(block.chunks_exact(nn)) {
+                row[s0..s0 + nn].copy_from_slice(src);
+            }
+        }
     }
 }
 
@@ -409,7 +452,14 @@ mod tests {
         let rand = |len: usize, seed: u64| -> Vec<f32> {
             (0..len).map(|i| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0).collect()
         };
-        for (m, n, k) in [(3, 1300, 7), (5, 9, 1100), (9, 5, 1100), (2, 2, 0), (1, 513, 1)] {
+        // The last four split the result too (fewer blocks than tasks): by rows, by columns, a one-block `k`.
+        let shapes = [(3, 1300, 7), (5, 9, 1100), (9, 5, 1100), (2, 2, 0), (1, 513, 1)].into_iter().chain([
+            (300, 40, 600),
+            (40, 300, 600),
+            (700, 130, 9),
+            (130, 700, 1030),
+        ]);
+        for (m, n, k) in shapes {
             let a = rand(m * k, 1);
             let b = rand(k * n, 2);
             // a as given, b transposed in memory (n×k storage, strides (1, k)).

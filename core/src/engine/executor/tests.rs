@@ -192,7 +192,7 @@ fn away_from_ties(
         graph.params.iter().map(|p| values(data[&p.name].as_tensor())).collect::<candle_core::Result<_>>()?
     };
     let ex = super::Executor::new(&graph, params.iter().map(|p| p.as_slice()).collect())?;
-    for seed in 2..50 {
+    for seed in 2..200 {
         let (x, _) = batch(spec, EVAL_N, seed)?;
         let channel_major = values(&x.transpose(0, 1)?.contiguous()?)?;
         let fwd = ex.forward(channel_major, EVAL_N, false, &[graph.output], true)?;
@@ -229,12 +229,14 @@ fn away_from_ties(
         if closest.is_infinite() {
             return Ok(x); // no max-pooling (WARN)
         }
-        if closest > 2.0 * bound {
+        // Three times the rounding: both float32 paths (the graph's and candle's) round, each by about `bound`, and
+        // `bound` was measured on another batch (twice let a pair 1.3e-6 apart, with bound 6.4e-7, swap sides).
+        if closest > 3.0 * bound {
             println!("{what}: batch {seed}, closest pooling pair {closest:e} apart (rounding there {bound:e})");
             return Ok(x);
         }
         println!(
-            "{what}: batch {seed} has a pooling pair {closest:e} apart, within twice the rounding {bound:e} there"
+            "{what}: batch {seed} has a pooling pair {closest:e} apart, within three times the rounding {bound:e} there"
         );
     }
     panic!("{what}: every batch drawn holds a pooling near-tie")
