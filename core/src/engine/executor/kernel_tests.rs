@@ -173,3 +173,33 @@ fn channel_mean_and_spreads_equal_plain_loops() {
     assert!((0..c * m).all(|i| dx[i] == if (i % m) % c == i / m { g[i % m] } else { 0.0 }));
     assert_eq!(spread(&[2.0, -4.0], 4), [0.5, 0.5, 0.5, 0.5, -1.0, -1.0, -1.0, -1.0]);
 }
+
+/// BatchNorm's statistics and backward sums (in interleaved partial sums) equal plain float64 loops, on planes whose
+/// length is and is not a multiple of the lane count, with an offset mean (the variance's cancellation).
+#[test]
+fn batch_norm_sums_equal_plain_loops() {
+    for (c, m) in [(3, 37), (2, 64), (1, 5), (4, 1)] {
+        let x: Vec<f32> = values(c * m, 50 + m as u64).iter().map(|v| v + 3.0).collect();
+        let dy = values(c * m, 60 + m as u64);
+        let (mean, var) = batch_stats(&x, c);
+        let gamma = values(c, 70);
+        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+        let (dx, dgamma, dbeta) = batch_norm_backward(&x, &dy, &mean, &invstd, &gamma);
+        for ch in 0..c {
+            let (xs, gs) = (&x[ch * m..][..m], &dy[ch * m..][..m]);
+            let mu = xs.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
+            let v = xs.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / m as f64;
+            assert!(
+                (mean[ch] as f64 - mu).abs() <= 1e-6 * mu.abs() && (var[ch] as f64 - v).abs() <= 1e-6 * v,
+                "{c}×{m}"
+            );
+            let (mu, is) = (mean[ch], invstd[ch]);
+            let sdy: f64 = gs.iter().map(|&g| g as f64).sum();
+            let sdyx: f64 = xs.iter().zip(gs).map(|(&v, &g)| (g * (v - mu) * is) as f64).sum();
+            assert!((dbeta[ch] as f64 - sdy).abs() < 1e-5 && (dgamma[ch] as f64 - sdyx).abs() < 1e-5, "{c}×{m}");
+            let (a, b, k) = ((sdy / m as f64) as f32, (sdyx / m as f64) as f32, gamma[ch] * is);
+            let want: Vec<f32> = xs.iter().zip(gs).map(|(&v, &g)| k * (g - a - (v - mu) * is * b)).collect();
+            assert!(rel(&dx[ch * m..][..m], &want) < 1e-5, "{c}×{m}");
+        }
+    }
+}

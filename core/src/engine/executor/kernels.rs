@@ -172,11 +172,37 @@ pub(super) fn batch_stats(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let m = x.len() / c;
     x.par_chunks(m)
         .map(|ch| {
-            let mean = ch.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
-            let var = ch.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
+            let mean = lane_sums(ch, ch, |v, _| [v as f64, 0.0])[0] / m as f64;
+            let var = lane_sums(ch, ch, |v, _| [(v as f64 - mean).powi(2), 0.0])[0] / m as f64;
             (mean as f32, var as f32)
         })
         .unzip()
+}
+
+/// Independent partial sums per [`lane_sums`] call: enough to hide the latency of a float64 add.
+const LANES: usize = 8;
+
+/// `Σ f(a_i, b_i)` of both components, in float64, over `LANES` interleaved partial sums added in a fixed order: a
+/// single running sum waits on every add (4 cycles each), these chains run side by side and vectorise (BatchNorm's
+/// statistics and backward sums).
+fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> [f64; 2]) -> [f64; 2] {
+    let mut acc = [[0f64; LANES]; 2];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..LANES {
+            let [p, q] = f(xa[l], xb[l]);
+            acc[0][l] += p;
+            acc[1][l] += q;
+        }
+    }
+    let mut sum = [acc[0].iter().sum::<f64>(), acc[1].iter().sum::<f64>()];
+    for (&va, &vb) in ra.iter().zip(rb) {
+        let [p, q] = f(va, vb);
+        sum[0] += p;
+        sum[1] += q;
+    }
+    sum
 }
 
 /// `y = x·scale[c] + shift[c]` over `c × m`.
@@ -207,11 +233,7 @@ pub(super) fn batch_norm_backward(
         .enumerate()
         .map(|(ch, (out, (xs, gs)))| {
             let (mu, is) = (mean[ch], invstd[ch]);
-            let (mut sdy, mut sdyx) = (0f64, 0f64);
-            for (&v, &g) in xs.iter().zip(gs) {
-                sdy += g as f64;
-                sdyx += (g * (v - mu) * is) as f64;
-            }
+            let [sdy, sdyx] = lane_sums(xs, gs, |v, g| [g as f64, (g * (v - mu) * is) as f64]);
             let (a, b) = ((sdy / m as f64) as f32, (sdyx / m as f64) as f32);
             let k = gamma[ch] * is;
             for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
