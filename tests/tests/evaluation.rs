@@ -153,6 +153,15 @@ fn reduced_roar_kar_and_selectivity_sweep_end_to_end() {
     for needle in ["## ROAR", "## KAR", "## Selectivity", "| VBP |", "| Random |", "| SG-SQ-VBP |"] {
         assert!(md.contains(needle), "report lacks {needle}:\n{md}");
     }
+    // The unit count covers the curves shown: every unit here, only the baseline and VBP's with `--methods vbp`.
+    assert!(md.contains(&format!("{} units,", units.len())), "{md}");
+    let only = dir.path().join("only-vbp");
+    let filtered = whitebox(&["report", &out, "--methods", "vbp", "--out", only.to_str().unwrap()]);
+    assert!(filtered.status.success(), "{}", stderr(&filtered));
+    let kept = ["units/baseline", "units/roar-vbp-", "units/kar-vbp-"];
+    let kept = units.keys().filter(|k| kept.iter().any(|p| k.starts_with(p))).count();
+    let md = std::fs::read_to_string(only.join("report.md")).unwrap();
+    assert!(kept == 5 && md.contains(&format!("{kept} units,")), "{kept} units kept:\n{md}");
     let svg = std::fs::read_to_string(dir.path().join("report/roar-kar.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("VBP (seed)") && svg.contains("<polyline"),

@@ -129,8 +129,13 @@ fn rows(dirs: &[PathBuf], methods: Option<&[Estimator]>) -> Result<(Vec<Row>, us
             }
             continue;
         }
-        count += units.len();
-        seconds += units.iter().map(|u| u.seconds).sum::<f64>();
+        // The units behind the curves shown: the baselines and the kept methods' units.
+        let shown: Vec<_> = units
+            .iter()
+            .filter(|u| u.unit.method.is_none_or(|m| methods.is_none_or(|keep| keep.contains(&m))))
+            .collect();
+        count += shown.len();
+        seconds += shown.iter().map(|u| u.seconds).sum::<f64>();
         let (arch, dataset) =
             remove_retrain::dataset_of(dir)?.map(|(a, d)| (a, d.name().to_string())).unwrap_or_default();
         let model = Arch::parse(&arch).map(Arch::label).unwrap_or(arch.as_str()).to_string();
