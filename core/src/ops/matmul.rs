@@ -331,8 +331,8 @@ pub(crate) fn sgemm_long(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
         return;
     }
     let split_rows = m >= n;
-    let (per_slice, slices) = slices(m.max(n), TASKS.div_ceil(k_parts));
-    let sums: Vec<Vec<f32>> = (0..slices * k_parts)
+    let (per_slice, n_slices) = slices(m.max(n), TASKS.div_ceil(k_parts));
+    let sums: Vec<Vec<f32>> = (0..n_slices * k_parts)
         .into_par_iter()
         .map(|task| {
             let (slice, part) = (task / k_parts, task % k_parts);

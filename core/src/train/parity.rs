@@ -111,8 +111,9 @@ pub struct Parity {
     pub loss: f64,
     pub gradient: (f64, String),
     pub weight: (f64, String),
-    /// `None`: compared with the CPU trainer. Otherwise compared with float64, and the CPU trainer's own worst
-    /// distance from it: loss, gradients (or how far inputs moved by 1e-6 move them, if more), weights.
+    /// `None`: compared with the CPU trainer. Otherwise compared with float64, and float32's own worst distance from
+    /// it on the CPU (three runs, two on images moved by 1e-6): loss, gradients (or how far the moved images move
+    /// them, if more), weights.
     pub cpu_from_f64: Option<(f64, f64, f64)>,
 }
 
@@ -123,7 +124,7 @@ impl std::fmt::Display for Parity {
         write!(f, "loss {l:.1e}, gradients {:.1e} ({}), weights {:.1e} ({})", g.0, g.1, w.0, w.1)?;
         match self.cpu_from_f64 {
             None => write!(f, " from the CPU trainer"),
-            Some((l, g, w)) => write!(f, " from float64 (the CPU trainer's: {l:.1e}, {g:.1e}, {w:.1e})"),
+            Some((l, g, w)) => write!(f, " from float64 (float32 on the CPU: {l:.1e}, {g:.1e}, {w:.1e})"),
         }
     }
 }
@@ -136,11 +137,15 @@ impl std::fmt::Display for Parity {
 /// of the largest entry of their tensor.
 ///
 /// RAN and WARN (learning rate 0.002): the first step's loss within 1e-5 of the CPU's; beyond, float32 cannot reach
-/// 1e-4 there (see [`tolerance`]), so both trainers are held to candle's float64 autograd on the same weights and batches: the GPU's losses, first-step gradients and
-/// weights after three steps (SGD in float64 by hand) within [`tolerance`] of the CPU trainer's own worst distance
-/// from float64, and its running statistics within that of the CPU's. For the gradients, float32's resolution on the
-/// batch counts too: a ReLU input within rounding of zero goes either way, so the CPU trainer is also run on the
-/// images moved by a relative 1e-6 (twice, at random), and how far that moves its gradients is the other bound.
+/// 1e-4 there (see [`tolerance`]), so both trainers are held to candle's float64 autograd on the same weights and
+/// batches: the GPU's losses, first-step gradients and weights after three steps (SGD in float64 by hand) within
+/// [`tolerance`] of float32's own worst distance from float64, and its running statistics within that of the CPU's.
+/// Float32's distance is measured on three CPU runs: the CPU trainer's, and two more on the images moved by a
+/// relative 1e-6 (at random, at every step). A ReLU input or a pooling pair within rounding of a kink goes either
+/// way, so one float32 path may land much further from float64 than another happens to; from the first step's
+/// gradients (0.15–0.35 of their largest entry apart on RAN) the three steps go on diverging (measured: RAN-92 on
+/// CIFAR-10, losses after the third step GPU 5.26, CPU 5.40, float64 5.42): a single CPU run undersold that spread.
+/// For the first step's gradients, how far the moved images move the CPU's gradients is the other bound.
 ///
 /// A gradient that is zero in exact arithmetic (a convolution's bias before BatchNorm: the normalisation removes
 /// any shift) holds rounding noise on both sides, so both must be below 1e-6 instead (against float64: each
@@ -170,6 +175,15 @@ pub async fn training_matches_cpu(
     let mut parity = Parity::default();
     let mut cpu_from_f64 = (0f64, 0f64, 0f64);
     let mut losses = Vec::new();
+    // The CPU trainer again on the images moved by a relative 1e-6, two runs (see above): the attention models only.
+    let mut probes = Vec::new();
+    if reference.is_some() {
+        for seed in [1u64, 2] {
+            let (probe_map, probe) = trainable(spec, 11)?;
+            let optimizer = Optimizer::new(OptimizerKind::Sgd, &probe_map, momentum, decay);
+            probes.push((seed, probe_map, probe, optimizer));
+        }
+    }
     let lock = |map: &candle_nn::VarMap| {
         map.data().lock().map_err(|_| Error::InvalidArgument("a poisoned variable map".into())).map(|d| d.clone())
     };
@@ -221,6 +235,13 @@ pub async fn training_matches_cpu(
                 losses.push((t.last_loss, cpu.loss, exact_loss));
                 parity.loss = parity.loss.max(err(t.last_loss));
                 cpu_from_f64.0 = cpu_from_f64.0.max(err(cpu.loss));
+                let mut probe_steps = Vec::new();
+                for (seed, _, probe, _) in &probes {
+                    let moved = (&x * ((random(x.dims(), 900 + seed + 10 * step as u64)? * 1e-6)? + 1.0)?)?;
+                    let probe_step = probe.training_step(&moved, &y)?;
+                    cpu_from_f64.0 = cpu_from_f64.0.max(err(probe_step.loss));
+                    probe_steps.push(probe_step);
+                }
                 if step == 0 {
                     let mut triples = Vec::new();
                     for (p, g) in graph.params.iter().zip(gpu_grads) {
@@ -242,13 +263,10 @@ pub async fn training_matches_cpu(
                     cpu_from_f64.1 = cpu_worst;
                     // Float32's resolution on this batch: a ReLU input or a pooling pair within rounding of a kink
                     // goes either way, so a path may differ from float64 by much more than the CPU happens to. How
-                    // far inputs moved by a relative 1e-6 (twice, at random) move the CPU's gradients measures it.
+                    // far inputs moved by a relative 1e-6 move the CPU's gradients measures it.
                     let mut wiggle = 0f64;
-                    for seed in [1, 2] {
-                        let (probe_map, probe) = trainable(spec, 11)?;
-                        let moved = (&x * ((random(x.dims(), 900 + seed)? * 1e-6)? + 1.0)?)?;
-                        let step = probe.training_step(&moved, &y)?;
-                        let probe_vars = lock(&probe_map)?;
+                    for ((_, probe_map, ..), step) in probes.iter().zip(&probe_steps) {
+                        let probe_vars = lock(probe_map)?;
                         for (name, _, c, _) in &triples {
                             let Some(g) = probe_vars.get(name).and_then(|v| step.grads.get(v.as_tensor())) else {
                                 continue;
@@ -269,6 +287,9 @@ pub async fn training_matches_cpu(
                             );
                         }
                     }
+                }
+                for ((.., optimizer), probe_step) in probes.iter_mut().zip(&probe_steps) {
+                    optimizer.step(&probe_step.grads, lr as f64)?;
                 }
                 // PyTorch's SGD in float64.
                 for ((_, var), v) in ref_vars.iter().zip(&mut velocity) {
@@ -302,16 +323,21 @@ pub async fn training_matches_cpu(
         Some((ref_vars, _)) => {
             if parity.loss > tolerance(cpu_from_f64.0) {
                 crate::invalid!(
-                    "{arch} {dataset} losses (GPU, CPU, float64 per step): {losses:?}: the GPU {:e} from float64, the CPU {:e}",
+                    "{arch} {dataset} losses (GPU, CPU, float64 per step): {losses:?}: the GPU {:e} from float64, float32 on \
+                     the CPU (three runs) at worst {:e}",
                     parity.loss,
                     cpu_from_f64.0
                 );
             }
+            let probe_values =
+                probes.iter().map(|(_, probe_map, ..)| graph_values(probe_map, &graph)).collect::<Result<Vec<_>>>()?;
             let mut errors = Vec::new();
             for (name, var) in ref_vars {
                 let Some(i) = graph.params.iter().position(|p| p.name == *name) else { continue };
                 let e = f64s(var.as_tensor())?;
-                errors.push((name, error_f64(&got[i], &e, 1e-6), error_f64(&want[i], &e, 1e-6)));
+                let cpu =
+                    probe_values.iter().fold(error_f64(&want[i], &e, 1e-6), |m, v| m.max(error_f64(&v[i], &e, 1e-6)));
+                errors.push((name, error_f64(&got[i], &e, 1e-6), cpu));
             }
             let cpu_worst = errors.iter().fold(0f64, |m, e| m.max(e.2));
             cpu_from_f64.2 = cpu_worst;
@@ -321,7 +347,7 @@ pub async fn training_matches_cpu(
                 }
                 if eg > tolerance(cpu_worst) {
                     crate::invalid!(
-                        "{arch} {dataset} {name} after three steps: {eg:e} from float64 (the CPU's: {ec:e})"
+                        "{arch} {dataset} {name} after three steps: {eg:e} from float64 (float32 on the CPU, three runs: {ec:e})"
                     );
                 }
             }
