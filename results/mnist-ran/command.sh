@@ -1,8 +1,9 @@
 #!/bin/bash
 # ROAR and KAR for RAN-56 on MNIST with Grad-CAM and ConvOutput maps (the seed's "ROAR/KAR by model"), at the reduced
 # scale of results/mnist-simple-cnn and results/mnist-cbam (same images, epochs, schedule and thresholds, RAN's own
-# learning rate and batch size); rerun to resume. The checkpoint is not in the repository (56 MB in f16): it is the RAN-56 trained on all of MNIST on an H200
-# (results/attention-models/ran-mnist-h200/: command, log, test accuracy 0.9897, SHA-256); RAN_CHECKPOINT names it.
+# learning rate and batch size); rerun to resume. The checkpoint is not in the repository (56 MB in f16): it is the
+# RAN-56 trained on all of MNIST on an H200 (results/attention-models/ran-mnist-h200/: command, log, test accuracy
+# 0.9897, SHA-256); RAN_CHECKPOINT names it.
 set -e
 cd "$(dirname "$0")/../.."
 B=${WHITEBOX:-whitebox}
