@@ -93,6 +93,10 @@ pub struct Plan {
     shapes: Vec<(usize, usize, usize)>,
     /// `features[k]` is the output of layer `taps[k]`.
     taps: Vec<usize>,
+    /// Each linear layer's weight transposed (`in × out`; empty for other layers): the forward product reads it
+    /// without repacking (the matrix-product kernel takes this operand column by column; repacking the `out × in`
+    /// weight cost as much as the product itself for a chunk of 32 images).
+    linear_t: Vec<Vec<f32>>,
 }
 
 /// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
@@ -142,7 +146,15 @@ impl Plan {
         if let Some(t) = taps.iter().find(|&&t| t >= layers.len()) {
             return Err(bad(*t, "a tap names a layer that does not exist".into()));
         }
-        Ok(Plan { layers, shapes, taps })
+        let linear_t = (layers.iter())
+            .map(|l| match l {
+                Layer::Linear { weight, inp, out, .. } => {
+                    (0..inp * out).map(|j| weight[(j % out) * inp + j / out]).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(Plan { layers, shapes, taps, linear_t })
     }
 
     fn input_len(&self) -> usize {
@@ -324,10 +336,11 @@ impl Plan {
                 let (y, arg) = pool_forward(input, n * c, h, w);
                 return (y, Saved::Argmax(arg));
             }
-            Layer::Linear { weight, bias, inp, out } => {
+            Layer::Linear { bias, inp, out, .. } => {
                 let mut y: Vec<f32> = (0..n).flat_map(|_| bias.iter().copied()).collect();
-                // y (n×out) += x (n×inp) · Wᵀ (inp×out)
-                sgemm(n, *out, *inp, input, (*inp as isize, 1), weight, (1, *inp as isize), &mut y, true, false);
+                // y (n×out) += x (n×inp) · Wᵀ (inp×out, stored)
+                let wt = &self.linear_t[i];
+                sgemm(n, *out, *inp, input, (*inp as isize, 1), wt, (*out as isize, 1), &mut y, true, false);
                 y
             }
             Layer::GlobalAvgPool => input.chunks(h * w).map(|p| p.iter().sum::<f32>() / (h * w) as f32).collect(),

@@ -2,8 +2,10 @@
 //! ablated patch): each layer is recomputed only where its output can differ — a convolution on the changed
 //! rectangle grown by its kernel, element-wise layers on that rectangle, pooling on the windows that touch it —
 //! and every other value is the image's own activation. A 4×4 window on MNIST's SimpleCNN changes about 15 % of the
-//! second convolution's outputs and half of the third's, so the copies cost a third of full forward passes. The
-//! convolutions of all copies' rectangles run as one matrix product. Layers whose output depends on the whole map
+//! second convolution's outputs and half of the third's, so the copies cost a third of full forward passes. A
+//! convolution adds the image's own output and the convolution of the copy's difference from the image, whose
+//! products grow with the changed input rather than with the output region it reaches (all copies in one matrix
+//! product per layer, every kernel tap at once). Layers whose output depends on the whole map
 //! (linear, global pooling) run in full from there on; a plan with CBAM blocks (global attention) is not served.
 
 use super::cpu::{Layer, Plan};
@@ -73,6 +75,12 @@ impl Plan {
             return None;
         }
         let base = self.activations_of(image);
+        let taps: Vec<Option<Vec<f32>>> = (self.parts().0.iter())
+            .map(|l| match l {
+                Layer::Conv { weight, c_in, c_out, k, .. } => Some(by_tap(weight, *c_in, *c_out, *k)),
+                _ => None,
+            })
+            .collect();
         let per = image.len();
         let classes = self.classes();
         let mut logits = vec![0f32; changed.len() * classes];
@@ -80,11 +88,11 @@ impl Plan {
             .par_chunks_mut(CHUNK * classes)
             .zip(copies.par_chunks(CHUNK * per))
             .zip(changed.par_chunks(CHUNK))
-            .for_each(|((out, xs), rects)| out.copy_from_slice(&self.local_chunk(&base, xs, rects)));
+            .for_each(|((out, xs), rects)| out.copy_from_slice(&self.local_chunk(&base, &taps, xs, rects)));
         Some(logits)
     }
 
-    fn local_chunk(&self, base: &[Vec<f32>], xs: &[f32], rects: &[Rect]) -> Vec<f32> {
+    fn local_chunk(&self, base: &[Vec<f32>], taps: &[Option<Vec<f32>>], xs: &[f32], rects: &[Rect]) -> Vec<f32> {
         let (layers, shapes, _) = self.parts();
         let n = rects.len();
         let mut state = State::Full(xs.to_vec(), rects.to_vec());
@@ -92,9 +100,12 @@ impl Plan {
             let (c, h, w) = shapes[i];
             let (_, ho, wo) = shapes[i + 1];
             state = match (layer, state) {
-                (Layer::Conv { weight, bias, c_out, k, pad, .. }, State::Full(x, rects)) => {
+                (Layer::Conv { c_out, k, pad, .. }, State::Full(x, rects)) => {
                     let out: Vec<Rect> = rects.iter().map(|r| r.through_conv(*k, *pad, ho, wo)).collect();
-                    State::Region(conv_regions(&x, (c, h, w), weight, bias, *c_out, *k, *pad, &out), out)
+                    let taps = taps[i].as_deref().expect("every convolution's taps");
+                    let bases = (base[i].as_slice(), base[i + 1].as_slice());
+                    let regs = conv_regions(&x, (c, h, w), taps, *c_out, (*k, *pad), (&rects, &out), bases, (ho, wo));
+                    State::Region(regs, out)
                 }
                 (Layer::Affine { scale, shift }, State::Region(mut regs, rects)) => {
                     for (reg, r) in regs.iter_mut().zip(&rects) {
@@ -138,65 +149,94 @@ impl Plan {
     }
 }
 
-/// The convolution's outputs inside `out[j]` for each copy `j` (`x`: the copies' whole input maps), channel by
-/// channel: one matrix product over all copies' positions.
+/// A convolution's weights (`c_out × (c·k·k)`) as one `(k·k·c_out) × c` matrix: tap `t`'s `c_out × c` block, the
+/// weights that carry input channel `ci` at kernel offset `t` to each output channel.
+fn by_tap(weight: &[f32], c: usize, c_out: usize, k: usize) -> Vec<f32> {
+    let taps = k * k;
+    let mut out = vec![0f32; taps * c_out * c];
+    for co in 0..c_out {
+        for ci in 0..c {
+            for t in 0..taps {
+                out[(t * c_out + co) * c + ci] = weight[(co * c + ci) * taps + t];
+            }
+        }
+    }
+    out
+}
+
+/// The convolution's outputs inside `out[j]` for each copy `j`, channel by channel, where the copy's input
+/// (`x`: whole maps) differs from the image's (`base_in`) only inside `inp[j]`: the image's own output
+/// (`base_out`) plus the convolution of the difference. The difference is multiplied once per kernel tap — one
+/// matrix product, `(k·k·c_out) × c` by `c ×` every copy's changed positions — and each tap's product added at its
+/// offset, so that the work grows with the changed input, not with the output region the kernel spreads it over
+/// (a 3×3 region of a 7×7 map reaches 5×5 outputs: 25 × 9 products of an input's channels recomputed, 9 × 9 here).
 #[allow(clippy::too_many_arguments)]
 fn conv_regions(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
-    weight: &[f32],
-    bias: &[f32],
+    taps: &[f32],
     c_out: usize,
-    k: usize,
-    pad: usize,
-    out: &[Rect],
+    (k, pad): (usize, usize),
+    (inp, out): (&[Rect], &[Rect]),
+    (base_in, base_out): (&[f32], &[f32]),
+    (ho, wo): (usize, usize),
 ) -> Vec<Vec<f32>> {
-    let kk = c * k * k;
-    let total: usize = out.iter().map(Rect::area).sum();
-    // cols: kk × total, the input patch of each output position, copied a row segment at a time (zero outside the
-    // image).
-    let mut cols = vec![0f32; kk * total];
+    let total: usize = inp.iter().map(Rect::area).sum();
+    // delta: c × total, each copy's change inside its input rectangle.
+    let mut delta = vec![0f32; c * total];
     let mut start = 0;
-    for (j, r) in out.iter().enumerate() {
+    for (j, r) in inp.iter().enumerate() {
         let xj = &x[j * c * h * w..(j + 1) * c * h * w];
         let rw = r.x1 - r.x0;
         for ci in 0..c {
-            let plane = &xj[ci * h * w..(ci + 1) * h * w];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut cols[((ci * k + ky) * k + kx) * total + start..][..r.area()];
-                    // Input columns ox + kx − pad for ox in x0..x1, clipped to 0..w.
-                    let lo = (r.x0 + kx).max(pad) - pad;
-                    let hi = ((r.x1 + kx).max(pad) - pad).min(w);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let skip = lo + pad - (r.x0 + kx);
-                    for oy in r.y0..r.y1 {
-                        let iy = oy + ky;
-                        if iy < pad || iy - pad >= h {
-                            continue;
-                        }
-                        let src = &plane[(iy - pad) * w + lo..(iy - pad) * w + hi];
-                        row[(oy - r.y0) * rw + skip..][..hi - lo].copy_from_slice(src);
-                    }
-                }
+            for y in r.y0..r.y1 {
+                let (src, b) = (&xj[ci * h * w + y * w + r.x0..][..rw], &base_in[ci * h * w + y * w + r.x0..][..rw]);
+                let dst = &mut delta[ci * total + start + (y - r.y0) * rw..][..rw];
+                dst.iter_mut().zip(src.iter().zip(b)).for_each(|(d, (s, b))| *d = s - b);
             }
         }
         start += r.area();
     }
-    let mut y = vec![0f32; c_out * total];
-    sgemm(c_out, total, kk, weight, (kk as isize, 1), &cols, (total as isize, 1), &mut y, false, false);
+    let m = k * k * c_out;
+    let mut y = vec![0f32; m * total];
+    sgemm(m, total, c, taps, (c as isize, 1), &delta, (total as isize, 1), &mut y, false, false);
     let mut regs = Vec::with_capacity(out.len());
     let mut start = 0;
-    for r in out {
-        let a = r.area();
-        let mut reg = Vec::with_capacity(c_out * a);
+    for (r, o) in inp.iter().zip(out) {
+        let (rw, ow, oa) = (r.x1 - r.x0, o.x1 - o.x0, o.area());
+        // The image's output in the region, then each tap's share of the change at its offset: input (iy, ix)
+        // reaches output (iy + pad − ky, ix + pad − kx).
+        let mut reg = Vec::with_capacity(c_out * oa);
         for co in 0..c_out {
-            reg.extend(y[co * total + start..co * total + start + a].iter().map(|v| v + bias[co]));
+            for oy in o.y0..o.y1 {
+                reg.extend_from_slice(&base_out[co * ho * wo + oy * wo + o.x0..][..ow]);
+            }
+        }
+        for ky in 0..k {
+            for kx in 0..k {
+                // Input columns whose output column ix + pad − kx lies in 0..wo.
+                let lo = (r.x0 + pad).max(kx) - pad;
+                let hi = (r.x1 + pad).min(wo + kx).saturating_sub(pad).max(lo);
+                if lo == hi {
+                    continue;
+                }
+                let t = ky * k + kx;
+                for iy in r.y0..r.y1 {
+                    let oy = iy + pad;
+                    if oy < ky || oy - ky >= ho {
+                        continue;
+                    }
+                    let oy = oy - ky;
+                    for co in 0..c_out {
+                        let src = &y[(t * c_out + co) * total + start + (iy - r.y0) * rw + (lo - r.x0)..][..hi - lo];
+                        let dst = &mut reg[co * oa + (oy - o.y0) * ow + (lo + pad - kx - o.x0)..][..hi - lo];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
         }
         regs.push(reg);
-        start += a;
+        start += r.area();
     }
     regs
 }
