@@ -97,6 +97,9 @@ pub struct Plan {
     /// without repacking (the matrix-product kernel takes this operand column by column; repacking the `out × in`
     /// weight cost as much as the product itself for a chunk of 32 images).
     linear_t: Vec<Vec<f32>>,
+    /// Each convolution's weight tap-major (`(k·k) × out × in`; empty for other layers), for the local passes
+    /// ([`Plan::forward_local`]): made on the first of them, once.
+    conv_by_tap: std::sync::OnceLock<Vec<Vec<f32>>>,
 }
 
 /// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
@@ -148,13 +151,23 @@ impl Plan {
         }
         let linear_t = (layers.iter())
             .map(|l| match l {
-                Layer::Linear { weight, inp, out, .. } => {
-                    (0..inp * out).map(|j| weight[(j % out) * inp + j / out]).collect()
-                }
+                Layer::Linear { weight, inp, out, .. } => transpose_planes(weight, *out, *inp, 1),
                 _ => Vec::new(),
             })
             .collect();
-        Ok(Plan { layers, shapes, taps, linear_t })
+        Ok(Plan { layers, shapes, taps, linear_t, conv_by_tap: std::sync::OnceLock::new() })
+    }
+
+    /// Each convolution's weight tap-major (see the field), made on the first call.
+    pub(crate) fn conv_by_tap(&self) -> &[Vec<f32>] {
+        self.conv_by_tap.get_or_init(|| {
+            (self.layers.iter())
+                .map(|l| match l {
+                    Layer::Conv { weight, c_in, c_out, k, .. } => transpose_planes(weight, c_out * c_in, k * k, 1),
+                    _ => Vec::new(),
+                })
+                .collect()
+        })
     }
 
     fn input_len(&self) -> usize {

@@ -75,12 +75,7 @@ impl Plan {
             return None;
         }
         let base = self.activations_of(image);
-        let taps: Vec<Option<Vec<f32>>> = (self.parts().0.iter())
-            .map(|l| match l {
-                Layer::Conv { weight, c_in, c_out, k, .. } => Some(by_tap(weight, *c_in, *c_out, *k)),
-                _ => None,
-            })
-            .collect();
+        let taps = self.conv_by_tap();
         let per = image.len();
         let classes = self.classes();
         let mut logits = vec![0f32; changed.len() * classes];
@@ -88,11 +83,11 @@ impl Plan {
             .par_chunks_mut(CHUNK * classes)
             .zip(copies.par_chunks(CHUNK * per))
             .zip(changed.par_chunks(CHUNK))
-            .for_each(|((out, xs), rects)| out.copy_from_slice(&self.local_chunk(&base, &taps, xs, rects)));
+            .for_each(|((out, xs), rects)| out.copy_from_slice(&self.local_chunk(&base, taps, xs, rects)));
         Some(logits)
     }
 
-    fn local_chunk(&self, base: &[Vec<f32>], taps: &[Option<Vec<f32>>], xs: &[f32], rects: &[Rect]) -> Vec<f32> {
+    fn local_chunk(&self, base: &[Vec<f32>], taps: &[Vec<f32>], xs: &[f32], rects: &[Rect]) -> Vec<f32> {
         let (layers, shapes, _) = self.parts();
         let n = rects.len();
         let mut state = State::Full(xs.to_vec(), rects.to_vec());
@@ -102,9 +97,9 @@ impl Plan {
             state = match (layer, state) {
                 (Layer::Conv { c_out, k, pad, .. }, State::Full(x, rects)) => {
                     let out: Vec<Rect> = rects.iter().map(|r| r.through_conv(*k, *pad, ho, wo)).collect();
-                    let taps = taps[i].as_deref().expect("every convolution's taps");
                     let bases = (base[i].as_slice(), base[i + 1].as_slice());
-                    let regs = conv_regions(&x, (c, h, w), taps, *c_out, (*k, *pad), (&rects, &out), bases, (ho, wo));
+                    let regs =
+                        conv_regions(&x, (c, h, w), &taps[i], *c_out, (*k, *pad), (&rects, &out), bases, (ho, wo));
                     State::Region(regs, out)
                 }
                 (Layer::Affine { scale, shift }, State::Region(mut regs, rects)) => {
@@ -149,25 +144,10 @@ impl Plan {
     }
 }
 
-/// A convolution's weights (`c_out × (c·k·k)`) as one `(k·k·c_out) × c` matrix: tap `t`'s `c_out × c` block, the
-/// weights that carry input channel `ci` at kernel offset `t` to each output channel.
-fn by_tap(weight: &[f32], c: usize, c_out: usize, k: usize) -> Vec<f32> {
-    let taps = k * k;
-    let mut out = vec![0f32; taps * c_out * c];
-    for co in 0..c_out {
-        for ci in 0..c {
-            for t in 0..taps {
-                out[(t * c_out + co) * c + ci] = weight[(co * c + ci) * taps + t];
-            }
-        }
-    }
-    out
-}
-
 /// The convolution's outputs inside `out[j]` for each copy `j`, channel by channel, where the copy's input
 /// (`x`: whole maps) differs from the image's (`base_in`) only inside `inp[j]`: the image's own output
 /// (`base_out`) plus the convolution of the difference. The difference is multiplied once per kernel tap — one
-/// matrix product, `(k·k·c_out) × c` by `c ×` every copy's changed positions — and each tap's product added at its
+/// matrix product, the tap-major weight `taps` (`(k·k·c_out) × c`) by `c ×` every copy's changed positions — and each tap's product added at its
 /// offset, so that the work grows with the changed input, not with the output region the kernel spreads it over
 /// (a 3×3 region of a 7×7 map reaches 5×5 outputs: 25 × 9 products of an input's channels recomputed, 9 × 9 here).
 #[allow(clippy::too_many_arguments)]
