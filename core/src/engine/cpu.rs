@@ -97,9 +97,10 @@ pub struct Plan {
     /// without repacking (the matrix-product kernel takes this operand column by column; repacking the `out × in`
     /// weight cost as much as the product itself for a chunk of 32 images).
     linear_t: Vec<Vec<f32>>,
-    /// Each convolution's weight tap-major (`(k·k) × out × in`; empty for other layers), for the local passes
-    /// ([`Plan::forward_local`]): made on the first of them, once.
-    conv_by_tap: std::sync::OnceLock<Vec<Vec<f32>>>,
+    /// The weights as the local passes ([`Plan::forward_local`]) read them, by layer: each convolution's as
+    /// `in × (k·k·out)` (tap-major columns), the first layer after the convolutions, when it is linear, with its
+    /// input rows position-major (`(h·w·c) × out`), other layers empty. Made on the first local pass, once.
+    local_weights: std::sync::OnceLock<Vec<Vec<f32>>>,
 }
 
 /// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
@@ -155,19 +156,36 @@ impl Plan {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(Plan { layers, shapes, taps, linear_t, conv_by_tap: std::sync::OnceLock::new() })
+        Ok(Plan { layers, shapes, taps, linear_t, local_weights: std::sync::OnceLock::new() })
     }
 
-    /// Each convolution's weight tap-major (see the field), made on the first call.
-    pub(crate) fn conv_by_tap(&self) -> &[Vec<f32>] {
-        self.conv_by_tap.get_or_init(|| {
-            (self.layers.iter())
-                .map(|l| match l {
-                    Layer::Conv { weight, c_in, c_out, k, .. } => transpose_planes(weight, c_out * c_in, k * k, 1),
+    /// The weights of the local passes (see the field), made on the first call.
+    pub(crate) fn local_weights(&self) -> &[Vec<f32>] {
+        self.local_weights.get_or_init(|| {
+            let first_whole = self.local_layers();
+            (self.layers.iter().enumerate())
+                .map(|(i, l)| match l {
+                    Layer::Conv { weight, c_in, c_out, k, .. } => {
+                        // out × in × k² → k² × out × in → in × (k²·out)
+                        let by_tap = transpose_planes(weight, c_out * c_in, k * k, 1);
+                        transpose_planes(&by_tap, k * k * c_out, *c_in, 1)
+                    }
+                    Layer::Linear { out, .. } if i == first_whole => {
+                        let (c, h, w) = self.shapes[i];
+                        transpose_planes(&self.linear_t[i], c, h * w, *out)
+                    }
                     _ => Vec::new(),
                 })
                 .collect()
         })
+    }
+
+    /// How many layers from the input are local (convolution, affine, ReLU, max-pooling: an output position
+    /// reads a bounded neighbourhood), before the first that reads the whole map.
+    pub(crate) fn local_layers(&self) -> usize {
+        (self.layers.iter())
+            .take_while(|l| matches!(l, Layer::Conv { .. } | Layer::Affine { .. } | Layer::Relu | Layer::MaxPool2))
+            .count()
     }
 
     fn input_len(&self) -> usize {

@@ -203,6 +203,15 @@ pub(crate) fn transpose_planes(x: &[f32], a: usize, b: usize, p: usize) -> Vec<f
 
 /// [`transpose_planes`] into `out`.
 pub(crate) fn transpose_planes_into(x: &[f32], a: usize, b: usize, p: usize, out: &mut [f32]) {
+    if p == 1 {
+        // Single values: a copy call per value would cost more than the value.
+        for (i, row) in x.chunks_exact(b).take(a).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                out[j * a + i] = v;
+            }
+        }
+        return;
+    }
     for i in 0..a {
         for j in 0..b {
             out[(j * a + i) * p..][..p].copy_from_slice(&x[(i * b + j) * p..][..p]);

@@ -25,7 +25,7 @@ pub(crate) fn window_argmax([a, b, c, d]: [f32; 4]) -> u8 {
 
 /// The value [`window_argmax`] picks.
 #[inline]
-fn window_max([a, b, c, d]: [f32; 4]) -> f32 {
+pub(crate) fn window_max([a, b, c, d]: [f32; 4]) -> f32 {
     let pick = |new: f32, old: f32| if new > old || new.is_nan() { new } else { old };
     pick(pick(d, c), pick(b, a))
 }

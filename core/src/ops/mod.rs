@@ -17,7 +17,7 @@ pub(crate) use conv::{col2im_same, im2col_same, transpose_planes, transpose_plan
 pub use conv::{conv2d, conv2d_reference};
 pub use matmul::{matmul_left, matmul_right};
 pub(crate) use matmul::{sgemm, sgemm_batched_long, sgemm_batched_wide, sgemm_long, sgemm_wide};
-pub(crate) use max_pool::{affine_relu_pool, window_argmax};
+pub(crate) use max_pool::{affine_relu_pool, window_argmax, window_max};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 
 /// The exponentials of a row of logits shifted by their maximum, their sum and the maximum: `e[j] / sum` is the
