@@ -185,22 +185,11 @@ fn slices(len: usize, parts: usize) -> (usize, usize) {
 /// shapes (64 × 25,088 × 288 on 2 threads: 119 → 205 GFLOP/s). Where there are fewer column blocks than [`TASKS`]
 /// (a few images of a small map: RAN's 4×4 stage over 32 images is one block) the rows are split too, so that
 /// every thread has work (1×1, 512 → 2048 over 32 × 4 × 4 positions: one thread before).
-///
-/// A column-major `a` (a transposed weight: a convolution's input gradient) with a narrow result (one image of a
-/// small map) is multiplied into a column-major result, transposed after: the gemm crate is fastest when the result
-/// and `a` are laid out alike (one thread: 2048 × 16 × 512 at 54 GFLOP/s into a row-major result, 105 into a
-/// column-major one; 1024 × 4 × 2304 at 12 and 80).
 pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_s): Operand, c: &mut [f32]) {
     assert!(c.len() >= m * n && fits(a.len(), m, k, a_s) && fits(b.len(), k, n, b_s), "sgemm operands do not fit");
     let col_blocks = n.div_ceil(BLOCK);
     let (rows, row_blocks) = slices(m, TASKS.div_ceil(col_blocks.max(1)));
-    let column_major = a_s.0 == 1 && a_s.1 != 1 && n <= NARROW && m > n;
-    let mut transposed = if column_major { vec![0f32; m * n] } else { Vec::new() };
-    let (out, c_s) = if column_major {
-        (SendPtr(transposed.as_mut_ptr()), (1, m as isize))
-    } else {
-        (SendPtr(c.as_mut_ptr()), (n as isize, 1))
-    };
+    let out = SendPtr(c.as_mut_ptr());
     (0..row_blocks * col_blocks).into_par_iter().for_each(|task| {
         let (r, t) = (task / col_blocks, task % col_blocks);
         let (r0, r1) = (r * rows, ((r + 1) * rows).min(m));
@@ -216,8 +205,8 @@ pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
                 r1 - r0,
                 hi - lo,
                 k,
-                out.0.offset(r0 as isize * c_s.0 + lo as isize * c_s.1),
-                c_s,
+                out.0.add(r0 * n + lo),
+                (n as isize, 1),
                 false,
                 a.as_ptr().offset(r0 as isize * a_s.0),
                 a_s,
@@ -227,13 +216,7 @@ pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
             )
         }
     });
-    if column_major {
-        transpose_into(&transposed, n, m, c);
-    }
 }
-
-/// The widest result [`sgemm_wide`] may compute column-major (a few images of a small map).
-const NARROW: usize = 256;
 
 /// `count` products `c_i (m×n) = a_i (m×k) · b_i (k×n)`, operand `i` starting `i·step` elements into its slice
 /// and `c_i` at `i·m·n`: every (product, block of columns) pair one task on the rayon pool, so many small products
