@@ -111,6 +111,9 @@ impl Plan {
         if !self.serves_local() {
             return None;
         }
+        if changed.is_empty() {
+            return Some(Vec::new());
+        }
         let (layers, shapes, _) = self.parts();
         let local = self.local_layers();
         let weights = self.local_weights();
@@ -361,6 +364,7 @@ mod tests {
                 let got = plan.forward_local(&image, &copies, &rects).unwrap();
                 let err = crate::testing::max_rel_error(&got, &want, 1.0);
                 assert!(err < 1e-5, "{arch} {dataset}: {err}");
+                assert_eq!(plan.forward_local(&image, &[], &[]), Some(Vec::new()), "no copies, no logits");
             }
         }
         let cbam = crate::engine::constant_model(Arch::Cbam, DatasetKind::Mnist, 3);
