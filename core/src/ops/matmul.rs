@@ -180,6 +180,23 @@ fn slices(len: usize, parts: usize) -> (usize, usize) {
     (per, len.div_ceil(per))
 }
 
+/// Lanes of the widest vector the gemm crate uses: column blocks are cut at multiples of it, so that only the last
+/// block of a row ends in a partial vector.
+const LANES: usize = 16;
+
+/// The columns of a product split into blocks of about equal width (in whole [`LANES`]) of at most [`BLOCK`], and
+/// into at least [`MIN_TASKS`] tasks together with `row_blocks` where the columns allow blocks of [`MIN_SLICE`]:
+/// the block width and the number of blocks. Equal widths keep the threads equally busy (784 columns cut at 512
+/// left one of two threads idle for a third of a 28 × 28 convolution).
+fn column_blocks(n: usize, row_blocks: usize) -> (usize, usize) {
+    let wanted = n.div_ceil(BLOCK).max(MIN_TASKS.div_ceil(row_blocks.max(1)).min(n.div_ceil(MIN_SLICE))).max(1);
+    let per = n.div_ceil(LANES).div_ceil(wanted).max(1) * LANES;
+    (per, n.div_ceil(per).max(1))
+}
+
+/// The fewest tasks a split product aims for: one per thread of the usual pools (2–4 threads) at least.
+const MIN_TASKS: usize = 4;
+
 /// `c (m×n) = a (m×k) · b (k×n)` for a wide `n` (a convolution's output positions): blocks of columns on the rayon
 /// pool, each block one single-threaded product. Twice as fast as letting one product split itself at these
 /// shapes (64 × 25,088 × 288 on 2 threads: 119 → 205 GFLOP/s). Where there are fewer column blocks than [`TASKS`]
@@ -187,13 +204,16 @@ fn slices(len: usize, parts: usize) -> (usize, usize) {
 /// every thread has work (1×1, 512 → 2048 over 32 × 4 × 4 positions: one thread before).
 pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_s): Operand, c: &mut [f32]) {
     assert!(c.len() >= m * n && fits(a.len(), m, k, a_s) && fits(b.len(), k, n, b_s), "sgemm operands do not fit");
-    let col_blocks = n.div_ceil(BLOCK);
-    let (rows, row_blocks) = slices(m, TASKS.div_ceil(col_blocks.max(1)));
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rows, row_blocks) = slices(m, TASKS.div_ceil(n.div_ceil(BLOCK)));
+    let (cols, col_blocks) = column_blocks(n, row_blocks);
     let out = SendPtr(c.as_mut_ptr());
     (0..row_blocks * col_blocks).into_par_iter().for_each(|task| {
         let (r, t) = (task / col_blocks, task % col_blocks);
         let (r0, r1) = (r * rows, ((r + 1) * rows).min(m));
-        let (lo, hi) = (t * BLOCK, ((t + 1) * BLOCK).min(n));
+        let (lo, hi) = (t * cols, ((t + 1) * cols).min(n));
         // Rebinding moves the whole `SendPtr` into the closure (a field access alone would capture the raw pointer,
         // which is not `Send`).
         #[allow(clippy::redundant_locals)]
