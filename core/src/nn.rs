@@ -190,17 +190,6 @@ impl BatchNorm2d {
         &self.bias
     }
 
-    pub fn eps(&self) -> f64 {
-        self.eps
-    }
-
-    /// Evaluation mode as a per-channel affine map `x·s + t`: `s = γ/√(σ² + ε)`, `t = β − μ·s`.
-    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
-        let scale = (&self.weight / (&self.running_var + self.eps)?.sqrt()?)?;
-        let shift = (&self.bias - (&self.running_mean * &scale)?)?;
-        Ok((scale, shift))
-    }
-
     /// The convolution `conv` followed by this normalisation in evaluation mode, as one convolution:
     /// `W' = W·s`, `b' = (b − μ)·s + β` with `s = γ/√(σ² + ε)` per output channel.
     pub fn fold_into(&self, conv: &Conv2d) -> Result<Conv2d> {

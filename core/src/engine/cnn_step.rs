@@ -9,8 +9,8 @@
 //! mask is recomputed from the convolution output instead of stored), and the first convolution's input gradient,
 //! which nobody needs, is never computed. The CAM head is global average pooling → linear (Zhou et al. 2016).
 //!
-//! The model still defines its layers once (`models/simple_cnn.rs` hands its parameters over); the tests check
-//! this step against candle's autograd on the same model.
+//! The network is read from the model's graph (`lower.rs`), its parameters in place; the tests check this step
+//! against candle's autograd on the same model.
 
 use crate::ops::{
     affine_relu_pool, col2im_same, grain, im2col_same, sgemm_long, sgemm_wide, shifted_exps, transpose_planes,

@@ -2,7 +2,7 @@
 //! gradient of a class score with respect to the input or to one layer under a ReLU backward rule — computed
 //! directly on `f32` buffers instead of through candle's autograd.
 //!
-//! - [`Plan`] (`cpu.rs`): the CPU engine, read from a model's own parameters;
+//! - [`Plan`] (`cpu.rs`): the CPU engine, lowered from a model's graph (`lower.rs`);
 //! - `gpu::GpuPlan` (feature `gpu`): the same plan as WGSL compute kernels on WebGPU, Vulkan, Metal or DX12;
 //! - [`Scripted`] (a recorder, then a replay): run a method twice around an asynchronous engine (the browser's GPU cannot be
 //!   waited for synchronously): the first run records the gradient requests, the GPU answers them all, the second
@@ -14,8 +14,8 @@ mod cnn_step;
 mod cpu;
 pub mod executor;
 mod local;
+mod lower;
 mod model;
-mod simple_cnn;
 
 pub use cpu::{CbamParams, Layer, Plan, Shape};
 pub use executor::{Executor, GraphEngine};

@@ -4,9 +4,9 @@
 
 use super::cnn_step::Workspace;
 use super::executor::{Executor, GraphEngine};
-use super::{simple_cnn, Engine, Plan};
-use crate::graph::{Gradients, Graph, Op};
-use crate::models::simple_cnn::SimpleCnn;
+use super::lower::{self, StepLayout};
+use super::{Engine, Plan};
+use crate::graph::{Gradients, Graph, NodeId, Op, ParamId};
 use crate::models::{self, Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::nn::{Linear, Pass};
 use crate::ops::slice_f32;
@@ -17,21 +17,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// A model: candle modules and the graph over the same tensors.
 pub struct GraphModel {
-    network: Network,
+    network: Box<dyn Classifier>,
     graph: Arc<Graph>,
     /// The tensors of `graph.params`, in order.
     params: Vec<Tensor>,
     engine: OnceLock<Option<GraphEngine>>,
-    /// The SimpleCNN family's fused evaluation plan, built on first use for constant weights on the CPU.
+    /// The SimpleCNN family's fused plan, lowered from the graph on first use for constant weights on the CPU.
     plan: OnceLock<Option<Plan>>,
+    /// SimpleCNN's and CAM's hand-written training step, lowered from the graph on first use.
+    step: OnceLock<Option<StepLayout>>,
     /// The hand-written training step's buffers, kept between steps.
     workspace: Mutex<Workspace>,
-}
-
-/// The candle modules: the SimpleCNN family by type (for its own plan and step), the others as classifiers.
-enum Network {
-    Simple(SimpleCnn),
-    Other(Box<dyn Classifier>),
 }
 
 /// Builds the model of `spec` with parameters from `vb` (a checkpoint, or a seeded initialiser for training).
@@ -41,10 +37,7 @@ pub fn build(spec: ModelSpec, vb: VarBuilder) -> Result<Box<dyn Classifier>> {
 
 /// [`build`], as the concrete type.
 pub fn graph_model(spec: ModelSpec, vb: VarBuilder) -> Result<GraphModel> {
-    let network = match spec.arch {
-        Arch::SimpleCnn | Arch::Cam | Arch::Cbam => Network::Simple(models::simple_cnn::simple_cnn(spec, vb.clone())?),
-        _ => Network::Other(models::build(spec, vb.clone())?),
-    };
+    let network = models::build(spec, vb.clone())?;
     let graph = Arc::new(models::graph(spec)?);
     let params =
         graph.params.iter().map(|p| vb.get(p.shape.as_slice(), &p.name)).collect::<candle_core::Result<_>>()?;
@@ -54,6 +47,7 @@ pub fn graph_model(spec: ModelSpec, vb: VarBuilder) -> Result<GraphModel> {
         params,
         engine: OnceLock::new(),
         plan: OnceLock::new(),
+        step: OnceLock::new(),
         workspace: Default::default(),
     })
 }
@@ -61,16 +55,23 @@ pub fn graph_model(spec: ModelSpec, vb: VarBuilder) -> Result<GraphModel> {
 impl GraphModel {
     /// The candle modules.
     fn inner(&self) -> &dyn Classifier {
-        match &self.network {
-            Network::Simple(m) => m,
-            Network::Other(m) => m.as_ref(),
-        }
+        self.network.as_ref()
     }
 
-    /// The SimpleCNN family's fused plan.
+    /// The SimpleCNN family's fused plan, lowered from the graph.
     fn own_plan(&self) -> Option<&Plan> {
-        let Network::Simple(m) = &self.network else { return None };
-        self.plan.get_or_init(|| simple_cnn::plan(m)).as_ref()
+        if !self.keeps_own_engine() {
+            return None;
+        }
+        self.plan.get_or_init(|| lower::plan(&self.graph, &self.constant_values()?)).as_ref()
+    }
+
+    /// The parameters' values in the graph's order, for constant weights (not being trained) on the CPU.
+    fn constant_values(&self) -> Option<Vec<Vec<f32>>> {
+        if !self.on_cpu() || self.params.iter().any(|t| t.is_variable()) {
+            return None;
+        }
+        self.params.iter().map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).ok()).collect()
     }
 
     /// Whether the executor can read the parameters: `f32` on the CPU.
@@ -79,13 +80,9 @@ impl GraphModel {
     }
 
     fn build_engine(&self) -> Option<GraphEngine> {
-        if !self.on_cpu() || self.params.iter().any(|t| t.is_variable()) {
-            return None;
-        }
-        let values: Option<Vec<Vec<f32>>> =
-            self.params.iter().map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>()).ok()).collect();
+        let values = self.constant_values()?;
         let plan = self.own_plan().cloned();
-        GraphEngine::new(self.graph.clone(), values?, plan).ok()
+        GraphEngine::new(self.graph.clone(), values, plan).ok()
     }
 
     /// The graph's training step on the parameters' own storage, then the running-statistics update.
@@ -94,41 +91,97 @@ impl GraphModel {
         models::check_input_shape(self.inner().spec(), x)?;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
         let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
-        let out = {
-            let guards: Vec<_> = self.params.iter().map(|t| t.storage_and_layout()).collect();
-            let values = guards
-                .iter()
-                .map(|(s, l)| match &**s {
-                    Storage::Cpu(cpu) => Ok(slice_f32(cpu, l)?),
-                    _ => Err(Error::InvalidArgument("the graph executor runs on the CPU".into())),
-                })
-                .collect::<Result<Vec<&[f32]>>>()?;
-            Executor::new(&self.graph, values)?.train_step(&xv, &labels, n)?
-        };
+        let out =
+            self.with_values(|values| Executor::new(&self.graph, values.to_vec())?.train_step(&xv, &labels, n))?;
         let mut grads = Gradients::default();
-        for (t, g) in self.params.iter().zip(out.grads) {
-            if let Some(g) = g {
-                grads.insert(t, Tensor::from_vec(g, t.shape(), t.device())?);
-            }
+        for (id, g) in out.grads.into_iter().enumerate() {
+            self.put_grad(&mut grads, Some(id), g)?;
         }
         for s in &out.stats {
-            let Op::BatchNorm { mean, var, momentum, .. } = self.graph.nodes[s.node].op else { continue };
-            let (rm, rv) = (&self.params[mean], &self.params[var]);
-            if !rm.is_variable() {
-                continue;
-            }
-            let m = momentum as f64;
-            let unbias = s.count as f64 / (s.count.max(2) - 1) as f64;
-            let dev = rm.device();
-            let batch_mean = Tensor::from_slice(&s.mean, s.mean.len(), dev)?;
-            let batch_var = Tensor::from_slice(&s.var, s.var.len(), dev)?;
-            let new_mean = ((rm.detach() * (1.0 - m))? + (batch_mean * m)?)?;
-            let new_var = ((rv.detach() * (1.0 - m))? + (batch_var * (m * unbias))?)?;
-            Var::from_tensor(rm)?.set(&new_mean)?;
-            Var::from_tensor(rv)?.set(&new_var)?;
+            self.update_running(s.node, &s.mean, &s.var, s.count)?;
         }
         let logits = Tensor::from_vec(out.logits, (n, self.graph.classes()), x.device())?;
         Ok(TrainingStep { logits, loss: out.loss, grads })
+    }
+
+    /// SimpleCNN's and CAM's hand-written training step (`cnn_step.rs`) on the parameters' own storage, then the
+    /// running-statistics update.
+    fn buffer_step(&self, layout: &StepLayout, x: &Tensor, labels: &Tensor) -> Result<TrainingStep> {
+        let n = x.dim(0)?;
+        models::check_input_shape(self.inner().spec(), x)?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
+        let mut workspace =
+            self.workspace.lock().map_err(|_| Error::InvalidArgument("an earlier training step panicked".into()))?;
+        let step = self.with_values(|values| layout.net(values).step(&xv, &labels, n, &mut workspace))?;
+        let mut grads = Gradients::default();
+        for (b, g) in layout.blocks.iter().zip(step.blocks) {
+            self.put_grad(&mut grads, Some(b.weight), Some(g.weight))?;
+            self.put_grad(&mut grads, b.bias, Some(g.bias))?;
+            self.put_grad(&mut grads, Some(b.gamma), Some(g.gamma))?;
+            self.put_grad(&mut grads, Some(b.beta), Some(g.beta))?;
+            self.update_running(b.norm, &g.batch_mean, &g.batch_var, g.count)?;
+        }
+        // The head's gradients come as weight, bias per layer.
+        let mut head = step.head.into_iter();
+        for &(w, b, _) in &layout.head {
+            let (gw, gb) = (head.next(), head.next());
+            self.put_grad(&mut grads, Some(w), gw)?;
+            self.put_grad(&mut grads, b, gb)?;
+        }
+        let logits = Tensor::from_vec(step.logits, (n, self.graph.classes()), x.device())?;
+        Ok(TrainingStep { logits, loss: step.loss, grads })
+    }
+
+    /// `f` on the parameters' values, read in place (a read lock on each tensor's storage meanwhile).
+    fn with_values<T>(&self, f: impl FnOnce(&[&[f32]]) -> Result<T>) -> Result<T> {
+        let guards: Vec<_> = self.params.iter().map(|t| t.storage_and_layout()).collect();
+        let values = guards
+            .iter()
+            .map(|(s, l)| match &**s {
+                Storage::Cpu(cpu) => Ok(slice_f32(cpu, l)?),
+                _ => Err(Error::InvalidArgument("the CPU's training steps need the parameters on the CPU".into())),
+            })
+            .collect::<Result<Vec<&[f32]>>>()?;
+        f(&values)
+    }
+
+    /// Parameter `id`'s gradient `g` into `grads`, where both are given.
+    fn put_grad(&self, grads: &mut Gradients, id: Option<ParamId>, g: Option<Vec<f32>>) -> Result<()> {
+        if let (Some(id), Some(g)) = (id, g) {
+            let t = &self.params[id];
+            grads.insert(t, Tensor::from_vec(g, t.shape(), t.device())?);
+        }
+        Ok(())
+    }
+
+    /// BatchNorm node `node`'s running statistics moved toward a batch's (`var` biased, over `count` values), as
+    /// PyTorch does: `r ← (1 − m)·r + m·batch`, the variance unbiased by `count / (count − 1)`. Constant
+    /// statistics (a frozen model) stay.
+    fn update_running(&self, node: NodeId, mean: &[f32], var: &[f32], count: usize) -> Result<()> {
+        let Op::BatchNorm { mean: rm, var: rv, momentum, .. } = self.graph.nodes[node].op else { return Ok(()) };
+        let (rm, rv) = (&self.params[rm], &self.params[rv]);
+        if !rm.is_variable() {
+            return Ok(());
+        }
+        let m = momentum as f64;
+        let unbias = count as f64 / (count.max(2) - 1) as f64;
+        let dev = rm.device();
+        let batch_mean = Tensor::from_slice(mean, mean.len(), dev)?;
+        let batch_var = Tensor::from_slice(var, var.len(), dev)?;
+        let new_mean = ((rm.detach() * (1.0 - m))? + (batch_mean * m)?)?;
+        let new_var = ((rv.detach() * (1.0 - m))? + (batch_var * (m * unbias))?)?;
+        Var::from_tensor(rm)?.set(&new_mean)?;
+        Var::from_tensor(rv)?.set(&new_var)?;
+        Ok(())
+    }
+
+    /// The hand-written step's network, lowered from the graph (SimpleCNN and CAM).
+    fn step_layout(&self) -> Option<&StepLayout> {
+        if !self.keeps_own_step() {
+            return None;
+        }
+        self.step.get_or_init(|| lower::step_layout(&self.graph)).as_ref()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -207,13 +260,10 @@ impl Classifier for GraphModel {
 
     /// On the CPU in `f32`, through the graph; elsewhere through candle's autograd.
     fn training_step(&self, x: &Tensor, labels: &Tensor) -> Result<TrainingStep> {
-        if let (true, Network::Simple(m)) = (self.keeps_own_step(), &self.network) {
-            let weight = m.convs[0].weight();
-            if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
-                return simple_cnn::buffer_step(m, &self.workspace, x, labels);
-            }
-        }
         if self.on_cpu() && x.device().is_cpu() && x.dtype() == DType::F32 {
+            if let Some(layout) = self.step_layout() {
+                return self.buffer_step(layout, x, labels);
+            }
             return self.graph_step(x, labels);
         }
         models::autograd_step(self.inner(), x, labels)

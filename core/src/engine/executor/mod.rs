@@ -548,7 +548,7 @@ fn accumulate(slot: &mut Option<Vec<f32>>, g: Vec<f32>) {
 }
 
 /// BatchNorm in evaluation mode as `x·scale + shift` per channel.
-fn eval_affine(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn eval_affine(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + eps).sqrt()).collect();
     let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
     (scale, shift)
