@@ -13,7 +13,7 @@ mod tests;
 use super::cpu::relu_backward;
 use super::{Engine, Gradient};
 use crate::graph::{len, Graph, NodeId, Op, Penalty, Propagation, Score};
-use crate::ops::{transpose_planes, ReluRule};
+use crate::ops::{on_pool, transpose_planes, ReluRule};
 use crate::{Error, Result};
 use kernels::*;
 use std::sync::Arc;
@@ -850,7 +850,7 @@ impl GraphEngine {
 
     /// The attention maps of `n` images.
     pub fn maps(&self, x: &[f32], n: usize) -> Result<Vec<Map>> {
-        self.executor().maps(x, n)
+        on_pool(|| self.executor().maps(x, n))
     }
 }
 
@@ -891,12 +891,14 @@ impl Engine for GraphEngine {
         if x.len() != n * per {
             channel_major(&self.graph, x, n)?;
         }
-        let ex = self.executor();
-        let mut out = Vec::with_capacity(n * self.classes());
-        for chunk in x.chunks(CHUNK * per.max(1)) {
-            out.extend(ex.logits(chunk, chunk.len() / per)?);
-        }
-        Ok(out)
+        on_pool(|| {
+            let ex = self.executor();
+            let mut out = Vec::with_capacity(n * self.classes());
+            for chunk in x.chunks(CHUNK * per.max(1)) {
+                out.extend(ex.logits(chunk, chunk.len() / per)?);
+            }
+            Ok(out)
+        })
     }
 
     fn gradient(
@@ -913,16 +915,18 @@ impl Engine for GraphEngine {
             crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.graph.taps.len());
         }
         self.check(x, n, targets)?;
-        let ex = self.executor();
-        let mut all = Gradient { grad: Vec::new(), activation: layer.map(|_| Vec::new()) };
-        for (chunk, ts) in x.chunks(CHUNK * per.max(1)).zip(targets.chunks(CHUNK)) {
-            let g = ex.gradient(chunk, ts.len(), ts, score, rule, layer)?;
-            all.grad.extend(g.grad);
-            if let (Some(a), Some(b)) = (all.activation.as_mut(), g.activation) {
-                a.extend(b);
+        on_pool(|| {
+            let ex = self.executor();
+            let mut all = Gradient { grad: Vec::new(), activation: layer.map(|_| Vec::new()) };
+            for (chunk, ts) in x.chunks(CHUNK * per.max(1)).zip(targets.chunks(CHUNK)) {
+                let g = ex.gradient(chunk, ts.len(), ts, score, rule, layer)?;
+                all.grad.extend(g.grad);
+                if let (Some(a), Some(b)) = (all.activation.as_mut(), g.activation) {
+                    a.extend(b);
+                }
             }
-        }
-        Ok(all)
+            Ok(all)
+        })
     }
 
     fn forward_from(&self, x: &[f32], n: usize, layer: usize, activation: &[f32]) -> Result<Vec<f32>> {
@@ -934,16 +938,36 @@ impl Engine for GraphEngine {
         if x.len() != n * per || activation.len() != n * per_act {
             crate::invalid!("{} input and {} activation values are not {n} images", x.len(), activation.len());
         }
-        let ex = self.executor();
-        let mut out = Vec::with_capacity(n * self.classes());
-        for (chunk, act) in x.chunks(CHUNK * per.max(1)).zip(activation.chunks(CHUNK * per_act.max(1))) {
-            out.extend(ex.logits_from(chunk, chunk.len() / per.max(1), layer, act)?);
-        }
-        Ok(out)
+        on_pool(|| {
+            let ex = self.executor();
+            let mut out = Vec::with_capacity(n * self.classes());
+            for (chunk, act) in x.chunks(CHUNK * per.max(1)).zip(activation.chunks(CHUNK * per_act.max(1))) {
+                out.extend(ex.logits_from(chunk, chunk.len() / per.max(1), layer, act)?);
+            }
+            Ok(out)
+        })
     }
 
     fn propagate(&self, x: &[f32], n: usize, targets: &[u32], score: Score, how: &Propagation) -> Result<Vec<f32>> {
         self.check(x, n, targets)?;
+        on_pool(|| self.propagate_here(x, targets, score, how))
+    }
+
+    fn can_propagate(&self, how: &Propagation) -> bool {
+        match how {
+            Propagation::Rescale { .. } => true,
+            Propagation::Lrp { .. } => self.executor().lrp_unsupported().is_none(),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl GraphEngine {
+    /// [`Engine::propagate`] on the calling thread, after its checks.
+    fn propagate_here(&self, x: &[f32], targets: &[u32], score: Score, how: &Propagation) -> Result<Vec<f32>> {
         let per = len(self.graph.input_shape());
         let ex = self.executor();
         let mut out = Vec::with_capacity(x.len());
@@ -967,16 +991,5 @@ impl Engine for GraphEngine {
             }
         }
         Ok(out)
-    }
-
-    fn can_propagate(&self, how: &Propagation) -> bool {
-        match how {
-            Propagation::Rescale { .. } => true,
-            Propagation::Lrp { .. } => self.executor().lrp_unsupported().is_none(),
-        }
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
