@@ -101,6 +101,8 @@ pub struct Plan {
     /// `in × (k·k·out)` (tap-major columns), the first layer after the convolutions, when it is linear, with its
     /// input rows position-major (`(h·w·c) × out`), other layers empty. Made on the first local pass, once.
     local_weights: std::sync::OnceLock<Vec<Vec<f32>>>,
+    /// How many layers from the input are local (see [`Plan::local_layers`]).
+    local: usize,
 }
 
 /// Images per work unit: large enough for efficient matrix products, small enough to stay in cache.
@@ -156,7 +158,10 @@ impl Plan {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(Plan { layers, shapes, taps, linear_t, local_weights: std::sync::OnceLock::new() })
+        let local = (layers.iter())
+            .take_while(|l| matches!(l, Layer::Conv { .. } | Layer::Affine { .. } | Layer::Relu | Layer::MaxPool2))
+            .count();
+        Ok(Plan { layers, shapes, taps, linear_t, local_weights: std::sync::OnceLock::new(), local })
     }
 
     /// The weights of the local passes (see the field), made on the first call.
@@ -183,9 +188,7 @@ impl Plan {
     /// How many layers from the input are local (convolution, affine, ReLU, max-pooling: an output position
     /// reads a bounded neighbourhood), before the first that reads the whole map.
     pub(crate) fn local_layers(&self) -> usize {
-        (self.layers.iter())
-            .take_while(|l| matches!(l, Layer::Conv { .. } | Layer::Affine { .. } | Layer::Relu | Layer::MaxPool2))
-            .count()
+        self.local
     }
 
     fn input_len(&self) -> usize {

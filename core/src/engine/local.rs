@@ -118,11 +118,25 @@ impl Plan {
         let local = self.local_layers();
         let weights = self.local_weights();
         let base = self.activations_of(image);
-        // The image's activations channel-last, up to the first whole-map layer's input.
+        // The image's activations channel-last where the local pass reads them: a convolution's input and output, a
+        // pooling layer's input, the first whole-map layer's input (affine and ReLU outputs are not read).
+        let mut read = vec![false; local + 1];
+        read[local] = true;
+        for (i, layer) in layers[..local].iter().enumerate() {
+            match layer {
+                Layer::Conv { .. } => (read[i], read[i + 1]) = (true, true),
+                Layer::MaxPool2 => read[i] = true,
+                _ => {}
+            }
+        }
         let base_last: Vec<Vec<f32>> = (0..=local)
             .map(|i| {
                 let (c, h, w) = shapes[i];
-                transpose_planes(&base[i], c, h * w, 1)
+                if read[i] {
+                    transpose_planes(&base[i], c, h * w, 1)
+                } else {
+                    Vec::new()
+                }
             })
             .collect();
         let (n, per) = (changed.len(), image.len());
