@@ -9,7 +9,7 @@ use super::{Engine, Plan};
 use crate::graph::{Gradients, Graph, NodeId, Op, ParamId};
 use crate::models::{self, Arch, Classifier, ModelSpec, Tapped, TrainingStep};
 use crate::nn::{Linear, Pass};
-use crate::ops::{on_pool, slice_f32};
+use crate::ops::slice_f32;
 use crate::{Error, Result};
 use candle_core::{DType, Storage, Tensor, Var};
 use candle_nn::VarBuilder;
@@ -91,8 +91,7 @@ impl GraphModel {
         models::check_input_shape(self.inner().spec(), x)?;
         let xv = x.flatten_all()?.to_vec1::<f32>()?;
         let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
-        let out =
-            on_pool(|| self.with_values(|v| Executor::new(&self.graph, v.to_vec())?.train_step(&xv, &labels, n)))?;
+        let out = self.with_values(|v| Executor::new(&self.graph, v.to_vec())?.train_step(&xv, &labels, n))?;
         let mut grads = Gradients::default();
         for (id, g) in out.grads.into_iter().enumerate() {
             self.put_grad(&mut grads, Some(id), g)?;
@@ -113,8 +112,7 @@ impl GraphModel {
         let labels: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
         let mut workspace =
             self.workspace.lock().map_err(|_| Error::InvalidArgument("an earlier training step panicked".into()))?;
-        let ws: &mut Workspace = &mut workspace;
-        let step = on_pool(|| self.with_values(|values| layout.net(values).step(&xv, &labels, n, ws)))?;
+        let step = self.with_values(|values| layout.net(values).step(&xv, &labels, n, &mut workspace))?;
         let mut grads = Gradients::default();
         for (b, g) in layout.blocks.iter().zip(step.blocks) {
             self.put_grad(&mut grads, Some(b.weight), Some(g.weight))?;

@@ -29,13 +29,23 @@ pub(crate) fn shifted_exps(z: &[f32]) -> (Vec<f32>, f32, f32) {
     (e, sum, max)
 }
 
-/// `f` on a thread of the rayon pool, the caller waiting (in place when the caller is one). The kernels split their
-/// work on the pool; called from outside it, each of a pass's several hundred kernels hands its work to the pool and
-/// wakes the calling thread afterwards, while on a pool thread a kernel with one piece of work runs it in place.
-/// One image's saliency map through RAN-56 took 27 ms from outside the pool and 19 ms on it.
-pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+/// `f` on a thread of the rayon pool, the caller waiting (in place when the caller is one), for work on at most
+/// [`ON_POOL_IMAGES`] images; larger work runs on the calling thread. The kernels split their work on the pool;
+/// called from outside it, each of a pass's several hundred kernels hands its work to the pool and wakes the calling
+/// thread afterwards, while on a pool thread a kernel with one piece of work runs it in place: one image's saliency
+/// map through RAN-56 took 27 ms from outside the pool and 19 ms on it. Large batches stay off it: their buffers,
+/// allocated on pool threads, come from glibc's per-thread arenas, and WARN's training step at batch 128 ran 1.7×
+/// slower with 1.8× the peak memory there.
+pub(crate) fn on_pool<R: Send>(images: usize, f: impl FnOnce() -> R + Send) -> R {
+    if images <= ON_POOL_IMAGES {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
 }
+
+/// The most images [`on_pool`] moves to the pool.
+pub(crate) const ON_POOL_IMAGES: usize = 4;
 
 /// Rows per rayon task when each row holds `len` values: at least 32 k values per task (for one image, the
 /// scheduling would otherwise cost more than the work).

@@ -850,7 +850,7 @@ impl GraphEngine {
 
     /// The attention maps of `n` images.
     pub fn maps(&self, x: &[f32], n: usize) -> Result<Vec<Map>> {
-        on_pool(|| self.executor().maps(x, n))
+        on_pool(n, || self.executor().maps(x, n))
     }
 }
 
@@ -891,7 +891,7 @@ impl Engine for GraphEngine {
         if x.len() != n * per {
             channel_major(&self.graph, x, n)?;
         }
-        on_pool(|| {
+        on_pool(n, || {
             let ex = self.executor();
             let mut out = Vec::with_capacity(n * self.classes());
             for chunk in x.chunks(CHUNK * per.max(1)) {
@@ -915,7 +915,7 @@ impl Engine for GraphEngine {
             crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.graph.taps.len());
         }
         self.check(x, n, targets)?;
-        on_pool(|| {
+        on_pool(n, || {
             let ex = self.executor();
             let mut all = Gradient { grad: Vec::new(), activation: layer.map(|_| Vec::new()) };
             for (chunk, ts) in x.chunks(CHUNK * per.max(1)).zip(targets.chunks(CHUNK)) {
@@ -938,7 +938,7 @@ impl Engine for GraphEngine {
         if x.len() != n * per || activation.len() != n * per_act {
             crate::invalid!("{} input and {} activation values are not {n} images", x.len(), activation.len());
         }
-        on_pool(|| {
+        on_pool(n, || {
             let ex = self.executor();
             let mut out = Vec::with_capacity(n * self.classes());
             for (chunk, act) in x.chunks(CHUNK * per.max(1)).zip(activation.chunks(CHUNK * per_act.max(1))) {
@@ -950,7 +950,7 @@ impl Engine for GraphEngine {
 
     fn propagate(&self, x: &[f32], n: usize, targets: &[u32], score: Score, how: &Propagation) -> Result<Vec<f32>> {
         self.check(x, n, targets)?;
-        on_pool(|| self.propagate_here(x, targets, score, how))
+        on_pool(n, || self.propagate_here(x, targets, score, how))
     }
 
     fn can_propagate(&self, how: &Propagation) -> bool {
