@@ -61,13 +61,22 @@ pub fn open_gpu(backend: &str, adapter: Option<&str>) -> Result<Option<Arc<white
     }
 }
 
-/// `model` with its logits and gradients computed by the GPU engine on `gpu` (SimpleCNN, CAM and CBAM).
+/// `model` with its logits and gradients computed on `gpu`: by the fused plan (SimpleCNN, CAM, CBAM), else by the
+/// network graph (RAN, WARN).
 pub fn with_gpu(model: Box<dyn Classifier>, gpu: Arc<whitebox_core::gpu::Gpu>) -> Result<Box<dyn Classifier>> {
-    use whitebox_core::gpu::GpuPlan;
-    let Some(plan) = model.engine().and_then(whitebox_core::engine::plan_of).cloned() else {
-        bail!("--backend wgpu runs SimpleCNN, CAM and CBAM; {} runs on the CPU", model.spec().arch);
+    use whitebox_core::engine::{plan_of, Engine, GraphEngine};
+    use whitebox_core::gpu::{GpuGraph, GpuPlan};
+    let engine: Arc<dyn Engine> = match model.engine() {
+        Some(e) if plan_of(e).is_some() => Arc::new(GpuPlan::new(gpu, plan_of(e).expect("a plan"))?),
+        Some(e) => match e.as_any().downcast_ref::<GraphEngine>() {
+            Some(g) => {
+                let (graph, values) = g.parts();
+                Arc::new(GpuGraph::new(gpu, graph, values)?)
+            }
+            None => bail!("{} has no engine the GPU can run", model.spec().arch),
+        },
+        None => bail!("{} has no evaluation engine (weights being trained?)", model.spec().arch),
     };
-    let engine = Arc::new(GpuPlan::new(gpu, &plan)?);
     Ok(Box::new(EngineModel { model: Arc::from(model), engine }))
 }
 

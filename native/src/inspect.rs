@@ -48,13 +48,7 @@ pub fn eval(
         bail!("{} is a {} model; it cannot be evaluated on {d}", checkpoint.display(), ck.spec.dataset);
     }
     let model = match gpu {
-        Some(gpu) if whitebox_core::models::Arch::SMALL.contains(&ck.spec.arch) => {
-            crate::explain::with_gpu(ck.model()?, gpu)?
-        }
-        Some(_) => {
-            ui::note(format!("forward passes on the CPU: the GPU engine does not run {} yet", ck.spec.arch));
-            ck.model()?
-        }
+        Some(gpu) => crate::explain::with_gpu(ck.model()?, gpu)?,
         None => ck.model()?,
     };
     let test = crate::datasets::load(ck.spec.dataset, data_dir)?.test;

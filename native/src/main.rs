@@ -133,7 +133,7 @@ struct SweepCli {
     #[command(flatten)]
     training: TrainingFlags,
     /// Where the maps are computed and the models retrained: the CPU, or the GPU through wgpu (Vulkan, Metal or
-    /// DX12; SGD; the attention models' maps stay on the CPU). The unit files are the same either way.
+    /// DX12; SGD). The unit files are the same either way.
     #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
     backend: String,
     /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).
@@ -214,8 +214,7 @@ enum Command {
         /// Evaluate on the first N test images only.
         #[arg(long)]
         limit: Option<usize>,
-        /// Where the forward passes run: the CPU, or the GPU through wgpu (the SimpleCNN family; the attention
-        /// models' forward passes stay on the CPU).
+        /// Where the forward passes run: the CPU, or the GPU through wgpu.
         #[arg(long, value_parser = ["cpu", "wgpu"], default_value = "cpu")]
         backend: String,
         /// With `--backend wgpu`: the adapter whose name contains NAME (see `whitebox info --adapters`).

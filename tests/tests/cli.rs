@@ -351,6 +351,52 @@ fn attribute_on_the_gpu_equals_the_cpu() {
     assert!(worst < 1e-4, "relative error {worst}");
 }
 
+/// `attribute --backend wgpu` runs the attention models too (through the GPU's graph engine) and writes the maps
+/// `--backend cpu` writes: a WARN (random weights, saved as a checkpoint), guided backpropagation and Grad-CAM, two
+/// test digits. The core test `gpu_graph_engine_equals_cpu_graph_engine` measured WARN's MNIST gradients within
+/// 2.3e-5 of the CPU's.
+#[test]
+fn attribute_on_the_gpu_runs_the_attention_models() {
+    use whitebox_core::models::{Arch, ModelSpec};
+    let dir = TempDir::new("gpu-attention");
+    let spec = ModelSpec { arch: Arch::Warn, dataset: whitebox_core::data::DatasetKind::Mnist };
+    let (map, _) = whitebox_core::train::parity::trainable(spec, 7).unwrap();
+    let checkpoint = dir.path().join("warn.safetensors");
+    let bytes = Checkpoint::from_varmap(spec, &map, Default::default()).unwrap().to_bytes(candle_core::DType::F32);
+    std::fs::write(&checkpoint, bytes.unwrap()).unwrap();
+    let data = shared_data();
+    for method in ["gb", "gc"] {
+        let maps = |backend: &str| {
+            let raw = dir.path().join(format!("{method}-{backend}.safetensors"));
+            let out = whitebox(&[
+                "attribute",
+                "--checkpoint",
+                checkpoint.to_str().unwrap(),
+                "--method",
+                method,
+                "--indices",
+                "0..2",
+                "--backend",
+                backend,
+                "--raw",
+                raw.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{method} {backend}: {}", stderr(&out));
+            // The GPU run names its adapter: it did not fall back to the CPU.
+            assert_eq!(stderr(&out).contains("GPU: "), backend == "wgpu", "{}", stderr(&out));
+            let t = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap();
+            t["attributions"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (cpu, gpu) = (maps("cpu"), maps("wgpu"));
+        assert_eq!(cpu.len(), 2 * 784);
+        assert!(cpu.iter().any(|v| *v != 0.0), "{method}: the maps are all zero");
+        let worst = whitebox_core::testing::max_rel_error(&gpu, &cpu, 0.0);
+        assert!(worst < 1e-4, "{method}: relative error {worst}");
+    }
+}
+
 /// `attribute --method rise --draws` writes the masks it drew for each image with the maps; the same seed draws the
 /// same masks and maps, another seed others; the map equals Σ S(x ⊙ M) M / (N p) recomputed from the written masks
 /// with the model's own scores; `--draws` on a method that draws nothing is an error.

@@ -10,11 +10,16 @@
 //! per-dispatch and read-back costs dominate, so batch, fuse and read back once). Convolutions fold the BatchNorm
 //! that follows them. Pipelines and their bind-group layouts are made once per device, weights are uploaded once per
 //! model, and work buffers are kept between calls.
+//!
+//! [`GpuPlan`] serves the SimpleCNN family from its fused plan; [`GpuGraph`] serves any network graph (RAN, WARN)
+//! with the training kernels in evaluation mode; [`GpuTrainer`] trains every model.
 
+mod graph;
 mod kernels;
 mod plan;
 mod train;
 
+pub use graph::GpuGraph;
 pub use plan::GpuPlan;
 pub use train::{check_graph, GpuTrainer, Tally};
 

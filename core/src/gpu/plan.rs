@@ -103,7 +103,7 @@ enum Output<'a> {
     Gradient { targets: &'a [u32], score: Score, rule: ReluRule, layer: Option<usize> },
 }
 
-fn rule_id(rule: ReluRule) -> u32 {
+pub(super) fn rule_id(rule: ReluRule) -> u32 {
     match rule {
         ReluRule::Standard => 0,
         ReluRule::Guided => 1,

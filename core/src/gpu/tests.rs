@@ -2,7 +2,7 @@
 //! layer, and every attribution method and ensemble through the same method code. Needs a GPU adapter: natively
 //! Vulkan, which CI gets from Debian's `mesa-vulkan-drivers` (lavapipe, on the CPU).
 
-use super::{block_on, Gpu, GpuPlan};
+use super::{block_on, Gpu, GpuGraph, GpuPlan};
 use crate::attribution::registry::Family;
 use crate::attribution::{Ensemble, Explanation, Method, Score, Settings};
 use crate::data::DatasetKind;
@@ -62,6 +62,91 @@ fn gpu_engine_equals_cpu_engine() -> Result<()> {
                     max_rel_error(&got.grad, &want.grad, 1.0)
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// The GPU's graph engine equals the CPU's graph engine (itself tested against autograd) for every model on both
+/// data sets: logits, the input gradient under every ReLU rule and both scores, and the gradient and activation of
+/// the first, a middle and the last tapped layer. The weights are `trainable`'s (away from ties and kinks) with
+/// random BatchNorm running statistics (evaluation mode must use them); three images go through command buffers of
+/// two, so a request is split. A deep network's float32 gradient is not exact (WARN's softmax attention on
+/// CIFAR-10: ~1e-4), so the gradients are held to `tolerance` of the CPU engine's own distance from float64 (the
+/// standard rule's logit gradient through candle's float64 model), and that gradient on the GPU to float64 too.
+#[test]
+fn gpu_graph_engine_equals_cpu_graph_engine() -> Result<()> {
+    use crate::engine::GraphEngine;
+    use crate::graph::Op;
+    use crate::train::parity::{error_f64, f64s, graph_values, reference_f64, tolerance, trainable};
+    use candle_core::{DType, Device, Var};
+    let gpu = gpu();
+    for dataset in DatasetKind::ALL {
+        for arch in Arch::ALL {
+            let start = std::time::Instant::now();
+            let spec = crate::models::ModelSpec { arch, dataset };
+            let graph = Arc::new(crate::models::graph(spec)?);
+            let (map, _) = trainable(spec, 3)?;
+            {
+                let vars = map.data().lock().expect("not poisoned");
+                for (i, node) in graph.nodes.iter().enumerate() {
+                    if let Op::BatchNorm { mean, var, .. } = node.op {
+                        let c = node.shape.0;
+                        vars[&graph.params[mean].name].set(&random(&[c], 100 + i as u64)?)?;
+                        vars[&graph.params[var].name].set(&(random(&[c], 200 + i as u64)?.abs()? + 0.5)?)?;
+                    }
+                }
+            }
+            let values = graph_values(&map, &graph)?;
+            let cpu = GraphEngine::new(graph.clone(), values.clone(), None)?;
+            let mut on_gpu = GpuGraph::new(gpu.clone(), graph.clone(), &values)?;
+            on_gpu.set_max_rows(2);
+            let (c, s) = (dataset.channels(), dataset.side());
+            let n = 3;
+            let xt = (random(&[n, c, s, s], 5)? * 2.0)?;
+            let x = xt.flatten_all()?.to_vec1::<f32>()?;
+            let targets: Vec<u32> = (0..n as u32).map(|i| (3 * i + 1) % 10).collect();
+            let what = format!("{arch} {dataset}");
+            let d = max_rel_error(&Engine::forward(&on_gpu, &x, n)?, &cpu.forward(&x, n)?, 1.0);
+            assert!(d < 1e-5, "{what} logits: {d}");
+            // The standard rule's logit gradient in float64, and the CPU engine's distance from it.
+            let (_, reference) = reference_f64(spec, &map)?;
+            let x64 = Var::from_tensor(&xt.to_dtype(DType::F64)?)?;
+            let logits64 = reference.forward(&x64, &crate::nn::Pass::EVAL)?;
+            let picked = logits64.gather(&Tensor::new(targets.as_slice(), &Device::Cpu)?.unsqueeze(1)?, 1)?;
+            let exact = f64s(picked.sum_all()?.backward()?.get(&x64).expect("an input gradient"))?;
+            let cpu_grad = cpu.gradient(&x, n, &targets, Score::Logit, ReluRule::Standard, None)?.grad;
+            let limit = tolerance(error_f64(&cpu_grad, &exact, 1e-12));
+            let gpu_grad = Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, ReluRule::Standard, None)?.grad;
+            let e = error_f64(&gpu_grad, &exact, 1e-12);
+            assert!(e <= limit, "{what}: GPU input gradient {e:e} from float64 (limit {limit:e})");
+            let limit = limit as f32;
+            let mut worst = 0f32;
+            for rule in [ReluRule::Standard, ReluRule::Guided, ReluRule::Deconv] {
+                for score in [Score::Logit, Score::Prob] {
+                    let want = cpu.gradient(&x, n, &targets, score, rule, None)?;
+                    let got = Engine::gradient(&on_gpu, &x, n, &targets, score, rule, None)?;
+                    let d = max_rel_error(&got.grad, &want.grad, 1.0);
+                    worst = worst.max(d);
+                    assert!(d <= limit, "{what} {rule:?} {score:?}: {d} (limit {limit:e})");
+                }
+            }
+            let taps = graph.taps.len();
+            for layer in [0, taps / 2, taps - 1] {
+                let rule = ReluRule::Guided;
+                let want = cpu.gradient(&x, n, &targets, Score::Logit, rule, Some(layer))?;
+                let got = Engine::gradient(&on_gpu, &x, n, &targets, Score::Logit, rule, Some(layer))?;
+                let (ga, wa) = (got.activation.expect("asked"), want.activation.expect("asked"));
+                let da = max_rel_error(&ga, &wa, 1.0);
+                assert!(da < 1e-5, "{what} layer {layer} activation: {da}");
+                let d = max_rel_error(&got.grad, &want.grad, 1.0);
+                worst = worst.max(d);
+                assert!(d <= limit, "{what} layer {layer} gradient: {d} (limit {limit:e})");
+            }
+            eprintln!(
+                "{what}: GPU from float64 {e:.1e}, from the CPU at most {worst:.1e} (limit {limit:.1e}; {:.1} s)",
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())

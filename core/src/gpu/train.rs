@@ -71,6 +71,16 @@ pub struct GpuTrainer {
     /// One [`Params`] slot per kernel launch of a step.
     uniforms: wgpu::Buffer,
     staging: wgpu::Buffer,
+    /// Evaluation only ([`GpuTrainer::for_evaluation`]): each BatchNorm's running statistics as `x·scale + shift`.
+    eval_bn: Vec<Option<(wgpu::Buffer, wgpu::Buffer)>>,
+}
+
+/// What a pass computes: a training step, or evaluation mode (running statistics, no parameter gradients, no loss)
+/// with a ReLU backward rule (`relu_back` in `common.wgsl`: 0 vanilla, 1 guided, 2 deconv).
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Train,
+    Eval { rule: u32 },
 }
 
 /// How a product's second factor is broadcast over its first (`train_elementwise`'s `p.k`): 0 the same shape, 1 one
@@ -141,6 +151,29 @@ impl GpuTrainer {
         momentum: f32,
         weight_decay: f32,
     ) -> Result<GpuTrainer> {
+        Self::build(gpu, graph, values, velocity, max_batch, (momentum, weight_decay), true)
+    }
+
+    /// Evaluation-mode buffers for `graph` with parameter `values`, for batches of at most `max_batch` images: no
+    /// gradients or momentum buffers of the parameters; BatchNorm from its running statistics (see `gpu::GpuGraph`).
+    pub(super) fn for_evaluation(
+        gpu: Arc<Gpu>,
+        graph: Arc<Graph>,
+        values: &[Vec<f32>],
+        max_batch: usize,
+    ) -> Result<GpuTrainer> {
+        Self::build(gpu, graph, values, None, max_batch, (0.0, 0.0), false)
+    }
+
+    fn build(
+        gpu: Arc<Gpu>,
+        graph: Arc<Graph>,
+        values: &[Vec<f32>],
+        velocity: Option<&[Option<Vec<f32>>]>,
+        max_batch: usize,
+        (momentum, weight_decay): (f32, f32),
+        train: bool,
+    ) -> Result<GpuTrainer> {
         check_graph(&graph)?;
         if values.len() != graph.params.len() {
             crate::invalid!("{} parameter tensors for a graph of {}", values.len(), graph.params.len());
@@ -169,7 +202,8 @@ impl GpuTrainer {
             b
         };
         let params: Vec<_> = values.iter().zip(&graph.params).map(|(v, p)| filled(&p.name, v)).collect();
-        let grads = graph.params.iter().map(|p| (!p.buffer).then(|| sized("gradient", p.len()))).collect();
+        let trainable = |p: &graph::Param| train && !p.buffer;
+        let grads = graph.params.iter().map(|p| trainable(p).then(|| sized("gradient", p.len()))).collect();
         let velocity_started = velocity.is_some();
         let velocity = match velocity {
             Some(v) => {
@@ -190,8 +224,18 @@ impl GpuTrainer {
                     })
                     .collect::<Result<Vec<_>>>()?
             }
-            None => graph.params.iter().map(|p| (!p.buffer).then(|| sized("momentum", p.len()))).collect(),
+            None => graph.params.iter().map(|p| trainable(p).then(|| sized("momentum", p.len()))).collect(),
         };
+        let eval_bn = (graph.nodes.iter())
+            .map(|node| match node.op {
+                Op::BatchNorm { gamma, beta, mean, var, eps, .. } if !train => {
+                    let [g, b, m, v] = [gamma, beta, mean, var].map(|p| values[p].as_slice());
+                    let (scale, shift) = crate::engine::executor::eval_affine(g, b, m, v, eps);
+                    Some((filled("BatchNorm scale", &scale), filled("BatchNorm shift", &shift)))
+                }
+                _ => None,
+            })
+            .collect();
         let lens: Vec<usize> = graph.nodes.iter().map(|n| graph::len(n.shape)).collect();
         let largest = lens.iter().copied().max().unwrap_or(1);
         let values = lens.iter().map(|&l| sized("value", max_batch * l)).collect();
@@ -225,7 +269,9 @@ impl GpuTrainer {
                 sized("Gram matrices", max_batch * heads * heads)
             })
             .collect();
-        let largest_param = graph.params.iter().map(|p| p.len()).max().unwrap_or(1);
+        let largest_param = if train { graph.params.iter().map(|p| p.len()).max().unwrap_or(1) } else { 1 };
+        // What one read-back holds: a parameter, or in evaluation a node's values for a batch.
+        let readable = if train { largest_param } else { max_batch * largest };
         let widest = graph.nodes.iter().map(|n| n.shape.0.max(graph::len(n.shape))).max().unwrap_or(1);
         let align = super::kernels::uniform_slot(&device.limits());
         let uniforms = |device: &wgpu::Device, slots: usize| {
@@ -238,7 +284,7 @@ impl GpuTrainer {
         };
         let mut trainer = GpuTrainer {
             scratch: sized("scratch", max_batch * largest),
-            per_image: sized("per-image weight gradients", max_batch * largest_conv),
+            per_image: sized("per-image weight gradients", if train { max_batch * largest_conv } else { 1 }),
             param_scratch: [sized("parameter scratch", largest_param), sized("parameter scratch", largest_param)],
             ones: filled("ones", &vec![1.0; widest]),
             zeros: filled("zeros", &vec![0.0; widest]),
@@ -248,7 +294,7 @@ impl GpuTrainer {
             uniforms: uniforms(device, 1),
             staging: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("read-back"),
-                size: (4 * graph.params.iter().map(|p| p.len()).max().unwrap_or(4).max(4)) as u64,
+                size: (4 * readable.max(4)) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -265,9 +311,16 @@ impl GpuTrainer {
             node_grads,
             aux,
             grams,
+            eval_bn,
         };
-        // The launches of a full batch's step: one uniform slot each.
-        let slots = trainer.forward(max_batch).len() + trainer.backward(max_batch).len() + trainer.update(0, 0.0).len();
+        // The launches of a full batch's step (or evaluation pass, with its score's launch): one uniform slot each.
+        let slots = if train {
+            let m = Mode::Train;
+            trainer.forward(max_batch, m).len() + trainer.backward(max_batch, m, 0).len() + trainer.update(0, 0.0).len()
+        } else {
+            let m = Mode::Eval { rule: 0 };
+            trainer.forward(max_batch, m).len() + 1 + trainer.backward(max_batch, m, 0).len()
+        };
         trainer.uniforms = uniforms(&trainer.gpu.device, slots);
         Ok(trainer)
     }
@@ -303,15 +356,16 @@ impl GpuTrainer {
         }
         self.gpu.queue.write_buffer(&self.values[0], 0, bytemuck::cast_slice(x));
         self.gpu.queue.write_buffer(&self.labels, 0, bytemuck::cast_slice(labels));
-        let mut d = self.forward(n);
-        d.extend(self.backward(n));
+        let mut d = self.forward(n, Mode::Train);
+        d.extend(self.backward(n, Mode::Train, 0));
         d.extend(self.update(n, lr));
         self.submit(&d, None).await?;
         self.velocity_started = self.momentum > 0.0;
         Ok(())
     }
 
-    fn forward(&self, n: usize) -> Vec<Dispatch<'_>> {
+    /// The forward pass of `n` images; in training, with the loss, penalties and tally after it.
+    fn forward(&self, n: usize, mode: Mode) -> Vec<Dispatch<'_>> {
         let k = &self.gpu.kernels;
         let g = &self.graph;
         let mut d = Vec::new();
@@ -342,6 +396,14 @@ impl GpuTrainer {
                         &self.zeros,
                     ],
                 }),
+                Op::BatchNorm { .. } if mode != Mode::Train => {
+                    let (scale, shift) = self.eval_bn[id].as_ref().expect("evaluation statistics");
+                    d.push(Dispatch {
+                        kernel: &k.affine_forward,
+                        params: Params { total: u(n * c * h * w), ..base },
+                        buffers: vec![x, scale, shift, y],
+                    });
+                }
                 Op::BatchNorm { gamma, beta, eps, .. } => {
                     let stats = self.aux[id].as_ref().expect("batch statistics");
                     let p = Params { spare: [eps.to_bits(), 0, 0, 0], ..base };
@@ -447,6 +509,9 @@ impl GpuTrainer {
                 Op::Input => {}
             }
         }
+        if mode != Mode::Train {
+            return d;
+        }
         let out = g.output;
         d.push(Dispatch {
             kernel: &k.train_softmax_xent,
@@ -475,14 +540,19 @@ impl GpuTrainer {
         Params { n: u(n), c: u(heads), h: u(h), w: u(w), spare: [weight.to_bits(), 0, 0, 0], ..Default::default() }
     }
 
-    fn backward(&self, n: usize) -> Vec<Dispatch<'_>> {
+    /// The backward pass of `n` images from the output's gradient down to the input of node `stop + 1` (`stop` 0:
+    /// the network's input); in training, with every parameter's gradient.
+    fn backward(&self, n: usize, mode: Mode, stop: usize) -> Vec<Dispatch<'_>> {
         let k = &self.gpu.kernels;
         let g = &self.graph;
         let mut d = Vec::new();
         let mut written = vec![false; g.nodes.len()];
         let mut param_written = vec![false; g.params.len()];
+        let train = mode == Mode::Train;
+        // In evaluation the score's gradient starts the output's.
+        written[g.output] = !train;
         // The penalties' gradients start their masks' gradients (the cross-entropy's starts the output's).
-        for (i, penalty) in g.penalties.iter().enumerate() {
+        for (i, penalty) in g.penalties.iter().enumerate().filter(|_| train) {
             let node = penalty_node(penalty);
             let len = n * graph::len(g.nodes[node].shape);
             let (target, add) = self.node_target(&mut written, node, n);
@@ -493,7 +563,11 @@ impl GpuTrainer {
             });
             d.extend(add);
         }
-        for id in (1..g.nodes.len()).rev() {
+        for id in (stop + 1..g.nodes.len()).rev() {
+            // In evaluation a node that no later node reads (only a training penalty) has no gradient to pass on.
+            if !train && !written[id] {
+                continue;
+            }
             let node = &g.nodes[id];
             let (c, h, w) = node.shape;
             let input = node.inputs[0];
@@ -507,6 +581,7 @@ impl GpuTrainer {
             let mut adds = Vec::new();
             let mut bn_sums = None;
             match node.op {
+                _ if !train => {}
                 Op::Conv { weight, bias, k: size, stride, pad } => {
                     let p = Params { k: u(size), pad: u(pad), spare: [0, 0, 0, u(stride)], ..base };
                     let (dw, add_w) = self.param_target(&mut param_written, weight, 0);
@@ -571,11 +646,12 @@ impl GpuTrainer {
             }
             // Each input's gradient: written directly by its first reader in this order, added by the others.
             for (slot, &input) in node.inputs.iter().enumerate() {
-                if matches!(g.nodes[input].op, Op::Input) {
+                // Training needs no gradient of the images; evaluation asks for it.
+                if train && matches!(g.nodes[input].op, Op::Input) {
                     continue;
                 }
                 let (dx, add) = self.node_target(&mut written, input, n);
-                d.push(self.input_grad(n, id, slot, dx, bn_sums));
+                d.push(self.input_grad(n, id, slot, dx, bn_sums, mode));
                 d.extend(add);
             }
             d.extend(adds);
@@ -622,6 +698,7 @@ impl GpuTrainer {
         slot: usize,
         dx: &'a wgpu::Buffer,
         bn_sums: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>,
+        mode: Mode,
     ) -> Dispatch<'a> {
         let k = &self.gpu.kernels;
         let g = &self.graph;
@@ -641,6 +718,10 @@ impl GpuTrainer {
                 Params { total: blocks4(n, ci, hi, wi), k: u(size), pad: u(pad), spare: [0, 0, 0, u(stride)], ..base },
                 vec![gy, &self.params[weight], dx],
             ),
+            Op::BatchNorm { .. } if mode != Mode::Train => {
+                let (scale, _) = self.eval_bn[id].as_ref().expect("evaluation statistics");
+                (&k.affine_backward, Params { total: all, ..base }, vec![gy, scale, dx])
+            }
             Op::BatchNorm { gamma, eps, .. } => {
                 let (dg, db) = bn_sums.expect("the BatchNorm's sums");
                 (
@@ -649,7 +730,13 @@ impl GpuTrainer {
                     vec![gy, x, aux(), &self.params[gamma], dg, db, dx],
                 )
             }
-            Op::Relu => (&k.relu_backward, Params { total: all, ..base }, vec![gy, x, dx]),
+            Op::Relu => {
+                let rule = match mode {
+                    Mode::Eval { rule } => rule,
+                    Mode::Train => 0,
+                };
+                (&k.relu_backward, Params { total: all, rule, ..base }, vec![gy, x, dx])
+            }
             Op::Sigmoid | Op::Tanh => (
                 &k.train_activation,
                 Params { total: all, flag: if node.op == Op::Tanh { 3 } else { 1 }, ..base },
@@ -749,6 +836,39 @@ impl GpuTrainer {
             });
         }
         d
+    }
+
+    /// Evaluation (buffers from [`GpuTrainer::for_evaluation`]) of `n` images `x`: their logits, or for `seed`
+    /// (targets, the score's switch — 1 for the probability —, the ReLU rule, node `stop`) the gradient of each
+    /// image's target score at node `stop` (0: the images) and, for a later node, its value. Image-major, one
+    /// command buffer.
+    pub(super) async fn evaluate(
+        &self,
+        x: &[f32],
+        n: usize,
+        seed: Option<(&[u32], u32, u32, usize)>,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let g = &self.graph;
+        let (out, classes) = (g.output, g.classes());
+        self.gpu.queue.write_buffer(&self.values[0], 0, bytemuck::cast_slice(x));
+        let Some((targets, prob, rule, stop)) = seed else {
+            let d = self.forward(n, Mode::Eval { rule: 0 });
+            let logits = self.submit(&d, Some((&self.values[out], n * classes))).await?;
+            return Ok((logits.unwrap_or_default(), None));
+        };
+        self.gpu.queue.write_buffer(&self.labels, 0, bytemuck::cast_slice(targets));
+        let mode = Mode::Eval { rule };
+        let mut d = self.forward(n, mode);
+        d.push(Dispatch {
+            kernel: &self.gpu.kernels.score_seed,
+            params: Params { total: u(n), c: u(classes), flag: prob, ..Default::default() },
+            buffers: vec![&self.values[out], &self.labels, &self.node_grads[out]],
+        });
+        d.extend(self.backward(n, mode, stop));
+        let len = n * graph::len(g.nodes[stop].shape);
+        let grad = self.submit(&d, Some((&self.node_grads[stop], len))).await?.unwrap_or_default();
+        let value = if stop > 0 { Some(self.read(&self.values[stop], len).await?) } else { None };
+        Ok((grad, value))
     }
 
     /// The loss and hit totals since the last [`reset_tally`](Self::reset_tally).

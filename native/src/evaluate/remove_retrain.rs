@@ -16,7 +16,7 @@ use std::time::Instant;
 use whitebox_core::attribution::Estimator;
 use whitebox_core::data::{train_validation_split, DatasetKind, ImageSet};
 use whitebox_core::evaluation::{pixel_relevance, remove_pixels, Fill, Mode, Ranking, Shard};
-use whitebox_core::models::{Arch, Classifier, ModelSpec};
+use whitebox_core::models::{Classifier, ModelSpec};
 use whitebox_core::train::{evaluate, EpochLog, TrainConfig, Trainer};
 
 /// Images per cached map file.
@@ -186,14 +186,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let (ck, explained) = checkpoint_explained(&args.checkpoint, &args.params)?;
     let spec = ck.spec;
     let kind = spec.dataset;
-    // The GPU engine explains the SimpleCNN family; the attention models' maps come from the CPU's graph engine,
-    // and every model retrains on the GPU.
     let model = match &args.gpu {
-        Some(gpu) if Arch::SMALL.contains(&spec.arch) => crate::explain::with_gpu(ck.model()?, gpu.clone())?,
-        Some(_) => {
-            ui::note(format!("maps on the CPU ({} is explained there), retraining on the GPU", spec.arch));
-            ck.model()?
-        }
+        Some(gpu) => crate::explain::with_gpu(ck.model()?, gpu.clone())?,
         None => ck.model()?,
     };
     for m in &args.methods {

@@ -827,7 +827,8 @@ fn head_overlap(m: &[f32], (heads, h, w): crate::graph::Shape, n: usize, weight:
 pub struct GraphEngine {
     graph: Arc<Graph>,
     params: Vec<Vec<f32>>,
-    /// The CPU plan of the same network, for the GPU engine (SimpleCNN family only, until the GPU reads graphs).
+    /// The CPU plan of the same network, for the GPU's plan engine (SimpleCNN family; `gpu::GpuGraph` runs any
+    /// graph).
     plan: Option<super::Plan>,
 }
 
@@ -846,6 +847,11 @@ impl GraphEngine {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The graph and its parameter values (`graph.params` order): what the GPU's graph engine uploads.
+    pub fn parts(&self) -> (Arc<Graph>, &[Vec<f32>]) {
+        (self.graph.clone(), &self.params)
     }
 
     /// The attention maps of `n` images.
