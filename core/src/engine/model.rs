@@ -81,7 +81,12 @@ impl GraphModel {
 
     fn build_engine(&self) -> Option<GraphEngine> {
         let values = self.constant_values()?;
-        let plan = self.own_plan().cloned();
+        // The plan from the same values (read once), unless it was made already.
+        let plan = if self.keeps_own_engine() {
+            self.plan.get_or_init(|| lower::plan(&self.graph, &values)).clone()
+        } else {
+            None
+        };
         GraphEngine::new(self.graph.clone(), values, plan).ok()
     }
 
