@@ -4,6 +4,8 @@
 //! batch), on the first MNIST test images with the shipped SimpleCNN. The browser's backends (WASM CPU, WebGPU)
 //! are measured by the browser test `tests/browser` and printed there.
 //!
+//! Then the attention models' maps (RAN-56 and WARN, random weights): the CPU's graph engine against the GPU's.
+//!
 //! Then training: SGD steps per second on MNIST at `--batch` images of SimpleCNN, CAM and CBAM (or the `--models`
 //! named, e.g. `simple-cnn,ran,warn`), the CPU trainer (the `Trainer`'s step: the model's training step and the
 //! optimiser) against the GPU trainer (one command buffer per step; the clock stops after a read-back, so the GPU
@@ -86,7 +88,40 @@ fn main() -> Result<()> {
         let g = rate(&on_gpu, &x, &targets, &e)?;
         println!("| {name} | {c:.1} | {g:.1} | {:.2}× |", g / c);
     }
+    attention(gpu.clone(), &x, &targets, threads)?;
     train(gpu, &args, threads)
+}
+
+/// VBP and Grad-CAM maps per second for RAN-56 and WARN (random weights): the CPU's graph engine against the GPU's
+/// (`GpuGraph`), one image per call, on at most five of the images.
+fn attention(gpu: Arc<Gpu>, x: &candle_core::Tensor, targets: &[u32], threads: usize) -> Result<()> {
+    use whitebox_core::engine::{Engine, GraphEngine};
+    use whitebox_core::gpu::GpuGraph;
+    use whitebox_core::models::{Arch, ModelSpec};
+    let n = targets.len().min(5);
+    let (x, targets) = (x.narrow(0, 0, n)?, &targets[..n]);
+    println!();
+    println!(
+        "attribution maps/s, attention models (random weights), MNIST, {n} images one at a time, {threads} threads"
+    );
+    println!("| model | method | CPU graph engine | wgpu graph engine | wgpu / CPU |");
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for arch in [Arch::Ran, Arch::Warn] {
+        let spec = ModelSpec { arch, dataset: DatasetKind::Mnist };
+        let (map, _) = whitebox_core::params::init_model(spec, 1, &Device::Cpu)?;
+        let cpu: Arc<dyn Classifier> = Arc::from(Checkpoint::from_varmap(spec, &map, Default::default())?.model()?);
+        let engine = cpu.engine().context("an engine for constant weights")?;
+        let graph = engine.as_any().downcast_ref::<GraphEngine>().context("the attention models run on the graph")?;
+        let (graph, values) = graph.parts();
+        let engine: Arc<dyn Engine> = Arc::new(GpuGraph::new(gpu.clone(), graph, values)?);
+        let on_gpu = EngineModel { model: cpu.clone(), engine };
+        for (name, e) in [("VBP", Explanation::of(Method::VBP)), ("GC", Explanation::of(Method::GC))] {
+            let c = rate(cpu.as_ref(), &x, targets, &e)?;
+            let g = rate(&on_gpu, &x, targets, &e)?;
+            println!("| {arch} | {name} | {c:.1} | {g:.1} | {:.2}× |", g / c);
+        }
+    }
+    Ok(())
 }
 
 /// Training images per second, CPU trainer against GPU trainer.
