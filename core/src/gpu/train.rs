@@ -13,6 +13,10 @@
 //! spatial and channel softmax, attention-head pooling and mixing, grouped log-softmax, linear — and WARN's
 //! head-overlap penalty in the loss. So SimpleCNN, CAM (Zhou et al. 2016), CBAM (Woo et al. 2018), the Residual
 //! Attention Networks (Wang et al. 2017) and WARN (Rodríguez et al. 2018) all train here.
+//!
+//! The same walk in evaluation mode ([`GpuTrainer::for_evaluation`], `evaluate`: BatchNorm from the running
+//! statistics, the score's gradient in place of the loss, a ReLU backward rule, no parameter gradients) is the GPU's
+//! graph engine, `gpu::GpuGraph`, which explains every model.
 
 use super::kernels::{blocks4, encode, u, Dispatch, Kernel, Params, WORKGROUP};
 use super::{gpu_error, Gpu};
