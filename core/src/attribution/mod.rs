@@ -106,7 +106,7 @@ pub fn propagate(
     Ok(Tensor::from_vec(map, x.shape(), x.device())?)
 }
 
-/// `features[layer]` and ∂S/∂features[layer]. The backward pass stops at the layer: nothing is computed for the
+/// `features[layer]` and `∂S/∂features[layer]`. The backward pass stops at the layer: nothing is computed for the
 /// input.
 pub fn layer_gradient(
     model: &dyn Classifier,

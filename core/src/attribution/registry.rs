@@ -2,7 +2,7 @@
 //! [`Descriptor`]: its id and label, its paper, its typed parameters ([`ParamSpec`], with defaults and ranges),
 //! what it needs of a model, how its map is shown, and how it is built. The command line's flags and value lists,
 //! the page's method menu and parameter controls, the compare view and the reports read this list; adding a method
-//! is one new file and one line in [`REGISTRY`].
+//! is one new file and one line in `REGISTRY`.
 
 use super::methods;
 use super::Attribution;

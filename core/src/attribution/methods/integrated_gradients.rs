@@ -127,7 +127,7 @@ impl IntegratedGradients {
     }
 }
 
-/// The weighted sum of IG's step gradients, fed a chunk of whole steps at a time (see [`super::EnsembleSums`]).
+/// The weighted sum of IG's step gradients, fed a chunk of whole steps at a time (see [`crate::attribution::noise_tunnel::EnsembleSums`]).
 #[derive(Debug)]
 pub struct IntegralSums {
     weights: Vec<f64>,
