@@ -66,16 +66,16 @@ pub fn open_gpu(backend: &str, adapter: Option<&str>) -> Result<Option<Arc<white
 pub fn with_gpu(model: Box<dyn Classifier>, gpu: Arc<whitebox_core::gpu::Gpu>) -> Result<Box<dyn Classifier>> {
     use whitebox_core::engine::{plan_of, Engine, GraphEngine};
     use whitebox_core::gpu::{GpuGraph, GpuPlan};
-    let engine: Arc<dyn Engine> = match model.engine() {
-        Some(e) if plan_of(e).is_some() => Arc::new(GpuPlan::new(gpu, plan_of(e).expect("a plan"))?),
-        Some(e) => match e.as_any().downcast_ref::<GraphEngine>() {
-            Some(g) => {
-                let (graph, values) = g.parts();
-                Arc::new(GpuGraph::new(gpu, graph, values)?)
-            }
-            None => bail!("{} has no engine the GPU can run", model.spec().arch),
-        },
-        None => bail!("{} has no evaluation engine (weights being trained?)", model.spec().arch),
+    let Some(cpu) = model.engine() else {
+        bail!("{} has no evaluation engine (weights being trained?)", model.spec().arch);
+    };
+    let engine: Arc<dyn Engine> = if let Some(plan) = plan_of(cpu) {
+        Arc::new(GpuPlan::new(gpu, plan)?)
+    } else if let Some(g) = cpu.as_any().downcast_ref::<GraphEngine>() {
+        let (graph, values) = g.parts();
+        Arc::new(GpuGraph::new(gpu, graph, values)?)
+    } else {
+        bail!("{} has no engine the GPU can run", model.spec().arch);
     };
     Ok(Box::new(EngineModel { model: Arc::from(model), engine }))
 }

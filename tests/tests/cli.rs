@@ -311,40 +311,36 @@ fn coherence_draws_the_three_figures() {
     assert!(stdout(&run).lines().count() == 4, "{}", stdout(&run));
 }
 
+/// `attribute` with `args` on the CPU and on the GPU (lavapipe in CI): each run's maps. The GPU run names its adapter
+/// (it did not fall back to the CPU).
+fn attribute_on_cpu_and_gpu(dir: &Path, checkpoint: &Path, args: &[&str]) -> (Vec<f32>, Vec<f32>) {
+    let data = shared_data();
+    let maps = |backend: &str| {
+        let raw = dir.join(format!("{backend}{}.safetensors", args.join("-")));
+        let out = whitebox(
+            &[
+                &["attribute", "--checkpoint", checkpoint.to_str().unwrap()],
+                args,
+                &["--backend", backend, "--raw", raw.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{args:?} {backend}: {}", stderr(&out));
+        assert_eq!(stderr(&out).contains("GPU: "), backend == "wgpu", "{}", stderr(&out));
+        let t = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap();
+        t["attributions"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    (maps("cpu"), maps("wgpu"))
+}
+
 /// `attribute --backend wgpu` (lavapipe in CI) writes the maps `--backend cpu` writes: CBAM, Guided Grad-CAM in a
 /// SmoothGrad ensemble, four test digits.
 #[test]
 fn attribute_on_the_gpu_equals_the_cpu() {
     let dir = TempDir::new("gpu-attribute");
     let checkpoint = repo_root().join("weights/mnist/cbam.safetensors");
-    let data = shared_data();
-    let maps = |backend: &str| {
-        let raw = dir.path().join(format!("{backend}.safetensors"));
-        let out = whitebox(&[
-            "attribute",
-            "--quiet",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--method",
-            "gbgc",
-            "--ensemble",
-            "sg",
-            "--n",
-            "8",
-            "--indices",
-            "0..4",
-            "--backend",
-            backend,
-            "--raw",
-            raw.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{backend}: {}", stderr(&out));
-        let t = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap();
-        t["attributions"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    };
-    let (cpu, gpu) = (maps("cpu"), maps("wgpu"));
+    let args = ["--method", "gbgc", "--ensemble", "sg", "--n", "8", "--indices", "0..4"];
+    let (cpu, gpu) = attribute_on_cpu_and_gpu(dir.path(), &checkpoint, &args);
     assert_eq!(cpu.len(), 4 * 784);
     assert!(cpu.iter().any(|v| *v != 0.0), "the maps are all zero");
     let worst = whitebox_core::testing::max_rel_error(&gpu, &cpu, 0.0);
@@ -364,32 +360,8 @@ fn attribute_on_the_gpu_runs_the_attention_models() {
     let checkpoint = dir.path().join("warn.safetensors");
     let bytes = Checkpoint::from_varmap(spec, &map, Default::default()).unwrap().to_bytes(candle_core::DType::F32);
     std::fs::write(&checkpoint, bytes.unwrap()).unwrap();
-    let data = shared_data();
     for method in ["gb", "gc"] {
-        let maps = |backend: &str| {
-            let raw = dir.path().join(format!("{method}-{backend}.safetensors"));
-            let out = whitebox(&[
-                "attribute",
-                "--checkpoint",
-                checkpoint.to_str().unwrap(),
-                "--method",
-                method,
-                "--indices",
-                "0..2",
-                "--backend",
-                backend,
-                "--raw",
-                raw.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "{method} {backend}: {}", stderr(&out));
-            // The GPU run names its adapter: it did not fall back to the CPU.
-            assert_eq!(stderr(&out).contains("GPU: "), backend == "wgpu", "{}", stderr(&out));
-            let t = candle_core::safetensors::load(&raw, &Device::Cpu).unwrap();
-            t["attributions"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        };
-        let (cpu, gpu) = (maps("cpu"), maps("wgpu"));
+        let (cpu, gpu) = attribute_on_cpu_and_gpu(dir.path(), &checkpoint, &["--method", method, "--indices", "0..2"]);
         assert_eq!(cpu.len(), 2 * 784);
         assert!(cpu.iter().any(|v| *v != 0.0), "{method}: the maps are all zero");
         let worst = whitebox_core::testing::max_rel_error(&gpu, &cpu, 0.0);

@@ -62,7 +62,7 @@ impl GpuGraph {
     pub async fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         self.check(x, n, &vec![0; n], None)?;
         let mut logits = Vec::with_capacity(n * self.graph.classes());
-        for (start, m) in self.chunks(n) {
+        for (start, m) in super::batches(n, self.max_rows) {
             logits.extend(self.run(&x[start * self.input_len()..][..m * self.input_len()], m, None).await?.0);
         }
         Ok(logits)
@@ -82,16 +82,14 @@ impl GpuGraph {
         self.check(x, n, targets, layer)?;
         let stop = layer.map_or(0, |l| self.graph.taps[l].1);
         let (prob, rule) = (u32::from(score == Score::Prob), super::plan::rule_id(rule));
-        let (mut grad, mut activation) = (Vec::new(), layer.map(|_| Vec::new()));
-        for (start, m) in self.chunks(n) {
+        let mut all = Gradient::empty(layer.is_some());
+        for (start, m) in super::batches(n, self.max_rows) {
             let seed = (&targets[start..start + m], prob, rule, stop);
-            let (g, a) = self.run(&x[start * self.input_len()..][..m * self.input_len()], m, Some(seed)).await?;
-            grad.extend(g);
-            if let (Some(all), Some(a)) = (activation.as_mut(), a) {
-                all.extend(a);
-            }
+            let (grad, activation) =
+                self.run(&x[start * self.input_len()..][..m * self.input_len()], m, Some(seed)).await?;
+            all.append(Gradient { grad, activation });
         }
-        Ok(Gradient { grad, activation })
+        Ok(all)
     }
 
     /// One command buffer for at most `max_rows` images.
@@ -112,29 +110,12 @@ impl GpuGraph {
         graph::len(self.graph.input_shape())
     }
 
-    /// `(first image, images)` of each command buffer for `n` images.
-    fn chunks(&self, n: usize) -> Vec<(usize, usize)> {
-        (0..n).step_by(self.max_rows).map(|s| (s, self.max_rows.min(n - s))).collect()
-    }
-
-    /// `n` images, their targets and the layer asked for, or a clear error.
+    /// The graph's request check ([`Graph::check_request`]), and finite images (a non-finite value would spread
+    /// through the GPU's buffers without an error).
     fn check(&self, x: &[f32], n: usize, targets: &[u32], layer: Option<usize>) -> Result<()> {
-        let (c, h, w) = self.graph.input_shape();
-        if x.len() != n * c * h * w {
-            crate::invalid!("{} values are not {n} images of {c}×{h}×{w}", x.len());
-        }
+        self.graph.check_request(x, n, targets, layer)?;
         if let Some(v) = x.iter().find(|v| !v.is_finite()) {
             crate::invalid!("the images hold a non-finite value ({v})");
-        }
-        if targets.len() != n {
-            crate::invalid!("{} targets for {n} images", targets.len());
-        }
-        let classes = self.graph.classes();
-        if let Some(t) = targets.iter().find(|&&t| t as usize >= classes) {
-            crate::invalid!("target class {t} is outside 0..{classes}");
-        }
-        if let Some(l) = layer.filter(|&l| l >= self.graph.taps.len()) {
-            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.graph.taps.len());
         }
         Ok(())
     }

@@ -157,6 +157,11 @@ pub async fn explain(
     }
 }
 
+/// `(first image, images)` of each command buffer when `n` images go `rows` at a time.
+fn batches(n: usize, rows: usize) -> Vec<(usize, usize)> {
+    (0..n).step_by(rows).map(|s| (s, rows.min(n - s))).collect()
+}
+
 /// Blocks until `future` is ready (natively: the GPU's callbacks run inside [`wgpu::Device::poll`]).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {

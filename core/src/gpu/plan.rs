@@ -195,7 +195,7 @@ impl GpuPlan {
     pub async fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         self.plan.check_input(x, n)?;
         let mut logits = Vec::with_capacity(n * self.plan.classes());
-        for (start, m) in self.chunks(n) {
+        for (start, m) in super::batches(n, self.max_rows) {
             logits.extend(self.run(&x[start * self.input_len()..][..m * self.input_len()], m, Output::Logits).await?.0);
         }
         Ok(logits)
@@ -212,26 +212,18 @@ impl GpuPlan {
         layer: Option<usize>,
     ) -> Result<Gradient> {
         self.plan.check_request(x, n, targets, layer)?;
-        let (mut grad, mut activation) = (Vec::new(), layer.map(|_| Vec::new()));
-        for (start, m) in self.chunks(n) {
+        let mut all = Gradient::empty(layer.is_some());
+        for (start, m) in super::batches(n, self.max_rows) {
             let out = Output::Gradient { targets: &targets[start..start + m], score, rule, layer };
-            let (g, a) = self.run(&x[start * self.input_len()..][..m * self.input_len()], m, out).await?;
-            grad.extend(g);
-            if let (Some(all), Some(a)) = (activation.as_mut(), a) {
-                all.extend(a);
-            }
+            let (grad, activation) = self.run(&x[start * self.input_len()..][..m * self.input_len()], m, out).await?;
+            all.append(Gradient { grad, activation });
         }
-        Ok(Gradient { grad, activation })
+        Ok(all)
     }
 
     fn input_len(&self) -> usize {
         let (c, h, w) = self.plan.parts().1[0];
         c * h * w
-    }
-
-    /// `(first image, images)` of each command buffer for `n` images.
-    fn chunks(&self, n: usize) -> Vec<(usize, usize)> {
-        (0..n).step_by(self.max_rows).map(|s| (s, self.max_rows.min(n - s))).collect()
     }
 
     /// The work buffers, for at least `rows` images.

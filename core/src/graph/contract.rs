@@ -27,6 +27,21 @@ pub struct Gradient {
     pub activation: Option<Vec<f32>>,
 }
 
+impl Gradient {
+    /// No images yet, with an activation (a layer was asked for) or without.
+    pub fn empty(tapped: bool) -> Gradient {
+        Gradient { grad: Vec::new(), activation: tapped.then(Vec::new) }
+    }
+
+    /// The next images' gradient (and activation) after these: engines that answer a request in chunks.
+    pub fn append(&mut self, next: Gradient) {
+        self.grad.extend(next.grad);
+        if let (Some(all), Some(a)) = (self.activation.as_mut(), next.activation) {
+            all.extend(a);
+        }
+    }
+}
+
 /// A backward pass that is not the gradient: relevance sent back through each layer by a rule of the method's, over
 /// the layers' forward values. One mechanism for every such method: the method names its rules here, the engine that
 /// runs the graph applies them ([`Engine::propagate`]).

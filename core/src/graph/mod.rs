@@ -171,6 +171,26 @@ impl Graph {
         self.nodes[self.taps[tap].1].shape
     }
 
+    /// Checks a request of `n` images `x` (`n × input`) with one target each and, when given, a layer: the layer
+    /// exists, the lengths fit, every target is a class; else a clear error.
+    pub fn check_request(&self, x: &[f32], n: usize, targets: &[u32], layer: Option<usize>) -> crate::Result<()> {
+        if let Some(l) = layer.filter(|&l| l >= self.taps.len()) {
+            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.taps.len());
+        }
+        let (c, h, w) = self.input_shape();
+        if x.len() != n * c * h * w {
+            crate::invalid!("{} values are not {n} images of {c}×{h}×{w}", x.len());
+        }
+        if targets.len() != n {
+            crate::invalid!("{} targets for {n} images", targets.len());
+        }
+        let classes = self.classes();
+        if let Some(t) = targets.iter().find(|&&t| t as usize >= classes) {
+            crate::invalid!("target class {t} is outside 0..{classes}");
+        }
+        Ok(())
+    }
+
     /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<ParamId> {
         self.params.iter().position(|p| p.name == name)

@@ -867,22 +867,6 @@ impl GraphEngine {
     }
 }
 
-impl GraphEngine {
-    /// `n` images and their targets, or a clear error.
-    fn check(&self, x: &[f32], n: usize, targets: &[u32]) -> Result<()> {
-        if x.len() != n * len(self.graph.input_shape()) {
-            channel_major(&self.graph, x, n)?;
-        }
-        if targets.len() != n {
-            crate::invalid!("{} targets for {n} images", targets.len());
-        }
-        if let Some(t) = targets.iter().find(|&&t| t as usize >= self.classes()) {
-            crate::invalid!("target class {t} is outside 0..{}", self.classes());
-        }
-        Ok(())
-    }
-}
-
 impl Engine for GraphEngine {
     fn classes(&self) -> usize {
         self.graph.classes()
@@ -917,19 +901,12 @@ impl Engine for GraphEngine {
         layer: Option<usize>,
     ) -> Result<Gradient> {
         let per = len(self.graph.input_shape());
-        if let Some(l) = layer.filter(|&l| l >= self.graph.taps.len()) {
-            crate::invalid!("layer {l} does not exist (the model has features 0..{})", self.graph.taps.len());
-        }
-        self.check(x, n, targets)?;
+        self.graph.check_request(x, n, targets, layer)?;
         on_pool(n, || {
             let ex = self.executor();
-            let mut all = Gradient { grad: Vec::new(), activation: layer.map(|_| Vec::new()) };
+            let mut all = Gradient::empty(layer.is_some());
             for (chunk, ts) in x.chunks(CHUNK * per.max(1)).zip(targets.chunks(CHUNK)) {
-                let g = ex.gradient(chunk, ts.len(), ts, score, rule, layer)?;
-                all.grad.extend(g.grad);
-                if let (Some(a), Some(b)) = (all.activation.as_mut(), g.activation) {
-                    a.extend(b);
-                }
+                all.append(ex.gradient(chunk, ts.len(), ts, score, rule, layer)?);
             }
             Ok(all)
         })
@@ -955,7 +932,7 @@ impl Engine for GraphEngine {
     }
 
     fn propagate(&self, x: &[f32], n: usize, targets: &[u32], score: Score, how: &Propagation) -> Result<Vec<f32>> {
-        self.check(x, n, targets)?;
+        self.graph.check_request(x, n, targets, None)?;
         on_pool(n, || self.propagate_here(x, targets, score, how))
     }
 
