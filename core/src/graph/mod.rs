@@ -191,6 +191,25 @@ impl Graph {
         Ok(())
     }
 
+    /// Floating-point operations of one image's forward pass in its matrix products: 2 × the multiply-adds of every
+    /// convolution (as a direct or im2col + GEMM convolution performs them) and linear layer. Element-wise layers,
+    /// normalisation and pooling are not counted. A training step costs about three times this per image
+    /// (forward, input gradient, weight gradient), whatever algorithm a backend uses.
+    pub fn forward_flops(&self) -> f64 {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let input = node.inputs.first().map(|&j| self.nodes[j].shape);
+                let macs = match (&node.op, input) {
+                    (Op::Conv { k, .. }, Some(input)) => len(node.shape) * input.0 * k * k,
+                    (Op::Linear { .. }, Some(input)) => len(input) * len(node.shape),
+                    _ => 0,
+                };
+                2.0 * macs as f64
+            })
+            .sum()
+    }
+
     /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<ParamId> {
         self.params.iter().position(|p| p.name == name)

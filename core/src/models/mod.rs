@@ -281,6 +281,24 @@ mod tests {
         Ok(())
     }
 
+    /// The graph's matrix-product count, by hand for SimpleCNN (3×3 convolutions of 32, 64, 128 channels at full,
+    /// half and quarter size, then 128·s² → 1024 → 10) and for CAM (the same convolutions, then 128 → 10).
+    #[test]
+    fn forward_flops_count_every_product() -> Result<()> {
+        let convs = |c: usize, s: usize| [(c, 32, s), (32, 64, s / 2), (64, 128, s / 4)];
+        for (dataset, c, s) in [(DatasetKind::Mnist, 1, 28), (DatasetKind::Cifar10, 3, 32)] {
+            let conv_macs: usize = convs(c, s).iter().map(|&(i, o, side)| o * side * side * i * 9).sum();
+            let last = s / 8; // 28 → 14 → 7 → 3, 32 → 16 → 8 → 4
+            let simple = conv_macs + 128 * last * last * 1024 + 1024 * 10;
+            let cam = conv_macs + 128 * 10;
+            for (arch, macs) in [(Arch::SimpleCnn, simple), (Arch::Cam, cam)] {
+                let got = graph(ModelSpec { arch, dataset })?.forward_flops();
+                assert_eq!(got, 2.0 * macs as f64, "{arch} {dataset}");
+            }
+        }
+        Ok(())
+    }
+
     /// Keys follow the seed's `state_dict`.
     #[test]
     fn keys_follow_the_seed() -> Result<()> {

@@ -31,18 +31,11 @@ pub fn mnist_test() -> anyhow::Result<whitebox_core::data::ImageSet> {
     )?)
 }
 
-/// Multiply-adds ×2 of one image's forward pass through SimpleCNN (its three 3×3 convolutions and the classifier's
-/// two linear layers; BatchNorm, ReLU and pooling are not counted).
+/// Floating-point operations of one image's forward pass through `arch` on `kind`, counted from the model's graph
+/// (see `Graph::forward_flops`: convolutions and linear layers, 2 × their multiply-adds).
 #[allow(dead_code)] // used by the benchmarks that state a roofline
-pub fn simple_cnn_forward_flops(kind: whitebox_core::data::DatasetKind) -> f64 {
-    let (mut c, mut side) = (kind.channels(), kind.side());
-    let mut flops = 0f64;
-    for out in [32, 64, 128] {
-        flops += 2.0 * (out * c * 9 * side * side) as f64;
-        c = out;
-        side /= 2;
-    }
-    flops + 2.0 * (c * side * side * 1024 + 1024 * 10) as f64
+pub fn forward_flops(arch: whitebox_core::models::Arch, kind: whitebox_core::data::DatasetKind) -> anyhow::Result<f64> {
+    Ok(whitebox_core::models::graph(whitebox_core::models::ModelSpec { arch, dataset: kind })?.forward_flops())
 }
 
 /// GFLOP/s of a 1024³ single-precision matrix product on the threads rayon was given (candle's CPU matmul, the

@@ -136,7 +136,6 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
     let idx: Vec<usize> = (0..batch).collect();
     let (x, y) = train.batch(&idx, DatasetKind::Mnist, &Device::Cpu)?;
     let (xv, yv) = (x.flatten_all()?.to_vec1::<f32>()?, y.to_vec1::<u32>()?);
-    let flops = 3.0 * common::simple_cnn_forward_flops(DatasetKind::Mnist);
     println!();
     println!("training images/s, MNIST, batch {batch}, best of {steps} steps after one warm-up, {threads} threads");
     println!("| model | CPU trainer | wgpu | wgpu / CPU | wgpu GFLOP/s |");
@@ -182,12 +181,9 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
                 on_gpu = on_gpu.max(batch as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        // SimpleCNN's count for its family (CAM's classifier is smaller, CBAM adds its attention); the ratio is exact.
-        let gflops = match Arch::SMALL.contains(&arch) {
-            true => format!("{:.2}", on_gpu * flops / 1e9),
-            false => "–".into(),
-        };
-        println!("| {arch} | {cpu:.1} | {on_gpu:.1} | {:.3}× | {gflops} |", on_gpu / cpu);
+        // Training costs about three forward passes (forward, input gradient, weight gradient).
+        let gflops = on_gpu * 3.0 * graph.forward_flops() / 1e9;
+        println!("| {arch} | {cpu:.1} | {on_gpu:.1} | {:.3}× | {gflops:.2} |", on_gpu / cpu);
     }
     Ok(())
 }

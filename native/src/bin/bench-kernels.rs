@@ -156,7 +156,7 @@ fn main() -> Result<()> {
     );
     for (kind, figures) in &ours {
         // Training costs about three forward passes (forward, input gradient, weight gradient).
-        let train_flops = 3.0 * common::simple_cnn_forward_flops(*kind);
+        let train_flops = 3.0 * common::forward_flops(Arch::SimpleCnn, *kind)?;
         let peak = our_peak.max(torch_peak.unwrap_or(0.0));
         let mine = figures["train"] * train_flops / 1e9;
         let theirs = torch.as_ref().and_then(|t| t[kind.name()]["train"].as_f64()).map(|r| r * train_flops / 1e9);

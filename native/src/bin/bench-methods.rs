@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 use whitebox_core::attribution::{self as attr, Method, Score, Settings};
 use whitebox_core::data::DatasetKind;
-use whitebox_core::models::Classifier;
+use whitebox_core::models::{Arch, Classifier};
 use whitebox_core::params::Checkpoint;
 
 /// One row: the reference's name for it, the method, its settings, which images and the batch sizes tried.
@@ -190,7 +190,7 @@ fn main() -> Result<()> {
     // RISE is forward passes and nothing else, on both sides: its rates in GFLOP/s against the machine's matrix-product
     // peak bound what any implementation can reach here.
     if let Some(&(row, _, rate)) = ours.iter().find(|(r, ..)| r.method == "rise") {
-        let per_map = RISE_MASKS as f64 * common::simple_cnn_forward_flops(DatasetKind::Mnist);
+        let per_map = RISE_MASKS as f64 * common::forward_flops(Arch::SimpleCnn, DatasetKind::Mnist)?;
         let peak = common::sgemm_gflops()?;
         let mine = rate * per_map / 1e9;
         print!("roofline: {} is {RISE_MASKS} forward passes a map: whitebox {mine:.0} GFLOP/s", row.name);

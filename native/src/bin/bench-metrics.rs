@@ -28,7 +28,7 @@ use whitebox_core::metrics::road::{road, RoadConfig};
 use whitebox_core::metrics::sensitivity_max::{sensitivity_max, SensitivityMax};
 use whitebox_core::metrics::similarity::Similarity;
 use whitebox_core::metrics::{Baseline, Batch, Scorer};
-use whitebox_core::models::Classifier;
+use whitebox_core::models::{Arch, Classifier};
 use whitebox_core::ops::ReluRule;
 use whitebox_core::params::Checkpoint;
 
@@ -143,7 +143,7 @@ fn main() -> Result<()> {
     // unperturbed image's and each step's or subset's): their rates in GFLOP/s against the machine's matrix-product
     // peak bound what any implementation can reach here.
     let peak = common::sgemm_gflops()?;
-    let forward = common::simple_cnn_forward_flops(DatasetKind::Mnist);
+    let forward = common::forward_flops(Arch::SimpleCnn, DatasetKind::Mnist)?;
     for (name, passes) in [("pixel flipping", 784usize.div_ceil(28) + 1), ("faithfulness correlation", 100 + 1)] {
         let flops = (idx.len() * passes) as f64 * forward;
         let Some(&(_, mine)) = ours.iter().find(|(n, _)| *n == name) else { continue };

@@ -1,8 +1,9 @@
 //! Training cost of every model (SimpleCNN, CAM, CBAM, RAN-56, WARN) on the CPU against PyTorch running the seed's
 //! own definitions: seconds per training batch and images per second (SGD with momentum, the same batch size and
-//! thread count) and the peak memory of the process. Each model runs in a child process of its own, so the peaks
-//! do not mix. With `--saliency`, instead: the time of one image's saliency map (the gradient of a class logit to
-//! the input, evaluation mode) for each model on both sides.
+//! thread count), each side's rate in GFLOP/s (the graph's count of the products, the same for both sides) against
+//! the machine's 1024³ sgemm, and the peak memory of the process. Each model runs in a child process of its own, so
+//! the peaks do not mix. With `--saliency`, instead: the time of one image's saliency map (the gradient of a class
+//! logit to the input, evaluation mode) for each model on both sides.
 //!
 //! cargo run --release -p whitebox --bin bench-models -- [--threads 2] [--batch 32,128] [--steps 3]
 //!     [--models simple-cnn,cam,cbam,ran,warn] [--saliency [--rounds 3]] [--python PY --seed-code DIR]
@@ -106,11 +107,15 @@ fn main() -> Result<()> {
         let rounds: usize = arg(&args, "--rounds").map(|t| t.parse()).transpose()?.unwrap_or(3).max(1);
         return saliency_table(&models, (threads, rounds), python.as_deref(), seed_code.as_deref(), script);
     }
-    println!("training on the CPU, {threads} threads, mean of {steps} batches after a warm-up\n");
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let peak = common::sgemm_gflops()?;
+    println!("training on the CPU, {threads} threads, mean of {steps} batches after a warm-up");
+    println!("a 1024³ sgemm here (gemm crate, {threads} threads): {peak:.0} GFLOP/s\n");
     println!(
-        "| model | data | batch | whitebox images/s | PyTorch images/s | speed ratio | whitebox peak MiB | PyTorch peak MiB |"
+        "| model | data | batch | whitebox images/s | PyTorch images/s | speed ratio | whitebox GFLOP/s | \
+         PyTorch GFLOP/s | whitebox peak MiB | PyTorch peak MiB |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for arch in models.split(',') {
         for (dataset, batch) in ["mnist", "cifar10"].into_iter().flat_map(|d| batches.iter().map(move |&b| (d, b))) {
             let common = [
@@ -142,14 +147,30 @@ fn main() -> Result<()> {
                 }
                 _ => None,
             };
-            let (ts, tm, ratio) = match torch {
-                Some((ts, tm)) => (format!("{:.0}", batch as f64 / ts), format!("{tm:.0}"), format!("{:.2}×", ts / ws)),
-                None => ("–".into(), "–".into(), "–".into()),
+            // One image's training step: about three forward passes of the graph's products, for both sides.
+            let flops = 3.0 * common::forward_flops(Arch::parse(arch)?, DatasetKind::parse(dataset)?)?;
+            let rate = |secs: f64| batch as f64 / secs * flops / 1e9;
+            let (ts, tg, tm, ratio) = match torch {
+                Some((ts, tm)) => (
+                    format!("{:.0}", batch as f64 / ts),
+                    format!("{:.0}", rate(ts)),
+                    format!("{tm:.0}"),
+                    format!("{:.2}×", ts / ws),
+                ),
+                None => ("–".into(), "–".into(), "–".into(), "–".into()),
             };
-            println!("| {arch} | {dataset} | {batch} | {:.0} | {ts} | {ratio} | {wm:.0} | {tm} |", batch as f64 / ws);
+            println!(
+                "| {arch} | {dataset} | {batch} | {:.0} | {ts} | {ratio} | {:.0} | {tg} | {wm:.0} | {tm} |",
+                batch as f64 / ws,
+                rate(ws)
+            );
         }
     }
     println!("\nspeed ratio = whitebox images/s / PyTorch images/s (above 1: whitebox is faster)");
+    println!(
+        "GFLOP/s = images/s × 3 forward passes' matrix products (Graph::forward_flops: convolutions and linear \
+         layers as direct convolution counts them), the same count for both sides whatever algorithm each runs"
+    );
     Ok(())
 }
 

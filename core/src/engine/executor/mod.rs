@@ -350,7 +350,7 @@ impl<'a> Executor<'a> {
                 // Training (parameter gradients wanted) goes through Winograd, as its forward pass did.
                 if let Some(wg) = geo.winograd().filter(|_| wants_params) {
                     let dm = wg.output_grad(&g);
-                    add_param(*weight, wg.weight_grad(&dm, &wg.input(x)));
+                    add_param(*weight, wg.weight_grad(&dm, &wg.input_by_tile(x)));
                     if let Some(b) = bias {
                         add_param(*b, channel_sums(&g, c));
                     }
