@@ -9,8 +9,8 @@
 //! Then training: SGD steps per second on MNIST at `--batch` images of SimpleCNN, CAM and CBAM (or the `--models`
 //! named, e.g. `simple-cnn,ran,warn`), the CPU trainer (the `Trainer`'s step: the model's training step and the
 //! optimiser) against the GPU trainer (one command buffer per step; the clock stops after a read-back, so the GPU
-//! has finished), with GFLOP/s for the SimpleCNN family counted as three forward passes per image (forward, input
-//! gradient, weight gradient).
+//! has finished), with GFLOP/s counted as three forward passes' matrix products per image (forward, input
+//! gradient, weight gradient; `Graph::forward_flops` of each model).
 //!
 //! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2] [--batch 64] [--steps 5]
 //!     [--models simple-cnn,cam,cbam] [--adapter NAME]
@@ -163,6 +163,7 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
             }
         }
         let graph = Arc::new(whitebox_core::models::graph(spec)?);
+        let flops = graph.forward_flops();
         let values: Vec<Vec<f32>> = {
             let vars = map.data().lock().expect("var map");
             graph
@@ -182,7 +183,7 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
             }
         }
         // Training costs about three forward passes (forward, input gradient, weight gradient).
-        let gflops = on_gpu * 3.0 * graph.forward_flops() / 1e9;
+        let gflops = on_gpu * 3.0 * flops / 1e9;
         println!("| {arch} | {cpu:.1} | {on_gpu:.1} | {:.3}× | {gflops:.2} |", on_gpu / cpu);
     }
     Ok(())
