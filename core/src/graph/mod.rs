@@ -193,8 +193,7 @@ impl Graph {
 
     /// Floating-point operations of one image's forward pass in its matrix products: 2 × the multiply-adds of every
     /// convolution (as a direct or im2col + GEMM convolution performs them) and linear layer. Element-wise layers,
-    /// normalisation and pooling are not counted. A training step costs about three times this per image
-    /// (forward, input gradient, weight gradient), whatever algorithm a backend uses.
+    /// normalisation and pooling are not counted.
     pub fn forward_flops(&self) -> f64 {
         self.nodes
             .iter()
@@ -208,6 +207,13 @@ impl Graph {
                 2.0 * macs as f64
             })
             .sum()
+    }
+
+    /// Floating-point operations of one image's training step in its matrix products: three forward passes'
+    /// worth (forward, input gradient, weight gradient — each the same products, transposed), whatever algorithm a
+    /// backend uses. The benchmarks' GFLOP/s for training count this for both sides.
+    pub fn training_flops(&self) -> f64 {
+        3.0 * self.forward_flops()
     }
 
     /// The parameter called `name`.

@@ -30,7 +30,8 @@ pub(crate) struct Winograd {
 impl Winograd {
     /// The Winograd form of a convolution of `n` images of `input` (`c_in × h × w`) into `c_out` channels, where it
     /// applies (3×3, stride 1, padding 1) and has channels to amortise its tile transforms over (a first layer's 1
-    /// or 3 input channels keep im2col + GEMM).
+    /// or 3 input channels keep im2col + GEMM). `None` for an empty batch or image too: the transforms split their
+    /// work by image and plane, which must not be empty.
     pub fn of(
         n: usize,
         (c_in, h, w): (usize, usize, usize),
@@ -39,7 +40,7 @@ impl Winograd {
         stride: usize,
         pad: usize,
     ) -> Option<Self> {
-        (k == 3 && stride == 1 && pad == 1 && c_in >= 8).then_some(Winograd { n, c_in, c_out, h, w })
+        (k == 3 && stride == 1 && pad == 1 && c_in >= 8 && n * h * w > 0).then_some(Winograd { n, c_in, c_out, h, w })
     }
 
     /// Tile rows and columns per image: `⌈h/2⌉ × ⌈w/2⌉`.

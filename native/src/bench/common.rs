@@ -38,6 +38,15 @@ pub fn forward_flops(arch: whitebox_core::models::Arch, kind: whitebox_core::dat
     Ok(whitebox_core::models::graph(whitebox_core::models::ModelSpec { arch, dataset: kind })?.forward_flops())
 }
 
+/// Floating-point operations of one image's training step through `arch` on `kind` (`Graph::training_flops`).
+#[allow(dead_code)] // used by the benchmarks that state a roofline
+pub fn training_flops(
+    arch: whitebox_core::models::Arch,
+    kind: whitebox_core::data::DatasetKind,
+) -> anyhow::Result<f64> {
+    Ok(whitebox_core::models::graph(whitebox_core::models::ModelSpec { arch, dataset: kind })?.training_flops())
+}
+
 /// GFLOP/s of a 1024³ single-precision matrix product on the threads rayon was given (candle's CPU matmul, the
 /// `gemm` crate the kernels use): the best of three timings of ten products. A forward pass made of such products
 /// cannot run faster than this.

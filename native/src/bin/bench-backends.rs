@@ -10,7 +10,7 @@
 //! named, e.g. `simple-cnn,ran,warn`), the CPU trainer (the `Trainer`'s step: the model's training step and the
 //! optimiser) against the GPU trainer (one command buffer per step; the clock stops after a read-back, so the GPU
 //! has finished), with GFLOP/s counted as three forward passes' matrix products per image (forward, input
-//! gradient, weight gradient; `Graph::forward_flops` of each model).
+//! gradient, weight gradient; `Graph::training_flops` of each model).
 //!
 //! cargo run --release -p whitebox --bin bench-backends -- [--images 20] [--threads 2] [--batch 64] [--steps 5]
 //!     [--models simple-cnn,cam,cbam] [--adapter NAME]
@@ -163,7 +163,7 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
             }
         }
         let graph = Arc::new(whitebox_core::models::graph(spec)?);
-        let flops = graph.forward_flops();
+        let flops = graph.training_flops();
         let values: Vec<Vec<f32>> = {
             let vars = map.data().lock().expect("var map");
             graph
@@ -182,8 +182,7 @@ fn train(gpu: Arc<Gpu>, args: &[String], threads: usize) -> Result<()> {
                 on_gpu = on_gpu.max(batch as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        // Training costs about three forward passes (forward, input gradient, weight gradient).
-        let gflops = on_gpu * 3.0 * flops / 1e9;
+        let gflops = on_gpu * flops / 1e9;
         println!("| {arch} | {cpu:.1} | {on_gpu:.1} | {:.3}× | {gflops:.2} |", on_gpu / cpu);
     }
     Ok(())

@@ -155,8 +155,7 @@ fn main() -> Result<()> {
         torch_peak.map_or("n/a".into(), |p| format!("{p:.1}"))
     );
     for (kind, figures) in &ours {
-        // Training costs about three forward passes (forward, input gradient, weight gradient).
-        let train_flops = 3.0 * common::forward_flops(Arch::SimpleCnn, *kind)?;
+        let train_flops = common::training_flops(Arch::SimpleCnn, *kind)?;
         let peak = our_peak.max(torch_peak.unwrap_or(0.0));
         let mine = figures["train"] * train_flops / 1e9;
         let theirs = torch.as_ref().and_then(|t| t[kind.name()]["train"].as_f64()).map(|r| r * train_flops / 1e9);

@@ -148,7 +148,7 @@ fn main() -> Result<()> {
                 _ => None,
             };
             // One image's training step: about three forward passes of the graph's products, for both sides.
-            let flops = 3.0 * common::forward_flops(Arch::parse(arch)?, DatasetKind::parse(dataset)?)?;
+            let flops = common::training_flops(Arch::parse(arch)?, DatasetKind::parse(dataset)?)?;
             let rate = |secs: f64| batch as f64 / secs * flops / 1e9;
             let (ts, tg, tm, ratio) = match torch {
                 Some((ts, tm)) => (
@@ -168,7 +168,7 @@ fn main() -> Result<()> {
     }
     println!("\nspeed ratio = whitebox images/s / PyTorch images/s (above 1: whitebox is faster)");
     println!(
-        "GFLOP/s = images/s × 3 forward passes' matrix products (Graph::forward_flops: convolutions and linear \
+        "GFLOP/s = images/s × 3 forward passes' matrix products (Graph::training_flops: convolutions and linear \
          layers as direct convolution counts them), the same count for both sides whatever algorithm each runs"
     );
     Ok(())
