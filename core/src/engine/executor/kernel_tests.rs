@@ -1,6 +1,6 @@
 //! The executor's hand-written kernels against plain loops and the unfolding path (itself held to candle's autograd
 //! in `tests.rs`): the direct convolution on strides, paddings and kernels wider than the input; products with
-//! each broadcast; the channel and window maxima on ties, NaN and cut-off windows.
+//! each broadcast; the channel and window maxima on ties, NaN and cut-off windows; the gradients added in place.
 
 use super::kernels::*;
 
@@ -133,9 +133,75 @@ fn maxima_take_the_first_maximum_and_nan_wins() {
     assert_eq!((y[0], arg[0]), (f32::NEG_INFINITY, 0));
 }
 
+/// The channel maximum in blocks (full and partial) and the plane maximum in lanes (planes not a multiple of the
+/// lane count; ties and NaN in later blocks) equal plain loops.
+#[test]
+fn blocked_maxima_equal_plain_loops() {
+    let first_max = |v: &mut dyn Iterator<Item = f32>| {
+        let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
+        for (i, x) in v.enumerate() {
+            if at == usize::MAX || x > best || (x.is_nan() && !best.is_nan()) {
+                (best, at) = (x, i);
+            }
+        }
+        (best, at as u32)
+    };
+    let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+    let (c, m) = (5, 1_500);
+    let mut x = values(c * m, 11);
+    x[3 * m + 1_200] = f32::NAN;
+    x[4 * m + 1_200] = f32::NAN;
+    let (y, arg) = channel_max(&x, c);
+    for p in 0..m {
+        let (best, at) = first_max(&mut (0..c).map(|ch| x[ch * m + p]));
+        assert_eq!(arg[p], at, "position {p}");
+        assert!(same(y[p], best), "position {p}");
+    }
+    for hw in [1usize, 15, 16, 17, 49, 196] {
+        let mut x = values(3 * hw, hw as u64);
+        x[2 * hw + hw / 2] = f32::NAN; // the third plane holds a NaN
+        x[hw + hw - 1] = 1e9; // the second plane's maximum is its last value
+        let (y, arg) = plane_max(&x, hw);
+        for (k, plane) in x.chunks(hw).enumerate() {
+            let (best, at) = first_max(&mut plane.iter().copied());
+            assert_eq!(arg[k], at, "plane {k} of {hw}");
+            assert!(same(y[k], best), "plane {k} of {hw}");
+        }
+    }
+}
+
+/// Each gradient added in place equals the whole gradient added afterwards.
+#[test]
+fn gradients_added_in_place_equal_whole_ones_added() {
+    let (c, n, hw) = (3, 2, 10);
+    let base = values(c * n * hw, 21);
+    let added = |whole: Vec<f32>| -> Vec<f32> { base.iter().zip(&whole).map(|(a, b)| a + b).collect() };
+    let into = |f: &dyn Fn(&mut [f32])| {
+        let mut d = base.clone();
+        f(&mut d);
+        d
+    };
+    let g = values(c * n, 22);
+    let arg: Vec<u32> = (0..c * n).map(|i| (i * 7 % hw) as u32).collect();
+    assert_eq!(into(&|d| scatter_into(&arg, &g, 1, d)), added(scatter(&arg, &g, 1, hw)));
+    assert_eq!(into(&|d| spread_into(&g, d)), added(spread(&g, hw)));
+    let g = values(n * hw, 23);
+    let arg: Vec<u32> = (0..n * hw).map(|p| (p % c) as u32).collect();
+    let picked = per_channel(&g, c, |ch, p, v| if arg[p] as usize == ch { v } else { 0.0 });
+    assert_eq!(into(&|d| pick_into(&arg, &g, d)), added(picked));
+    assert_eq!(into(&|d| add_to_channels(&g, 0.25, d)), added(per_channel(&g, c, |_, _, v| 0.25 * v)));
+    let a = values(c * n * hw, 24);
+    for (shape, b) in
+        [((c, 1, 1), values(c * n, 25)), ((1, 2, 5), values(n * hw, 26)), ((c, 2, 5), values(c * n * hw, 27))]
+    {
+        let how = Broadcast::of((c, 2, 5), shape);
+        assert_eq!(into(&|d| how.mul_into(&a, &b, n, hw, d)), added(how.mul(&a, &b, n, hw)), "{how:?}");
+    }
+}
+
 #[test]
 fn window_maxima_equal_plain_loops_with_cut_windows() {
-    for (h, w) in [(4usize, 4usize), (5, 7), (3, 2), (1, 1)] {
+    for (h, w) in [(4usize, 4usize), (5, 7), (3, 2), (1, 1), (14, 14), (28, 28), (9, 23)] {
         let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
         let mut x = values(2 * h * w, (h * w) as u64);
         x[h * w - 1] = f32::NAN;

@@ -156,7 +156,7 @@ pub(super) fn conv_param_grads(g: &ConvGeometry, cols: &[f32], dy: &[f32], bias:
 
 /// The sum of each of `c` channels of `x` (`c × m`), in `f64`: a bias's gradient.
 pub(super) fn channel_sums(x: &[f32], c: usize) -> Vec<f32> {
-    x.par_chunks(x.len() / c.max(1)).map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32).collect()
+    x.par_chunks(x.len() / c.max(1)).map(|row| lane_sums(row, row, |v, _| [v as f64, 0.0])[0] as f32).collect()
 }
 
 /// The unfolded input's gradient `Wᵀ · dy` (`c_in·k·k × P`).
@@ -205,6 +205,41 @@ fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> [f64; 2]) -> [f64; 2]
     sum
 }
 
+/// Independent partial sums of the float32 reductions: one AVX-512 register, two AVX ones.
+const F32_LANES: usize = 16;
+
+/// `Σ a_i·b_i` in float32 over [`F32_LANES`] interleaved partial sums added in a fixed order (a single running sum
+/// waits on every add; these chains vectorise): a gate's gradient, a plane's sum.
+pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; F32_LANES];
+    let (ca, cb) = (a.chunks_exact(F32_LANES), b.chunks_exact(F32_LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..F32_LANES {
+            acc[l] += xa[l] * xb[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a_i` in float32, as [`lane_dot`] adds.
+pub(super) fn lane_sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; F32_LANES];
+    let chunks = a.chunks_exact(F32_LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for xa in chunks {
+        for l in 0..F32_LANES {
+            acc[l] += xa[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The mean of each plane of `m` values (global average pooling).
+pub(super) fn plane_means(x: &[f32], m: usize) -> Vec<f32> {
+    x.par_chunks(m).map(|p| lane_sum(p) / m as f32).collect()
+}
+
 /// `y = x·scale[c] + shift[c]` over `c × m`.
 pub(super) fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
     let m = x.len() / scale.len();
@@ -234,10 +269,12 @@ pub(super) fn batch_norm_backward(
         .map(|(ch, (out, (xs, gs)))| {
             let (mu, is) = (mean[ch], invstd[ch]);
             let [sdy, sdyx] = lane_sums(xs, gs, |v, g| [g as f64, (g * (v - mu) * is) as f64]);
-            let (a, b) = ((sdy / m as f64) as f32, (sdyx / m as f64) as f32);
-            let k = gamma[ch] * is;
+            // Each value in float64, rounded once: the input gradient of a channel sums to zero (the shift cancels),
+            // and a layer before the BatchNorm sees its bias gradient as the sum of these values' rounding errors.
+            let (a, b) = (sdy / m as f64, sdyx / m as f64);
+            let (k, mu, is) = (gamma[ch] as f64 * is as f64, mu as f64, is as f64);
             for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
-                *o = k * (g - a - (v - mu) * is * b);
+                *o = (k * (g as f64 - a - (v as f64 - mu) * is * b)) as f32;
             }
             (sdyx as f32, sdy as f32)
         })
@@ -320,12 +357,19 @@ pub(super) fn linear_backward(
     (dw, db, dx)
 }
 
+/// Whether `v`, met after `best`, replaces it as the first maximum (a NaN counts as the maximum, PyTorch's rule).
+/// Without short-circuits, so that a loop of them becomes selects and vectorises.
+#[inline]
+fn takes(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
 /// Position of the first maximum of `values` (a NaN counts as the maximum, PyTorch's rule).
 #[inline]
 fn first_max(values: impl Iterator<Item = (usize, f32)>) -> (usize, f32) {
     let mut best = (usize::MAX, f32::NEG_INFINITY);
     for (i, v) in values {
-        if best.0 == usize::MAX || v > best.1 || (v.is_nan() && !best.1.is_nan()) {
+        if best.0 == usize::MAX || takes(v, best.1) {
             best = (i, v);
         }
     }
@@ -339,18 +383,22 @@ pub(super) fn max_pool(x: &[f32], (h, w): (usize, usize), (ho, wo): (usize, usiz
     let mut y = scratch(planes * ho * wo);
     let mut arg = vec![0u32; planes * ho * wo];
     y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)).zip(x.par_chunks(h * w)).for_each(|((yp, ap), p)| {
-        // Whole windows: the four cells in order, straight-line.
+        // Whole windows: the four cells in order as selects, without bounds checks, so that the loop vectorises.
+        let whole = (w / 2).min(wo);
         for oy in 0..(h / 2).min(ho) {
-            let (r0, r1) = (&p[2 * oy * w..][..w], &p[(2 * oy + 1) * w..][..w]);
-            for ox in 0..(w / 2).min(wo) {
-                let mut best = (2 * oy * w + 2 * ox, r0[2 * ox]);
-                for (i, v) in [(1, r0[2 * ox + 1]), (w, r1[2 * ox]), (w + 1, r1[2 * ox + 1])] {
-                    if v > best.1 || (v.is_nan() && !best.1.is_nan()) {
-                        best = (2 * oy * w + 2 * ox + i, v);
-                    }
+            let (r0, r1) = (&p[2 * oy * w..][..2 * whole], &p[(2 * oy + 1) * w..][..2 * whole]);
+            let (ys, args) = (&mut yp[oy * wo..][..whole], &mut ap[oy * wo..][..whole]);
+            let cells = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            let first = (2 * oy * w) as u32;
+            for (ox, ((y, a), (top, bottom))) in ys.iter_mut().zip(args.iter_mut()).zip(cells).enumerate() {
+                let (mut best, mut at) = (top[0], 0u32);
+                for (i, v) in [(1, top[1]), (w as u32, bottom[0]), (w as u32 + 1, bottom[1])] {
+                    let take = takes(v, best);
+                    best = if take { v } else { best };
+                    at = if take { i } else { at };
                 }
-                yp[oy * wo + ox] = best.1;
-                ap[oy * wo + ox] = best.0 as u32;
+                *y = best;
+                *a = first + 2 * ox as u32 + at;
             }
         }
         // Windows cut by the edge (ceil mode).
@@ -375,8 +423,15 @@ pub(super) fn max_pool(x: &[f32], (h, w): (usize, usize), (ho, wo): (usize, usiz
 
 /// Each gradient to the recorded position in its plane (`plane_len` values per plane).
 pub(super) fn scatter(arg: &[u32], dy: &[f32], per_plane_out: usize, plane_len: usize) -> Vec<f32> {
+    let mut dx = zeros(dy.len() / per_plane_out * plane_len);
+    scatter_into(arg, dy, per_plane_out, &mut dx);
+    dx
+}
+
+/// [`scatter`] added into `dx` (planes of `dx.len() / planes` values).
+pub(super) fn scatter_into(arg: &[u32], dy: &[f32], per_plane_out: usize, dx: &mut [f32]) {
     let planes = dy.len() / per_plane_out;
-    let mut dx = zeros(planes * plane_len);
+    let plane_len = dx.len() / planes.max(1);
     dx.par_chunks_mut(plane_len).zip(dy.par_chunks(per_plane_out).zip(arg.par_chunks(per_plane_out))).for_each(
         |(d, (g, a))| {
             for (&gv, &i) in g.iter().zip(a) {
@@ -384,20 +439,33 @@ pub(super) fn scatter(arg: &[u32], dy: &[f32], per_plane_out: usize, plane_len: 
             }
         },
     );
-    dx
 }
 
 /// The global maximum of each plane and its index.
 pub(super) fn plane_max(x: &[f32], hw: usize) -> (Vec<f32>, Vec<u32>) {
     x.par_chunks(hw)
         .map(|p| {
-            // The largest number (a comparison that vectorises), then the first position holding it — or the first
-            // NaN, which counts as the maximum.
-            let top = p.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-            let i = match p.iter().position(|v| v.is_nan()) {
-                Some(i) => i,
-                None => p.iter().position(|&v| v == top).unwrap_or(0),
-            };
+            // One pass for the largest number and whether a NaN (which counts as the maximum) is there, in
+            // independent lanes that vectorise; then the first position holding it, a block at a time.
+            let mut top = [f32::NEG_INFINITY; F32_LANES];
+            let mut nan = [false; F32_LANES];
+            let chunks = p.chunks_exact(F32_LANES);
+            let rest = chunks.remainder();
+            for c in chunks {
+                for l in 0..F32_LANES {
+                    nan[l] |= c[l].is_nan();
+                    top[l] = if c[l] > top[l] { c[l] } else { top[l] };
+                }
+            }
+            let mut any_nan = nan.iter().fold(false, |a, &b| a | b);
+            let mut best = top.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+            for &v in rest {
+                any_nan |= v.is_nan();
+                best = if v > best { v } else { best };
+            }
+            let hit = |v: f32| if any_nan { v.is_nan() } else { v == best };
+            let block = p.chunks(F32_LANES).position(|c| c.iter().fold(false, |a, &v| a | hit(v))).unwrap_or(0);
+            let i = block * F32_LANES + p[block * F32_LANES..].iter().position(|&v| hit(v)).unwrap_or(0);
             (p[i], i as u32)
         })
         .unzip()
@@ -618,26 +686,31 @@ impl ConvGeometry {
             .par_iter()
             .map(|&start| {
                 let mut dw = zeros(self.c_out * rows);
+                // A tap's products summed per output column over its rows first (vector adds), then across.
+                let mut column = zeros(wo);
                 for ni in start..(start + DIRECT_IMAGES).min(n) {
                     for co in 0..self.c_out {
                         let g = &dy[(co * n + ni) * ho * wo..][..ho * wo];
                         for ci in 0..c_in {
                             let plane = &x[(ci * n + ni) * h * w..][..h * w];
                             self.taps(|ky, kx, oys, oxs| {
-                                let mut acc = 0f32;
+                                let acc = &mut column[oxs.clone()];
+                                acc.fill(0.0);
                                 for oy in oys {
                                     let src = &plane[(oy * s + ky - pad) * w..][..w];
                                     let gr = &g[oy * wo..][..wo];
                                     if s == 1 {
                                         let src = &src[oxs.start + kx - pad..oxs.end + kx - pad];
-                                        acc += gr[oxs.clone()].iter().zip(src).map(|(a, b)| a * b).sum::<f32>();
+                                        acc.iter_mut()
+                                            .zip(gr[oxs.clone()].iter().zip(src))
+                                            .for_each(|(a, (x, y))| *a += x * y);
                                     } else {
-                                        for ox in oxs.clone() {
-                                            acc += gr[ox] * src[ox * s + kx - pad];
+                                        for (a, ox) in acc.iter_mut().zip(oxs.clone()) {
+                                            *a += gr[ox] * src[ox * s + kx - pad];
                                         }
                                     }
                                 }
-                                dw[co * rows + (ci * k + ky) * k + kx] += acc;
+                                dw[co * rows + (ci * k + ky) * k + kx] += lane_sum(acc);
                             });
                         }
                     }
@@ -689,15 +762,22 @@ impl Broadcast {
         y
     }
 
+    /// `acc += a ⊙ b`: [`Broadcast::mul`] added into a gradient in place.
+    pub fn mul_into(self, a: &[f32], b: &[f32], n: usize, hw: usize, acc: &mut [f32]) {
+        acc.par_chunks_mut(hw).zip(a.par_chunks(hw)).enumerate().for_each(|(r, (o, a))| match self {
+            Broadcast::Same => o.iter_mut().zip(a.iter().zip(&b[r * hw..][..hw])).for_each(|(o, (x, y))| *o += x * y),
+            Broadcast::Channel => o.iter_mut().zip(a).for_each(|(o, x)| *o += x * b[r]),
+            Broadcast::Spatial => {
+                o.iter_mut().zip(a.iter().zip(&b[(r % n) * hw..][..hw])).for_each(|(o, (x, y))| *o += x * y)
+            }
+        });
+    }
+
     /// The product's gradient to `b`: `g ⊙ a` summed over what `b` was broadcast along (in channel order).
     pub fn reduce(self, g: &[f32], a: &[f32], n: usize, hw: usize) -> Vec<f32> {
         match self {
             Broadcast::Same => Broadcast::Same.mul(g, a, n, hw),
-            Broadcast::Channel => g
-                .par_chunks(hw)
-                .zip(a.par_chunks(hw))
-                .map(|(g, a)| g.iter().zip(a).fold(0f32, |s, (x, y)| s + x * y))
-                .collect(),
+            Broadcast::Channel => g.par_chunks(hw).zip(a.par_chunks(hw)).map(|(g, a)| lane_dot(g, a)).collect(),
             Broadcast::Spatial => {
                 let c = g.len() / (n * hw);
                 let mut db = zeros(n * hw);
@@ -713,23 +793,37 @@ impl Broadcast {
     }
 }
 
+/// Positions per block of [`channel_max`]: its running maxima and their channels stay in L1.
+const MAX_BLOCK: usize = 512;
+
 /// The maximum over channels at each position of `x` (`c × m`), and the channel of its first maximum.
 pub(super) fn channel_max(x: &[f32], c: usize) -> (Vec<f32>, Vec<u32>) {
     let m = x.len() / c;
     let mut y = scratch(m);
     let mut arg = vec![0u32; m];
-    y.par_chunks_mut(GRAIN).zip(arg.par_chunks_mut(GRAIN)).enumerate().for_each(|(t, (y, arg))| {
-        let at = t * GRAIN;
-        y.copy_from_slice(&x[at..][..y.len()]);
+    y.par_chunks_mut(MAX_BLOCK).zip(arg.par_chunks_mut(MAX_BLOCK)).enumerate().for_each(|(t, (y, arg))| {
+        // The running maxima move between two buffers, each channel read from one and written whole to the
+        // other: a store that may keep the old value would become a conditional store (a branch per value).
+        let at = t * MAX_BLOCK;
+        let l = y.len();
+        let mut buffers = ([0f32; MAX_BLOCK], [0f32; MAX_BLOCK], [0u32; MAX_BLOCK], [0u32; MAX_BLOCK]);
+        let (mut best, mut next) = (&mut buffers.0, &mut buffers.1);
+        let (mut which, mut next_which) = (&mut buffers.2, &mut buffers.3);
+        best[..l].copy_from_slice(&x[at..][..l]);
         for ch in 1..c {
-            let len = y.len();
-            for ((yv, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(&x[ch * m + at..][..len]) {
-                if v > *yv || (v.is_nan() && !yv.is_nan()) {
-                    *yv = v;
-                    *a = ch as u32;
-                }
+            let row = &x[ch * m + at..][..l];
+            let old = best[..l].iter().zip(&which[..l]);
+            let new = next[..l].iter_mut().zip(&mut next_which[..l]);
+            for ((&v, (&b, &a)), (nb, na)) in row.iter().zip(old).zip(new) {
+                let take = takes(v, b);
+                *nb = if take { v } else { b };
+                *na = if take { ch as u32 } else { a };
             }
+            std::mem::swap(&mut best, &mut next);
+            std::mem::swap(&mut which, &mut next_which);
         }
+        y.copy_from_slice(&best[..l]);
+        arg.copy_from_slice(&which[..l]);
     });
     (y, arg)
 }
@@ -757,6 +851,26 @@ pub(super) fn per_channel(g: &[f32], c: usize, f: impl Fn(usize, usize, f32) -> 
         .enumerate()
         .for_each(|(ch, d)| d.iter_mut().zip(g).enumerate().for_each(|(p, (o, &v))| *o = f(ch, p, v)));
     dx
+}
+
+/// Adds `g` at each position of `dx` (`c × g.len()`) to the channel `arg` recorded there (the channel maximum's
+/// gradient: one value per position, not a pass over every channel).
+pub(super) fn pick_into(arg: &[u32], g: &[f32], dx: &mut [f32]) {
+    let m = g.len();
+    for (p, (&a, &v)) in arg.iter().zip(g).enumerate() {
+        dx[a as usize * m + p] += v;
+    }
+}
+
+/// `dx[ch][p] += s·g[p]` for every channel of `dx` (`c × g.len()`): the channel mean's gradient, `s = 1/c`.
+pub(super) fn add_to_channels(g: &[f32], s: f32, dx: &mut [f32]) {
+    dx.par_chunks_mut(g.len()).for_each(|d| d.iter_mut().zip(g).for_each(|(o, &v)| *o += s * v));
+}
+
+/// [`spread`] added into `dx`.
+pub(super) fn spread_into(g: &[f32], dx: &mut [f32]) {
+    let m = dx.len() / g.len().max(1);
+    dx.par_chunks_mut(m).zip(g.par_iter()).for_each(|(d, &v)| d.iter_mut().for_each(|o| *o += v / m as f32));
 }
 
 /// Each value of `g` spread evenly over a plane of `m` (global average pooling's gradient).

@@ -205,8 +205,7 @@ impl<'a> Executor<'a> {
             }
             Op::GlobalAvgPool => {
                 let (_, hi, wi) = in_shape(0);
-                let m = hi * wi;
-                (x.chunks(m).map(|p| p.iter().sum::<f32>() / m as f32).collect(), Saved::Nothing)
+                (plane_means(x, hi * wi), Saved::Nothing)
             }
             Op::GlobalMaxPool => {
                 let (_, hi, wi) = in_shape(0);
@@ -293,7 +292,7 @@ impl<'a> Executor<'a> {
             let node = &nodes[i];
             // An input needs a gradient unless it is the model's input and nobody asked for that.
             let wants: Vec<bool> = node.inputs.iter().map(|&j| j != 0 || stop == Some(0)).collect();
-            let din = self.node_backward(i, fwd, g, rule, &wants, param_grads.then_some(&mut pgrads))?;
+            let din = self.node_backward(i, fwd, g, rule, &wants, param_grads.then_some(&mut pgrads), &mut grads)?;
             for (k, d) in din.into_iter().enumerate() {
                 if let Some(d) = d {
                     accumulate(&mut grads[node.inputs[k]], d);
@@ -304,7 +303,7 @@ impl<'a> Executor<'a> {
         Ok((out, pgrads))
     }
 
-    #[allow(clippy::too_many_lines)]
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
     fn node_backward(
         &self,
         i: usize,
@@ -313,6 +312,7 @@ impl<'a> Executor<'a> {
         rule: ReluRule,
         wants: &[bool],
         mut pgrads: Option<&mut Vec<Option<Vec<f32>>>>,
+        acc: &mut [Grad],
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let node = &self.graph.nodes[i];
         let n = fwd.n;
@@ -417,23 +417,36 @@ impl<'a> Executor<'a> {
                 let y = value(i)?;
                 one(Some(zip_map(&g, y, |gv, yv| gv * (1.0 - yv * yv))))
             }
+            // Gradients that are sparse or cheap to add go into the input's gradient in place when it has one
+            // already (CBAM's pools share their input with its gates): no buffer of zeros, no extra pass.
             Op::MaxPool2 { .. } | Op::GlobalMaxPool => {
                 let Saved::Index(arg) = &fwd.saved[i] else { unreachable!("pooling saves its arg-max") };
                 let (_, hi, wi) = in_shape(0);
-                one(Some(scatter(arg, &g, hw, hi * wi)))
+                one(add_or_new(
+                    &mut acc[node.inputs[0]],
+                    |d| scatter_into(arg, &g, hw, d),
+                    || scatter(arg, &g, hw, hi * wi),
+                ))
             }
             Op::GlobalAvgPool => {
                 let (_, hi, wi) = in_shape(0);
-                let m = hi * wi;
-                one(Some(spread(&g, m)))
+                one(add_or_new(&mut acc[node.inputs[0]], |d| spread_into(&g, d), || spread(&g, hi * wi)))
             }
             Op::ChannelMax => {
                 let Saved::Index(arg) = &fwd.saved[i] else { unreachable!("channel max saves its arg-max") };
-                one(Some(per_channel(&g, in_shape(0).0, |ch, p, v| if arg[p] as usize == ch { v } else { 0.0 })))
+                let ci = in_shape(0).0;
+                let new = || {
+                    let mut d = zeros(ci * g.len());
+                    pick_into(arg, &g, &mut d);
+                    d
+                };
+                one(add_or_new(&mut acc[node.inputs[0]], |d| pick_into(arg, &g, d), new))
             }
             Op::ChannelMean => {
                 let ci = in_shape(0).0;
-                one(Some(per_channel(&g, ci, |_, _, v| v / ci as f32)))
+                let s = 1.0 / ci as f32;
+                let new = || per_channel(&g, ci, |_, _, v| v * s);
+                one(add_or_new(&mut acc[node.inputs[0]], |d| add_to_channels(&g, s, d), new))
             }
             Op::Concat => {
                 let mut at = 0;
@@ -446,11 +459,17 @@ impl<'a> Executor<'a> {
                     })
                     .collect()
             }
-            Op::Add => vec![Some(g.clone()), Some(g)],
+            Op::Add => vec![add_or_new(&mut acc[node.inputs[0]], |d| add_into(d, &g), || g.clone()), Some(g)],
             Op::Mul => {
                 let how = Broadcast::of(node.shape, in_shape(1));
-                let da = how.mul(&g, value(node.inputs[1])?, n, hw);
-                vec![Some(da), Some(how.reduce(&g, x, n, hw))]
+                let b = value(node.inputs[1])?;
+                let db = how.reduce(&g, x, n, hw);
+                let da = if node.inputs[0] == node.inputs[1] {
+                    Some(how.mul(&g, b, n, hw))
+                } else {
+                    add_or_new(&mut acc[node.inputs[0]], |d| how.mul_into(&g, b, n, hw, d), || how.mul(&g, b, n, hw))
+                };
+                vec![da, Some(db)]
             }
             Op::Gate => {
                 let t = value(node.inputs[1])?;
@@ -536,6 +555,18 @@ fn secant(op: &Op, g: f32, a: f32, b: f32, ya: f32, yb: f32) -> f32 {
             }
             (g as f64 * scale * ratio) as f32
         }
+    }
+}
+
+/// A contribution to a gradient: added into `slot` in place by `add` when the slot holds one (nothing left to
+/// accumulate), or made whole by `new`.
+fn add_or_new(slot: &mut Grad, add: impl FnOnce(&mut [f32]), new: impl FnOnce() -> Vec<f32>) -> Grad {
+    match slot {
+        Some(s) => {
+            add(s);
+            None
+        }
+        None => Some(new()),
     }
 }
 
@@ -724,7 +755,7 @@ impl Executor<'_> {
                 }
                 _ => {
                     let wants = vec![true; node.inputs.len()];
-                    self.node_backward(i, &fi, g, ReluRule::Standard, &wants, None)?
+                    self.node_backward(i, &fi, g, ReluRule::Standard, &wants, None, &mut grads)?
                 }
             };
             for (k, d) in din.into_iter().enumerate() {
