@@ -5,8 +5,11 @@
 //! the peaks do not mix. With `--saliency`, instead: the time of one image's saliency map (the gradient of a class
 //! logit to the input, evaluation mode) for each model on both sides.
 //!
-//! cargo run --release -p whitebox --bin bench-models -- [--threads 2] [--batch 32,128] [--steps 3]
-//!     [--models simple-cnn,cam,cbam,ran,warn] [--saliency [--rounds 3]] [--python PY --seed-code DIR]
+//! cargo run --release -p whitebox --bin bench-models -- [--threads 2] [--batch 32,128] [--steps N] [--rounds R]
+//!     [--models simple-cnn,cam,cbam,ran,warn] [--saliency] [--python PY --seed-code DIR]
+//! Training times the mean of `--steps` batches (default: at least 3, and at least 384 images, so that a small
+//! batch's few milliseconds are not one scheduler hiccup), `--rounds` times (default 1) each side in turn, keeping
+//! each side's fastest round; saliency keeps the best of `--rounds` (default 3).
 //! PyTorch runs `tests/reference/bench_attention_models.py` with the seed's `code/` directory; without `--python`
 //! the table shows whitebox alone.
 
@@ -87,7 +90,9 @@ fn main() -> Result<()> {
     let batches: Vec<usize> =
         arg(&args, "--batch").unwrap_or("32,128".into()).split(',').map(|b| b.parse()).collect::<Result<_, _>>()?;
     let batch = batches[0];
-    let steps: usize = arg(&args, "--steps").map(|t| t.parse()).transpose()?.unwrap_or(3);
+    let steps_given: Option<usize> = arg(&args, "--steps").map(|t| t.parse()).transpose()?;
+    let steps_for = |batch: usize| steps_given.unwrap_or(TIMED_IMAGES.div_ceil(batch.max(1)).max(3));
+    let steps = steps_for(batch);
     if let Some(model) = arg(&args, "--one") {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
         let dataset = DatasetKind::parse(&arg(&args, "--dataset").context("--dataset")?)?;
@@ -107,9 +112,15 @@ fn main() -> Result<()> {
         let rounds: usize = arg(&args, "--rounds").map(|t| t.parse()).transpose()?.unwrap_or(3).max(1);
         return saliency_table(&models, (threads, rounds), python.as_deref(), seed_code.as_deref(), script);
     }
+    let rounds: usize = arg(&args, "--rounds").map(|t| t.parse()).transpose()?.unwrap_or(1).max(1);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let peak = common::sgemm_gflops()?;
-    println!("training on the CPU, {threads} threads, mean of {steps} batches after a warm-up");
+    let counts: Vec<String> = batches.iter().map(|&b| format!("{} at batch {b}", steps_for(b))).collect();
+    println!(
+        "training on the CPU, {threads} threads, mean of {} batches after a warm-up; each side's fastest of {rounds} \
+         round(s), the two sides in turn",
+        counts.join(", ")
+    );
     println!("a 1024³ sgemm here (gemm crate, {threads} threads): {peak:.0} GFLOP/s\n");
     println!(
         "| model | data | batch | whitebox images/s | PyTorch images/s | speed ratio | whitebox GFLOP/s | \
@@ -124,18 +135,21 @@ fn main() -> Result<()> {
                 "--batch".into(),
                 batch.to_string(),
                 "--steps".into(),
-                steps.to_string(),
+                steps_for(batch).to_string(),
             ];
-            let out = Command::new(std::env::current_exe()?)
-                .args(["--one", arch, "--dataset", dataset])
-                .args(&common)
-                .output()?;
-            if !out.status.success() {
-                bail!("{arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            let (ws, wm) = parse_pair(&String::from_utf8_lossy(&out.stdout)).context("whitebox child output")?;
-            let torch = match (&python, &seed_code) {
-                (Some(py), Some(code)) => {
+            // Each side's fastest round and largest peak.
+            let best = |a: Option<(f64, f64)>, b: (f64, f64)| Some(a.map_or(b, |a| (a.0.min(b.0), a.1.max(b.1))));
+            let (mut ours, mut torch) = (None, None);
+            for _ in 0..rounds {
+                let out = Command::new(std::env::current_exe()?)
+                    .args(["--one", arch, "--dataset", dataset])
+                    .args(&common)
+                    .output()?;
+                if !out.status.success() {
+                    bail!("{arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                ours = best(ours, parse_pair(&String::from_utf8_lossy(&out.stdout)).context("whitebox child output")?);
+                if let (Some(py), Some(code)) = (&python, &seed_code) {
                     let out = Command::new(py)
                         .args([script, "--seed-code", code, "--model", arch, "--dataset", dataset])
                         .args(&common)
@@ -143,10 +157,11 @@ fn main() -> Result<()> {
                     if !out.status.success() {
                         bail!("PyTorch, {arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
                     }
-                    Some(parse_pair(&String::from_utf8_lossy(&out.stdout)).context("PyTorch child output")?)
+                    let t = parse_pair(&String::from_utf8_lossy(&out.stdout)).context("PyTorch child output")?;
+                    torch = best(torch, t);
                 }
-                _ => None,
-            };
+            }
+            let (ws, wm) = ours.context("no round ran")?;
             // One image's training step: about three forward passes of the graph's products, for both sides.
             let flops = common::training_flops(Arch::parse(arch)?, DatasetKind::parse(dataset)?)?;
             let rate = |secs: f64| batch as f64 / secs * flops / 1e9;
@@ -235,6 +250,9 @@ fn saliency_table(
     println!("\ntime ratio = whitebox ms / PyTorch ms (below 1: whitebox is faster)");
     Ok(())
 }
+
+/// Images a training measurement times at least (see the header).
+const TIMED_IMAGES: usize = 384;
 
 /// Timed saliency maps per model.
 const SALIENCY_RUNS: usize = 20;
