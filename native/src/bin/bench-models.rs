@@ -115,9 +115,9 @@ fn main() -> Result<()> {
     let rounds: usize = arg(&args, "--rounds").map(|t| t.parse()).transpose()?.unwrap_or(1).max(1);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let peak = common::sgemm_gflops()?;
-    let counts: Vec<String> = batches.iter().map(|&b| format!("{} at batch {b}", steps_for(b))).collect();
+    let counts: Vec<String> = batches.iter().map(|&b| format!("{} batches of {b}", steps_for(b))).collect();
     println!(
-        "training on the CPU, {threads} threads, mean of {} batches after a warm-up; each side's fastest of {rounds} \
+        "training on the CPU, {threads} threads, the mean of {} after a warm-up; each side's fastest of {rounds} \
          round(s), the two sides in turn",
         counts.join(", ")
     );

@@ -364,6 +364,31 @@ fn takes(v: f32, best: f32) -> bool {
     (v > best) | (v.is_nan() & !best.is_nan())
 }
 
+/// Whether every value is finite: `Σ 0·x` is 0 unless a NaN or an infinity is there (lanes that vectorise). The
+/// maxima take a plain `>` (a vector compare and blend) on finite values, and [`takes`] (NaN's rule, which the
+/// compiler leaves as a branch per value) otherwise.
+fn finite(x: &[f32]) -> bool {
+    let mut acc = [0f32; F32_LANES];
+    let chunks = x.chunks_exact(F32_LANES);
+    let tail = chunks.remainder().iter().fold(0f32, |s, &v| s + 0.0 * v);
+    for xa in chunks {
+        for l in 0..F32_LANES {
+            acc[l] += 0.0 * xa[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail == 0.0
+}
+
+/// [`takes`] where the caller knows both values are finite (`EXACT` false) or not.
+#[inline(always)]
+fn beats<const EXACT: bool>(v: f32, best: f32) -> bool {
+    if EXACT {
+        takes(v, best)
+    } else {
+        v > best
+    }
+}
+
 /// Position of the first maximum of `values` (a NaN counts as the maximum, PyTorch's rule).
 #[inline]
 fn first_max(values: impl Iterator<Item = (usize, f32)>) -> (usize, f32) {
@@ -383,23 +408,11 @@ pub(super) fn max_pool(x: &[f32], (h, w): (usize, usize), (ho, wo): (usize, usiz
     let mut y = scratch(planes * ho * wo);
     let mut arg = vec![0u32; planes * ho * wo];
     y.par_chunks_mut(ho * wo).zip(arg.par_chunks_mut(ho * wo)).zip(x.par_chunks(h * w)).for_each(|((yp, ap), p)| {
-        // Whole windows: the four cells in order as selects, without bounds checks, so that the loop vectorises.
-        let whole = (w / 2).min(wo);
-        for oy in 0..(h / 2).min(ho) {
-            let (r0, r1) = (&p[2 * oy * w..][..2 * whole], &p[(2 * oy + 1) * w..][..2 * whole]);
-            let (ys, args) = (&mut yp[oy * wo..][..whole], &mut ap[oy * wo..][..whole]);
-            let cells = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            let first = (2 * oy * w) as u32;
-            for (ox, ((y, a), (top, bottom))) in ys.iter_mut().zip(args.iter_mut()).zip(cells).enumerate() {
-                let (mut best, mut at) = (top[0], 0u32);
-                for (i, v) in [(1, top[1]), (w as u32, bottom[0]), (w as u32 + 1, bottom[1])] {
-                    let take = takes(v, best);
-                    best = if take { v } else { best };
-                    at = if take { i } else { at };
-                }
-                *y = best;
-                *a = first + 2 * ox as u32 + at;
-            }
+        // Whole windows: the four cells in order as selects, without bounds checks.
+        if finite(p) {
+            whole_windows::<false>(p, (h, w), (ho, wo), yp, ap);
+        } else {
+            whole_windows::<true>(p, (h, w), (ho, wo), yp, ap);
         }
         // Windows cut by the edge (ceil mode).
         for oy in 0..ho {
@@ -419,6 +432,34 @@ pub(super) fn max_pool(x: &[f32], (h, w): (usize, usize), (ho, wo): (usize, usiz
         }
     });
     (y, arg)
+}
+
+/// The windows of [`max_pool`] that lie inside the plane `p`.
+#[inline(always)]
+fn whole_windows<const EXACT: bool>(
+    p: &[f32],
+    (h, w): (usize, usize),
+    (ho, wo): (usize, usize),
+    yp: &mut [f32],
+    ap: &mut [u32],
+) {
+    let whole = (w / 2).min(wo);
+    for oy in 0..(h / 2).min(ho) {
+        let (r0, r1) = (&p[2 * oy * w..][..2 * whole], &p[(2 * oy + 1) * w..][..2 * whole]);
+        let (ys, args) = (&mut yp[oy * wo..][..whole], &mut ap[oy * wo..][..whole]);
+        let cells = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+        let first = (2 * oy * w) as u32;
+        for (ox, ((y, a), (top, bottom))) in ys.iter_mut().zip(args.iter_mut()).zip(cells).enumerate() {
+            let (mut best, mut at) = (top[0], 0u32);
+            for (i, v) in [(1, top[1]), (w as u32, bottom[0]), (w as u32 + 1, bottom[1])] {
+                let take = beats::<EXACT>(v, best);
+                best = if take { v } else { best };
+                at = if take { i } else { at };
+            }
+            *y = best;
+            *a = first + 2 * ox as u32 + at;
+        }
+    }
 }
 
 /// Each gradient to the recorded position in its plane (`plane_len` values per plane).
@@ -810,14 +851,15 @@ pub(super) fn channel_max(x: &[f32], c: usize) -> (Vec<f32>, Vec<u32>) {
         let (mut best, mut next) = (&mut buffers.0, &mut buffers.1);
         let (mut which, mut next_which) = (&mut buffers.2, &mut buffers.3);
         best[..l].copy_from_slice(&x[at..][..l]);
+        let exact = !(0..c).all(|ch| finite(&x[ch * m + at..][..l]));
         for ch in 1..c {
             let row = &x[ch * m + at..][..l];
             let old = best[..l].iter().zip(&which[..l]);
             let new = next[..l].iter_mut().zip(&mut next_which[..l]);
-            for ((&v, (&b, &a)), (nb, na)) in row.iter().zip(old).zip(new) {
-                let take = takes(v, b);
-                *nb = if take { v } else { b };
-                *na = if take { ch as u32 } else { a };
+            if exact {
+                max_step::<true>(row, old, new, ch as u32);
+            } else {
+                max_step::<false>(row, old, new, ch as u32);
             }
             std::mem::swap(&mut best, &mut next);
             std::mem::swap(&mut which, &mut next_which);
@@ -826,6 +868,21 @@ pub(super) fn channel_max(x: &[f32], c: usize) -> (Vec<f32>, Vec<u32>) {
         arg.copy_from_slice(&which[..l]);
     });
     (y, arg)
+}
+
+/// One channel's step of [`channel_max`]: `row` against the running maxima `old`, into `new`.
+#[inline(always)]
+fn max_step<'a, const EXACT: bool>(
+    row: &[f32],
+    old: impl Iterator<Item = (&'a f32, &'a u32)>,
+    new: impl Iterator<Item = (&'a mut f32, &'a mut u32)>,
+    ch: u32,
+) {
+    for ((&v, (&b, &a)), (nb, na)) in row.iter().zip(old).zip(new) {
+        let take = beats::<EXACT>(v, b);
+        *nb = if take { v } else { b };
+        *na = if take { ch } else { a };
+    }
 }
 
 /// The mean over channels at each position of `x` (`c × m`), summed in channel order.
