@@ -83,6 +83,15 @@ fn parse_pair(text: &str) -> Option<(f64, f64)> {
     Some((it.next()??, it.next()??))
 }
 
+/// Runs one training measurement (`program` with `pre` then `common`) and reads its "seconds peak_mib" line.
+fn child_pair(mut program: Command, pre: &[&str], common: &[String], who: &str) -> Result<(f64, f64)> {
+    let out = program.args(pre).args(common).output()?;
+    if !out.status.success() {
+        bail!("{who}, {}: {}", pre.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    parse_pair(&String::from_utf8_lossy(&out.stdout)).with_context(|| format!("{who} child output"))
+}
+
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
     let args = common::args(include_str!("bench-models.rs"));
@@ -141,24 +150,12 @@ fn main() -> Result<()> {
             let best = |a: Option<(f64, f64)>, b: (f64, f64)| Some(a.map_or(b, |a| (a.0.min(b.0), a.1.max(b.1))));
             let (mut ours, mut torch) = (None, None);
             for _ in 0..rounds {
-                let out = Command::new(std::env::current_exe()?)
-                    .args(["--one", arch, "--dataset", dataset])
-                    .args(&common)
-                    .output()?;
-                if !out.status.success() {
-                    bail!("{arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                ours = best(ours, parse_pair(&String::from_utf8_lossy(&out.stdout)).context("whitebox child output")?);
+                let mine = Command::new(std::env::current_exe()?);
+                let mine = child_pair(mine, &["--one", arch, "--dataset", dataset], &common, "whitebox")?;
+                ours = best(ours, mine);
                 if let (Some(py), Some(code)) = (&python, &seed_code) {
-                    let out = Command::new(py)
-                        .args([script, "--seed-code", code, "--model", arch, "--dataset", dataset])
-                        .args(&common)
-                        .output()?;
-                    if !out.status.success() {
-                        bail!("PyTorch, {arch} {dataset}: {}", String::from_utf8_lossy(&out.stderr));
-                    }
-                    let t = parse_pair(&String::from_utf8_lossy(&out.stdout)).context("PyTorch child output")?;
-                    torch = best(torch, t);
+                    let pre = [script, "--seed-code", code, "--model", arch, "--dataset", dataset];
+                    torch = best(torch, child_pair(Command::new(py), &pre, &common, "PyTorch")?);
                 }
             }
             let (ws, wm) = ours.context("no round ran")?;

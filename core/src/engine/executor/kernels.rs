@@ -222,17 +222,23 @@ pub(super) fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `Σ a_i` in float32, as [`lane_dot`] adds.
-pub(super) fn lane_sum(a: &[f32]) -> f32 {
+/// `Σ f(a_i)` in float32, in lanes as [`lane_dot`] adds.
+#[inline(always)]
+fn lane_total(a: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; F32_LANES];
     let chunks = a.chunks_exact(F32_LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for xa in chunks {
         for l in 0..F32_LANES {
-            acc[l] += xa[l];
+            acc[l] += f(xa[l]);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a_i` in float32, as [`lane_dot`] adds.
+pub(super) fn lane_sum(a: &[f32]) -> f32 {
+    lane_total(a, |v| v)
 }
 
 /// The mean of each plane of `m` values (global average pooling).
@@ -369,15 +375,7 @@ fn takes(v: f32, best: f32) -> bool {
 /// maxima take a plain `>` (a vector compare and blend) on finite values, and [`takes`] (NaN's rule, which the
 /// compiler leaves as a branch per value) otherwise.
 fn finite(x: &[f32]) -> bool {
-    let mut acc = [0f32; F32_LANES];
-    let chunks = x.chunks_exact(F32_LANES);
-    let tail = chunks.remainder().iter().fold(0f32, |s, &v| s + 0.0 * v);
-    for xa in chunks {
-        for l in 0..F32_LANES {
-            acc[l] += 0.0 * xa[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail == 0.0
+    lane_total(x, |v| 0.0 * v) == 0.0
 }
 
 /// [`takes`] where the caller knows both values are finite (`EXACT` false) or not.

@@ -464,11 +464,8 @@ impl<'a> Executor<'a> {
                 let how = Broadcast::of(node.shape, in_shape(1));
                 let b = value(node.inputs[1])?;
                 let db = how.reduce(&g, x, n, hw);
-                let da = if node.inputs[0] == node.inputs[1] {
-                    Some(how.mul(&g, b, n, hw))
-                } else {
-                    add_or_new(&mut acc[node.inputs[0]], |d| how.mul_into(&g, b, n, hw, d), || how.mul(&g, b, n, hw))
-                };
+                let da =
+                    add_or_new(&mut acc[node.inputs[0]], |d| how.mul_into(&g, b, n, hw, d), || how.mul(&g, b, n, hw));
                 vec![da, Some(db)]
             }
             Op::Gate => {
