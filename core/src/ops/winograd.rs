@@ -9,10 +9,11 @@
 //! `B (U_eᵀ · dM_e) Bᵀ` summed over the overlapping tiles, the weight gradient `Gᵀ (Σ_tiles dM_e · V_eᵀ) G`.
 //!
 //! Each transform is separable (a one-dimensional one along the tile's rows, then along its columns), and every
-//! loop runs over a row of tiles side by side, [`LANES`] tiles at a time. Values are channel-major over the batch
-//! (`c × n × h × w`), as the graph executor keeps them. Layouts, with `E = (m+2)²` elements per tile: `U` is
-//! `c_out × c_in × E`, `V` and `dM` are `channel × E × tiles` (each channel one contiguous block, written by one
-//! task), `M` and `dV` are `E × channel × tiles` (each product's result contiguous).
+//! loop runs over a row of tiles side by side, [`LANES`] tiles at a time (one at a time in rows shorter than that).
+//! Values are channel-major over the batch (`c × n × h × w`), as the graph executor keeps them. Layouts, with
+//! `E = (m+2)²` elements per tile: `U` is `c_out × c_in × E`, `V` and `dM` are `channel × E × tiles` (each channel
+//! one contiguous block, written by one task), `M` and `dV` are `E × channel × tiles` (each product's result
+//! contiguous).
 
 use super::{sgemm_batched_long, sgemm_batched_wide};
 use rayon::prelude::*;
@@ -21,8 +22,9 @@ use std::ops::{Add, Mul, Neg, Sub};
 
 /// The smallest image side that goes through F(4×4, 3×3). Below it the GEMMs (a quarter of F(2×2, 3×3)'s columns)
 /// and the transforms (two or three tiles a row) run so far from full speed that F(2×2, 3×3) is faster in spite of
-/// its 1.78× more multiply-adds: forward and backward of 128 images, 128 channels, measured 2 threads here, F(4×4)
-/// against F(2×2): 14×14 119 against 218 ms, 12×12 101 against 154, 10×10 98 against 95, 8×8 71 against 41.
+/// its 1.78× more multiply-adds. Forward and backward of 128 images, 2 threads here, F(4×4) against the hand-written
+/// F(2×2) this module had before: 14×14, 64 channels, 39 against 59 ms, 160 channels 169 against 205; and, with an
+/// earlier F(2×2) of this module, 128 channels, 10×10 98 against 95, 8×8 71 against 41.
 const F4_FROM: usize = 12;
 
 /// The least `c_in·c_out / (c_in + c_out)` that goes through F(4×4, 3×3): below it its transforms (more arithmetic
@@ -467,7 +469,8 @@ fn uninit(len: usize) -> Vec<f32> {
 /// Tiles side by side in one pass of a transform (a row of F(4×4, 3×3) tiles of a 16×16 image).
 const LANES: usize = 4;
 
-/// [`LANES`] values, one per tile, that the transforms combine lane by lane (LLVM keeps them in vector registers).
+/// [`LANES`] values, one per tile, that the transforms combine lane by lane (fixed-size array loops, for LLVM to keep in one
+/// vector register).
 #[derive(Clone, Copy)]
 struct Lanes([f32; LANES]);
 
