@@ -13,7 +13,8 @@
 //! Values are channel-major over the batch (`c × n × h × w`), as the graph executor keeps them. Layouts, with
 //! `E = (m+2)²` elements per tile: `U` is `c_out × c_in × E`, `V` and `dM` are `channel × E × tiles` (each channel
 //! one contiguous block, written by one task), `M` and `dV` are `E × channel × tiles` (each product's result
-//! contiguous).
+//! contiguous). The batch goes through in parts of whole images ([`PART_BYTES`]), so that these buffers take a few MiB
+//! rather than several times the layer's activations; the weight gradient sums the parts' products.
 
 use super::{sgemm_batched_long, sgemm_batched_wide};
 use rayon::prelude::*;
@@ -28,6 +29,12 @@ use std::ops::{Add, Mul, Neg, Sub};
 /// from full speed: 128 images and channels, forward and backward, 8×8 71 against 41 ms; at 14×14, 64 channels, 39
 /// against 59, 160 channels 169 against 205, F(4×4) against the hand-written F(2×2) this module had before).
 const F4_FROM: usize = 32;
+
+/// The most bytes a part of the batch may take in any one of the transforms' buffers ([`Winograd::parts`]). A WARN
+/// training step, batch 128 (`results/bench/winograd-parts-ab-2026-12-05.txt`): CIFAR-10 3.09–3.23 s and 1,919 MiB
+/// at peak against 3.27–3.41 s and 2,009 MiB in one part, MNIST 2.83–2.88 s and 1,481 MiB against 2.95–3.04 s and
+/// 1,615 MiB; 4 MiB parts were slower (3.27–3.36 s on CIFAR-10). RAN: the same time and peak.
+const PART_BYTES: usize = 16 << 20;
 
 /// The least `c_in·c_out / (c_in + c_out)` that goes through F(4×4, 3×3): below it its transforms (more arithmetic
 /// per pixel than F(2×2, 3×3)'s) cost more than its products save. 128 images of 28×28, forward and backward: 16 to
@@ -45,6 +52,10 @@ pub(crate) struct Winograd {
     pub w: usize,
     /// Outputs per tile side: 4 or 2.
     pub m: usize,
+    /// Images in the buffers this reads and writes (channel-major, `channel × batch × h × w`): `n` of them, from
+    /// `first` on, are this one's ([`Winograd::parts`]).
+    batch: usize,
+    first: usize,
 }
 
 /// Runs a method generic over [`Scheme`] with the scheme of `self.m`.
@@ -98,7 +109,69 @@ impl Winograd {
             h,
             w,
             m,
+            batch: n,
+            first: 0,
         })
+    }
+
+    /// The batch in parts of whole images, each one's largest temporary (a transformed input or output gradient,
+    /// `E × channels × tiles`) at most `bytes` (one image at least): the transforms' buffers stay a few MiB instead of
+    /// 4× (F(2×2): 16 values a tile of 4 pixels) or 2.25× (F(4×4): 36 for 16) the layer's input or output. Only on
+    /// the whole batch.
+    fn parts(&self, bytes: usize) -> impl Iterator<Item = Winograd> + '_ {
+        let (th, tw) = self.grid();
+        let per_image = self.e() * self.c_in.max(self.c_out) * th * tw * std::mem::size_of::<f32>();
+        let size = (bytes / per_image.max(1)).clamp(1, self.n.max(1));
+        (0..self.n).step_by(size).map(move |first| Winograd { n: size.min(self.n - first), first, ..*self })
+    }
+
+    /// Channel `c` of this part's images in a channel-major buffer of the batch.
+    fn run<'b>(&self, buf: &'b [f32], c: usize) -> &'b [f32] {
+        let plane = self.h * self.w;
+        &buf[(c * self.batch + self.first) * plane..][..self.n * plane]
+    }
+
+    /// The convolution (`c_out × n × h × w`) of `x` (`c_in × n × h × w`) with `weight` (`c_out × c_in × 3 × 3`) plus
+    /// `bias`, a part of the batch at a time.
+    pub fn convolve(&self, weight: &[f32], x: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        self.convolve_in_parts(weight, x, bias, PART_BYTES)
+    }
+
+    fn convolve_in_parts(&self, weight: &[f32], x: &[f32], bias: Option<&[f32]>, bytes: usize) -> Vec<f32> {
+        let u = self.weight(weight);
+        let mut y = uninit(self.c_out * self.n * self.h * self.w);
+        for part in self.parts(bytes) {
+            part.forward(&u, &part.input(x), bias, &mut y);
+        }
+        y
+    }
+
+    /// The weight gradient (`c_out × c_in × 3 × 3`) and, if `input`, the input gradient (`c_in × n × h × w`) of the
+    /// convolution of `x` with `weight` for the output gradient `dy`, a part of the batch at a time (the weight
+    /// gradient's products summed over the parts in order: the same bits on every run).
+    pub fn gradients(&self, weight: &[f32], x: &[f32], dy: &[f32], input: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+        self.gradients_in_parts(weight, x, dy, input, PART_BYTES)
+    }
+
+    fn gradients_in_parts(
+        &self,
+        weight: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        input: bool,
+        bytes: usize,
+    ) -> (Vec<f32>, Option<Vec<f32>>) {
+        let u = input.then(|| self.weight(weight));
+        let mut dx = input.then(|| uninit(self.c_in * self.n * self.h * self.w));
+        let mut du = vec![0f32; self.e() * self.c_out * self.c_in];
+        for part in self.parts(bytes) {
+            let dm = part.output_grad(dy);
+            part.weight_products(&dm, &part.input_by_tile(x), &mut du);
+            if let (Some(u), Some(dx)) = (&u, &mut dx) {
+                part.input_grad(u, &dm, dx);
+            }
+        }
+        (self.weight_grad(&du), dx)
     }
 
     /// Input tile side, `m + 2`.
@@ -123,7 +196,7 @@ impl Winograd {
     }
 
     /// `U = G g Gᵀ` of every filter of `weight` (`c_out × c_in × 3 × 3`).
-    pub fn weight(&self, weight: &[f32]) -> Vec<f32> {
+    fn weight(&self, weight: &[f32]) -> Vec<f32> {
         by_scheme!(self.weight_in(weight))
     }
 
@@ -143,19 +216,17 @@ impl Winograd {
     }
 
     /// `V = Bᵀ d B` of every tile of `x` (`c_in × n × h × w`), zero outside the image.
-    pub fn input(&self, x: &[f32]) -> Vec<f32> {
+    fn input(&self, x: &[f32]) -> Vec<f32> {
         let (e, t) = (self.e(), self.tiles());
         let mut v = uninit(self.c_in * e * t);
-        v.par_chunks_mut(e * t)
-            .zip(x.par_chunks(self.n * self.h * self.w))
-            .for_each(|(out, channel)| self.input_channel(channel, out));
+        v.par_chunks_mut(e * t).enumerate().for_each(|(c, out)| self.input_channel(self.run(x, c), out));
         v
     }
 
     /// [`Winograd::input`] laid out `E × tiles × c_in` (each tile's channels contiguous): the weight gradient's
     /// operand in the layout the gemm crate reads as it is. From [`Winograd::input`]'s layout its panels are
     /// gathered one value at a time, rows `E × tiles` apart (15 % of WARN's training step went there).
-    pub fn input_by_tile(&self, x: &[f32]) -> Vec<f32> {
+    fn input_by_tile(&self, x: &[f32]) -> Vec<f32> {
         let (ci, t, e) = (self.c_in, self.tiles(), self.e());
         let per_image = t / self.n.max(1);
         let mut v = uninit(e * t * ci);
@@ -177,7 +248,7 @@ impl Winograd {
                 let width = BLOCK.min(ci - c0);
                 for (k, out) in local.chunks_exact_mut(e * per_image).take(width).enumerate() {
                     let c = c0 + k;
-                    one.input_channel(&x[(c * self.n + ni) * plane..][..plane], out);
+                    one.input_channel(&x[(c * self.batch + self.first + ni) * plane..][..plane], out);
                 }
                 for (el, dst) in rows.iter_mut().enumerate() {
                     for (tile, run) in dst.chunks_exact_mut(ci).enumerate() {
@@ -235,18 +306,19 @@ impl Winograd {
         }
     }
 
-    /// The convolution from transformed weights and input: `c_out × n × h × w`, plus `bias` per channel.
-    pub fn forward(&self, u: &[f32], v: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    /// The convolution from transformed weights and input, plus `bias` per channel, into this part's images of `y`
+    /// (`c_out × batch × h × w`).
+    fn forward(&self, u: &[f32], v: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
         let mut m = uninit(e * co * t);
         let (ei, et) = (e as isize, (e * t) as isize);
         sgemm_batched_wide(e, (co, t, ci), ((u, (ci as isize * ei, ei)), 1), ((v, (et, 1)), t), &mut m);
-        let mut y = uninit(co * self.n * self.h * self.w);
-        y.par_chunks_mut(self.n * self.h * self.w).enumerate().for_each(|(c, out)| {
+        let plane = self.h * self.w;
+        y.par_chunks_mut(self.batch * plane).enumerate().for_each(|(c, channel)| {
+            let out = &mut channel[self.first * plane..][..self.n * plane];
             let rows: Vec<&[f32]> = (0..e).map(|el| &m[(el * co + c) * t..][..t]).collect();
             by_kind!(self.output_channel(&rows, bias.map_or(0.0, |b| b[c]), out))
         });
-        y
     }
 
     /// `Y = Aᵀ M A + bias` of one channel's tiles (`rows[e]`: element `e` of every tile), a row of tiles at a time.
@@ -290,12 +362,12 @@ impl Winograd {
     }
 
     /// `dM = A dY Aᵀ` of every output tile of `dy` (`c_out × n × h × w`): `c_out × E × tiles`.
-    pub fn output_grad(&self, dy: &[f32]) -> Vec<f32> {
+    fn output_grad(&self, dy: &[f32]) -> Vec<f32> {
         let (e, t) = (self.e(), self.tiles());
         let mut dm = uninit(self.c_out * e * t);
         dm.par_chunks_mut(e * t)
-            .zip(dy.par_chunks(self.n * self.h * self.w))
-            .for_each(|(out, channel)| by_kind!(self.output_grad_channel(channel, out)));
+            .enumerate()
+            .for_each(|(c, out)| by_kind!(self.output_grad_channel(self.run(dy, c), out)));
         dm
     }
 
@@ -342,13 +414,22 @@ impl Winograd {
         }
     }
 
-    /// The weight gradient `Gᵀ (Σ_tiles dM_e · V_eᵀ) G` (`c_out × c_in × 3 × 3`), from [`Winograd::output_grad`] and
-    /// [`Winograd::input_by_tile`]. Each product sums over every tile on one thread: the same bits on every run.
-    pub fn weight_grad(&self, dm: &[f32], v_by_tile: &[f32]) -> Vec<f32> {
+    /// Adds this part's `Σ_tiles dM_e · V_eᵀ` (`E × c_out × c_in`) to `du`, from [`Winograd::output_grad`] and
+    /// [`Winograd::input_by_tile`]. Each product sums over the part's tiles on one thread: the same bits on every run.
+    fn weight_products(&self, dm: &[f32], v_by_tile: &[f32], du: &mut [f32]) {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
-        let mut du = uninit(e * co * ci);
+        let mut part = uninit(e * co * ci);
         let (a, b) = ((dm, ((e * t) as isize, 1)), (v_by_tile, (ci as isize, 1)));
-        sgemm_batched_long(e, (co, ci, t), (a, t), (b, t * ci), &mut du);
+        sgemm_batched_long(e, (co, ci, t), (a, t), (b, t * ci), &mut part);
+        du.par_chunks_mut(co * ci).zip(part.par_chunks(co * ci)).for_each(|(d, p)| {
+            d.iter_mut().zip(p).for_each(|(d, p)| *d += p);
+        });
+    }
+
+    /// The weight gradient `Gᵀ dU G` (`c_out × c_in × 3 × 3`) of the products summed over the tiles, `dU` (`E ×
+    /// c_out × c_in`).
+    fn weight_grad(&self, du: &[f32]) -> Vec<f32> {
+        let (co, ci, e) = (self.c_out, self.c_in, self.e());
         let mut dw = uninit(co * ci * 9);
         dw.par_chunks_mut(ci * 9).enumerate().for_each(|(o, filters)| {
             for (i, g) in filters.chunks_exact_mut(9).enumerate() {
@@ -375,18 +456,19 @@ impl Winograd {
         g
     }
 
-    /// The input gradient `B (U_eᵀ · dM_e) Bᵀ`, summed over the overlapping tiles (`c_in × n × h × w`).
-    pub fn input_grad(&self, u: &[f32], dm: &[f32]) -> Vec<f32> {
+    /// The input gradient `B (U_eᵀ · dM_e) Bᵀ`, summed over the overlapping tiles, into this part's images of `dx`
+    /// (`c_in × batch × h × w`).
+    fn input_grad(&self, u: &[f32], dm: &[f32], dx: &mut [f32]) {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
         let mut dv = uninit(e * ci * t);
         let (ei, et) = (e as isize, (e * t) as isize);
         sgemm_batched_wide(e, (ci, t, co), ((u, (ei, ci as isize * ei)), 1), ((dm, (et, 1)), t), &mut dv);
-        let mut dx = uninit(ci * self.n * self.h * self.w);
-        dx.par_chunks_mut(self.n * self.h * self.w).enumerate().for_each(|(c, channel)| {
+        let plane = self.h * self.w;
+        dx.par_chunks_mut(self.batch * plane).enumerate().for_each(|(c, channel)| {
+            let out = &mut channel[self.first * plane..][..self.n * plane];
             let rows: Vec<&[f32]> = (0..e).map(|el| &dv[(el * ci + c) * t..][..t]).collect();
-            by_kind!(self.input_grad_channel(&rows, channel))
+            by_kind!(self.input_grad_channel(&rows, out))
         });
-        dx
     }
 
     /// `B dV Bᵀ` of one channel's tiles (`rows[e]`), summed into the overlapping tiles of `channel`, a row of tiles
@@ -760,26 +842,31 @@ mod tests {
         for m in [2, 4] {
             let mut worst_seen = [0f64; 3];
             for &(n, ci, co, h, w) in &shapes {
-                let g = Winograd { n, c_in: ci, c_out: co, h, w, m };
+                let g = Winograd { n, c_in: ci, c_out: co, h, w, m, batch: n, first: 0 };
                 let x = values(ci * n * h * w, 1);
                 let wt = values(co * ci * 9, 2);
                 let bias = values(co, 3);
                 let dy = values(co * n * h * w, 4);
                 let (y0, dx0, dw0) = direct(&g, &x, &wt, &dy);
-                let (u, v) = (g.weight(&wt), g.input(&x));
-                let y = g.forward(&u, &v, Some(&bias));
-                let unbiased: Vec<f32> = y.iter().enumerate().map(|(k, &val)| val - bias[k / (n * h * w)]).collect();
-                let dm = g.output_grad(&dy);
-                let (dx, dw) = (g.input_grad(&u, &dm), g.weight_grad(&dm, &g.input_by_tile(&x)));
-                let errors = [worst(&unbiased, &y0), worst(&dx, &dx0), worst(&dw, &dw0)];
-                for (seen, e) in worst_seen.iter_mut().zip(errors) {
-                    *seen = seen.max(e);
-                }
-                // F(4×4, 3×3)'s transforms hold larger coefficients (up to 8, and 1/24): measured 3e-6 to 5e-6 here, 20× F(2×2, 3×3)'s.
-                let bound = if m == 4 { 1e-5 } else { 1e-6 };
-                let shape = (n, ci, co, h, w);
-                for (what, e) in ["forward", "input gradient", "weight gradient"].iter().zip(errors) {
-                    assert!(e < bound, "F({m}, 3) {what} {shape:?}: {e:e}");
+                // The whole batch in one part, and one image a part.
+                for bytes in [usize::MAX, 1] {
+                    let y = g.convolve_in_parts(&wt, &x, Some(&bias), bytes);
+                    let unbiased: Vec<f32> =
+                        y.iter().enumerate().map(|(k, &val)| val - bias[k / (n * h * w)]).collect();
+                    let (dw, dx) = g.gradients_in_parts(&wt, &x, &dy, true, bytes);
+                    let dx = dx.expect("input gradient asked for");
+                    assert_eq!(dw, g.gradients_in_parts(&wt, &x, &dy, false, bytes).0);
+                    let errors = [worst(&unbiased, &y0), worst(&dx, &dx0), worst(&dw, &dw0)];
+                    for (seen, e) in worst_seen.iter_mut().zip(errors) {
+                        *seen = seen.max(e);
+                    }
+                    // F(4×4, 3×3)'s transforms hold larger coefficients (up to 8, and 1/24): measured 3e-6 to 5e-6
+                    // here, 20× F(2×2, 3×3)'s.
+                    let bound = if m == 4 { 1e-5 } else { 1e-6 };
+                    let shape = (n, ci, co, h, w);
+                    for (what, e) in ["forward", "input gradient", "weight gradient"].iter().zip(errors) {
+                        assert!(e < bound, "F({m}, 3) {what} {shape:?}, parts of {bytes} bytes: {e:e}");
+                    }
                 }
             }
             println!(

@@ -170,7 +170,7 @@ impl<'a> Executor<'a> {
                 } else if g.is_pointwise() {
                     conv_forward(&g, x, self.p(*weight), bias.map(|b| self.p(b)))
                 } else if let Some(wg) = g.winograd().filter(|_| train) {
-                    wg.forward(&wg.weight(self.p(*weight)), &wg.input(x), bias.map(|b| self.p(b)))
+                    wg.convolve(self.p(*weight), x, bias.map(|b| self.p(b)))
                 } else {
                     let mut cols = scratch(g.rows() * g.positions());
                     g.im2col(x, &mut cols);
@@ -270,14 +270,17 @@ impl<'a> Executor<'a> {
     }
 
     /// Back-propagates `seeds` (gradients of nodes' values) through the graph. Returns the gradient of `stop`'s
-    /// value (when given) and, with `param_grads`, every parameter's gradient.
+    /// value (when given) and, with `param_grads`, every parameter's gradient. With `release`, each node's value
+    /// and arg-maxes are dropped once its own backward pass is done (no node before it reads them): the pass
+    /// holds the activations of the layers it has yet to reach, not the whole network's.
     fn backward(
         &self,
-        fwd: &Forward,
+        fwd: &mut Forward,
         seeds: Vec<(NodeId, Vec<f32>)>,
         rule: ReluRule,
         stop: Option<NodeId>,
         param_grads: bool,
+        release: bool,
     ) -> Result<(Grad, Vec<Grad>)> {
         let nodes = &self.graph.nodes;
         let n = fwd.n;
@@ -288,14 +291,22 @@ impl<'a> Executor<'a> {
         }
         let floor = stop.unwrap_or(0);
         for i in (floor + 1..nodes.len()).rev() {
-            let Some(g) = grads[i].take() else { continue };
-            let node = &nodes[i];
-            // An input needs a gradient unless it is the model's input and nobody asked for that.
-            let wants: Vec<bool> = node.inputs.iter().map(|&j| j != 0 || stop == Some(0)).collect();
-            let din = self.node_backward(i, fwd, g, rule, &wants, param_grads.then_some(&mut pgrads), &mut grads)?;
-            for (k, d) in din.into_iter().enumerate() {
-                if let Some(d) = d {
-                    accumulate(&mut grads[node.inputs[k]], d);
+            if let Some(g) = grads[i].take() {
+                let node = &nodes[i];
+                // An input needs a gradient unless it is the model's input and nobody asked for that.
+                let wants: Vec<bool> = node.inputs.iter().map(|&j| j != 0 || stop == Some(0)).collect();
+                let pg = param_grads.then_some(&mut pgrads);
+                let din = self.node_backward(i, fwd, g, rule, &wants, pg, &mut grads)?;
+                for (k, d) in din.into_iter().enumerate() {
+                    if let Some(d) = d {
+                        accumulate(&mut grads[node.inputs[k]], d);
+                    }
+                }
+            }
+            if release {
+                fwd.values[i] = Vec::new();
+                if let Saved::Index(_) = fwd.saved[i] {
+                    fwd.saved[i] = Saved::Nothing;
                 }
             }
         }
@@ -349,12 +360,12 @@ impl<'a> Executor<'a> {
                 }
                 // Training (parameter gradients wanted) goes through Winograd, as its forward pass did.
                 if let Some(wg) = geo.winograd().filter(|_| wants_params) {
-                    let dm = wg.output_grad(&g);
-                    add_param(*weight, wg.weight_grad(&dm, &wg.input_by_tile(x)));
+                    let (dw, dx) = wg.gradients(self.p(*weight), x, &g, wants[0]);
+                    add_param(*weight, dw);
                     if let Some(b) = bias {
                         add_param(*b, channel_sums(&g, c));
                     }
-                    return Ok(one(wants[0].then(|| wg.input_grad(&wg.weight(self.p(*weight)), &dm))));
+                    return Ok(one(dx));
                 }
                 let cols_owned;
                 let cols: &[f32] = if geo.is_pointwise() {
@@ -610,7 +621,7 @@ impl Executor<'_> {
         let out = self.graph.output;
         let mut roots = vec![out];
         roots.extend(self.graph.penalties.iter().map(|Penalty::HeadOverlap { node, .. }| *node));
-        let fwd = self.forward(channel_major(self.graph, x, n)?, n, true, &roots, true)?;
+        let mut fwd = self.forward(channel_major(self.graph, x, n)?, n, true, &roots, true)?;
         let logits = transpose(&fwd.values[out], classes, n);
         // Mean cross-entropy and its gradient (softmax − one-hot)/n.
         let mut loss = 0f64;
@@ -632,7 +643,7 @@ impl Executor<'_> {
             loss += value;
             seeds.push((*node, grad));
         }
-        let (_, grads) = self.backward(&fwd, seeds, ReluRule::Standard, None, true)?;
+        let (_, grads) = self.backward(&mut fwd, seeds, ReluRule::Standard, None, true, true)?;
         let stats = self
             .graph
             .nodes
@@ -689,7 +700,7 @@ impl Executor<'_> {
             Some(t) => self.graph.taps[t].1,
             None => 0,
         };
-        let fwd = self.forward(channel_major(self.graph, x, n)?, n, false, &[out], true)?;
+        let mut fwd = self.forward(channel_major(self.graph, x, n)?, n, false, &[out], true)?;
         let z = &fwd.values[out];
         let mut seed = zeros(classes * n);
         for (ni, &t) in targets.iter().enumerate() {
@@ -708,7 +719,7 @@ impl Executor<'_> {
                 }
             }
         }
-        let (grad, _) = self.backward(&fwd, vec![(out, seed)], rule, Some(stop), false)?;
+        let (grad, _) = self.backward(&mut fwd, vec![(out, seed)], rule, Some(stop), false, true)?;
         let shape = self.graph.nodes[stop].shape;
         let grad = image_major(&grad.expect("a stop node was given"), shape, n);
         let activation = tap.map(|_| image_major(&fwd.values[stop], shape, n));
