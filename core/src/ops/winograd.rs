@@ -115,13 +115,16 @@ impl Winograd {
 
     /// The batch in parts of whole images, each one's largest temporary (a transformed input or output gradient,
     /// `E × channels × tiles`) at most `bytes` (one image at least): the transforms' buffers stay a few MiB instead of
-    /// 4× (F(2×2): 16 values a tile of 4 pixels) or 2.25× (F(4×4): 36 for 16) the layer's input or output. Only on
-    /// the whole batch.
+    /// 4× (F(2×2): 16 values a tile of 4 pixels) or 2.25× (F(4×4): 36 for 16) the layer's input or output. The parts
+    /// differ by one image at most (no small last part). Only on the whole batch.
     fn parts(&self, bytes: usize) -> impl Iterator<Item = Winograd> + '_ {
         let (th, tw) = self.grid();
         let per_image = self.e() * self.c_in.max(self.c_out) * th * tw * std::mem::size_of::<f32>();
-        let size = (bytes / per_image.max(1)).clamp(1, self.n.max(1));
-        (0..self.n).step_by(size).map(move |first| Winograd { n: size.min(self.n - first), first, ..*self })
+        let most = (bytes / per_image.max(1)).clamp(1, self.n.max(1));
+        let count = self.n.div_ceil(most);
+        // The first `n mod count` parts take one image more.
+        let (size, more) = (self.n / count.max(1), self.n % count.max(1));
+        (0..count).map(move |k| Winograd { n: size + usize::from(k < more), first: k * size + k.min(more), ..*self })
     }
 
     /// Channel `c` of this part's images in a channel-major buffer of the batch.
@@ -847,8 +850,9 @@ mod tests {
                 let bias = values(co, 3);
                 let dy = values(co * n * h * w, 4);
                 let (y0, dx0, dw0) = direct(&g, &x, &wt, &dy);
-                // The whole batch in one part, and one image a part.
-                for bytes in [usize::MAX, 1] {
+                // The whole batch in one part, one image a part, and parts of two and one images.
+                let two_images = 2 * g.e() * ci.max(co) * h.div_ceil(m) * w.div_ceil(m) * 4;
+                for bytes in [usize::MAX, 1, two_images] {
                     let y = g.convolve_in_parts(&wt, &x, Some(&bias), bytes);
                     let unbiased: Vec<f32> =
                         y.iter().enumerate().map(|(k, &val)| val - bias[k / (n * h * w)]).collect();
