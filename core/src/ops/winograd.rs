@@ -19,7 +19,7 @@
 use super::{sgemm_batched_long, sgemm_batched_wide};
 use rayon::prelude::*;
 use std::array::from_fn;
-use std::ops::{Add, Mul, Neg, Sub};
+use std::ops::{Add, Mul, Neg, Range, Sub};
 
 /// The smallest image side that goes through F(4×4, 3×3), for precision: with it on 16×16 layers, RAN-92's
 /// training-mode logits on CIFAR-10 moved 2.9e-4 from the seed's float64 goldens (`tests/tests/attention_models.rs`;
@@ -127,10 +127,15 @@ impl Winograd {
         (0..count).map(move |k| Winograd { n: size + usize::from(k < more), first: k * size + k.min(more), ..*self })
     }
 
+    /// Where this part's images lie in one channel of a channel-major buffer of the batch.
+    fn span(&self) -> Range<usize> {
+        let plane = self.h * self.w;
+        self.first * plane..(self.first + self.n) * plane
+    }
+
     /// Channel `c` of this part's images in a channel-major buffer of the batch.
     fn run<'b>(&self, buf: &'b [f32], c: usize) -> &'b [f32] {
-        let plane = self.h * self.w;
-        &buf[(c * self.batch + self.first) * plane..][..self.n * plane]
+        &buf[c * self.batch * self.h * self.w..][self.span()]
     }
 
     /// The convolution (`c_out × n × h × w`) of `x` (`c_in × n × h × w`) with `weight` (`c_out × c_in × 3 × 3`) plus
@@ -249,8 +254,7 @@ impl Winograd {
             for c0 in (0..ci).step_by(BLOCK) {
                 let width = BLOCK.min(ci - c0);
                 for (k, out) in local.chunks_exact_mut(e * per_image).take(width).enumerate() {
-                    let c = c0 + k;
-                    one.input_channel(&x[(c * self.batch + self.first + ni) * plane..][..plane], out);
+                    one.input_channel(&self.run(x, c0 + k)[ni * plane..][..plane], out);
                 }
                 for (el, dst) in rows.iter_mut().enumerate() {
                     for (tile, run) in dst.chunks_exact_mut(ci).enumerate() {
@@ -315,9 +319,8 @@ impl Winograd {
         let mut m = uninit(e * co * t);
         let (ei, et) = (e as isize, (e * t) as isize);
         sgemm_batched_wide(e, (co, t, ci), ((u, (ci as isize * ei, ei)), 1), ((v, (et, 1)), t), &mut m);
-        let plane = self.h * self.w;
-        y.par_chunks_mut(self.batch * plane).enumerate().for_each(|(c, channel)| {
-            let out = &mut channel[self.first * plane..][..self.n * plane];
+        y.par_chunks_mut(self.batch * self.h * self.w).enumerate().for_each(|(c, channel)| {
+            let out = &mut channel[self.span()];
             let rows: Vec<&[f32]> = (0..e).map(|el| &m[(el * co + c) * t..][..t]).collect();
             by_kind!(self.output_channel(&rows, bias.map_or(0.0, |b| b[c]), out))
         });
@@ -465,9 +468,8 @@ impl Winograd {
         let mut dv = uninit(e * ci * t);
         let (ei, et) = (e as isize, (e * t) as isize);
         sgemm_batched_wide(e, (ci, t, co), ((u, (ei, ci as isize * ei)), 1), ((dm, (et, 1)), t), &mut dv);
-        let plane = self.h * self.w;
-        dx.par_chunks_mut(self.batch * plane).enumerate().for_each(|(c, channel)| {
-            let out = &mut channel[self.first * plane..][..self.n * plane];
+        dx.par_chunks_mut(self.batch * self.h * self.w).enumerate().for_each(|(c, channel)| {
+            let out = &mut channel[self.span()];
             let rows: Vec<&[f32]> = (0..e).map(|el| &dv[(el * ci + c) * t..][..t]).collect();
             by_kind!(self.input_grad_channel(&rows, out))
         });
@@ -552,7 +554,7 @@ fn uninit(len: usize) -> Vec<f32> {
     v
 }
 
-/// Tiles side by side in one pass of a transform (a row of F(4×4, 3×3) tiles of a 16×16 image).
+/// Tiles side by side in one pass of a transform (a row of F(2×2, 3×3) tiles of an 8×8 image).
 const LANES: usize = 4;
 
 /// [`LANES`] values, one per tile, that the transforms combine lane by lane (fixed-size array loops, for LLVM to keep in one
