@@ -1,4 +1,5 @@
-//! The compute pipelines, one per WGSL file in `kernels/` (each prefixed with `common.wgsl`), and the parameters
+//! The compute pipelines, one per WGSL file in `kernels/` (each prefixed with `common.wgsl` and the constants it
+//! names as coming from Rust), and the parameters
 //! every kernel reads from its uniform buffer.
 
 /// Mirrors `Params` in `kernels/common.wgsl`: sixteen 32-bit words (see the comments there).
@@ -32,7 +33,14 @@ pub struct Kernel {
 fn kernel(device: &wgpu::Device, name: &str, source: &str) -> Kernel {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(format!("{}\n{source}", include_str!("kernels/common.wgsl")).into()),
+        source: wgpu::ShaderSource::Wgsl(
+            format!(
+                "const SOFTMAX_FLOOR: f32 = {:?};\n{}\n{source}",
+                crate::ops::SOFTMAX_FLOOR,
+                include_str!("kernels/common.wgsl")
+            )
+            .into(),
+        ),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(name),

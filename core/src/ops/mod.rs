@@ -20,6 +20,16 @@ pub(crate) use matmul::{sgemm, sgemm_batched_long, sgemm_batched_wide, sgemm_lon
 pub(crate) use max_pool::{affine_relu_pool, window_argmax, window_max};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 
+/// How far (in logits) below its run's largest a softmax input may lie and still get a share: `40 ln 2`, a share
+/// below 2⁻⁴⁰ of the largest (under 10⁻⁹ of the run's sum over 1,024 positions, far below float32's rounding)
+/// becomes exactly 0. Without it, a peaked attention mask (WARN's spatial softmax) holds values down in float32's
+/// subnormal range, and so do the gradients it passes to the heads' convolutions: every product with a subnormal
+/// operand or result takes a microcode assist on x86 (about a hundred cycles), which made the backward product of
+/// WARN's 256 → 40 head 15× slower than the trunk's 256 → 256 convolution of the same map (3.5 against 0.24 ms, one
+/// MNIST image) and a saliency map 20–25 % slower. The GPU's softmax kernel takes the same floor (`common.wgsl`
+/// receives it from here).
+pub(crate) const SOFTMAX_FLOOR: f32 = 40.0 * std::f32::consts::LN_2;
+
 /// The exponentials of a row of logits shifted by their maximum, their sum and the maximum: `e[j] / sum` is the
 /// softmax, `ln(sum) + max` the log-sum-exp (the shift keeps `exp` finite).
 pub(crate) fn shifted_exps(z: &[f32]) -> (Vec<f32>, f32, f32) {

@@ -3,6 +3,7 @@
 //! each broadcast; the channel and window maxima on ties, NaN and cut-off windows; the gradients added in place.
 
 use super::kernels::*;
+use crate::ops::SOFTMAX_FLOOR;
 
 /// The project's random test values (`testing::random`) with every fourth one repeated (ties).
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -268,4 +269,42 @@ fn batch_norm_sums_equal_plain_loops() {
             assert!(rel(&dx[ch * m..][..m], &want) < 1e-5, "{c}×{m}");
         }
     }
+}
+
+#[test]
+fn softmax_equals_float64_and_gives_no_subnormal_shares() {
+    // Three runs of 49: random logits; a peaked one (an attention mask), whose far tail is 30–100 below its peak,
+    // where exp alone would give float32 subnormals (e^-88 and below); one exactly at the floor's edge.
+    let len = 49;
+    let mut x = values(len, 7);
+    x.extend((0..len).map(|i| if i == 5 { 10.0 } else { 10.0 - 30.0 - (i as f32) * 1.5 }));
+    x.extend((0..len).map(|i| match i {
+        0 => 0.0,
+        1 => -SOFTMAX_FLOOR + 0.01,
+        2 => -SOFTMAX_FLOOR - 0.01,
+        _ => -200.0,
+    }));
+    let y = softmax_rows(&x, len);
+    for (r, (run, got)) in x.chunks(len).zip(y.chunks(len)).enumerate() {
+        let max = run.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let sum: f64 = run.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for (j, (&v, &p)) in run.iter().zip(got).enumerate() {
+            let exact = (v as f64 - max).exp() / sum;
+            if (v as f64) - max < -(SOFTMAX_FLOOR as f64) {
+                assert_eq!(p, 0.0, "run {r}, entry {j}: {exact:e} is below the floor");
+            } else {
+                assert!(
+                    (p as f64 - exact).abs() <= 1e-6 * exact.max(1e-3),
+                    "run {r}, entry {j}: {p:e} against {exact:e}"
+                );
+            }
+        }
+    }
+    // The floor's edge: the entry just above it keeps its share, the one just below gets none.
+    let edge = &y[2 * len..];
+    assert!(edge[1] > 0.0 && edge[2] == 0.0, "{:e} {:e}", edge[1], edge[2]);
+    // No subnormal share, and none in the gradient it passes back (the costly operands).
+    let g = values(x.len(), 8);
+    let dx = softmax_rows_backward(&y, &g, len);
+    assert!(y.iter().chain(&dx).all(|v| !v.is_subnormal()), "a subnormal value");
 }

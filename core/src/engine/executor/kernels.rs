@@ -3,7 +3,7 @@
 //! channel's batch statistics one contiguous run, and a concatenation along the channels an append.
 
 use crate::graph::Shape;
-use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide, Winograd};
+use crate::ops::{col2im_same, im2col_same, sgemm, sgemm_long, sgemm_wide, Winograd, SOFTMAX_FLOOR};
 use rayon::prelude::*;
 
 /// A zero-filled buffer.
@@ -513,14 +513,14 @@ pub(super) fn plane_max(x: &[f32], hw: usize) -> (Vec<f32>, Vec<u32>) {
 }
 
 /// Softmax of each run of `len` values (a plane, or a flat value's channels when `stride` > 1: element `j` of run
-/// `r` at `r_base + j·stride`).
+/// `r` at `r_base + j·stride`). A value more than [`SOFTMAX_FLOOR`] below its run's largest gets exactly 0.
 pub(super) fn softmax_rows(x: &[f32], len: usize) -> Vec<f32> {
     let mut y = scratch(x.len());
     y.par_chunks_mut(len).zip(x.par_chunks(len)).for_each(|(out, row)| {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for (o, &v) in out.iter_mut().zip(row) {
-            *o = (v - max).exp();
+            *o = if v - max < -SOFTMAX_FLOOR { 0.0 } else { (v - max).exp() };
             sum += *o;
         }
         out.iter_mut().for_each(|o| *o /= sum);

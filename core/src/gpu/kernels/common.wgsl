@@ -1,4 +1,5 @@
 // Shared by every kernel (prepended to each). One invocation computes one output value; `p.total` is how many.
+// Prepended before this file by `kernels.rs`, from Rust: SOFTMAX_FLOOR (`ops::SOFTMAX_FLOOR`).
 struct Params {
     total: u32,
     n: u32,

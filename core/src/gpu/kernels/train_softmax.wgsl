@@ -19,14 +19,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             top = max(top, a[row + j]);
         }
         var sum = 0.0;
-        for (var j = 0u; j < p.k; j++) {
-            sum += exp(a[row + j] - top);
-        }
         if (p.flag == 0u) {
+            // A share more than SOFTMAX_FLOOR below the largest is exactly 0, as on the CPU.
             for (var j = 0u; j < p.k; j++) {
-                out[row + j] = exp(a[row + j] - top) / sum;
+                sum += share(a[row + j] - top);
+            }
+            for (var j = 0u; j < p.k; j++) {
+                out[row + j] = share(a[row + j] - top) / sum;
             }
         } else {
+            for (var j = 0u; j < p.k; j++) {
+                sum += exp(a[row + j] - top);
+            }
             let lse = log(sum) + top;
             for (var j = 0u; j < p.k; j++) {
                 out[row + j] = a[row + j] - lse;
@@ -45,4 +49,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             out[row + j] = a[row + j] - exp(b[row + j]) * dot;
         }
     }
+}
+
+fn share(d: f32) -> f32 {
+    return select(exp(d), 0.0, d < -SOFTMAX_FLOOR);
 }
