@@ -348,7 +348,9 @@ pub(super) fn linear_backward(
     let inp = xm.len() / n;
     let out = dy.len() / n;
     let (dw, db) = if want.0 {
-        let mut dw = zeros(out * inp);
+        // The product (over n ≥ 1 images: the lengths above divide by it) overwrites every entry: no zero-filling
+        // pass over CBAM's 8 MB classifier gradient.
+        let mut dw = scratch(out * inp);
         sgemm(out, inp, n, dy, (n as isize, 1), xm, (1, n as isize), &mut dw, false, true);
         let db = dy.chunks(n).map(|r| r.iter().map(|&v| v as f64).sum::<f64>() as f32).collect();
         (Some(dw), Some(db))
