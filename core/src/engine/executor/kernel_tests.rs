@@ -308,3 +308,31 @@ fn softmax_equals_float64_and_gives_no_subnormal_shares() {
     let dx = softmax_rows_backward(&y, &g, len);
     assert!(y.iter().chain(&dx).all(|v| !v.is_subnormal()), "a subnormal value");
 }
+
+#[test]
+fn flipped_convolution_is_the_input_gradient() {
+    // (n, c_in, h, w, c_out, k, pad): WARN's and RAN's 3×3 over a few positions, a 1×1 (RAN's bottlenecks), a 5×5,
+    // rectangular maps, one image and several.
+    let cases = [(1, 6, 4, 4, 5, 3, 1), (3, 4, 7, 5, 6, 3, 1), (2, 8, 4, 4, 12, 1, 0), (1, 3, 6, 9, 4, 5, 2)];
+    for (seed, &(n, c_in, h, w, c_out, k, pad)) in cases.iter().enumerate() {
+        let g = ConvGeometry { n, input: (c_in, h, w), c_out, k, stride: 1, pad };
+        let t = g.transposed().expect("stride 1, same padding");
+        assert_eq!((t.input, t.c_out, t.positions()), ((c_out, h, w), c_in, g.positions()));
+        let weight = values(c_out * g.rows(), 400 + seed as u64);
+        let dy = values(c_out * g.positions(), 500 + seed as u64);
+        let got = t.forward(&dy, &flipped_weight(&weight, c_out, c_in, k), None);
+        let mut dcols = conv_cols_grad(&g, &weight, &dy);
+        let want = if g.is_pointwise() {
+            dcols
+        } else {
+            let mut dx = vec![0f32; c_in * n * h * w];
+            g.col2im(&mut dcols, &mut dx);
+            dx
+        };
+        assert!(rel(&got, &want) < 1e-6, "case {seed}: {:e}", rel(&got, &want));
+    }
+    // Not a convolution of the same kind: stride 2, or padding other than "same".
+    let strided = ConvGeometry { n: 1, input: (4, 8, 8), c_out: 4, k: 3, stride: 2, pad: 1 };
+    let valid = ConvGeometry { stride: 1, pad: 0, ..strided };
+    assert!(strided.transposed().is_none() && valid.transposed().is_none());
+}

@@ -16,7 +16,7 @@ use crate::graph::{len, Graph, NodeId, Op, Penalty, Propagation, Score};
 use crate::ops::{on_pool, transpose_planes, ReluRule};
 use crate::{Error, Result};
 use kernels::*;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// An attention map of `n` images: its name, its size and the values (`n × h × w`).
 pub type Map = (String, (usize, usize), Vec<f32>);
@@ -68,6 +68,9 @@ pub struct TrainOutput {
 pub struct Executor<'a> {
     graph: &'a Graph,
     params: Vec<&'a [f32]>,
+    /// Where the parameters are constant ([`GraphEngine`]): each convolution's flipped weight, made on first use
+    /// ([`flipped_weight`]), for input gradients over few positions.
+    flipped: Option<&'a [OnceLock<Vec<f32>>]>,
 }
 
 impl<'a> Executor<'a> {
@@ -80,7 +83,7 @@ impl<'a> Executor<'a> {
                 crate::invalid!("{}: {} values, expected {}", p.name, v.len(), p.len());
             }
         }
-        Ok(Executor { graph, params })
+        Ok(Executor { graph, params, flipped: None })
     }
 
     /// Nodes needed for `roots` (not what only `given`, a node whose value is supplied, needs).
@@ -165,16 +168,13 @@ impl<'a> Executor<'a> {
             Op::Input => unreachable!("the input is node 0"),
             Op::Conv { weight, bias, k, stride, pad } => {
                 let g = ConvGeometry { n, input: in_shape(0), c_out: c, k: *k, stride: *stride, pad: *pad };
+                let bias = bias.map(|b| self.p(b));
                 let y = if g.is_narrow() {
-                    g.direct_forward(x, self.p(*weight), bias.map(|b| self.p(b)))
-                } else if g.is_pointwise() {
-                    conv_forward(&g, x, self.p(*weight), bias.map(|b| self.p(b)))
+                    g.direct_forward(x, self.p(*weight), bias)
                 } else if let Some(wg) = g.winograd().filter(|_| train) {
-                    wg.convolve(self.p(*weight), x, bias.map(|b| self.p(b)))
+                    wg.convolve(self.p(*weight), x, bias)
                 } else {
-                    let mut cols = scratch(g.rows() * g.positions());
-                    g.im2col(x, &mut cols);
-                    conv_forward(&g, &cols, self.p(*weight), bias.map(|b| self.p(b)))
+                    g.forward(x, self.p(*weight), bias)
                 };
                 (y, Saved::Nothing)
             }
@@ -366,6 +366,13 @@ impl<'a> Executor<'a> {
                         add_param(*b, channel_sums(&g, c));
                     }
                     return Ok(one(dx));
+                }
+                // Few positions and constant weights: the input gradient as the flipped convolution of `dy`.
+                if let Some(flipped) = self.flipped.filter(|_| !wants_params && wants[0]) {
+                    if let Some(t) = geo.transposed().filter(|t| t.positions() < FLIP_BELOW) {
+                        let wf = flipped[*weight].get_or_init(|| flipped_weight(self.p(*weight), c, t.c_out, *k));
+                        return Ok(one(Some(t.forward(&g, wf, None))));
+                    }
                 }
                 let cols_owned;
                 let cols: &[f32] = if geo.is_pointwise() {
@@ -866,6 +873,8 @@ fn head_overlap(m: &[f32], (heads, h, w): crate::graph::Shape, n: usize, weight:
 pub struct GraphEngine {
     graph: Arc<Graph>,
     params: Vec<Vec<f32>>,
+    /// Per parameter, a convolution weight's flipped form once an input gradient has needed it.
+    flipped: Vec<OnceLock<Vec<f32>>>,
     /// The CPU plan of the same network, for the GPU's plan engine (SimpleCNN family; `gpu::GpuGraph` runs any
     /// graph).
     plan: Option<super::Plan>,
@@ -877,11 +886,16 @@ const CHUNK: usize = 32;
 impl GraphEngine {
     pub fn new(graph: Arc<Graph>, params: Vec<Vec<f32>>, plan: Option<super::Plan>) -> Result<Self> {
         Executor::new(&graph, params.iter().map(|p| p.as_slice()).collect())?;
-        Ok(GraphEngine { graph, params, plan })
+        let flipped = params.iter().map(|_| OnceLock::new()).collect();
+        Ok(GraphEngine { graph, params, flipped, plan })
     }
 
     fn executor(&self) -> Executor<'_> {
-        Executor { graph: &self.graph, params: self.params.iter().map(|p| p.as_slice()).collect() }
+        Executor {
+            graph: &self.graph,
+            params: self.params.iter().map(|p| p.as_slice()).collect(),
+            flipped: Some(&self.flipped),
+        }
     }
 
     pub fn graph(&self) -> &Graph {
