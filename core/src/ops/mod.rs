@@ -26,8 +26,8 @@ pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_referenc
 /// subnormal range, and so do the gradients it passes to the heads' convolutions: every product with a subnormal
 /// operand or result takes a microcode assist on x86 (about a hundred cycles): the backward product of WARN's
 /// 256 → 40 head on one MNIST image took 3.5 ms, 0.24 ms with those values flushed to zero (the trunk's 256 → 256
-/// product on the same map, 6.4× the arithmetic, 0.53 ms), and a saliency map 20–25 % longer. The GPU's softmax kernel takes the same floor (`common.wgsl`
-/// receives it from here).
+/// product on the same map, 6.4× the arithmetic, 0.53 ms), and a saliency map 20–25 % longer. The GPU's softmax
+/// kernel takes the same floor (`common.wgsl` receives it from here).
 pub(crate) const SOFTMAX_FLOOR: f32 = 40.0 * std::f32::consts::LN_2;
 
 /// The exponentials of a row of logits shifted by their maximum, their sum and the maximum: `e[j] / sum` is the
