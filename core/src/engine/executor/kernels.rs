@@ -148,11 +148,7 @@ impl ConvGeometry {
     /// (stride 1, "same" padding, a 1×1 included): `c_out` channels in, `c_in` out, through [`flipped_weight`].
     pub fn transposed(&self) -> Option<ConvGeometry> {
         let (c_in, h, w) = self.input;
-        (self.stride == 1 && 2 * self.pad + 1 == self.k).then_some(ConvGeometry {
-            input: (self.c_out, h, w),
-            c_out: c_in,
-            ..*self
-        })
+        self.is_same().then_some(ConvGeometry { input: (self.c_out, h, w), c_out: c_in, ..*self })
     }
 
     /// `y = W ∗ x + b` by unfolding (a 1×1 needs none) and one product.

@@ -18,19 +18,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var j = 1u; j < p.k; j++) {
             top = max(top, a[row + j]);
         }
+        // The softmax's shares more than SOFTMAX_FLOOR below the largest are exactly 0, as on the CPU; the
+        // log-softmax sums every exponential.
         var sum = 0.0;
+        for (var j = 0u; j < p.k; j++) {
+            let d = a[row + j] - top;
+            sum += select(exp(d), share(d), p.flag == 0u);
+        }
         if (p.flag == 0u) {
-            // A share more than SOFTMAX_FLOOR below the largest is exactly 0, as on the CPU.
-            for (var j = 0u; j < p.k; j++) {
-                sum += share(a[row + j] - top);
-            }
             for (var j = 0u; j < p.k; j++) {
                 out[row + j] = share(a[row + j] - top) / sum;
             }
         } else {
-            for (var j = 0u; j < p.k; j++) {
-                sum += exp(a[row + j] - top);
-            }
             let lse = log(sum) + top;
             for (var j = 0u; j < p.k; j++) {
                 out[row + j] = a[row + j] - lse;
