@@ -8,13 +8,16 @@
 //! The backward pass is made of the same pieces' adjoints: `dM = A dY Aᵀ`; the input gradient is
 //! `B (U_eᵀ · dM_e) Bᵀ` summed over the overlapping tiles, the weight gradient `Gᵀ (Σ_tiles dM_e · V_eᵀ) G`.
 //!
-//! Each transform is separable (a one-dimensional one along the tile's rows, then along its columns), and every
-//! loop runs over a row of tiles side by side, [`LANES`] tiles at a time (one at a time in rows shorter than that).
-//! Values are channel-major over the batch (`c × n × h × w`), as the graph executor keeps them. Layouts, with
-//! `E = (m+2)²` elements per tile: `U` is `c_out × c_in × E`, `V` and `dM` are `channel × E × tiles` (each channel
-//! one contiguous block, written by one task), `M` and `dV` are `E × channel × tiles` (each product's result
-//! contiguous). The batch goes through in parts of whole images ([`PART_BYTES`]), so that these buffers take a few MiB
-//! rather than several times the layer's activations; the weight gradient sums the parts' products.
+//! Each transform is separable (a one-dimensional one down a tile's columns, then along its rows) and runs on
+//! [`CB`] channels side by side: a task takes one image and a block of channels, gathers them pixel-major into a
+//! local buffer (each pixel's channels one [`Block`]), transforms every tile there with vector arithmetic, and writes
+//! each tile element's channels as one contiguous run. Values outside the transforms are channel-major over the
+//! batch (`c × n × h × w`), as the graph executor keeps them. Every transformed buffer is tile-major, `E × tiles ×
+//! channels` with `E = (m+2)²` elements per tile (`V`, `M`, `dM`, `dV`): the products read and write them as they
+//! are (a tile's channels contiguous; the weight gradient's product reads `V` as the forward one does, computed
+//! again), `U` is `c_out × c_in × E`. Where the CPU has AVX-512 or AVX2, the transforms run compiled for it
+//! ([`widest!`]). The batch goes through in parts of whole images ([`PART_BYTES`]), so that these buffers
+//! take a few MiB rather than several times the layer's activations; the weight gradient sums the parts' products.
 
 use super::{sgemm_batched_long, sgemm_batched_wide};
 use rayon::prelude::*;
@@ -66,19 +69,6 @@ macro_rules! by_scheme {
         match $self.m {
             4 => $self.$f::<F4>($($arg),*),
             _ => $self.$f::<F2>($($arg),*),
-        }
-    };
-}
-
-/// Runs a transform generic over [`Scheme`] and [`Num`] with the scheme of `self.m`, over [`Lanes`] of tiles where
-/// a row of tiles fills at least one and one tile at a time where it does not (images of a few tiles a side).
-macro_rules! by_kind {
-    ($self:ident . $f:ident ( $($arg:expr),* )) => {
-        match ($self.m, $self.grid().1 >= LANES) {
-            (4, true) => $self.$f::<F4, Lanes>($($arg),*),
-            (4, false) => $self.$f::<F4, f32>($($arg),*),
-            (_, true) => $self.$f::<F2, Lanes>($($arg),*),
-            (_, false) => $self.$f::<F2, f32>($($arg),*),
         }
     };
 }
@@ -173,7 +163,7 @@ impl Winograd {
         let mut du = vec![0f32; self.e() * self.c_out * self.c_in];
         for part in self.parts(bytes) {
             let dm = part.output_grad(dy);
-            part.weight_products(&dm, &part.input_by_tile(x), &mut du);
+            part.weight_products(&dm, &part.input(x), &mut du);
             if let (Some(u), Some(dx)) = (&u, &mut dx) {
                 part.input_grad(u, &dm, dx);
             }
@@ -222,92 +212,89 @@ impl Winograd {
         u
     }
 
-    /// `V = Bᵀ d B` of every tile of `x` (`c_in × n × h × w`), zero outside the image.
-    fn input(&self, x: &[f32]) -> Vec<f32> {
-        let (e, t) = (self.e(), self.tiles());
-        let mut v = uninit(self.c_in * e * t);
-        v.par_chunks_mut(e * t).enumerate().for_each(|(c, out)| self.input_channel(self.run(x, c), out));
-        v
+    /// Every (image of this part, block of [`CB`] of `channels`) on the rayon pool: `f((image, first channel,
+    /// channels in the block))`.
+    fn blocks(&self, channels: usize, f: impl Fn((usize, usize, usize)) + Sync + Send) {
+        let per = channels.div_ceil(CB);
+        (0..self.n * per).into_par_iter().for_each(|task| {
+            let c0 = task % per * CB;
+            f((task / per, c0, CB.min(channels - c0)))
+        });
     }
 
-    /// [`Winograd::input`] laid out `E × tiles × c_in` (each tile's channels contiguous): the weight gradient's
-    /// operand in the layout the gemm crate reads as it is. From [`Winograd::input`]'s layout its panels are
-    /// gathered one value at a time, rows `E × tiles` apart (15 % of WARN's training step went there).
-    fn input_by_tile(&self, x: &[f32]) -> Vec<f32> {
-        let (ci, t, e) = (self.c_in, self.tiles(), self.e());
-        let per_image = t / self.n.max(1);
-        let mut v = uninit(e * t * ci);
-        // Each image's tiles are a contiguous run of rows in each of the E planes: one task per image.
-        let mut images: Vec<Vec<&mut [f32]>> = (0..self.n).map(|_| Vec::with_capacity(e)).collect();
-        for plane in v.chunks_mut(t * ci) {
-            for (image, rows) in images.iter_mut().zip(plane.chunks_mut(per_image * ci)) {
-                image.push(rows);
+    /// Channels `c0..c0 + width` of image `ni` of this part of `buf` (channel-major, `c × batch × h × w`) into `out`,
+    /// pixel-major with `cols` pixels a row and the image's first pixel at `at`; the rest of `out` untouched.
+    #[inline(always)]
+    fn gather(&self, buf: &[f32], (ni, c0, width): (usize, usize, usize), out: &mut [Block], cols: usize, at: usize) {
+        let (h, w) = (self.h, self.w);
+        let planes: [&[f32]; CB] =
+            from_fn(|k| if k < width { &self.run(buf, c0 + k)[ni * h * w..][..h * w] } else { &[] });
+        // A row at a time, every channel's row read side by side, each pixel's block written whole.
+        for r in 0..h {
+            let rows: [&[f32]; CB] = from_fn(|k| planes[k].get(r * w..(r + 1) * w).unwrap_or(&[]));
+            for (col, o) in out[at + r * cols..][..w].iter_mut().enumerate() {
+                for (lane, row) in o.0.iter_mut().zip(&rows).take(width) {
+                    *lane = row[col];
+                }
             }
         }
-        let one = Winograd { n: 1, ..*self };
-        let plane = self.h * self.w;
-        images.into_par_iter().enumerate().for_each(|(ni, mut rows)| {
-            // Blocks of channels transformed into `local` (`channel × E × tiles`), then written a tile's block of
-            // channels (one cache line) at a time.
-            const BLOCK: usize = 16;
-            let mut local = vec![0f32; BLOCK * e * per_image];
-            for c0 in (0..ci).step_by(BLOCK) {
-                let width = BLOCK.min(ci - c0);
-                for (k, out) in local.chunks_exact_mut(e * per_image).take(width).enumerate() {
-                    one.input_channel(&self.run(x, c0 + k)[ni * plane..][..plane], out);
-                }
-                for (el, dst) in rows.iter_mut().enumerate() {
-                    for (tile, run) in dst.chunks_exact_mut(ci).enumerate() {
-                        for (k, value) in run[c0..c0 + width].iter_mut().enumerate() {
-                            *value = local[(k * e + el) * per_image + tile];
-                        }
-                    }
+    }
+
+    /// [`Winograd::gather`]'s inverse: the image at `at` in `src` (`cols` pixels a row) into channels `c0..c0 +
+    /// width` of image `ni` of this part of the channel-major buffer behind `out`.
+    ///
+    /// # Safety
+    /// No other task may touch those channels' planes of that image while this runs.
+    #[inline(always)]
+    unsafe fn scatter(
+        &self,
+        src: &[Block],
+        cols: usize,
+        at: usize,
+        out: Shared,
+        (ni, c0, width): (usize, usize, usize),
+    ) {
+        let (h, w) = (self.h, self.w);
+        for k in 0..width {
+            // SAFETY: the caller's promise; `Shared::slice` checks the bounds.
+            let dst = unsafe { out.slice(((c0 + k) * self.batch + self.first + ni) * h * w, h * w) };
+            for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+                for (d, s) in row.iter_mut().zip(&src[at + r * cols..][..w]) {
+                    *d = s.0[k];
                 }
             }
-        });
+        }
+    }
+
+    /// `V = Bᵀ d B` of every tile of `x` (`c_in × batch × h × w`), zero outside the image: `E × tiles × c_in`.
+    fn input(&self, x: &[f32]) -> Vec<f32> {
+        let mut v = uninit(self.e() * self.tiles() * self.c_in);
+        by_scheme!(self.input_in(x, Shared::of(&mut v)));
         v
     }
 
-    /// [`Winograd::input`] of one channel.
-    fn input_channel(&self, channel: &[f32], out: &mut [f32]) {
-        by_kind!(self.input_channel_in(channel, out))
+    fn input_in<S: Scheme>(&self, x: &[f32], v: Shared) {
+        self.blocks(self.c_in, |block| input_task::<S>(self, x, v, block));
     }
 
-    /// [`Winograd::input_channel`], a row of tiles at a time: `Bᵀ` down whole padded rows, then across the tiles
-    /// from the transformed rows' phases (phase `p`: the columns `m·k + p`), so every loop runs over contiguous
-    /// tiles.
-    fn input_channel_in<S: Scheme, T: Num>(&self, channel: &[f32], out: &mut [f32]) {
+    /// One (image, block of channels) task of [`Winograd::input_in`].
+    #[inline(always)]
+    fn input_task<S: Scheme>(&self, x: &[f32], v: Shared, (ni, c0, width): (usize, usize, usize)) {
         let (m, a) = (S::M, S::A);
         let (th, tw) = self.grid();
-        let (h, w, t) = (self.h, self.w, self.tiles());
-        // One zero column on the left, zeros past the image on the right: tw + 1 groups of m columns.
-        let pw = m * (tw + 1);
-        let mut padded = vec![0f32; (m * th + 2) * pw];
-        let mut rows = vec![0f32; a * pw];
-        let mut phases = vec![0f32; m * (tw + 1)];
-        for (ni, plane) in channel.chunks_exact(h * w).enumerate() {
-            for (r, row) in plane.chunks_exact(w).enumerate() {
-                padded[(r + 1) * pw + 1..][..w].copy_from_slice(row);
-            }
-            for ty in 0..th {
-                let d = |i: usize| &padded[(m * ty + i) * pw..][..pw];
-                for k in chunks::<T>(pw) {
-                    let y = S::bt(from_fn(|i| if i < a { T::load(d(i), k) } else { T::ZERO }));
-                    for (r, v) in y[..a].iter().enumerate() {
-                        v.store(&mut rows[r * pw..][..pw], k);
-                    }
-                }
-                let col = (ni * th + ty) * tw;
-                for r in 0..a {
-                    split_phases(&rows[r * pw..][..pw], m, &mut phases);
-                    let ph = |j: usize| &phases[(j % m) * (tw + 1) + j / m..][..tw];
-                    for k in chunks::<T>(tw) {
-                        let y = S::bt(from_fn(|j| if j < a { T::load(ph(j), k) } else { T::ZERO }));
-                        for (c, v) in y[..a].iter().enumerate() {
-                            v.store(&mut out[(a * r + c) * t + col..][..tw], k);
-                        }
-                    }
-                }
+        let (t, ci, pw) = (self.tiles(), self.c_in, m * tw + 2);
+        // The image with a border of zeros: one pixel on the top and left, the rest of the last tiles' on the
+        // bottom and right.
+        let mut p = vec![Block::ZERO; (m * th + 2) * pw];
+        self.gather(x, (ni, c0, width), &mut p, pw, pw + 1);
+        for ty in 0..th {
+            for tx in 0..tw {
+                let d = |i: usize, j: usize| p[(m * ty + i) * pw + m * tx + j];
+                let tile = (ni * th + ty) * tw + tx;
+                separable((a, a), S::bt, d, |i, j, value| {
+                    // SAFETY: each task writes its own image's tiles' runs of its own channels.
+                    value.store(unsafe { v.slice(((i * a + j) * t + tile) * ci + c0, width) })
+                });
             }
         }
     }
@@ -316,116 +303,89 @@ impl Winograd {
     /// (`c_out × batch × h × w`).
     fn forward(&self, u: &[f32], v: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
-        let mut m = uninit(e * co * t);
-        let (ei, et) = (e as isize, (e * t) as isize);
-        sgemm_batched_wide(e, (co, t, ci), ((u, (ci as isize * ei, ei)), 1), ((v, (et, 1)), t), &mut m);
-        y.par_chunks_mut(self.batch * self.h * self.w).enumerate().for_each(|(c, channel)| {
-            let out = &mut channel[self.span()];
-            let rows: Vec<&[f32]> = (0..e).map(|el| &m[(el * co + c) * t..][..t]).collect();
-            by_kind!(self.output_channel(&rows, bias.map_or(0.0, |b| b[c]), out))
-        });
+        let mut m = uninit(e * t * co);
+        let ei = e as isize;
+        sgemm_batched_wide(
+            e,
+            (co, t, ci),
+            ((u, (ci as isize * ei, ei)), 1),
+            ((v, (1, ci as isize)), t * ci),
+            &mut m,
+            true,
+        );
+        by_scheme!(self.output(&m, bias, Shared::of(y)))
     }
 
-    /// `Y = Aᵀ M A + bias` of one channel's tiles (`rows[e]`: element `e` of every tile), a row of tiles at a time.
-    fn output_channel<S: Scheme, T: Num>(&self, rows: &[&[f32]], bias: f32, out: &mut [f32]) {
+    /// `Y = Aᵀ M A + bias` of every tile of `m` (`E × tiles × c_out`) into this part's images of `y`.
+    fn output<S: Scheme>(&self, mm: &[f32], bias: Option<&[f32]>, y: Shared) {
+        self.blocks(self.c_out, |block| output_task::<S>(self, mm, bias, y, block));
+    }
+
+    /// One (image, block of channels) task of [`Winograd::output`].
+    #[inline(always)]
+    fn output_task<S: Scheme>(
+        &self,
+        mm: &[f32],
+        bias: Option<&[f32]>,
+        y: Shared,
+        (ni, c0, width): (usize, usize, usize),
+    ) {
         let (m, a) = (S::M, S::A);
         let (th, tw) = self.grid();
-        let (h, w) = (self.h, self.w);
-        // s[i][j] = (Aᵀ M)[i][j], tw tiles each.
-        let mut s = vec![0f32; m * a * tw];
-        let mut phases = vec![0f32; m * tw];
-        let bias = T::splat(bias);
-        for ni in 0..self.n {
-            for ty in 0..th {
-                let col = (ni * th + ty) * tw;
-                let mm = |el: usize| &rows[el][col..][..tw];
-                for j in 0..a {
-                    for k in chunks::<T>(tw) {
-                        let y = S::at(from_fn(|r| if r < a { T::load(mm(r * a + j), k) } else { T::ZERO }));
-                        for (i, v) in y[..m].iter().enumerate() {
-                            v.store(&mut s[(i * a + j) * tw..][..tw], k);
-                        }
-                    }
-                }
-                for i in 0..m.min(h - m * ty) {
-                    let si = |j: usize| &s[(i * a + j) * tw..][..tw];
-                    for k in chunks::<T>(tw) {
-                        let y = S::at(from_fn(|j| if j < a { T::load(si(j), k) } else { T::ZERO }));
-                        for (p, v) in y[..m].iter().enumerate() {
-                            (*v + bias).store(&mut phases[p * tw..][..tw], k);
-                        }
-                    }
-                    let dst = &mut out[(ni * h + m * ty + i) * w..][..w];
-                    for (k, group) in dst.chunks_mut(m).enumerate() {
-                        for (p, value) in group.iter_mut().enumerate() {
-                            *value = phases[p * tw + k];
-                        }
-                    }
-                }
+        let (t, co, yw) = (self.tiles(), self.c_out, m * tw);
+        let bias = bias.map_or(Block::ZERO, |b| Block::load(&b[c0..c0 + width]));
+        // Whole tiles: past the image's bottom and right when m does not divide its sides.
+        let mut out = vec![Block::ZERO; m * th * yw];
+        for ty in 0..th {
+            for tx in 0..tw {
+                let tile = (ni * th + ty) * tw + tx;
+                let el = |i: usize, j: usize| Block::load(&mm[((i * a + j) * t + tile) * co + c0..][..width]);
+                separable((a, m), S::at, el, |i, j, value| out[(m * ty + i) * yw + m * tx + j] = value + bias);
             }
         }
+        // SAFETY: each task writes its own image's planes of its own channels.
+        unsafe { self.scatter(&out, yw, 0, y, (ni, c0, width)) };
     }
 
-    /// `dM = A dY Aᵀ` of every output tile of `dy` (`c_out × n × h × w`): `c_out × E × tiles`.
+    /// `dM = A dY Aᵀ` of every output tile of `dy` (`c_out × batch × h × w`), zero outside the image: `E × tiles ×
+    /// c_out`.
     fn output_grad(&self, dy: &[f32]) -> Vec<f32> {
-        let (e, t) = (self.e(), self.tiles());
-        let mut dm = uninit(self.c_out * e * t);
-        dm.par_chunks_mut(e * t)
-            .enumerate()
-            .for_each(|(c, out)| by_kind!(self.output_grad_channel(self.run(dy, c), out)));
+        let mut dm = uninit(self.e() * self.tiles() * self.c_out);
+        by_scheme!(self.output_grad_in(dy, Shared::of(&mut dm)));
         dm
     }
 
-    /// [`Winograd::output_grad`] of one channel, a row of tiles at a time.
-    fn output_grad_channel<S: Scheme, T: Num>(&self, channel: &[f32], out: &mut [f32]) {
+    fn output_grad_in<S: Scheme>(&self, dy: &[f32], dm: Shared) {
+        self.blocks(self.c_out, |block| output_grad_task::<S>(self, dy, dm, block));
+    }
+
+    /// One (image, block of channels) task of [`Winograd::output_grad_in`].
+    #[inline(always)]
+    fn output_grad_task<S: Scheme>(&self, dy: &[f32], dm: Shared, (ni, c0, width): (usize, usize, usize)) {
         let (m, a) = (S::M, S::A);
         let (th, tw) = self.grid();
-        let (h, w, t) = (self.h, self.w, self.tiles());
-        // u[i][c] = (dY Aᵀ)[i][c] for the tile row's m output rows i.
-        let mut u = vec![0f32; m * a * tw];
-        let mut phases = vec![0f32; m * tw];
-        for ni in 0..self.n {
-            for ty in 0..th {
-                for i in 0..m {
-                    let r = m * ty + i;
-                    if r >= h {
-                        u[i * a * tw..][..a * tw].fill(0.0);
-                        continue;
-                    }
-                    let src = &channel[(ni * h + r) * w..][..w];
-                    for (k, group) in src.chunks(m).enumerate() {
-                        for p in 0..m {
-                            phases[p * tw + k] = group.get(p).copied().unwrap_or(0.0);
-                        }
-                    }
-                    for k in chunks::<T>(tw) {
-                        let y = S::a(from_fn(|p| if p < m { T::load(&phases[p * tw..][..tw], k) } else { T::ZERO }));
-                        for (c, v) in y[..a].iter().enumerate() {
-                            v.store(&mut u[(i * a + c) * tw..][..tw], k);
-                        }
-                    }
-                }
-                let col = (ni * th + ty) * tw;
-                for c in 0..a {
-                    for k in chunks::<T>(tw) {
-                        let y =
-                            S::a(from_fn(|i| if i < m { T::load(&u[(i * a + c) * tw..][..tw], k) } else { T::ZERO }));
-                        for (r, v) in y[..a].iter().enumerate() {
-                            v.store(&mut out[(r * a + c) * t + col..][..tw], k);
-                        }
-                    }
-                }
+        let (t, co, yw) = (self.tiles(), self.c_out, m * tw);
+        let mut p = vec![Block::ZERO; m * th * yw];
+        self.gather(dy, (ni, c0, width), &mut p, yw, 0);
+        for ty in 0..th {
+            for tx in 0..tw {
+                let d = |i: usize, j: usize| p[(m * ty + i) * yw + m * tx + j];
+                let tile = (ni * th + ty) * tw + tx;
+                separable((m, a), S::a, d, |r, c, value| {
+                    // SAFETY: each task writes its own image's tiles' runs of its own channels.
+                    value.store(unsafe { dm.slice(((r * a + c) * t + tile) * co + c0, width) })
+                });
             }
         }
     }
 
     /// Adds this part's `Σ_tiles dM_e · V_eᵀ` (`E × c_out × c_in`) to `du`, from [`Winograd::output_grad`] and
-    /// [`Winograd::input_by_tile`]. Each product sums over the part's tiles on one thread: the same bits on every run.
-    fn weight_products(&self, dm: &[f32], v_by_tile: &[f32], du: &mut [f32]) {
+    /// [`Winograd::input`]. Each product sums over the part's tiles on one thread: the same bits on every run.
+    fn weight_products(&self, dm: &[f32], v: &[f32], du: &mut [f32]) {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
         let mut part = uninit(e * co * ci);
-        let (a, b) = ((dm, ((e * t) as isize, 1)), (v_by_tile, (ci as isize, 1)));
-        sgemm_batched_long(e, (co, ci, t), (a, t), (b, t * ci), &mut part);
+        let (a, b) = ((dm, (1, co as isize)), (v, (ci as isize, 1)));
+        sgemm_batched_long(e, (co, ci, t), (a, t * co), (b, t * ci), &mut part);
         du.par_chunks_mut(co * ci).zip(part.par_chunks(co * ci)).for_each(|(d, p)| {
             d.iter_mut().zip(p).for_each(|(d, p)| *d += p);
         });
@@ -465,81 +425,45 @@ impl Winograd {
     /// (`c_in × batch × h × w`).
     fn input_grad(&self, u: &[f32], dm: &[f32], dx: &mut [f32]) {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
-        let mut dv = uninit(e * ci * t);
-        let (ei, et) = (e as isize, (e * t) as isize);
-        sgemm_batched_wide(e, (ci, t, co), ((u, (ei, ci as isize * ei)), 1), ((dm, (et, 1)), t), &mut dv);
-        dx.par_chunks_mut(self.batch * self.h * self.w).enumerate().for_each(|(c, channel)| {
-            let out = &mut channel[self.span()];
-            let rows: Vec<&[f32]> = (0..e).map(|el| &dv[(el * ci + c) * t..][..t]).collect();
-            by_kind!(self.input_grad_channel(&rows, out))
-        });
+        let mut dv = uninit(e * t * ci);
+        let ei = e as isize;
+        sgemm_batched_wide(
+            e,
+            (ci, t, co),
+            ((u, (ei, ci as isize * ei)), 1),
+            ((dm, (1, co as isize)), t * co),
+            &mut dv,
+            true,
+        );
+        by_scheme!(self.input_grad_in(&dv, Shared::of(dx)))
     }
 
-    /// `B dV Bᵀ` of one channel's tiles (`rows[e]`), summed into the overlapping tiles of `channel`, a row of tiles
-    /// at a time: the adjoint down the tiles, then across them into the phases of a padded row (a tile's columns
-    /// `m..m+2` fall into the next tile's phases 0 and 1), then interleaved into it.
-    fn input_grad_channel<S: Scheme, T: Num>(&self, rows: &[&[f32]], channel: &mut [f32]) {
+    /// `B dV Bᵀ` of every tile of `dv` (`E × tiles × c_in`), summed where the tiles overlap, into this part's images
+    /// of `dx`.
+    fn input_grad_in<S: Scheme>(&self, dv: &[f32], dx: Shared) {
+        self.blocks(self.c_in, |block| input_grad_task::<S>(self, dv, dx, block));
+    }
+
+    /// One (image, block of channels) task of [`Winograd::input_grad_in`].
+    #[inline(always)]
+    fn input_grad_task<S: Scheme>(&self, dv: &[f32], dx: Shared, (ni, c0, width): (usize, usize, usize)) {
         let (m, a) = (S::M, S::A);
         let (th, tw) = self.grid();
-        let (h, w) = (self.h, self.w);
-        let pw = m * (tw + 1);
-        let mut padded = vec![0f32; (m * th + 2) * pw];
-        // q[x][c] = (B dV)[x][c], tw tiles each.
-        let mut q = vec![0f32; a * a * tw];
-        // cols[j]: column j of B dV Bᵀ for the tile row's row x, tw tiles; acc: them summed into the row's phases.
-        let mut cols = vec![0f32; a * tw];
-        let mut acc = vec![0f32; m * (tw + 1)];
-        for (ni, plane) in channel.chunks_exact_mut(h * w).enumerate() {
-            padded.fill(0.0);
-            for ty in 0..th {
-                let col = (ni * th + ty) * tw;
-                let v = |el: usize| &rows[el][col..][..tw];
-                for c in 0..a {
-                    for k in chunks::<T>(tw) {
-                        let y = S::b(from_fn(|r| if r < a { T::load(v(r * a + c), k) } else { T::ZERO }));
-                        for (x, val) in y[..a].iter().enumerate() {
-                            val.store(&mut q[(x * a + c) * tw..][..tw], k);
-                        }
-                    }
-                }
-                for x in 0..a {
-                    let qx = |c: usize| &q[(x * a + c) * tw..][..tw];
-                    for k in chunks::<T>(tw) {
-                        let y = S::b(from_fn(|c| if c < a { T::load(qx(c), k) } else { T::ZERO }));
-                        for (j, val) in y[..a].iter().enumerate() {
-                            val.store(&mut cols[j * tw..][..tw], k);
-                        }
-                    }
-                    // Column m·tile + j: phase j mod m of tile + j / m.
-                    acc.fill(0.0);
-                    for (j, col) in cols.chunks_exact(tw).enumerate() {
-                        let dst = &mut acc[(j % m) * (tw + 1) + j / m..][..tw];
-                        for (d, v) in dst.iter_mut().zip(col) {
-                            *d += v;
-                        }
-                    }
-                    let dst = &mut padded[(m * ty + x) * pw..][..pw];
-                    for (k, group) in dst.chunks_exact_mut(m).enumerate() {
-                        for (p, value) in group.iter_mut().enumerate() {
-                            *value += acc[p * (tw + 1) + k];
-                        }
-                    }
-                }
-            }
-            for (r, row) in plane.chunks_exact_mut(w).enumerate() {
-                row.copy_from_slice(&padded[(r + 1) * pw + 1..][..w]);
+        let (t, ci, pw) = (self.tiles(), self.c_in, m * tw + 2);
+        // The image with [`Winograd::input_in`]'s border, where the tiles' edges fall.
+        let mut p = vec![Block::ZERO; (m * th + 2) * pw];
+        for ty in 0..th {
+            for tx in 0..tw {
+                let tile = (ni * th + ty) * tw + tx;
+                let el = |i: usize, j: usize| Block::load(&dv[((i * a + j) * t + tile) * ci + c0..][..width]);
+                separable((a, a), S::b, el, |x, y, value| {
+                    let d = &mut p[(m * ty + x) * pw + m * tx + y];
+                    *d = *d + value;
+                });
             }
         }
-    }
-}
-
-/// Splits `row` (`m·(k+1)` values) into its `m` phases, `phases[p·(k+1) + i] = row[m·i + p]`.
-fn split_phases(row: &[f32], m: usize, phases: &mut [f32]) {
-    let len = row.len() / m;
-    for (i, group) in row.chunks_exact(m).enumerate() {
-        for (p, &value) in group.iter().enumerate() {
-            phases[p * len + i] = value;
-        }
+        // SAFETY: each task writes its own image's planes of its own channels.
+        unsafe { self.scatter(&p, pw, pw + 1, dx, (ni, c0, width)) };
     }
 }
 
@@ -554,117 +478,175 @@ fn uninit(len: usize) -> Vec<f32> {
     v
 }
 
-/// Tiles side by side in one pass of a transform (a row of F(2×2, 3×3) tiles of an 8×8 image).
-const LANES: usize = 4;
+/// The separable two-dimensional transform of one tile: `f` down each of the first `n_in` columns of `d(i, j)` (an
+/// `n_in × n_in` tile), then along each row of the result; `out(i, j, value)` for its `n_out × n_out` values.
+#[inline(always)]
+fn separable<const I: usize, const O: usize>(
+    (n_in, n_out): (usize, usize),
+    f: impl Fn([Block; I]) -> [Block; O],
+    d: impl Fn(usize, usize) -> Block,
+    mut out: impl FnMut(usize, usize, Block),
+) {
+    // cols[j] = f of column j of d.
+    let mut cols = [[Block::ZERO; O]; I];
+    for (j, col) in cols.iter_mut().enumerate().take(n_in) {
+        let mut values = [Block::ZERO; I];
+        for (i, value) in values.iter_mut().enumerate().take(n_in) {
+            *value = d(i, j);
+        }
+        *col = f(values);
+    }
+    for i in 0..n_out {
+        let mut values = [Block::ZERO; I];
+        for (value, col) in values.iter_mut().zip(&cols).take(n_in) {
+            *value = col[i];
+        }
+        for (j, value) in f(values).into_iter().enumerate().take(n_out) {
+            out(i, j, value);
+        }
+    }
+}
 
-/// [`LANES`] values, one per tile, that the transforms combine lane by lane (fixed-size array loops, for LLVM to keep in one
-/// vector register).
+/// The widest instructions [`widest!`] may pick: 2 AVX-512, 1 AVX2, 0 the build's target. Always 2 but in the test
+/// that compares the paths.
+static WIDEST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+/// `$name::<S>(g, args…)` runs `g.$task::<S>(args…)` compiled for the widest vector instructions this CPU has
+/// (AVX-512: a [`Block`] is one register; AVX2: two), else for the build's target. The transforms' arithmetic is
+/// the same on every path (no fused multiply-adds): the same bits whichever runs.
+macro_rules! widest {
+    ($name:ident, $task:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name<S: Scheme>(g: &Winograd, $($arg: $ty,)* block: (usize, usize, usize)) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512<S: Scheme>(g: &Winograd, $($arg: $ty,)* block: (usize, usize, usize)) {
+                    g.$task::<S>($($arg,)* block)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2<S: Scheme>(g: &Winograd, $($arg: $ty,)* block: (usize, usize, usize)) {
+                    g.$task::<S>($($arg,)* block)
+                }
+                let widest = WIDEST.load(std::sync::atomic::Ordering::Relaxed);
+                if widest >= 2 && std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512::<S>(g, $($arg,)* block) };
+                }
+                if widest >= 1 && std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2::<S>(g, $($arg,)* block) };
+                }
+            }
+            g.$task::<S>($($arg,)* block)
+        }
+    };
+}
+widest!(input_task, input_task, (x: &[f32], v: Shared));
+widest!(output_task, output_task, (mm: &[f32], bias: Option<&[f32]>, y: Shared));
+widest!(output_grad_task, output_grad_task, (dy: &[f32], dm: Shared));
+widest!(input_grad_task, input_grad_task, (dv: &[f32], dx: Shared));
+
+/// Channels a transform task takes side by side ([`Winograd::blocks`]): a tile element's run of them is one cache
+/// line.
+const CB: usize = 16;
+
+/// One pixel's or tile element's values of [`CB`] channels.
+type Block = Lanes<CB>;
+
+/// `N` values combined lane by lane (fixed-size array loops, for LLVM to keep in vector registers).
 #[derive(Clone, Copy)]
-struct Lanes([f32; LANES]);
+struct Lanes<const N: usize>([f32; N]);
 
 macro_rules! lanewise {
     ($trait:ident, $f:ident, $op:tt) => {
-        impl $trait for Lanes {
-            type Output = Lanes;
+        impl<const N: usize> $trait for Lanes<N> {
+            type Output = Lanes<N>;
             #[inline(always)]
-            fn $f(self, other: Lanes) -> Lanes {
-                Lanes(from_fn(|i| self.0[i] $op other.0[i]))
+            fn $f(self, other: Lanes<N>) -> Lanes<N> {
+                let mut r = self.0;
+                for (r, o) in r.iter_mut().zip(other.0) {
+                    *r $op o;
+                }
+                Lanes(r)
             }
         }
     };
 }
-lanewise!(Add, add, +);
-lanewise!(Sub, sub, -);
+lanewise!(Add, add, +=);
+lanewise!(Sub, sub, -=);
 
-impl Mul<f32> for Lanes {
-    type Output = Lanes;
+impl<const N: usize> Mul<f32> for Lanes<N> {
+    type Output = Lanes<N>;
     #[inline(always)]
-    fn mul(self, s: f32) -> Lanes {
-        Lanes(self.0.map(|v| v * s))
+    fn mul(self, s: f32) -> Lanes<N> {
+        let mut r = self.0;
+        r.iter_mut().for_each(|v| *v *= s);
+        Lanes(r)
     }
 }
 
-impl Neg for Lanes {
-    type Output = Lanes;
+impl<const N: usize> Neg for Lanes<N> {
+    type Output = Lanes<N>;
     #[inline(always)]
-    fn neg(self) -> Lanes {
-        Lanes(self.0.map(|v| -v))
+    fn neg(self) -> Lanes<N> {
+        let mut r = self.0;
+        r.iter_mut().for_each(|v| *v = -*v);
+        Lanes(r)
     }
 }
 
-/// What the one-dimensional transforms compute with: one tile's value or [`Lanes`] of them, loaded from and stored
-/// into a row of tiles `WIDTH` at a time (zeros read, and nothing written, past the row's end).
-trait Num: Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<f32, Output = Self> {
-    const WIDTH: usize;
-    const ZERO: Self;
-    fn splat(value: f32) -> Self;
-    fn load(src: &[f32], k: usize) -> Self;
-    fn store(self, dst: &mut [f32], k: usize);
-}
+impl<const N: usize> Lanes<N> {
+    const ZERO: Lanes<N> = Lanes([0.0; N]);
 
-/// The starts of the `T::WIDTH`-wide chunks that cover `0..len`, the last moved back to end at `len` where the row
-/// fills one (a partial chunk's loads and stores, element by element, made WARN's MNIST step 20 % slower): the
-/// overlap is computed twice and stored alike.
-fn chunks<T: Num>(len: usize) -> impl Iterator<Item = usize> {
-    let width = T::WIDTH;
-    (0..len).step_by(width).map(move |k| if len >= width { k.min(len - width) } else { k })
-}
-
-impl Num for f32 {
-    const WIDTH: usize = 1;
-    const ZERO: f32 = 0.0;
-
+    /// `src`'s values in the first lanes (at most `N`), zeros in the rest.
     #[inline(always)]
-    fn splat(value: f32) -> f32 {
-        value
-    }
-
-    #[inline(always)]
-    fn load(src: &[f32], k: usize) -> f32 {
-        src.get(k).copied().unwrap_or(0.0)
-    }
-
-    #[inline(always)]
-    fn store(self, dst: &mut [f32], k: usize) {
-        if let Some(d) = dst.get_mut(k) {
-            *d = self;
-        }
-    }
-}
-
-impl Num for Lanes {
-    const WIDTH: usize = LANES;
-    const ZERO: Lanes = Lanes([0.0; LANES]);
-
-    #[inline(always)]
-    fn splat(value: f32) -> Lanes {
-        Lanes([value; LANES])
-    }
-
-    #[inline(always)]
-    fn load(src: &[f32], k: usize) -> Lanes {
-        match src.get(k..k + LANES) {
-            Some(s) => Lanes(s.try_into().expect("LANES values")),
-            None => {
-                let mut r = [0f32; LANES];
-                for (lane, &value) in r.iter_mut().zip(src.get(k..).unwrap_or(&[])) {
-                    *lane = value;
-                }
+    fn load(src: &[f32]) -> Lanes<N> {
+        match src.try_into() {
+            Ok(all) => Lanes(all),
+            Err(_) => {
+                let mut r = [0f32; N];
+                r.iter_mut().zip(src).for_each(|(lane, &value)| *lane = value);
                 Lanes(r)
             }
         }
     }
 
+    /// The first lanes into `dst` (at most `N`).
     #[inline(always)]
-    fn store(self, dst: &mut [f32], k: usize) {
-        match dst.get_mut(k..k + LANES) {
-            Some(d) => d.copy_from_slice(&self.0),
-            None => {
-                for (value, lane) in dst.get_mut(k..).unwrap_or(&mut []).iter_mut().zip(self.0) {
-                    *value = lane;
-                }
-            }
+    fn store(self, dst: &mut [f32]) {
+        match dst.len() {
+            len if len == N => dst.copy_from_slice(&self.0),
+            _ => dst.iter_mut().zip(self.0).for_each(|(value, lane)| *value = lane),
         }
+    }
+}
+
+/// What the one-dimensional transforms compute with: [`Lanes`] of channels.
+trait Num: Copy + Add<Output = Self> + Sub<Output = Self> + Neg<Output = Self> + Mul<f32, Output = Self> {}
+
+impl<const N: usize> Num for Lanes<N> {}
+
+/// A buffer that the transform tasks write in disjoint parts, each its own.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32, usize);
+
+// SAFETY: the tasks that share it write disjoint parts ([`Shared::slice`]'s contract).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn of(buf: &mut [f32]) -> Shared {
+        Shared(buf.as_mut_ptr(), buf.len())
+    }
+
+    /// `len` values from `start`, bounds checked.
+    ///
+    /// # Safety
+    /// No other task may touch them while the slice lives, and the buffer must outlive it.
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(start + len <= self.1, "a transform wrote past its buffer");
+        // SAFETY: inside the buffer (checked), and the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
 }
 
@@ -831,7 +813,7 @@ mod tests {
     /// and its adjoints, on even, odd, one-pixel and wide shapes (ragged edge tiles), several images and channels.
     #[test]
     fn equals_direct_convolution_and_its_adjoints() {
-        // The last two have more channels than one block of `input_by_tile`, and a partial block.
+        // The last two have more channels than one block of the transforms' tasks, and a partial block.
         let shapes = [
             (2, 3, 4, 6, 6),
             (3, 2, 5, 7, 5),
@@ -878,6 +860,29 @@ mod tests {
                 "F({m}×{m}, 3×3): worst forward, input gradient, weight gradient {:.1e} {:.1e} {:.1e}",
                 worst_seen[0], worst_seen[1], worst_seen[2]
             );
+        }
+    }
+
+    /// The transforms compiled for AVX-512, AVX2 and the build's target give the same bits (where this CPU has them;
+    /// a missing one falls back to the next, trivially equal).
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        for m in [2, 4] {
+            let (n, ci, co, h, w) = (2, 20, 18, 9, 13);
+            let g = Winograd { n, c_in: ci, c_out: co, h, w, m, batch: n, first: 0 };
+            let (x, wt, bias, dy) =
+                (values(ci * n * h * w, 1), values(co * ci * 9, 2), values(co, 3), values(co * n * h * w, 4));
+            let run = |widest: u8| {
+                WIDEST.store(widest, std::sync::atomic::Ordering::Relaxed);
+                let y = g.convolve(&wt, &x, Some(&bias));
+                let (dw, dx) = g.gradients(&wt, &x, &dy, true);
+                WIDEST.store(2, std::sync::atomic::Ordering::Relaxed);
+                (y, dw, dx)
+            };
+            let widest = run(2);
+            for level in [1, 0] {
+                assert!(run(level) == widest, "F({m}, 3) at level {level} differs from the widest path");
+            }
         }
     }
 }
