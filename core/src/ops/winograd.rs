@@ -509,6 +509,7 @@ fn separable<const I: usize, const O: usize>(
 
 /// The widest instructions [`widest!`] may pick: 2 AVX-512, 1 AVX2, 0 the build's target. Always 2 but in the test
 /// that compares the paths.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 static WIDEST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
 
 /// `$name::<S>(g, args…)` runs `g.$task::<S>(args…)` compiled for the widest vector instructions this CPU has
