@@ -240,6 +240,25 @@ impl Winograd {
         }
     }
 
+    /// A `rows × cols` buffer for [`Winograd::gather`] to fill with an image at `(top, left)`: zeros around it (and
+    /// everywhere when the block has fewer than [`CB`] channels), the image's pixels left for the gather to write.
+    fn framed(&self, (rows, cols): (usize, usize), (top, left): (usize, usize), width: usize) -> Vec<Block> {
+        if width < CB {
+            return vec![Block::ZERO; rows * cols];
+        }
+        // SAFETY: every value is written below (the frame) or by the gather (the image) before any is read.
+        let mut p = unsafe { uninit_blocks(rows * cols) };
+        for (r, row) in p.chunks_exact_mut(cols).enumerate() {
+            if r < top || r >= top + self.h {
+                row.fill(Block::ZERO);
+            } else {
+                row[..left].fill(Block::ZERO);
+                row[left + self.w..].fill(Block::ZERO);
+            }
+        }
+        p
+    }
+
     /// [`Winograd::gather`]'s inverse: the image at `at` in `src` (`cols` pixels a row) into channels `c0..c0 +
     /// width` of image `ni` of this part of the channel-major buffer behind `out`.
     ///
@@ -285,7 +304,7 @@ impl Winograd {
         let (t, ci, pw) = (self.tiles(), self.c_in, m * tw + 2);
         // The image with a border of zeros: one pixel on the top and left, the rest of the last tiles' on the
         // bottom and right.
-        let mut p = vec![Block::ZERO; (m * th + 2) * pw];
+        let mut p = self.framed((m * th + 2, pw), (1, 1), width);
         self.gather(x, (ni, c0, width), &mut p, pw, pw + 1);
         for ty in 0..th {
             for tx in 0..tw {
@@ -335,7 +354,8 @@ impl Winograd {
         let (t, co, yw) = (self.tiles(), self.c_out, m * tw);
         let bias = bias.map_or(Block::ZERO, |b| Block::load(&b[c0..c0 + width]));
         // Whole tiles: past the image's bottom and right when m does not divide its sides.
-        let mut out = vec![Block::ZERO; m * th * yw];
+        // SAFETY: the tiles cover it, each of their values written below before the scatter reads any.
+        let mut out = unsafe { uninit_blocks(m * th * yw) };
         for ty in 0..th {
             for tx in 0..tw {
                 let tile = (ni * th + ty) * tw + tx;
@@ -365,7 +385,7 @@ impl Winograd {
         let (m, a) = (S::M, S::A);
         let (th, tw) = self.grid();
         let (t, co, yw) = (self.tiles(), self.c_out, m * tw);
-        let mut p = vec![Block::ZERO; m * th * yw];
+        let mut p = self.framed((m * th, yw), (0, 0), width);
         self.gather(dy, (ni, c0, width), &mut p, yw, 0);
         for ty in 0..th {
             for tx in 0..tw {
@@ -471,6 +491,21 @@ impl Winograd {
 fn uninit(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     // SAFETY: f32 has no invalid bit patterns, and every caller here writes each element before reading it.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
+/// A buffer of `len` [`Block`]s, not filled.
+///
+/// # Safety
+/// The caller writes every element before reading it (any bits are a valid `f32`, so this is about meaning, not
+/// memory safety).
+unsafe fn uninit_blocks(len: usize) -> Vec<Block> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: `Block` is plain `f32`s, with no invalid bit patterns.
     #[allow(clippy::uninit_vec)]
     unsafe {
         v.set_len(len)
@@ -814,7 +849,7 @@ mod tests {
     /// and its adjoints, on even, odd, one-pixel and wide shapes (ragged edge tiles), several images and channels.
     #[test]
     fn equals_direct_convolution_and_its_adjoints() {
-        // The last two have more channels than one block of the transforms' tasks, and a partial block.
+        // The last three have more channels (in or out) than one block of the transforms' tasks, and a partial block.
         let shapes = [
             (2, 3, 4, 6, 6),
             (3, 2, 5, 7, 5),
@@ -825,6 +860,7 @@ mod tests {
             (1, 2, 2, 17, 4),
             (2, 20, 3, 5, 4),
             (3, 33, 2, 3, 3),
+            (2, 3, 17, 5, 7),
         ];
         for m in [2, 4] {
             let mut worst_seen = [0f64; 3];
