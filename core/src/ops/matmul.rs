@@ -239,16 +239,15 @@ pub(crate) fn sgemm_wide(m: usize, n: usize, k: usize, (a, a_s): Operand, (b, b_
 }
 
 /// `count` products `c_i (m×n) = a_i (m×k) · b_i (k×n)`, operand `i` starting `i·step` elements into its slice
-/// and `c_i` at `i·m·n`, row-major or, with `col_major`, column-major (element `(r, j)` at `i·m·n + j·m + r`: a
-/// Winograd buffer's `tiles × channels`): every (product, block of columns) pair one task on the rayon pool, so many
-/// small products (Winograd's 16 per convolution over a few images) still fill every thread.
+/// and `c_i` column-major at `i·m·n` (element `(r, j)` at `i·m·n + j·m + r`: a Winograd buffer's `tiles ×
+/// channels`): every (product, block of columns) pair one task on the rayon pool, so many small products
+/// (Winograd's 16 per convolution over a few images) still fill every thread.
 pub(crate) fn sgemm_batched_wide(
     count: usize,
     (m, n, k): (usize, usize, usize),
     ((a, a_s), a_step): (Operand, usize),
     ((b, b_s), b_step): (Operand, usize),
     c: &mut [f32],
-    col_major: bool,
 ) {
     check_batched(count, (m, n, k), ((a, a_s), a_step), ((b, b_s), b_step), c);
     if m == 0 || n == 0 {
@@ -268,8 +267,8 @@ pub(crate) fn sgemm_batched_wide(
                 m,
                 hi - lo,
                 k,
-                out.0.add(i * m * n + if col_major { lo * m } else { lo }),
-                if col_major { (1, m as isize) } else { (n as isize, 1) },
+                out.0.add(i * m * n + lo * m),
+                (1, m as isize),
                 false,
                 a.as_ptr().add(i * a_step),
                 a_s,
@@ -506,12 +505,12 @@ mod tests {
             let bs: Vec<f32> = (0..count * k * n + 5).map(|i| rand(1, 7 * i as u64 + 3)[0]).collect();
             let (a_step, b_step) = (m * k, k * n + 1);
             let bs = if k * n == 0 { bs } else { [bs.clone(), vec![0.0; count]].concat() };
-            // Each result read back row-major (the column-major one transposed product by product).
+            // Each result read back row-major (the batched wide one transposed product by product).
             type Batched = fn(usize, (usize, usize, usize), (Operand, usize), (Operand, usize), &mut [f32]);
             let wide_cols: Batched = |count, dims, a, b, c| {
                 let (m, n, _) = dims;
                 let mut cols = vec![7f32; c.len()];
-                sgemm_batched_wide(count, dims, a, b, &mut cols, true);
+                sgemm_batched_wide(count, dims, a, b, &mut cols);
                 for (rows, cols) in c.chunks_exact_mut(m * n).zip(cols.chunks_exact(m * n)).take(count) {
                     for r in 0..m {
                         for j in 0..n {
@@ -520,12 +519,7 @@ mod tests {
                     }
                 }
             };
-            let wide_rows: Batched = |count, dims, a, b, c| sgemm_batched_wide(count, dims, a, b, c, false);
-            for (name, f) in [
-                ("batched wide", wide_rows),
-                ("batched wide, column-major", wide_cols),
-                ("batched long", sgemm_batched_long as Batched),
-            ] {
+            for (name, f) in [("batched wide", wide_cols), ("batched long", sgemm_batched_long as Batched)] {
                 let mut got = vec![7f32; count * m * n];
                 f(count, (m, n, k), ((&at, (1, m as isize)), a_step), ((&bs, (n as isize, 1)), b_step), &mut got);
                 for i in 0..count {

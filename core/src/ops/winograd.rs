@@ -296,23 +296,40 @@ impl Winograd {
         self.blocks(self.c_in, |block| input_task::<S>(self, x, v, block));
     }
 
-    /// One (image, block of channels) task of [`Winograd::input_in`].
+    /// One (image, block of channels) task of [`Winograd::input_in`]: the image with a border of zeros, one pixel on
+    /// the top and left, the rest of the last tiles' on the bottom and right.
     #[inline(always)]
-    fn input_task<S: Scheme>(&self, x: &[f32], v: Shared, (ni, c0, width): (usize, usize, usize)) {
-        let (m, a) = (S::M, S::A);
+    fn input_task<S: Scheme>(&self, x: &[f32], v: Shared, block: (usize, usize, usize)) {
+        self.tile_transform(x, v, self.c_in, (S::M, 1), (S::A, S::A), S::bt, block)
+    }
+
+    /// One (image, block of channels) task of a transform from a channel-major buffer into a tile-major one: the
+    /// block's channels of `src`'s image gathered into a local buffer with `pad` zeros around it (and more past
+    /// the last tiles), each tile's `n_in × n_in` values (a tile every `m` pixels) transformed by `f` into `n_out ×
+    /// n_out` elements, each element's channels one run of `dst` (`E × tiles × channels`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn tile_transform<const I: usize, const O: usize>(
+        &self,
+        src: &[f32],
+        dst: Shared,
+        channels: usize,
+        (m, pad): (usize, usize),
+        (n_in, n_out): (usize, usize),
+        f: impl Fn([Block; I]) -> [Block; O],
+        (ni, c0, width): (usize, usize, usize),
+    ) {
         let (th, tw) = self.grid();
-        let (t, ci, pw) = (self.tiles(), self.c_in, m * tw + 2);
-        // The image with a border of zeros: one pixel on the top and left, the rest of the last tiles' on the
-        // bottom and right.
-        let mut p = self.framed((m * th + 2, pw), (1, 1), width);
-        self.gather(x, (ni, c0, width), &mut p, pw, pw + 1);
+        let (t, cols) = (self.tiles(), m * tw + 2 * pad);
+        let mut p = self.framed((m * th + 2 * pad, cols), (pad, pad), width);
+        self.gather(src, (ni, c0, width), &mut p, cols, pad * cols + pad);
         for ty in 0..th {
             for tx in 0..tw {
-                let d = |i: usize, j: usize| p[(m * ty + i) * pw + m * tx + j];
+                let d = |i: usize, j: usize| p[(m * ty + i) * cols + m * tx + j];
                 let tile = (ni * th + ty) * tw + tx;
-                separable((a, a), S::bt, d, |i, j, value| {
+                separable((n_in, n_out), &f, d, |i, j, value| {
                     // SAFETY: each task writes its own image's tiles' runs of its own channels.
-                    value.store(unsafe { v.slice(((i * a + j) * t + tile) * ci + c0, width) })
+                    value.store(unsafe { dst.slice(((i * n_out + j) * t + tile) * channels + c0, width) })
                 });
             }
         }
@@ -324,14 +341,7 @@ impl Winograd {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
         let mut m = uninit(e * t * co);
         let ei = e as isize;
-        sgemm_batched_wide(
-            e,
-            (co, t, ci),
-            ((u, (ci as isize * ei, ei)), 1),
-            ((v, (1, ci as isize)), t * ci),
-            &mut m,
-            true,
-        );
+        sgemm_batched_wide(e, (co, t, ci), ((u, (ci as isize * ei, ei)), 1), ((v, (1, ci as isize)), t * ci), &mut m);
         by_scheme!(self.output(&m, bias, Shared::of(y)))
     }
 
@@ -379,24 +389,11 @@ impl Winograd {
         self.blocks(self.c_out, |block| output_grad_task::<S>(self, dy, dm, block));
     }
 
-    /// One (image, block of channels) task of [`Winograd::output_grad_in`].
+    /// One (image, block of channels) task of [`Winograd::output_grad_in`]: whole tiles, zeros past the image's
+    /// bottom and right.
     #[inline(always)]
-    fn output_grad_task<S: Scheme>(&self, dy: &[f32], dm: Shared, (ni, c0, width): (usize, usize, usize)) {
-        let (m, a) = (S::M, S::A);
-        let (th, tw) = self.grid();
-        let (t, co, yw) = (self.tiles(), self.c_out, m * tw);
-        let mut p = self.framed((m * th, yw), (0, 0), width);
-        self.gather(dy, (ni, c0, width), &mut p, yw, 0);
-        for ty in 0..th {
-            for tx in 0..tw {
-                let d = |i: usize, j: usize| p[(m * ty + i) * yw + m * tx + j];
-                let tile = (ni * th + ty) * tw + tx;
-                separable((m, a), S::a, d, |r, c, value| {
-                    // SAFETY: each task writes its own image's tiles' runs of its own channels.
-                    value.store(unsafe { dm.slice(((r * a + c) * t + tile) * co + c0, width) })
-                });
-            }
-        }
+    fn output_grad_task<S: Scheme>(&self, dy: &[f32], dm: Shared, block: (usize, usize, usize)) {
+        self.tile_transform(dy, dm, self.c_out, (S::M, 0), (S::M, S::A), S::a, block)
     }
 
     /// Adds this part's `Σ_tiles dM_e · V_eᵀ` (`E × c_out × c_in`) to `du`, from [`Winograd::output_grad`] and
@@ -447,14 +444,7 @@ impl Winograd {
         let (co, ci, t, e) = (self.c_out, self.c_in, self.tiles(), self.e());
         let mut dv = uninit(e * t * ci);
         let ei = e as isize;
-        sgemm_batched_wide(
-            e,
-            (ci, t, co),
-            ((u, (ei, ci as isize * ei)), 1),
-            ((dm, (1, co as isize)), t * co),
-            &mut dv,
-            true,
-        );
+        sgemm_batched_wide(e, (ci, t, co), ((u, (ei, ci as isize * ei)), 1), ((dm, (1, co as isize)), t * co), &mut dv);
         by_scheme!(self.input_grad_in(&dv, Shared::of(dx)))
     }
 
@@ -470,7 +460,7 @@ impl Winograd {
         let (m, a) = (S::M, S::A);
         let (th, tw) = self.grid();
         let (t, ci, pw) = (self.tiles(), self.c_in, m * tw + 2);
-        // The image with [`Winograd::input_in`]'s border, where the tiles' edges fall.
+        // The image with [`Winograd::input_task`]'s border, where the tiles' edges fall.
         let mut p = vec![Block::ZERO; (m * th + 2) * pw];
         for ty in 0..th {
             for tx in 0..tw {
