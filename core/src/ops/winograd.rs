@@ -46,6 +46,15 @@ const PART_BYTES: usize = 16 << 20;
 /// 16 channels (8 here) 36.4 ms against F(2×2)'s 33.1; 64 to 64 (32) 220 against 256.
 const F4_CHANNELS: usize = 16;
 
+/// The fewest tiles (over the batch) that go through Winograd's transforms: with fewer, the work that grows with
+/// the weights alone (`U` and the weight gradient's `dU`, `E × c_out × c_in` each, transformed, written and read
+/// again; a product of `c_out × c_in` outputs summed over few tiles) costs more than im2col + GEMM's 2.25× more
+/// multiply-adds. Forward and backward of 4×4 images (4 tiles each), F(2×2): 16 images 0.41–0.73× im2col's
+/// speed (128 to 512 channels), 32 images 0.54–1.0×, 48 images 0.99–1.09×, 64 images 1.03–1.21×, 96 images 1.37–1.51×
+/// (`results/bench/winograd-min-tiles-2026-12-06.txt`); RAN's 512-channel 4×4 stage at batch 32 had taken 30 % of
+/// its training step.
+const MIN_TILES: usize = 256;
+
 /// A 3×3, stride-1, padding-1 convolution of `n` images of `c_in × h × w` into `c_out` channels, through
 /// F(m×m, 3×3).
 #[derive(Clone, Copy, Debug)]
@@ -78,8 +87,8 @@ impl Winograd {
     /// applies (3×3, stride 1, padding 1) and has channels to amortise its tile transforms over (a first layer's 1
     /// or 3 input channels keep im2col + GEMM); F(4×4, 3×3) from [`F4_FROM`] pixels a side and
     /// [`F4_CHANNELS`], F(2×2, 3×3) otherwise.
-    /// `None` for an empty batch or image too: the transforms split their work by image and plane, which must not
-    /// be empty.
+    /// `None` below [`MIN_TILES`] tiles, so for an empty batch or image too (the transforms split their work by
+    /// image and plane, which must not be empty).
     pub fn of(
         n: usize,
         (c_in, h, w): (usize, usize, usize),
@@ -91,7 +100,8 @@ impl Winograd {
         // F(4×4, 3×3) saves multiply-adds ∝ c_in·c_out and costs transforms ∝ c_in + c_out.
         let f4 = h.min(w) >= F4_FROM && c_in * c_out >= F4_CHANNELS * (c_in + c_out);
         let m = if f4 { 4 } else { 2 };
-        (k == 3 && stride == 1 && pad == 1 && c_in >= 8 && n * h * w > 0).then_some(Winograd {
+        let tiles = n * h.div_ceil(m) * w.div_ceil(m);
+        (k == 3 && stride == 1 && pad == 1 && c_in >= 8 && tiles >= MIN_TILES).then_some(Winograd {
             n,
             c_in,
             c_out,
@@ -888,6 +898,18 @@ mod tests {
                 worst_seen[0], worst_seen[1], worst_seen[2]
             );
         }
+    }
+
+    /// Winograd takes a convolution from [`MIN_TILES`] tiles over the batch on, and 3×3, stride 1, padding 1 only.
+    #[test]
+    fn takes_enough_tiles_only() {
+        // 4×4 images: 4 tiles each through F(2×2).
+        assert!(Winograd::of(MIN_TILES / 4 - 1, (512, 4, 4), 512, 3, 1, 1).is_none());
+        assert_eq!(Winograd::of(MIN_TILES / 4, (512, 4, 4), 512, 3, 1, 1).map(|g| g.tiles()), Some(MIN_TILES));
+        assert!(Winograd::of(0, (64, 28, 28), 64, 3, 1, 1).is_none());
+        assert!(Winograd::of(32, (64, 28, 28), 64, 3, 2, 1).is_none());
+        assert!(Winograd::of(32, (64, 28, 28), 64, 5, 1, 2).is_none());
+        assert_eq!(Winograd::of(32, (64, 32, 32), 64, 3, 1, 1).map(|g| g.m), Some(4));
     }
 
     /// The transforms compiled for AVX-512, AVX2 and the build's target give the same bits (where this CPU has them;

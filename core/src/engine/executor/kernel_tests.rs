@@ -95,6 +95,25 @@ fn broadcast_products_and_their_gradients_equal_plain_loops() {
     }
 }
 
+/// Both gradients of a product in one pass, in place, are the same bits as the two passes' ([`Broadcast::mul`] of
+/// the output gradient, [`Broadcast::reduce`]), on values longer than the kernels' grain too.
+#[test]
+fn broadcast_backward_in_place_equals_its_two_passes() {
+    for (c, n, h, w) in [(3, 4, 5, 3), (5, 3, 50, 60)] {
+        let hw = h * w;
+        let a = values(c * n * hw, 17);
+        let g = values(c * n * hw, 18);
+        for shape in [(c, h, w), (c, 1, 1), (1, h, w)] {
+            let how = Broadcast::of((c, h, w), shape);
+            let b = values(shape.0 * shape.1 * shape.2 * n, 19);
+            let mut da = g.clone();
+            let db = how.backward_in_place(&mut da, &a, &b, n, hw);
+            assert_eq!(da, how.mul(&g, &b, n, hw), "{how:?} {c}×{n}×{hw}");
+            assert_eq!(db, how.reduce(&g, &a, n, hw), "{how:?} {c}×{n}×{hw}");
+        }
+    }
+}
+
 #[test]
 fn one_value_per_image_times_a_vector_per_image() {
     // (3, 1, 1) times (1, 1, 1) over 2 images: the single value of each image scales its three channels.
@@ -251,7 +270,8 @@ fn batch_norm_sums_equal_plain_loops() {
         let (mean, var) = batch_stats(&x, c);
         let gamma = values(c, 70);
         let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
-        let (dx, dgamma, dbeta) = batch_norm_backward(&x, &dy, &mean, &invstd, &gamma);
+        let mut dx = dy.clone();
+        let (dgamma, dbeta) = batch_norm_backward(&x, &mut dx, &mean, &invstd, &gamma);
         for ch in 0..c {
             let (xs, gs) = (&x[ch * m..][..m], &dy[ch * m..][..m]);
             let mu = xs.iter().map(|&v| v as f64).sum::<f64>() / m as f64;

@@ -199,7 +199,7 @@ pub(super) fn conv_param_grads(g: &ConvGeometry, cols: &[f32], dy: &[f32], bias:
 
 /// The sum of each of `c` channels of `x` (`c × m`), in `f64`: a bias's gradient.
 pub(super) fn channel_sums(x: &[f32], c: usize) -> Vec<f32> {
-    x.par_chunks(x.len() / c.max(1)).map(|row| lane_sums(row, row, |v, _| [v as f64, 0.0])[0] as f32).collect()
+    x.par_chunks(x.len() / c.max(1)).map(|row| lane_sums(row, row, |v, _| v as f64) as f32).collect()
 }
 
 /// The unfolded input's gradient `Wᵀ · dy` (`c_in·k·k × P`).
@@ -215,8 +215,8 @@ pub(super) fn batch_stats(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
     let m = x.len() / c;
     x.par_chunks(m)
         .map(|ch| {
-            let mean = lane_sums(ch, ch, |v, _| [v as f64, 0.0])[0] / m as f64;
-            let var = lane_sums(ch, ch, |v, _| [(v as f64 - mean).powi(2), 0.0])[0] / m as f64;
+            let mean = lane_sums(ch, ch, |v, _| v as f64) / m as f64;
+            let var = lane_sums(ch, ch, |v, _| (v as f64 - mean).powi(2)) / m as f64;
             (mean as f32, var as f32)
         })
         .unzip()
@@ -225,27 +225,20 @@ pub(super) fn batch_stats(x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
 /// Independent partial sums per [`lane_sums`] call: enough to hide the latency of a float64 add.
 const LANES: usize = 8;
 
-/// `Σ f(a_i, b_i)` of both components, in float64, over `LANES` interleaved partial sums added in a fixed order: a
-/// single running sum waits on every add (4 cycles each), these chains run side by side and vectorise (BatchNorm's
-/// statistics and backward sums).
-fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> [f64; 2]) -> [f64; 2] {
-    let mut acc = [[0f64; LANES]; 2];
+/// `Σ f(a_i, b_i)` in float64, over `LANES` interleaved partial sums added in a fixed order: a single running sum
+/// waits on every add (4 cycles each), these chains run side by side and vectorise (BatchNorm's statistics and
+/// backward sums). One sum a call: LLVM vectorises two side by side in one loop as pairs of scalars (measured:
+/// twice the time of two calls, each one's operands still in cache for the second).
+pub(super) fn lane_sums(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (xa, xb) in ca.zip(cb) {
         for l in 0..LANES {
-            let [p, q] = f(xa[l], xb[l]);
-            acc[0][l] += p;
-            acc[1][l] += q;
+            acc[l] += f(xa[l], xb[l]);
         }
     }
-    let mut sum = [acc[0].iter().sum::<f64>(), acc[1].iter().sum::<f64>()];
-    for (&va, &vb) in ra.iter().zip(rb) {
-        let [p, q] = f(va, vb);
-        sum[0] += p;
-        sum[1] += q;
-    }
-    sum
+    acc.iter().sum::<f64>() + ra.iter().zip(rb).map(|(&va, &vb)| f(va, vb)).sum::<f64>()
 }
 
 /// Independent partial sums of the float32 reductions: one AVX-512 register, two AVX ones.
@@ -300,35 +293,39 @@ pub(super) fn channel_affine(x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32
     y
 }
 
-/// Training-mode BatchNorm backward: the input gradient and `(dγ, dβ)`.
+/// Training-mode BatchNorm backward in place: `dy` becomes the input gradient; returns `(dγ, dβ)`. A channel's two
+/// sums in float64, then each value `k·(dy − Σdy/m − x̂·Σ(dy·x̂)/m)` as one affine map of `(dy, x)` in float64, rounded
+/// once: the input gradient of a channel sums to zero (the shift cancels), and a layer before the BatchNorm sees
+/// its bias gradient as the sum of these values' rounding errors. The channel (`dy` and `x`, a few hundred KiB at
+/// most here) is still in the core's cache for the second pass.
 pub(super) fn batch_norm_backward(
     x: &[f32],
-    dy: &[f32],
+    dy: &mut [f32],
     mean: &[f32],
     invstd: &[f32],
     gamma: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>) {
     let c = mean.len();
     let m = x.len() / c;
-    let mut dx = scratch(x.len());
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = dx
-        .par_chunks_mut(m)
-        .zip(x.par_chunks(m).zip(dy.par_chunks(m)))
+    dy.par_chunks_mut(m)
+        .zip(x.par_chunks(m))
         .enumerate()
-        .map(|(ch, (out, (xs, gs)))| {
+        .map(|(ch, (gs, xs))| {
             let (mu, is) = (mean[ch], invstd[ch]);
-            let [sdy, sdyx] = lane_sums(xs, gs, |v, g| [g as f64, (g * (v - mu) * is) as f64]);
-            // Each value in float64, rounded once: the input gradient of a channel sums to zero (the shift cancels),
-            // and a layer before the BatchNorm sees its bias gradient as the sum of these values' rounding errors.
+            let (mu, is) = (mu as f64, is as f64);
+            // Σ dy·x̂ = is·(Σ dy·x − μ·Σ dy), the products exact in float64.
+            let sdy = lane_sums(gs, gs, |g, _| g as f64);
+            let sdyx = is * (lane_sums(xs, gs, |v, g| v as f64 * g as f64) - mu * sdy);
             let (a, b) = (sdy / m as f64, sdyx / m as f64);
-            let (k, mu, is) = (gamma[ch] as f64 * is as f64, mu as f64, is as f64);
-            for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
-                *o = (k * (g as f64 - a - (v as f64 - mu) * is * b)) as f32;
+            // k·(g − a − (x − μ)·is·b) = k·g + β·x + γ.
+            let k = gamma[ch] as f64 * is;
+            let (beta, gamma) = (-k * is * b, k * (is * b * mu - a));
+            for (g, &v) in gs.iter_mut().zip(xs) {
+                *g = (k * *g as f64 + (beta * v as f64 + gamma)) as f32;
             }
             (sdyx as f32, sdy as f32)
         })
-        .unzip();
-    (dx, dgamma, dbeta)
+        .unzip()
 }
 
 /// `x (c × n × hw)` as the matrix `(c·hw) × n` of flattened images (PyTorch's flatten order).
@@ -659,6 +656,13 @@ pub(super) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) 
     y
 }
 
+/// `a = f(a, b)` of every pair of values, in place, on the rayon pool.
+pub(super) fn zip_map_into(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    a.par_chunks_mut(GRAIN)
+        .zip(b.par_chunks(GRAIN))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a = f(*a, b)));
+}
+
 /// `acc += g`, on the rayon pool.
 pub(super) fn add_into(acc: &mut [f32], g: &[f32]) {
     acc.par_chunks_mut(GRAIN)
@@ -857,6 +861,54 @@ impl Broadcast {
                 o.iter_mut().zip(a.iter().zip(&b[(r % n) * hw..][..hw])).for_each(|(o, (x, y))| *o += x * y)
             }
         });
+    }
+
+    /// Both of the product's gradients in one pass over `g`, which becomes the gradient to `a` (`g ⊙ b`, in place);
+    /// returns the gradient to `b` ([`Broadcast::reduce`]'s, the same sums in the same order).
+    pub fn backward_in_place(self, g: &mut [f32], a: &[f32], b: &[f32], n: usize, hw: usize) -> Vec<f32> {
+        match self {
+            Broadcast::Same => {
+                let mut db = scratch(g.len());
+                db.par_chunks_mut(GRAIN).zip(g.par_chunks_mut(GRAIN)).enumerate().for_each(|(k, (d, g))| {
+                    let at = k * GRAIN;
+                    let (a, b) = (&a[at..][..g.len()], &b[at..][..g.len()]);
+                    for (((d, g), &a), &b) in d.iter_mut().zip(g.iter_mut()).zip(a).zip(b) {
+                        *d = *g * a;
+                        *g *= b;
+                    }
+                });
+                db
+            }
+            Broadcast::Channel => g
+                .par_chunks_mut(hw)
+                .zip(a.par_chunks(hw))
+                .enumerate()
+                .map(|(r, (g, a))| {
+                    let d = lane_dot(g, a);
+                    g.iter_mut().for_each(|v| *v *= b[r]);
+                    d
+                })
+                .collect(),
+            Broadcast::Spatial => {
+                // Each image's rows (one a channel, `c·n` rows in channel-major order) on one task.
+                let mut rows: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::new()).collect();
+                for (r, row) in g.chunks_mut(hw).enumerate() {
+                    rows[r % n].push(row);
+                }
+                let mut db = zeros(n * hw);
+                db.par_chunks_mut(hw).zip(rows.into_par_iter()).enumerate().for_each(|(ni, (d, image))| {
+                    let bp = &b[ni * hw..][..hw];
+                    for (ch, g) in image.into_iter().enumerate() {
+                        let ap = &a[(ch * n + ni) * hw..][..hw];
+                        for (((d, g), &a), &b) in d.iter_mut().zip(g.iter_mut()).zip(ap).zip(bp) {
+                            *d += *g * a;
+                            *g *= b;
+                        }
+                    }
+                });
+                db
+            }
+        }
     }
 
     /// The product's gradient to `b`: `g ⊙ a` summed over what `b` was broadcast along (in channel order).

@@ -405,7 +405,8 @@ impl<'a> Executor<'a> {
             }
             Op::BatchNorm { gamma, beta, mean, var, eps, .. } => match &fwd.saved[i] {
                 Saved::Stats { mean: m, invstd, .. } => {
-                    let (dx, dgamma, dbeta) = batch_norm_backward(x, &g, m, invstd, self.p(*gamma));
+                    let mut dx = g;
+                    let (dgamma, dbeta) = batch_norm_backward(x, &mut dx, m, invstd, self.p(*gamma));
                     add_param(*gamma, dgamma);
                     add_param(*beta, dbeta);
                     one(wants[0].then_some(dx))
@@ -426,14 +427,24 @@ impl<'a> Executor<'a> {
                 }
                 one(dx.map(|d| unflatten(d, in_shape(0), n)))
             }
-            Op::Relu => one(Some(zip_map(&g, x, |gv, xv| relu_backward(rule, gv, xv)))),
+            // The output's gradient becomes the input's, in place.
+            Op::Relu => {
+                let mut g = g;
+                match rule {
+                    ReluRule::Standard => zip_map_into(&mut g, x, |gv, xv| relu_backward(ReluRule::Standard, gv, xv)),
+                    _ => zip_map_into(&mut g, x, |gv, xv| relu_backward(rule, gv, xv)),
+                }
+                one(Some(g))
+            }
             Op::Sigmoid => {
-                let y = value(i)?;
-                one(Some(zip_map(&g, y, |gv, yv| gv * yv * (1.0 - yv))))
+                let mut g = g;
+                zip_map_into(&mut g, value(i)?, |gv, yv| gv * yv * (1.0 - yv));
+                one(Some(g))
             }
             Op::Tanh => {
-                let y = value(i)?;
-                one(Some(zip_map(&g, y, |gv, yv| gv * (1.0 - yv * yv))))
+                let mut g = g;
+                zip_map_into(&mut g, value(i)?, |gv, yv| gv * (1.0 - yv * yv));
+                one(Some(g))
             }
             // Gradients that are sparse or cheap to add go into the input's gradient in place when it has one
             // already (CBAM's pools share their input with its gates): no buffer of zeros, no extra pass.
@@ -481,10 +492,15 @@ impl<'a> Executor<'a> {
             Op::Mul => {
                 let how = Broadcast::of(node.shape, in_shape(1));
                 let b = value(node.inputs[1])?;
-                let db = how.reduce(&g, x, n, hw);
-                let da =
-                    add_or_new(&mut acc[node.inputs[0]], |d| how.mul_into(&g, b, n, hw, d), || how.mul(&g, b, n, hw));
-                vec![da, Some(db)]
+                if let Some(d) = &mut acc[node.inputs[0]] {
+                    let db = how.reduce(&g, x, n, hw);
+                    how.mul_into(&g, b, n, hw, d);
+                    vec![None, Some(db)]
+                } else {
+                    let mut da = g;
+                    let db = how.backward_in_place(&mut da, x, b, n, hw);
+                    vec![Some(da), Some(db)]
+                }
             }
             Op::Gate => {
                 let t = value(node.inputs[1])?;
