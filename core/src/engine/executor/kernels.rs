@@ -317,11 +317,11 @@ pub(super) fn batch_norm_backward(
             let sdy = lane_sums(gs, gs, |g, _| g as f64);
             let sdyx = is * (lane_sums(xs, gs, |v, g| v as f64 * g as f64) - mu * sdy);
             let (a, b) = (sdy / m as f64, sdyx / m as f64);
-            // k·(g − a − (x − μ)·is·b) = k·g + β·x + γ.
+            // k·(g − a − (x − μ)·is·b) = k·g + s·x + t.
             let k = gamma[ch] as f64 * is;
-            let (beta, gamma) = (-k * is * b, k * (is * b * mu - a));
+            let (s, t) = (-k * is * b, k * (is * b * mu - a));
             for (g, &v) in gs.iter_mut().zip(xs) {
-                *g = (k * *g as f64 + (beta * v as f64 + gamma)) as f32;
+                *g = (k * *g as f64 + (s * v as f64 + t)) as f32;
             }
             (sdyx as f32, sdy as f32)
         })
