@@ -12,8 +12,8 @@
 
 use super::{Engine, Gradient};
 use crate::graph::Score;
-use crate::ops::sgemm;
 use crate::ops::{affine_relu_pool, col2im_same, im2col_same, transpose_planes, Geometry, ReluRule};
+use crate::ops::{sgemm, uninit};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -480,17 +480,6 @@ struct Activations {
     values: Vec<Vec<f32>>,
     argmax: Vec<Vec<u8>>,
     cbam: Vec<Option<CbamState>>,
-}
-
-/// A buffer whose every element the caller overwrites before reading (a matrix product's output).
-fn uninit(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns, and callers write every element before reading it.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
-    v
 }
 
 /// Output planes at least this large are computed one image at a time (the matrix product is wide enough, and the

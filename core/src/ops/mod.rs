@@ -20,6 +20,27 @@ pub(crate) use matmul::{sgemm, sgemm_batched_long, sgemm_batched_wide, sgemm_lon
 pub(crate) use max_pool::{affine_relu_pool, window_argmax, window_max};
 pub use max_pool::{max_over, max_pool2x2, max_pool2x2_ceil, max_pool2x2_reference};
 
+/// Values for which every bit pattern is a valid value (plain `f32`s): [`uninit`] may hand out buffers of them.
+///
+/// # Safety
+/// Only for types made of `f32`s alone, with no padding.
+pub(crate) unsafe trait Plain: Copy {}
+
+// SAFETY: a float.
+unsafe impl Plain for f32 {}
+
+/// A buffer of `len` values whose every element the caller writes before anything reads it (no zero-filling pass:
+/// a matrix product's output, a transform's tiles).
+pub(crate) fn uninit<T: Plain>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: `T` has no invalid bit patterns (`Plain`), and callers write every element before reading it.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
+    v
+}
+
 /// How far (in logits) below its run's largest a softmax input may lie and still get a share: `40 ln 2`, a share
 /// below 2⁻⁴⁰ of the largest (under 10⁻⁹ of the run's sum over 1,024 positions, far below float32's rounding)
 /// becomes exactly 0. Without it, a peaked attention mask (WARN's spatial softmax) holds values down in float32's

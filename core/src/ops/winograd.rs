@@ -19,7 +19,7 @@
 //! ([`widest!`]). The batch goes through in parts of whole images ([`PART_BYTES`]), so that these buffers
 //! take a few MiB rather than several times the layer's activations; the weight gradient sums the parts' products.
 
-use super::{sgemm_batched_long, sgemm_batched_wide};
+use super::{sgemm_batched_long, sgemm_batched_wide, uninit, Plain};
 use rayon::prelude::*;
 use std::array::from_fn;
 use std::ops::{Add, Mul, Neg, Range, Sub};
@@ -256,8 +256,8 @@ impl Winograd {
         if width < CB {
             return vec![Block::ZERO; rows * cols];
         }
-        // SAFETY: every value is written below (the frame) or by the gather (the image) before any is read.
-        let mut p = unsafe { uninit_blocks(rows * cols) };
+        // Every value is written below (the frame) or by the gather (the image) before any is read.
+        let mut p = uninit(rows * cols);
         for (r, row) in p.chunks_exact_mut(cols).enumerate() {
             if r < top || r >= top + self.h {
                 row.fill(Block::ZERO);
@@ -374,8 +374,8 @@ impl Winograd {
         let (t, co, yw) = (self.tiles(), self.c_out, m * tw);
         let bias = bias.map_or(Block::ZERO, |b| Block::load(&b[c0..c0 + width]));
         // Whole tiles: past the image's bottom and right when m does not divide its sides.
-        // SAFETY: the tiles cover it, each of their values written below before the scatter reads any.
-        let mut out = unsafe { uninit_blocks(m * th * yw) };
+        // The tiles cover it, each of their values written below before the scatter reads any.
+        let mut out = uninit(m * th * yw);
         for ty in 0..th {
             for tx in 0..tw {
                 let tile = (ni * th + ty) * tw + tx;
@@ -487,32 +487,6 @@ impl Winograd {
     }
 }
 
-/// A buffer whose every element the caller writes before anything reads it (no zero-filling pass).
-fn uninit(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns, and every caller here writes each element before reading it.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
-    v
-}
-
-/// A buffer of `len` [`Block`]s, not filled.
-///
-/// # Safety
-/// The caller writes every element before reading it (any bits are a valid `f32`, so this is about meaning, not
-/// memory safety).
-unsafe fn uninit_blocks(len: usize) -> Vec<Block> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: `Block` is plain `f32`s, with no invalid bit patterns.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
-    v
-}
-
 /// The separable two-dimensional transform of one tile: `f` down each of the first `n_in` columns of `d(i, j)` (an
 /// `n_in × n_in` tile), then along each row of the result; `out(i, j, value)` for its `n_out × n_out` values.
 #[inline(always)]
@@ -592,6 +566,9 @@ type Block = Lanes<CB>;
 /// `N` values combined lane by lane (fixed-size array loops, for LLVM to keep in vector registers).
 #[derive(Clone, Copy)]
 struct Lanes<const N: usize>([f32; N]);
+
+// SAFETY: `N` floats, nothing else.
+unsafe impl<const N: usize> Plain for Lanes<N> {}
 
 macro_rules! lanewise {
     ($trait:ident, $f:ident, $op:tt) => {

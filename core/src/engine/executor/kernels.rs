@@ -11,16 +11,8 @@ pub(super) fn zeros(len: usize) -> Vec<f32> {
     vec![0f32; len]
 }
 
-/// A buffer whose every element the caller writes before anything reads it (no zero-filling pass).
-pub(super) fn scratch(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns, and callers write every element before reading it.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
-    v
-}
+/// A buffer whose every element the caller writes before anything reads it ([`crate::ops::uninit`]).
+pub(super) use crate::ops::uninit as scratch;
 
 /// The shape of a convolution over `n` images.
 #[derive(Clone, Copy, Debug)]
